@@ -1,0 +1,66 @@
+# LocalPlus Event Engine. Quick start: `make up` (run everything) and `make test` (the whole suite).
+# Both set themselves up on a fresh machine: uv, the locked Python environment, generated stubs.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)/services/common:$(CURDIR)/services/events:$(CURDIR)/services/ticketing:$(CURDIR)/services/recurrence:$(CURDIR)/devtools:$(CURDIR)
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
+RUN := $(UV) run --frozen --no-sync
+PG15_BIN := /usr/lib/postgresql/15/bin
+PROTOS := $(shell find protos -name '*.proto')
+
+.PHONY: help setup up test bench gen lint migrate token system-postgres
+
+help:
+	@echo "make up        run Postgres, the three services and the gateway on :8080 (Ctrl-C stops all)"
+	@echo "make test      run the whole test suite"
+	@echo "make bench     print throughput and latency figures"
+	@echo "make gen       generate Python stubs and the gateway descriptor from protos/"
+	@echo "make lint      buf lint, ruff, mypy"
+	@echo "make migrate   apply sql/migrations to DATABASE_URL (default: the embedded database)"
+	@echo "make token     print a dev JWT, e.g. make token ARGS='--admin'"
+
+$(UV):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --user uv 2>/dev/null \
+	  || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	@test -x "$(UV)" || { echo "uv not found after install"; exit 1; }
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+gen/descriptor.pb: $(PROTOS) devtools/gen_protos.py .venv/.synced
+	$(RUN) python devtools/gen_protos.py
+
+setup: .venv/.synced gen/descriptor.pb
+
+gen: .venv/.synced
+	$(RUN) python devtools/gen_protos.py
+
+lint: setup
+	$(RUN) buf lint
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy services devtools tests bench
+
+migrate: setup
+	$(RUN) python -m localplus_common.migrate
+
+up: setup
+	$(RUN) python -m localplus_dev.stack up
+
+# The suite also runs its database tests on the machine's Postgres 15 (Supabase's major version).
+system-postgres:
+	@test -x $(PG15_BIN)/postgres || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-contrib >/dev/null; }
+
+test: setup system-postgres
+	$(RUN) pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(RUN) python -m bench $(ARGS)
+
+token: setup
+	@$(RUN) python -m localplus_dev.token $(ARGS)

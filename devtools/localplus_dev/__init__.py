@@ -1,0 +1,1 @@
+"""Local development and test tooling: embedded Postgres, Envoy gateway, localstripe, process supervision."""

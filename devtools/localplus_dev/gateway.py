@@ -1,0 +1,380 @@
+"""Render gateway/envoy.yaml.tmpl and run Envoy as a supervised child.
+
+`python -m localplus_dev.gateway render > envoy.yaml` renders the config from the environment
+(CONTRACT §2) for docker-compose and friends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
+from localplus_dev.processes import Child, Supervisor, venv_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "gateway" / "envoy.yaml.tmpl"
+DEFAULT_DESCRIPTOR = ROOT / "gen" / "descriptor.pb"
+DEV_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
+# Service package `localplus.<cluster>.v1` is served by the cluster of that name.
+CLUSTERS = ("events", "ticketing", "recurrence")
+# gRPC methods that take no token at all, e.g. a webhook whose caller authenticates by signature.
+PUBLIC_METHODS: frozenset[str] = frozenset()
+HS256_PROVIDER = "supabase"
+JWKS_PROVIDER = "supabase_jwks"
+# Envoy's own error replies (not upstream ones) to JSON: HTTP status -> gRPC-style code name.
+LOCAL_REPLY_CODES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    408: "DEADLINE_EXCEEDED",
+    413: "RESOURCE_EXHAUSTED",
+    429: "RESOURCE_EXHAUSTED",
+    431: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    gateway_port: int = 8080
+    admin_port: int = 9901
+    events_addr: str = "127.0.0.1:50051"
+    ticketing_addr: str = "127.0.0.1:50052"
+    recurrence_addr: str = "127.0.0.1:50053"
+    jwt_secret: str = DEV_JWT_SECRET
+    # A JWKS file path or an http(s) URL with the asymmetric (ES256/RS256) keys, if any.
+    jwks: str | None = None
+    # 0.0.0.0 inside a container; 127.0.0.1 everywhere else.
+    listen_address: str = "127.0.0.1"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewaySettings:
+        d = cls()
+        return cls(
+            gateway_port=int(env.get("GATEWAY_PORT", d.gateway_port)),
+            admin_port=int(env.get("ENVOY_ADMIN_PORT", d.admin_port)),
+            events_addr=env.get("EVENTS_ADDR", d.events_addr),
+            ticketing_addr=env.get("TICKETING_ADDR", d.ticketing_addr),
+            recurrence_addr=env.get("RECURRENCE_ADDR", d.recurrence_addr),
+            jwt_secret=env.get("SUPABASE_JWT_SECRET") or d.jwt_secret,
+            jwks=env.get("SUPABASE_JWKS") or None,
+            listen_address=env.get("GATEWAY_LISTEN_ADDRESS", d.listen_address),
+        )
+
+
+@dataclass(frozen=True)
+class Method:
+    path: str  # gRPC method path, `/package.Service/Method`
+    cluster: str
+    read_only: bool  # every HTTP binding is a GET
+
+
+def load_methods(descriptor_path: Path) -> list[Method]:
+    """The RPCs of every `localplus.*` service in a FileDescriptorSet, with their cluster."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes()).file
+    methods = []
+    for file in files:
+        if not file.package.startswith("localplus."):
+            continue
+        cluster = file.package.split(".")[1]
+        if cluster not in CLUSTERS:
+            raise ValueError(f"package {file.package} has no gateway cluster (known: {', '.join(CLUSTERS)})")
+        for service in file.service:
+            for method in service.method:
+                rule = method.options.Extensions[annotations_pb2.http]
+                bindings = [rule, *rule.additional_bindings]
+                read_only = method.options.HasExtension(annotations_pb2.http) and all(
+                    b.WhichOneof("pattern") == "get" for b in bindings
+                )
+                path = f"/{file.package}.{service.name}/{method.name}"
+                methods.append(Method(path, cluster, read_only))
+    return methods
+
+
+def _split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _jwt_providers(settings: GatewaySettings) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The jwt_authn providers and any cluster a remote JWKS needs."""
+    common = {
+        "audiences": ["authenticated"],
+        # Services verify the token again and need it to act as the caller in Postgres.
+        "forward": True,
+        "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+    }
+    secret = base64.urlsafe_b64encode(settings.jwt_secret.encode()).rstrip(b"=").decode()
+    hs256 = {"keys": [{"kty": "oct", "alg": "HS256", "k": secret}]}
+    providers: dict[str, Any] = {HS256_PROVIDER: {**common, "local_jwks": {"inline_string": json.dumps(hs256)}}}
+    clusters: list[dict[str, Any]] = []
+    if settings.jwks and settings.jwks.startswith(("http://", "https://")):
+        url = urlsplit(settings.jwks)
+        tls = url.scheme == "https"
+        host = url.hostname or ""
+        providers[JWKS_PROVIDER] = {
+            **common,
+            "remote_jwks": {
+                "http_uri": {"uri": settings.jwks, "cluster": "jwks", "timeout": "5s"},
+                "cache_duration": "600s",
+                "async_fetch": {},
+                "retry_policy": {},
+            },
+        }
+        cluster: dict[str, Any] = {
+            "name": "jwks",
+            "type": "STRICT_DNS",
+            "dns_lookup_family": "V4_PREFERRED",
+            "connect_timeout": "5s",
+            "load_assignment": {
+                "cluster_name": "jwks",
+                "endpoints": [
+                    {
+                        "lb_endpoints": [
+                            {
+                                "endpoint": {
+                                    "address": {
+                                        "socket_address": {
+                                            "address": host,
+                                            "port_value": url.port or (443 if tls else 80),
+                                        }
+                                    }
+                                }
+                            }
+                        ]
+                    }
+                ],
+            },
+        }
+        if tls:
+            cluster["transport_socket"] = {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "sni": host,
+                },
+            }
+        clusters.append(cluster)
+    elif settings.jwks:
+        providers[JWKS_PROVIDER] = {**common, "local_jwks": {"filename": str(Path(settings.jwks).resolve())}}
+    return providers, clusters
+
+
+def _jwt_rules(methods: list[Method], providers: list[str]) -> list[dict[str, Any]]:
+    """One exact-path rule per RPC: reads accept anonymous callers (a bad token still fails), the rest
+    need a valid token, PUBLIC_METHODS get no rule at all."""
+    signed: list[dict[str, Any]] = [{"provider_name": p} for p in providers]
+    rules = []
+    for method in methods:
+        if method.path in PUBLIC_METHODS:
+            continue
+        if method.read_only:
+            requires = {"requires_any": {"requirements": [*signed, {"allow_missing": {}}]}}
+        elif len(signed) == 1:
+            requires = signed[0]
+        else:
+            requires = {"requires_any": {"requirements": signed}}
+        rules.append({"match": {"path": method.path}, "requires": requires})
+    return rules
+
+
+def _service_routes(methods: list[Method]) -> list[dict[str, Any]]:
+    services = {m.path.rsplit("/", 1)[0] + "/": m.cluster for m in methods}
+    no_buffer = {
+        "envoy.filters.http.buffer": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+            "disabled": True,
+        }
+    }
+    routes: list[dict[str, Any]] = [
+        {
+            "match": {"prefix": prefix},
+            "route": {"cluster": cluster, "timeout": "60s"},
+            "typed_per_filter_config": no_buffer,
+        }
+        for prefix, cluster in services.items()
+    ]
+    # JSON requests are matched here first, before the transcoder rewrites their path: without this
+    # route CORS finds no policy and preflights fall through to jwt_authn (401). Unknown /api paths are
+    # answered 404 by the transcoder, so the cluster named here is never used.
+    routes.append({"match": {"prefix": "/api/"}, "route": {"cluster": CLUSTERS[0]}})
+    return routes
+
+
+def _local_reply_mappers() -> list[dict[str, Any]]:
+    # A JSON client is one whose request is not gRPC, or was before the transcoder rewrote it (jwt_authn
+    # and the router run after that and see content-type application/grpc). Native gRPC clients keep
+    # Envoy's grpc-status replies.
+    json_client = {
+        "or_filter": {
+            "filters": [
+                {
+                    "header_filter": {
+                        "header": {
+                            "name": "content-type",
+                            "string_match": {"prefix": "application/grpc"},
+                            "invert_match": True,
+                            # GETs have no content-type; without this they would not match.
+                            "treat_missing_header_as_empty": True,
+                        }
+                    }
+                },
+                {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}},
+            ]
+        }
+    }
+    mappers = []
+    for status, code in LOCAL_REPLY_CODES.items():
+        is_status = {
+            "status_code_filter": {
+                "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"lp.reply.{status}"}}
+            }
+        }
+        mappers.append(
+            {
+                "filter": {"and_filter": {"filters": [is_status, json_client]}},
+                "body_format_override": {
+                    "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "status": "%RESPONSE_CODE%"},
+                    "content_type": "application/json",
+                },
+            }
+        )
+    return mappers
+
+
+def render_envoy_config(
+    descriptor_path: Path,
+    settings: GatewaySettings,
+    *,
+    descriptor_path_in_config: str | None = None,
+) -> str:
+    """The Envoy config as YAML text; `descriptor_path_in_config` is where Envoy will find the
+    descriptor set if not at `descriptor_path` (e.g. inside a container)."""
+    methods = load_methods(descriptor_path)
+    providers, extra_clusters = _jwt_providers(settings)
+    services = sorted({m.path.split("/")[1] for m in methods})
+    hosts = {}
+    for name, addr in zip(
+        CLUSTERS, (settings.events_addr, settings.ticketing_addr, settings.recurrence_addr), strict=True
+    ):
+        host, port = _split_addr(addr)
+        hosts[f"{name.upper()}_HOST"] = json.dumps(host)
+        hosts[f"{name.upper()}_PORT"] = str(port)
+    return string.Template(TEMPLATE.read_text()).substitute(
+        ADMIN_PORT=settings.admin_port,
+        GATEWAY_PORT=settings.gateway_port,
+        LISTEN_ADDRESS=json.dumps(settings.listen_address),
+        DESCRIPTOR_PATH=json.dumps(descriptor_path_in_config or str(descriptor_path.resolve())),
+        SERVICES=json.dumps(services),
+        SERVICE_ROUTES=json.dumps(_service_routes(methods)),
+        JWT_PROVIDERS=json.dumps(providers),
+        JWT_RULES=json.dumps(_jwt_rules(methods, list(providers))),
+        LOCAL_REPLY_MAPPERS=json.dumps(_local_reply_mappers()),
+        EXTRA_CLUSTERS="".join(f"  - {json.dumps(c)}\n" for c in extra_clusters),
+        **hosts,
+    )
+
+
+def validate_config(config_path: Path) -> None:
+    """Run `envoy --mode validate`; raise with Envoy's output if the config is rejected."""
+    result = subprocess.run(
+        [venv_binary("envoy"), "--mode", "validate", "-c", str(config_path), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise ValueError(f"envoy rejected {config_path}:\n{result.stdout}{result.stderr}")
+
+
+class Gateway:
+    """Envoy serving `settings.gateway_port`, its config written to `<run_dir>/envoy.yaml`."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        supervisor: Supervisor,
+        settings: GatewaySettings | None = None,
+        descriptor_path: Path = DEFAULT_DESCRIPTOR,
+    ) -> None:
+        self.run_dir = run_dir
+        self.supervisor = supervisor
+        self.settings = settings or GatewaySettings()
+        self.descriptor_path = descriptor_path
+        self.config_path = run_dir / "envoy.yaml"
+        self.child: Child | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.gateway_port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.stop()  # a restart after a crash replaces the dead child
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(render_envoy_config(self.descriptor_path, self.settings))
+        argv = [venv_binary("envoy"), "-c", str(self.config_path), "--log-level", "warn"]
+        # Hot restart would make a second Envoy on this machine (tests next to `make up`) fight over
+        # the shared-memory base id.
+        argv.append("--disable-hot-restart")
+        self.child = self.supervisor.spawn("envoy", argv)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Poll /healthz until Envoy answers 200; raise with its log tail if it dies or times out."""
+        assert self.child is not None
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=1.0) as client:
+            while True:
+                if not self.child.alive:
+                    raise RuntimeError(f"envoy exited ({self.child.returncode}):\n{self.child.log_tail()}")
+                try:
+                    if client.get(f"{self.url}/healthz").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"envoy not ready after {timeout}s:\n{self.child.log_tail()}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+            self.child = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localplus_dev.gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+    render = commands.add_parser("render", help="print the Envoy config rendered from the environment")
+    render.add_argument("--descriptor", type=Path, default=DEFAULT_DESCRIPTOR, help="descriptor set to read")
+    render.add_argument("--descriptor-in-config", help="descriptor path as Envoy will see it")
+    args = parser.parse_args(argv)
+    sys.stdout.write(
+        render_envoy_config(
+            args.descriptor, GatewaySettings.from_env(), descriptor_path_in_config=args.descriptor_in_config
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

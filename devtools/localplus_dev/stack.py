@@ -1,0 +1,198 @@
+"""The whole stack on one machine: `make up`, and the test suite's session fixture.
+
+Starts (unless DATABASE_URL points elsewhere) the embedded Postgres, applies the migrations,
+starts the events, ticketing and recurrence services, localstripe and the Envoy gateway,
+waits until each answers, then supervises them until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from localplus_common.config import DEV_JWT_SECRET
+from localplus_common.migrate import migrate
+from localplus_dev.gateway import Gateway, GatewaySettings
+from localplus_dev.postgres import PostgresServer, free_port
+from localplus_dev.processes import Supervisor
+from localplus_dev.stripe import LocalStripe
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = {
+    "events": ("localplus_events", "EVENTS_ADDR"),
+    "ticketing": ("localplus_ticketing", "TICKETING_ADDR"),
+    "recurrence": ("localplus_recurrence", "RECURRENCE_ADDR"),
+}
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    data_dir: Path = ROOT / ".data" / "postgres"
+    run_dir: Path = ROOT / ".run"
+    database_url: str | None = None  # set: use that database, start none
+    postgres_port: int = 54322
+    postgres_settings: dict[str, str] = field(default_factory=dict)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    stripe_port: int = 8420
+    stripe_from_scratch: bool = False
+    jwt_secret: str = DEV_JWT_SECRET
+
+    @classmethod
+    def from_env(cls) -> StackConfig:
+        gateway = GatewaySettings.from_env()
+        return cls(
+            database_url=os.environ.get("DATABASE_URL") or None,
+            gateway=gateway,
+            jwt_secret=gateway.jwt_secret,
+        )
+
+    @classmethod
+    def isolated(cls, base_dir: Path) -> StackConfig:
+        """Everything on free ports under `base_dir`: runs beside `make up` (the tests use this)."""
+        gateway = GatewaySettings(
+            gateway_port=free_port(),
+            admin_port=free_port(),
+            events_addr=f"127.0.0.1:{free_port()}",
+            ticketing_addr=f"127.0.0.1:{free_port()}",
+            recurrence_addr=f"127.0.0.1:{free_port()}",
+        )
+        return cls(
+            data_dir=base_dir / "postgres",
+            run_dir=base_dir / "run",
+            postgres_port=free_port(),
+            # A throwaway database needs no crash safety; this makes the suite much faster.
+            postgres_settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
+            gateway=gateway,
+            stripe_port=free_port(),
+            stripe_from_scratch=True,
+        )
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.supervisor = Supervisor(config.run_dir)
+        self.postgres: PostgresServer | None = None
+        self.database_url = config.database_url or ""
+        self.gateway = Gateway(config.run_dir, self.supervisor, replace(config.gateway, jwt_secret=config.jwt_secret))
+        self.stripe = LocalStripe(self.supervisor, port=config.stripe_port, from_scratch=config.stripe_from_scratch)
+
+    @property
+    def gateway_url(self) -> str:
+        return self.gateway.url
+
+    def address(self, service: str) -> str:
+        settings = self.config.gateway
+        return {
+            "events": settings.events_addr,
+            "ticketing": settings.ticketing_addr,
+            "recurrence": settings.recurrence_addr,
+        }[service]
+
+    def start(self) -> None:
+        try:
+            if not self.database_url:
+                self.postgres = PostgresServer(
+                    self.config.data_dir,
+                    self.supervisor,
+                    port=self.config.postgres_port,
+                    settings=self.config.postgres_settings,
+                )
+                self.postgres.start()
+                self.database_url = self.postgres.url
+            asyncio.run(migrate(self.database_url))
+            self.stripe.start()
+            for name, (module, addr_var) in SERVICES.items():
+                self.supervisor.spawn(name, [sys.executable, "-m", module], env=self._service_env(addr_var))
+            for name in SERVICES:
+                self._wait_serving(name)
+            self.gateway.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+    def _service_env(self, addr_var: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=self.database_url,
+            SUPABASE_JWT_SECRET=self.config.jwt_secret,
+            EVENTS_ADDR=self.address("events"),
+            TICKETING_ADDR=self.address("ticketing"),
+            RECURRENCE_ADDR=self.address("recurrence"),
+            STRIPE_API_BASE=self.stripe.url,
+            PYTHONUNBUFFERED="1",
+        )
+        env[addr_var] = self.address(addr_var.removesuffix("_ADDR").lower())
+        return env
+
+    def _wait_serving(self, service: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address(service)) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                self.supervisor.check()
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{service} did not become healthy within {timeout:.0f}s")
+                time.sleep(0.1)
+
+
+def up() -> int:
+    """`make up`: start everything, print `ready`, stay in the foreground until Ctrl-C/SIGTERM."""
+    stack = Stack(StackConfig.from_env())
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    stack.start()
+    where = "embedded Postgres" if stack.postgres else "DATABASE_URL"
+    print(
+        f"ready: gateway {stack.gateway_url} (JSON and gRPC), database {where}, "
+        f"events {stack.address('events')}, ticketing {stack.address('ticketing')}, "
+        f"recurrence {stack.address('recurrence')}, stripe {stack.stripe.url}. Ctrl-C stops everything.",
+        flush=True,
+    )
+    exit_code = 0
+    try:
+        while not stopping:
+            stack.supervisor.check()
+            time.sleep(0.5)
+    except Exception as error:  # a child died: say which, then stop the rest
+        print(f"stopping: {error}", file=sys.stderr, flush=True)
+        exit_code = 1
+    finally:
+        stack.stop()
+    print("stopped", flush=True)
+    return exit_code
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("command", choices=["up"])
+    parser.parse_args()
+    return up()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The database pool and the one place a request's transaction is opened.
+
+Like PostgREST, every request runs in a single transaction as `anon`, `authenticated` or
+`service_role`, with `request.jwt.claims` set, so row-level security decides what it sees.
+"""
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias, TypeVar
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from localplus_common.auth import Identity
+from localplus_common.config import Settings
+
+T = TypeVar("T")
+# What request code gets: a pooled connection inside the request transaction.
+Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+Work = Callable[[Connection], Awaitable[T]]
+
+# Deadlocks and serialization failures are safe to retry: the transaction rolled back whole.
+RETRYABLE_SQLSTATES = {"40001", "40P01"}
+MAX_ATTEMPTS = 4
+
+current_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("current_identity")
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=settings.db_pool_max,
+        statement_cache_size=settings.db_statement_cache_size,
+        command_timeout=30,
+    )
+    assert pool is not None
+    return pool
+
+
+class Database:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def run(self, work: Work[T], identity: Identity | None = None) -> T:
+        """Run `work` in one transaction as the caller (default: the current request's caller)."""
+        who = identity or current_identity.get()
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await conn.execute(
+                        "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
+                        who.role,
+                        who.claims_json,
+                    )
+                    return await work(conn)
+            except asyncpg.PostgresError as error:
+                if error.sqlstate not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
+                    raise
+            await asyncio.sleep(0.005 * attempt)
+        raise AssertionError("unreachable")

@@ -1,0 +1,112 @@
+"""Apply sql/migrations/*.sql in order (`make migrate`).
+
+Each file runs in its own transaction under a session advisory lock, so two runners at once are
+safe: the second waits, then finds nothing left to do. Applied files are recorded with a checksum,
+and an applied file that was edited afterwards stops the run instead of drifting silently.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from localplus_common.config import Settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "sql" / "migrations"
+FILE_NAME = re.compile(r"^(\d{14})_([a-z0-9_]+)\.sql$")
+# Any constant works; it only has to be the same for every runner.
+ADVISORY_LOCK_KEY = 0x4C50_4D49_4752  # "LPMIGR"
+
+log = logging.getLogger(__name__)
+
+
+class MigrationError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = FILE_NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"{path.name}: expected <yyyymmddhhmmss>_<name>.sql")
+        migrations.append(Migration(match[1], match[2], path.read_text()))
+    return migrations
+
+
+async def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply what is pending; return the versions applied now."""
+    migrations = load_migrations(directory)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("select pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        try:
+            await conn.execute(
+                """
+                create schema if not exists localplus;
+                create table if not exists localplus.schema_migrations (
+                  version text primary key,
+                  name text not null,
+                  checksum text not null,
+                  applied_at timestamptz not null default now()
+                );
+                """
+            )
+            applied = {
+                row["version"]: row["checksum"]
+                for row in await conn.fetch("select version, checksum from localplus.schema_migrations")
+            }
+            done = []
+            for migration in migrations:
+                recorded = applied.get(migration.version)
+                if recorded is not None:
+                    if recorded != migration.checksum:
+                        raise MigrationError(
+                            f"{migration.version}_{migration.name}.sql was edited after it was applied; "
+                            "add a new migration instead"
+                        )
+                    continue
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "insert into localplus.schema_migrations (version, name, checksum) values ($1, $2, $3)",
+                        migration.version,
+                        migration.name,
+                        migration.checksum,
+                    )
+                log.info("applied %s_%s", migration.version, migration.name)
+                done.append(migration.version)
+            return done
+        finally:
+            await conn.execute("select pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--database-url", default=Settings.from_env().database_url)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    applied = asyncio.run(migrate(args.database_url))
+    print(f"migrations: {len(applied)} applied, database up to date")
+
+
+if __name__ == "__main__":
+    main()

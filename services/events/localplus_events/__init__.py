@@ -1,0 +1,1 @@
+"""The events service: events, participants and per-event permissions."""

@@ -1,0 +1,20 @@
+"""Run the events service: `python -m localplus_events` (address from EVENTS_ADDR)."""
+
+import asyncio
+
+import grpc
+
+from localplus.events.v1 import events_pb2, events_pb2_grpc
+from localplus_common.config import Settings
+from localplus_common.db import Database
+from localplus_common.server import serve
+from localplus_events.service import EventsService
+
+
+def register(server: grpc.aio.Server, db: Database, settings: Settings) -> None:
+    events_pb2_grpc.add_EventsServiceServicer_to_server(EventsService(db), server)
+
+
+if __name__ == "__main__":
+    service_name = events_pb2.DESCRIPTOR.services_by_name["EventsService"].full_name
+    asyncio.run(serve(Settings.from_env().events_addr, [service_name], register))

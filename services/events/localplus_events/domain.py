@@ -1,0 +1,90 @@
+"""Event rules that hold whatever the transport: roles, enum names and field validation.
+
+The database enforces the same constraints (CHECKs, RLS, capacity triggers); checking here
+first gives clients a precise message instead of a generic refusal.
+"""
+
+import re
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from localplus_common.errors import invalid_argument
+
+# Ranks as returned by public.event_role_rank() in SQL.
+PARTICIPANT, VIEWER, EDITOR, OWNER = 1, 2, 3, 4
+
+EVENT_STATUSES = ("draft", "pending_review", "published", "rejected", "cancelled")
+VISIBILITIES = ("public", "unlisted", "private")
+PARTICIPANT_STATUSES = ("going", "interested", "waitlisted", "cancelled", "attended")
+ROLES = ("owner", "editor", "viewer")
+# Statuses a person may choose for themselves; "attended" is set by editors at the door.
+SELF_SERVICE_STATUSES = ("going", "interested", "cancelled")
+
+EDITABLE_FIELDS = (
+    "business_id",
+    "title",
+    "description",
+    "category",
+    "tags",
+    "starts_at",
+    "ends_at",
+    "timezone",
+    "venue_name",
+    "address",
+    "latitude",
+    "longitude",
+    "capacity",
+    "visibility",
+    "status",
+    "registration_opens_at",
+    "registration_closes_at",
+)
+OUTPUT_ONLY_FIELDS = ("id", "created_by", "etag", "created_at", "updated_at")
+IANA_NAME = re.compile(r"^[A-Za-z][A-Za-z_]*(/[A-Za-z0-9_+-]+)*$")
+
+
+def validate_timezone(name: str) -> None:
+    if not name:
+        raise invalid_argument("timezone", "timezone is required (an IANA name such as Asia/Bangkok)")
+    try:
+        if not IANA_NAME.match(name):
+            raise ZoneInfoNotFoundError(name)
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise invalid_argument("timezone", f"timezone {name[:64]!r} is not an IANA time zone") from None
+
+
+def validate_event(event: dict[str, Any]) -> None:
+    """Check a whole event (after a create, or an update merged onto the stored one)."""
+    if not (event.get("title") or "").strip():
+        raise invalid_argument("title", "title is required")
+    starts_at: datetime | None = event.get("starts_at")
+    ends_at: datetime | None = event.get("ends_at")
+    if starts_at is None:
+        raise invalid_argument("starts_at", "starts_at is required")
+    if ends_at is None:
+        raise invalid_argument("ends_at", "ends_at is required")
+    if ends_at <= starts_at:
+        raise invalid_argument("ends_at", "ends_at must be after starts_at")
+    validate_timezone(event.get("timezone") or "")
+    if (event.get("latitude") is None) != (event.get("longitude") is None):
+        raise invalid_argument("latitude", "latitude and longitude go together")
+    if event.get("latitude") is not None and not -90 <= event["latitude"] <= 90:
+        raise invalid_argument("latitude", "latitude must be between -90 and 90")
+    if event.get("longitude") is not None and not -180 <= event["longitude"] <= 180:
+        raise invalid_argument("longitude", "longitude must be between -180 and 180")
+    if event.get("capacity") is not None and event["capacity"] < 1:
+        raise invalid_argument("capacity", "capacity must be at least 1 (leave it unset for no limit)")
+    opens, closes = event.get("registration_opens_at"), event.get("registration_closes_at")
+    if opens is not None and closes is not None and closes <= opens:
+        raise invalid_argument("registration_closes_at", "registration must close after it opens")
+
+
+def enum_to_db(prefix: str, name: str) -> str:
+    """`EVENT_STATUS_PUBLISHED` -> `published`."""
+    return name.removeprefix(prefix).lower()
+
+
+def db_to_enum(prefix: str, value: str) -> str:
+    return prefix + value.upper()

@@ -1,0 +1,162 @@
+"""SQL for events, participants and permissions. Every query runs inside the request
+transaction opened by `Database.run`, so row-level security applies to all of them."""
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from localplus_common.db import Connection
+
+# Column names in the dynamic statements below come only from domain.EDITABLE_FIELDS, never from
+# clients; values are always parameters.
+
+
+async def get_event_with_rank(conn: Connection, event_id: UUID) -> asyncpg.Record | None:
+    """The event as the caller may see it, plus the caller's rank on it (None when invisible)."""
+    return await conn.fetchrow(
+        "select e.*, public.event_role_rank(e.id) as caller_rank from public.events e where e.id = $1",
+        event_id,
+    )
+
+
+async def insert_event(conn: Connection, created_by: UUID | None, values: dict[str, Any]) -> asyncpg.Record:
+    columns = ["created_by", *values]
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    row = await conn.fetchrow(
+        f"insert into public.events ({', '.join(columns)}) values ({placeholders}) returning *",
+        created_by,
+        *values.values(),
+    )
+    assert row is not None
+    return row
+
+
+async def update_event(conn: Connection, event_id: UUID, version: int, values: dict[str, Any]) -> asyncpg.Record | None:
+    """Apply `values` if the event is still at `version`; None when it moved on meanwhile."""
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, start=3))
+    return await conn.fetchrow(
+        f"update public.events set {assignments} where id = $1 and version = $2 returning *",
+        event_id,
+        version,
+        *values.values(),
+    )
+
+
+async def delete_event(conn: Connection, event_id: UUID, version: int) -> bool:
+    deleted = await conn.fetchval(
+        "with gone as (delete from public.events where id = $1 and version = $2 returning 1) select count(*) from gone",
+        event_id,
+        version,
+    )
+    return bool(deleted)
+
+
+async def list_public_events(conn: Connection, limit: int, after: tuple[datetime, UUID] | None) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "select * from public.events where status = 'published' and visibility = 'public' "
+        "and ($2::timestamptz is null or (starts_at, id) > ($2, $3)) order by starts_at, id limit $1",
+        limit,
+        *(after or (None, None)),
+    )
+
+
+async def register(
+    conn: Connection, event_id: UUID, user_id: UUID, status: str, guest_count: int
+) -> asyncpg.Record | None:
+    """Insert a registration, or revive a cancelled one; None if one is already active.
+
+    The capacity trigger may turn "going" into "waitlisted" when the event is full.
+    """
+    return await conn.fetchrow(
+        """
+        insert into public.event_participants as p (event_id, user_id, status, guest_count)
+        values ($1, $2, $3, $4)
+        on conflict (event_id, user_id) do update
+          set status = excluded.status, guest_count = excluded.guest_count
+          where p.status = 'cancelled'
+        returning *
+        """,
+        event_id,
+        user_id,
+        status,
+        guest_count,
+    )
+
+
+async def get_participant(conn: Connection, event_id: UUID, user_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "select * from public.event_participants where event_id = $1 and user_id = $2", event_id, user_id
+    )
+
+
+async def update_participant(
+    conn: Connection, event_id: UUID, user_id: UUID, status: str, guest_count: int
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "update public.event_participants set status = $3, guest_count = $4 "
+        "where event_id = $1 and user_id = $2 returning *",
+        event_id,
+        user_id,
+        status,
+        guest_count,
+    )
+
+
+async def list_participants(
+    conn: Connection, event_id: UUID, limit: int, after: tuple[datetime, UUID] | None
+) -> list[asyncpg.Record]:
+    # Row-level security narrows this to the caller's own row unless they are an editor.
+    return await conn.fetch(
+        "select * from public.event_participants where event_id = $1 "
+        "and ($3::timestamptz is null or (created_at, user_id) > ($3, $4)) "
+        "order by created_at, user_id limit $2",
+        event_id,
+        limit,
+        *(after or (None, None)),
+    )
+
+
+async def list_permissions(
+    conn: Connection, event_id: UUID, limit: int, after: tuple[datetime, UUID] | None
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "select * from public.event_permissions where event_id = $1 "
+        "and ($3::timestamptz is null or (created_at, user_id) > ($3, $4)) "
+        "order by created_at, user_id limit $2",
+        event_id,
+        limit,
+        *(after or (None, None)),
+    )
+
+
+async def grant_permission(
+    conn: Connection, event_id: UUID, user_id: UUID, role: str, granted_by: UUID | None, expires_at: datetime | None
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        insert into public.event_permissions (event_id, user_id, role, granted_by, expires_at)
+        values ($1, $2, $3, $4, $5)
+        on conflict (event_id, user_id) do update
+          set role = excluded.role, granted_by = excluded.granted_by, expires_at = excluded.expires_at
+        returning *
+        """,
+        event_id,
+        user_id,
+        role,
+        granted_by,
+        expires_at,
+    )
+    assert row is not None
+    return row
+
+
+async def revoke_permission(conn: Connection, event_id: UUID, user_id: UUID) -> bool:
+    deleted = await conn.fetchval(
+        "with gone as (delete from public.event_permissions where event_id = $1 and user_id = $2 "
+        "returning 1) select count(*) from gone",
+        event_id,
+        user_id,
+    )
+    return bool(deleted)

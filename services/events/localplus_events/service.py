@@ -1,0 +1,303 @@
+"""gRPC entrypoint of the events service: checks the request, runs the use case in one
+request transaction (row-level security applies) and answers with the resource."""
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from google.protobuf import empty_pb2
+from grpc.aio import ServicerContext as Context
+
+from localplus.events.v1 import events_pb2, events_pb2_grpc
+from localplus_common.auth import Identity
+from localplus_common.db import Connection, Database, current_identity
+from localplus_common.errors import (
+    aborted,
+    already_exists,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    permission_denied,
+    unauthenticated,
+)
+from localplus_common.requests import (
+    decode_page_token,
+    encode_page_token,
+    page_size,
+    parse_uuid,
+    timestamp_or_none,
+    token_datetime,
+    token_uuid,
+)
+from localplus_events import mapping
+from localplus_events import repository as repo
+from localplus_events.domain import EDITOR, OWNER, SELF_SERVICE_STATUSES, validate_event
+
+EVENT_NOT_FOUND = "event not found"
+
+
+def _signed_in() -> Identity:
+    identity = current_identity.get()
+    if not identity.is_signed_in:
+        raise unauthenticated()
+    return identity
+
+
+async def _visible_event(conn: Connection, event_id: UUID) -> asyncpg.Record:
+    event = await repo.get_event_with_rank(conn, event_id)
+    if event is None:
+        raise not_found(EVENT_NOT_FOUND)
+    return event
+
+
+def _require_rank(event: asyncpg.Record, rank: int, action: str) -> None:
+    if event["caller_rank"] < rank:
+        raise permission_denied(f"you may not {action} this event")
+
+
+def _check_etag(event: asyncpg.Record, etag: str) -> None:
+    if etag and etag != str(event["version"]):
+        raise aborted(f"etag {etag[:32]!r} is stale; the event is now at {event['version']}", "ETAG_MISMATCH")
+
+
+def _keyset(token: str, time_key: str, id_key: str) -> tuple[Any, UUID] | None:
+    position = decode_page_token(token)
+    if position is None:
+        return None
+    return token_datetime(position, time_key), token_uuid(position, id_key)
+
+
+def _next_token(rows: list[asyncpg.Record], limit: int, time_key: str, id_key: str) -> str:
+    if len(rows) < limit:
+        return ""
+    last = rows[-1]
+    return encode_page_token({time_key: last[time_key].isoformat(), id_key: str(last[id_key])})
+
+
+class EventsService(events_pb2_grpc.EventsServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # Events
+
+    async def ListEvents(self, request: events_pb2.ListEventsRequest, context: Context) -> Any:
+        limit = page_size(request.page_size)
+        after = _keyset(request.page_token, "starts_at", "id")
+        rows = await self.db.run(lambda conn: repo.list_public_events(conn, limit, after))
+        return events_pb2.ListEventsResponse(
+            events=[mapping.event_to_proto(row) for row in rows],
+            next_page_token=_next_token(rows, limit, "starts_at", "id"),
+        )
+
+    async def GetEvent(self, request: events_pb2.GetEventRequest, context: Context) -> Any:
+        event_id = parse_uuid("id", request.id)
+        row = await self.db.run(lambda conn: _visible_event(conn, event_id))
+        return mapping.event_to_proto(row)
+
+    async def CreateEvent(self, request: events_pb2.CreateEventRequest, context: Context) -> Any:
+        identity = _signed_in()
+        values = mapping.event_values(request.event, mapping.populated_fields(request.event))
+        values.setdefault("visibility", "public")
+        values.setdefault("status", "draft")
+        validate_event(values)
+
+        async def create(conn: Connection) -> asyncpg.Record:
+            business_id = values.get("business_id")
+            if business_id is not None and not identity.is_platform_admin:
+                allowed = await conn.fetchval(
+                    "select public.is_business_partner($1, array['owner', 'editor'])", business_id
+                )
+                if not allowed:
+                    raise permission_denied("only owner or editor partners may create events for a business")
+            return await repo.insert_event(conn, identity.user_id, values)
+
+        return mapping.event_to_proto(await self.db.run(create))
+
+    async def UpdateEvent(self, request: events_pb2.UpdateEventRequest, context: Context) -> Any:
+        _signed_in()
+        event_id = parse_uuid("event.id", request.event.id)
+        if request.HasField("update_mask") and request.update_mask.paths:
+            fields = mapping.mask_fields(list(request.update_mask.paths))
+        else:
+            fields = mapping.populated_fields(request.event)
+        changes = mapping.event_values(request.event, fields)
+
+        async def update(conn: Connection) -> asyncpg.Record:
+            current = await _visible_event(conn, event_id)
+            _require_rank(current, EDITOR, "edit")
+            _check_etag(current, request.event.etag)
+            merged = {name: current[name] for name in mapping.EDITABLE_FIELDS} | changes
+            validate_event(merged)
+            if not changes:
+                return current
+            updated = await repo.update_event(conn, event_id, current["version"], changes)
+            if updated is None:
+                raise aborted("the event changed meanwhile; read it again and retry", "ETAG_MISMATCH")
+            return updated
+
+        return mapping.event_to_proto(await self.db.run(update))
+
+    async def DeleteEvent(self, request: events_pb2.DeleteEventRequest, context: Context) -> Any:
+        _signed_in()
+        event_id = parse_uuid("id", request.id)
+
+        async def delete(conn: Connection) -> None:
+            current = await _visible_event(conn, event_id)
+            _require_rank(current, OWNER, "delete")
+            _check_etag(current, request.etag)
+            if not await repo.delete_event(conn, event_id, current["version"]):
+                raise aborted("the event changed meanwhile; read it again and retry", "ETAG_MISMATCH")
+
+        await self.db.run(delete)
+        return empty_pb2.Empty()
+
+    # Participants
+
+    async def ListParticipants(self, request: events_pb2.ListParticipantsRequest, context: Context) -> Any:
+        _signed_in()
+        event_id = parse_uuid("event_id", request.event_id)
+        limit = page_size(request.page_size)
+        after = _keyset(request.page_token, "created_at", "user_id")
+
+        async def list_them(conn: Connection) -> list[asyncpg.Record]:
+            await _visible_event(conn, event_id)
+            return await repo.list_participants(conn, event_id, limit, after)
+
+        rows = await self.db.run(list_them)
+        return events_pb2.ListParticipantsResponse(
+            participants=[mapping.participant_to_proto(row) for row in rows],
+            next_page_token=_next_token(rows, limit, "created_at", "user_id"),
+        )
+
+    async def CreateParticipant(self, request: events_pb2.CreateParticipantRequest, context: Context) -> Any:
+        identity = _signed_in()
+        event_id = parse_uuid("event_id", request.event_id)
+        wanted = request.participant
+        user_id = _target_user(identity, wanted.user_id)
+        status = mapping.participant_status_to_db(wanted.status) if wanted.status else "going"
+        guest_count = wanted.guest_count if wanted.HasField("guest_count") else 0
+
+        async def register(conn: Connection) -> asyncpg.Record:
+            event = await _visible_event(conn, event_id)
+            if user_id != identity.user_id:
+                _require_rank(event, EDITOR, "register other people for")
+            elif status not in SELF_SERVICE_STATUSES or status == "cancelled":
+                raise invalid_argument("status", "register as PARTICIPANT_STATUS_GOING or _INTERESTED")
+            if event["caller_rank"] < EDITOR:
+                await _check_registration_open(conn, event)
+            row = await repo.register(conn, event_id, user_id, status, guest_count)
+            if row is None:
+                raise already_exists("already registered; update the registration instead")
+            return row
+
+        return mapping.participant_to_proto(await self.db.run(register))
+
+    async def UpdateParticipant(self, request: events_pb2.UpdateParticipantRequest, context: Context) -> Any:
+        identity = _signed_in()
+        event_id = parse_uuid("event_id", request.event_id)
+        wanted = request.participant
+        user_id = _target_user(identity, wanted.user_id)
+
+        async def update(conn: Connection) -> asyncpg.Record:
+            event = await _visible_event(conn, event_id)
+            is_editor = event["caller_rank"] >= EDITOR
+            if user_id != identity.user_id and not is_editor:
+                raise permission_denied("only editors may change other people's registrations")
+            current = await repo.get_participant(conn, event_id, user_id)
+            if current is None:
+                raise not_found("no registration for this event")
+            status = mapping.participant_status_to_db(wanted.status) if wanted.status else current["status"]
+            guest_count = wanted.guest_count if wanted.HasField("guest_count") else current["guest_count"]
+            if not is_editor:
+                if status != current["status"] and status not in SELF_SERVICE_STATUSES:
+                    raise permission_denied("only editors may set that status")
+                if status != "cancelled" and current["status"] == "cancelled":
+                    await _check_registration_open(conn, event)
+            row = await repo.update_participant(conn, event_id, user_id, status, guest_count)
+            if row is None:
+                raise permission_denied("you may not change this registration")
+            return row
+
+        return mapping.participant_to_proto(await self.db.run(update))
+
+    async def DeleteParticipant(self, request: events_pb2.DeleteParticipantRequest, context: Context) -> Any:
+        identity = _signed_in()
+        event_id = parse_uuid("event_id", request.event_id)
+        user_id = _target_user(identity, request.user_id)
+
+        async def cancel(conn: Connection) -> None:
+            event = await _visible_event(conn, event_id)
+            if user_id != identity.user_id:
+                _require_rank(event, EDITOR, "cancel other people's registrations for")
+            current = await repo.get_participant(conn, event_id, user_id)
+            if current is None or current["status"] == "cancelled":
+                raise not_found("no active registration for this event")
+            await repo.update_participant(conn, event_id, user_id, "cancelled", current["guest_count"])
+
+        await self.db.run(cancel)
+        return empty_pb2.Empty()
+
+    # Permissions
+
+    async def ListPermissions(self, request: events_pb2.ListPermissionsRequest, context: Context) -> Any:
+        _signed_in()
+        event_id = parse_uuid("event_id", request.event_id)
+        limit = page_size(request.page_size)
+        after = _keyset(request.page_token, "created_at", "user_id")
+
+        async def list_them(conn: Connection) -> list[asyncpg.Record]:
+            event = await _visible_event(conn, event_id)
+            _require_rank(event, EDITOR, "see who has access to")
+            return await repo.list_permissions(conn, event_id, limit, after)
+
+        rows = await self.db.run(list_them)
+        return events_pb2.ListPermissionsResponse(
+            permissions=[mapping.permission_to_proto(row) for row in rows],
+            next_page_token=_next_token(rows, limit, "created_at", "user_id"),
+        )
+
+    async def CreatePermission(self, request: events_pb2.CreatePermissionRequest, context: Context) -> Any:
+        identity = _signed_in()
+        event_id = parse_uuid("event_id", request.event_id)
+        user_id = parse_uuid("permission.user_id", request.permission.user_id)
+        role = mapping.role_to_db(request.permission.role)
+        expires_at = timestamp_or_none(request.permission, "expires_at")
+
+        async def grant(conn: Connection) -> asyncpg.Record:
+            event = await _visible_event(conn, event_id)
+            _require_rank(event, OWNER, "manage access to")
+            if expires_at is not None and expires_at <= await conn.fetchval("select now()"):
+                raise invalid_argument("permission.expires_at", "expires_at must be in the future")
+            return await repo.grant_permission(conn, event_id, user_id, role, identity.user_id, expires_at)
+
+        return mapping.permission_to_proto(await self.db.run(grant))
+
+    async def DeletePermission(self, request: events_pb2.DeletePermissionRequest, context: Context) -> Any:
+        _signed_in()
+        event_id = parse_uuid("event_id", request.event_id)
+        user_id = parse_uuid("user_id", request.user_id)
+
+        async def revoke(conn: Connection) -> None:
+            event = await _visible_event(conn, event_id)
+            _require_rank(event, OWNER, "manage access to")
+            if not await repo.revoke_permission(conn, event_id, user_id):
+                raise not_found("that user holds no role on this event")
+
+        await self.db.run(revoke)
+        return empty_pb2.Empty()
+
+
+def _target_user(identity: Identity, requested: str) -> UUID:
+    """The registration a request is about: the caller's own unless an id is given."""
+    if requested:
+        return parse_uuid("user_id", requested)
+    if identity.user_id is None:
+        raise invalid_argument("user_id", "user_id is required for service callers")
+    return identity.user_id
+
+
+async def _check_registration_open(conn: Connection, event: asyncpg.Record) -> None:
+    if event["status"] != "published":
+        raise failed_precondition("registration opens once the event is published", "REGISTRATION_CLOSED")
+    if not await conn.fetchval("select public.event_accepts_registrations($1)", event["id"]):
+        raise failed_precondition("registration is not open for this event", "REGISTRATION_CLOSED")

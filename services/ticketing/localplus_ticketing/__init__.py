@@ -1,0 +1,1 @@
+"""The ticketing service: ticket types now; orders, payments and check-in in Phase 2."""

@@ -1,0 +1,101 @@
+"""Session fixtures: the real stack (embedded Postgres, the three gRPC services, Envoy,
+localstripe) starts once per test session on free ports, beside any running `make up`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import grpc
+import httpx
+import pytest
+
+from localplus_common.migrate import migrate
+from localplus_dev.postgres import PostgresServer, free_port
+from localplus_dev.processes import Supervisor
+from localplus_dev.stack import Stack, StackConfig
+from tests.support import User, create_user
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = Stack(StackConfig.isolated(Path(tmp_path_factory.mktemp("stack"))))
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+async def db(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
+    """A superuser pool for arranging data (users, businesses, partners) behind the API's back."""
+    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=5)
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """JSON over the Envoy gateway, as the apps call it."""
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, limits=limits) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def gateway_channel(stack: Stack) -> AsyncIterator[grpc.aio.Channel]:
+    """Native gRPC through the gateway."""
+    async with grpc.aio.insecure_channel(stack.gateway_url.removeprefix("http://")) as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+async def events_channel(stack: Stack) -> AsyncIterator[grpc.aio.Channel]:
+    """Native gRPC straight to the events service, as an internal caller would."""
+    async with grpc.aio.insecure_channel(stack.address("events")) as channel:
+        yield channel
+
+
+@pytest.fixture
+async def user(db: asyncpg.Pool) -> User:
+    return await create_user(db)
+
+
+@pytest.fixture
+async def other_user(db: asyncpg.Pool) -> User:
+    return await create_user(db)
+
+
+@pytest.fixture
+async def admin(db: asyncpg.Pool) -> User:
+    return await create_user(db, admin=True)
+
+
+@pytest.fixture(scope="session")
+def system_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's Postgres 15 (Supabase's major version), migrated, as a database URL."""
+    base = Path(tmp_path_factory.mktemp("pg15"))
+    supervisor = Supervisor(base / "run")
+    server = PostgresServer(
+        base / "data",
+        supervisor,
+        port=free_port(),
+        flavour="system15",
+        settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
+        name="postgres15",
+    )
+    server.start()
+    asyncio.run(migrate(server.url))
+    yield server.url
+    supervisor.stop_all()
+
+
+@pytest.fixture(scope="session", params=["embedded", "system15"])
+def database_url(request: pytest.FixtureRequest, stack: Stack) -> str:
+    """Each migrated database the suite checks SQL-level behaviour on."""
+    if request.param == "embedded":
+        return stack.database_url
+    url: str = request.getfixturevalue("system_postgres")
+    return url

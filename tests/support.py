@@ -1,0 +1,75 @@
+"""Helpers the tests share: people with tokens, event payloads, a JSON client for the gateway."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+
+from localplus_common.config import DEV_JWT_SECRET
+from localplus_dev.token import mint
+
+
+@dataclass(frozen=True)
+class User:
+    id: uuid.UUID
+    token: str
+    admin: bool = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token}"}
+
+    @property
+    def metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.token}")]
+
+
+async def create_user(db: asyncpg.Pool, *, admin: bool = False) -> User:
+    user_id = uuid.uuid4()
+    await db.execute(
+        "insert into auth.users (id, email, raw_app_meta_data) values ($1, $2, $3::jsonb)",
+        user_id,
+        f"{user_id}@example.test",
+        '{"role": "admin"}' if admin else "{}",
+    )
+    return User(user_id, mint(user_id, DEV_JWT_SECRET, admin=admin), admin)
+
+
+def service_role_token() -> str:
+    return mint(None, DEV_JWT_SECRET, role="service_role")
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def event_body(**overrides: Any) -> dict[str, Any]:
+    """A valid event a week from now; override any JSON field."""
+    starts = datetime.now(UTC).replace(microsecond=0) + timedelta(days=7)
+    body: dict[str, Any] = {
+        "title": "Jazz by the river",
+        "description": "An evening of live jazz.",
+        "category": "music",
+        "tags": ["jazz", "live"],
+        "starts_at": iso(starts),
+        "ends_at": iso(starts + timedelta(hours=3)),
+        "timezone": "Asia/Bangkok",
+        "venue_name": "Riverside Stage",
+        "address": "1 Charoen Krung Rd, Bangkok",
+        "latitude": 13.7246,
+        "longitude": 100.5133,
+    }
+    body.update(overrides)
+    return body
+
+
+async def create_event(api: httpx.AsyncClient, owner: User, **overrides: Any) -> dict[str, Any]:
+    response = await api.post("/api/events", json=event_body(**overrides), headers=owner.headers)
+    assert response.status_code == 200, response.text
+    event: dict[str, Any] = response.json()
+    return event
