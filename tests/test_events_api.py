@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import httpx
-from localplus.events.v1 import events_pb2, events_pb2_grpc
 
+from localplus.events.v1 import events_pb2, events_pb2_grpc
 from tests.support import User, create_event, event_body
 
 
@@ -77,22 +77,17 @@ async def test_delete_answers_empty_object_then_404(api: httpx.AsyncClient, user
 
 async def test_list_pages_through_published_public_events_only(api: httpx.AsyncClient, user: User) -> None:
     mine = {
-        (await create_event(api, user, title=f"Listed {i}", status="EVENT_STATUS_PUBLISHED"))["id"]
-        for i in range(5)
+        (await create_event(api, user, title=f"Listed {i}", status="EVENT_STATUS_PUBLISHED"))["id"] for i in range(5)
     }
     hidden = {
         (await create_event(api, user, title="Draft"))["id"],
-        (await create_event(api, user, status="EVENT_STATUS_PUBLISHED", visibility="EVENT_VISIBILITY_PRIVATE"))[
-            "id"
-        ],
-        (await create_event(api, user, status="EVENT_STATUS_PUBLISHED", visibility="EVENT_VISIBILITY_UNLISTED"))[
-            "id"
-        ],
+        (await create_event(api, user, status="EVENT_STATUS_PUBLISHED", visibility="EVENT_VISIBILITY_PRIVATE"))["id"],
+        (await create_event(api, user, status="EVENT_STATUS_PUBLISHED", visibility="EVENT_VISIBILITY_UNLISTED"))["id"],
     }
     seen: list[str] = []
     token = ""
     while True:
-        params = {"page_size": 2, **({"page_token": token} if token else {})}
+        params: dict[str, str | int] = {"page_size": 2, **({"page_token": token} if token else {})}
         page = await api.get("/api/events", params=params)
         assert page.status_code == 200, page.text
         body = page.json()
