@@ -48,10 +48,16 @@ class StackConfig:
 
     @classmethod
     def from_env(cls) -> StackConfig:
+        env = os.environ
+        defaults = cls()
         gateway = GatewaySettings.from_env()
         return cls(
-            database_url=os.environ.get("DATABASE_URL") or None,
+            data_dir=Path(env.get("LOCALPLUS_DATA_DIR") or defaults.data_dir),
+            run_dir=Path(env.get("LOCALPLUS_RUN_DIR") or defaults.run_dir),
+            database_url=env.get("DATABASE_URL") or None,
+            postgres_port=int(env.get("POSTGRES_PORT") or defaults.postgres_port),
             gateway=gateway,
+            stripe_port=int(env.get("STRIPE_PORT") or defaults.stripe_port),
             jwt_secret=gateway.jwt_secret,
         )
 

@@ -1,0 +1,165 @@
+"""Capacity stays exact under concurrency: the "going" headcount never passes capacity, the
+waitlist fills in order, and freed places go to the oldest waitlisted people.
+
+Following pretix's approach, the last test first proves the race exists (a variant of the
+seat check without the event-row lock oversells) and then that the real check closes it,
+with the same widened race window."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+
+import asyncpg
+import httpx
+
+from localplus_common.config import DEV_JWT_SECRET
+from localplus_common.migrate import migrate
+from localplus_dev.stack import Stack
+from localplus_dev.token import mint
+from tests.support import User, create_event, create_user
+
+CAPACITY = 50
+REGISTRANTS = 200
+CANCELLATIONS = 20
+
+
+async def _many_users(db: asyncpg.Pool, count: int) -> list[User]:
+    ids = [uuid.uuid4() for _ in range(count)]
+    await db.executemany("insert into auth.users (id) values ($1)", [(i,) for i in ids])
+    return [User(i, mint(i, DEV_JWT_SECRET)) for i in ids]
+
+
+async def _statuses(db: asyncpg.Pool, event_id: str) -> Counter[str]:
+    rows = await db.fetch("select status from public.event_participants where event_id = $1", uuid.UUID(event_id))
+    return Counter(row["status"] for row in rows)
+
+
+async def test_concurrent_registrations_fill_capacity_exactly(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    owner = await create_user(db)
+    event = await create_event(api, owner, status="EVENT_STATUS_PUBLISHED", capacity=CAPACITY)
+    url = f"/api/events/{event['id']}/participants"
+    people = await _many_users(db, REGISTRANTS)
+
+    responses = await asyncio.gather(*(api.post(url, json={}, headers=p.headers) for p in people))
+
+    assert [r.status_code for r in responses] == [200] * REGISTRANTS, {r.text for r in responses}
+    answered = Counter(r.json()["status"] for r in responses)
+    assert answered == {"PARTICIPANT_STATUS_GOING": CAPACITY, "PARTICIPANT_STATUS_WAITLISTED": REGISTRANTS - CAPACITY}
+    assert await _statuses(db, event["id"]) == {"going": CAPACITY, "waitlisted": REGISTRANTS - CAPACITY}
+
+    # Twenty going people cancel at once: exactly twenty waitlisted people move up, oldest first.
+    going = [p for p, r in zip(people, responses, strict=True) if r.json()["status"] == "PARTICIPANT_STATUS_GOING"]
+    queue = await db.fetch(
+        "select user_id from public.event_participants where event_id = $1 and status = 'waitlisted' "
+        "order by status_changed_at, user_id",
+        uuid.UUID(event["id"]),
+    )
+    cancelled = await asyncio.gather(*(api.delete(url, headers=p.headers) for p in going[:CANCELLATIONS]))
+    assert [r.status_code for r in cancelled] == [200] * CANCELLATIONS
+
+    assert await _statuses(db, event["id"]) == {
+        "going": CAPACITY,
+        "cancelled": CANCELLATIONS,
+        "waitlisted": REGISTRANTS - CAPACITY - CANCELLATIONS,
+    }
+    promoted = await db.fetch(
+        "select user_id from public.event_participants where event_id = $1 and status = 'going' "
+        "and user_id = any($2::uuid[])",
+        uuid.UUID(event["id"]),
+        [row["user_id"] for row in queue],
+    )
+    assert {row["user_id"] for row in promoted} == {row["user_id"] for row in queue[:CANCELLATIONS]}
+
+
+async def test_guests_count_against_capacity(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    owner = await create_user(db)
+    event = await create_event(api, owner, status="EVENT_STATUS_PUBLISHED", capacity=3)
+    url = f"/api/events/{event['id']}/participants"
+    family, single = await create_user(db), await create_user(db)
+    first = await api.post(url, json={"guest_count": 2}, headers=family.headers)
+    assert first.json()["status"] == "PARTICIPANT_STATUS_GOING"
+    second = await api.post(url, json={"guest_count": 1}, headers=single.headers)
+    assert second.json()["status"] == "PARTICIPANT_STATUS_WAITLISTED"
+    # A going participant cannot grow past capacity: that is refused rather than silently waitlisted.
+    more = await api.put(url, json={"guest_count": 3}, headers=family.headers)
+    assert more.status_code == 400
+    assert "CAPACITY_EXCEEDED" in more.text
+
+
+async def test_raising_capacity_promotes_the_waitlist(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    owner = await create_user(db)
+    event = await create_event(api, owner, status="EVENT_STATUS_PUBLISHED", capacity=1)
+    url = f"/api/events/{event['id']}/participants"
+    for person in await _many_users(db, 3):
+        assert (await api.post(url, json={}, headers=person.headers)).status_code == 200
+    assert await _statuses(db, event["id"]) == {"going": 1, "waitlisted": 2}
+    raised = await api.patch(
+        f"/api/events/{event['id']}", params={"update_mask": "capacity"}, json={"capacity": 2}, headers=owner.headers
+    )
+    assert raised.status_code == 200, raised.text
+    assert await _statuses(db, event["id"]) == {"going": 2, "waitlisted": 1}
+
+
+SEAT_CHECK = "public.event_participants_before_write()"
+LOCK = "from public.events where id = new.event_id for update;"
+COUNT_END = "and status = 'going' and user_id <> new.user_id;"
+
+
+async def _oversold(database_url: str, definition: str) -> int:
+    """Register 60 people at once for 10 places with `definition` as the seat check; return going - 10."""
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(definition)
+        owner = uuid.uuid4()
+        await admin.execute("insert into auth.users (id) values ($1)", owner)
+        event_id = await admin.fetchval(
+            "insert into public.events (created_by, title, starts_at, ends_at, timezone, capacity, status) "
+            "values ($1, 'race', now() + interval '1 day', now() + interval '2 days', 'UTC', 10, 'published') "
+            "returning id",
+            owner,
+        )
+        people = [uuid.uuid4() for _ in range(60)]
+        await admin.executemany("insert into auth.users (id) values ($1)", [(p,) for p in people])
+        pool = await asyncpg.create_pool(database_url, min_size=30, max_size=30)
+        assert pool is not None
+        try:
+            await asyncio.gather(
+                *(
+                    pool.execute(
+                        "insert into public.event_participants (event_id, user_id) values ($1, $2)", event_id, p
+                    )
+                    for p in people
+                )
+            )
+        finally:
+            await pool.close()
+        going: int = await admin.fetchval(
+            "select count(*) from public.event_participants where event_id = $1 and status = 'going'", event_id
+        )
+        return going - 10
+    finally:
+        await admin.close()
+
+
+async def test_seat_check_race_exists_without_the_lock_and_the_lock_closes_it(stack: Stack, db: asyncpg.Pool) -> None:
+    scratch = f"race_{uuid.uuid4().hex[:8]}"
+    await db.execute(f"create database {scratch}")
+    try:
+        url = stack.database_url.rsplit("/", 1)[0] + f"/{scratch}"
+        await migrate(url)
+        conn = await asyncpg.connect(url)
+        try:
+            real = await conn.fetchval("select pg_get_functiondef($1::regprocedure)", SEAT_CHECK)
+        finally:
+            await conn.close()
+        assert LOCK in real and COUNT_END in real
+        # Widen the window between counting seats and taking one, the way a slow disk or a busy CPU would.
+        widened = real.replace(COUNT_END, COUNT_END + "\n  perform pg_sleep(0.02);")
+        unlocked = widened.replace(LOCK, "from public.events where id = new.event_id;")
+
+        assert await _oversold(url, unlocked) > 0, "the race did not show: this test could not catch a regression"
+        assert await _oversold(url, widened) == 0
+    finally:
+        await db.execute(f"drop database {scratch} with (force)")
