@@ -69,7 +69,17 @@ def event_body(**overrides: Any) -> dict[str, Any]:
 
 
 async def create_event(api: httpx.AsyncClient, owner: User, **overrides: Any) -> dict[str, Any]:
+    """Create an event as `owner`; `status=EVENT_STATUS_PUBLISHED` also has it approved by the
+    backend (service_role), since only platform admins publish (Phase 1 moderation)."""
+    status = overrides.pop("status", "EVENT_STATUS_DRAFT")
     response = await api.post("/api/events", json=event_body(**overrides), headers=owner.headers)
     assert response.status_code == 200, response.text
     event: dict[str, Any] = response.json()
-    return event
+    if status == "EVENT_STATUS_DRAFT":
+        return event
+    assert status == "EVENT_STATUS_PUBLISHED", f"create_event cannot make a {status} event"
+    backend = {"authorization": f"Bearer {service_role_token()}"}
+    approved = await api.post(f"/api/events/{event['id']}:approve", json={}, headers=backend)
+    assert approved.status_code == 200, approved.text
+    published: dict[str, Any] = approved.json()["event"]
+    return published

@@ -92,8 +92,9 @@ def from_database_error(error: asyncpg.PostgresError) -> ApiError:
         field = _field_from_constraint(table, constraint)
         return invalid_argument(field, f"{field or 'a value'} is out of range or malformed")
     if isinstance(error, asyncpg.InsufficientPrivilegeError):
-        # Row-level security refused the write (SQLSTATE 42501).
-        return permission_denied("you may not do that")
+        # Row-level security refused the write (SQLSTATE 42501), or one of our triggers did, in words.
+        generic = (error.message or "").startswith(("new row violates", "permission denied"))
+        return permission_denied("you may not do that" if generic else error.message)
     if sqlstate.startswith(("22", "23")):
         return invalid_argument("", "invalid value: " + (error.message or "data exception").split("\n")[0])
     if sqlstate in ("40001", "40P01"):

@@ -39,8 +39,20 @@ EDITABLE_FIELDS = (
     "status",
     "registration_opens_at",
     "registration_closes_at",
+    "city",
 )
-OUTPUT_ONLY_FIELDS = ("id", "created_by", "etag", "created_at", "updated_at")
+OUTPUT_ONLY_FIELDS = (
+    "id",
+    "created_by",
+    "etag",
+    "created_at",
+    "updated_at",
+    "source",
+    "status_reason",
+    "submitted_at",
+    "published_at",
+    "distance_km",
+)
 IANA_NAME = re.compile(r"^[A-Za-z][A-Za-z_]*(/[A-Za-z0-9_+-]+)*$")
 
 

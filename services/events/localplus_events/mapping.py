@@ -42,7 +42,9 @@ def event_values(event: events_pb2.Event, fields: list[str]) -> dict[str, Any]:
     """Column values for `fields` of `event`; an unset field means "clear it"."""
     values: dict[str, Any] = {}
     for name in fields:
-        if name in TEXT_FIELDS:
+        if name == "city":
+            values[name] = event.city.strip().lower() or None
+        elif name in TEXT_FIELDS:
             values[name] = getattr(event, name)
         elif name in TIMESTAMP_FIELDS:
             values[name] = timestamp_or_none(event, name)
@@ -67,7 +69,7 @@ def _enum_value(event: events_pb2.Event, field: str, enum: Any, prefix: str) -> 
     return enum_to_db(prefix, enum.Name(number))
 
 
-def event_to_proto(row: asyncpg.Record) -> events_pb2.Event:
+def event_to_proto(row: asyncpg.Record | dict[str, Any]) -> events_pb2.Event:
     event = events_pb2.Event(
         id=str(row["id"]),
         created_by=str(row["created_by"] or ""),
@@ -81,15 +83,24 @@ def event_to_proto(row: asyncpg.Record) -> events_pb2.Event:
         visibility=db_to_enum(VISIBILITY_PREFIX, row["visibility"]),
         status=db_to_enum(STATUS_PREFIX, row["status"]),
         etag=str(row["version"]),
+        city=row["city"] or "",
+        source=row["source"] or "",
+        status_reason=row["status_reason"] or "",
     )
     if row["business_id"] is not None:
         event.business_id = str(row["business_id"])
     for name in OPTIONAL_NUMBERS:
         if row[name] is not None:
             setattr(event, name, row[name])
-    for name in (*TIMESTAMP_FIELDS, "created_at", "updated_at"):
+    for name in (*TIMESTAMP_FIELDS, "created_at", "updated_at", "submitted_at", "published_at"):
         set_timestamp(event, name, row[name])
+    if row.get("distance_km") is not None:
+        event.distance_km = float(row["distance_km"])
     return event
+
+
+def event_status_name(status: str) -> str:
+    return db_to_enum(STATUS_PREFIX, status)
 
 
 def participant_status_to_db(number: int) -> str:
@@ -124,3 +135,21 @@ def permission_to_proto(row: asyncpg.Record) -> events_pb2.Permission:
     set_timestamp(permission, "expires_at", row["expires_at"])
     set_timestamp(permission, "created_at", row["created_at"])
     return permission
+
+
+def saved_event_to_proto(row: Any) -> events_pb2.SavedEvent:
+    saved = events_pb2.SavedEvent(event_id=str(row["id"]), event=event_to_proto(row))
+    set_timestamp(saved, "created_at", row["saved_at"])
+    return saved
+
+
+def my_event_to_proto(row: asyncpg.Record) -> events_pb2.MyEvent:
+    participant = events_pb2.Participant(
+        event_id=str(row["id"]),
+        user_id=str(row["user_id"]),
+        status=db_to_enum(PARTICIPANT_PREFIX, row["participant_status"]),
+        guest_count=row["guest_count"],
+    )
+    set_timestamp(participant, "created_at", row["registered_at"])
+    set_timestamp(participant, "updated_at", row["registration_updated_at"])
+    return events_pb2.MyEvent(participant=participant, event=event_to_proto(row))

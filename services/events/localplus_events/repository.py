@@ -13,14 +13,6 @@ from localplus_common.db import Connection
 # clients; values are always parameters.
 
 
-async def get_event_with_rank(conn: Connection, event_id: UUID) -> asyncpg.Record | None:
-    """The event as the caller may see it, plus the caller's rank on it (None when invisible)."""
-    return await conn.fetchrow(
-        "select e.*, public.event_role_rank(e.id) as caller_rank from public.events e where e.id = $1",
-        event_id,
-    )
-
-
 async def insert_event(conn: Connection, created_by: UUID | None, values: dict[str, Any]) -> asyncpg.Record:
     columns = ["created_by", *values]
     placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
@@ -51,15 +43,6 @@ async def delete_event(conn: Connection, event_id: UUID, version: int) -> bool:
         version,
     )
     return bool(deleted)
-
-
-async def list_public_events(conn: Connection, limit: int, after: tuple[datetime, UUID] | None) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "select * from public.events where status = 'published' and visibility = 'public' "
-        "and ($2::timestamptz is null or (starts_at, id) > ($2, $3)) order by starts_at, id limit $1",
-        limit,
-        *(after or (None, None)),
-    )
 
 
 async def register(

@@ -10,7 +10,7 @@ from grpc.aio import ServicerContext as Context
 
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_common.auth import Identity
-from localplus_common.db import Connection, Database, current_identity
+from localplus_common.db import Connection, Database
 from localplus_common.errors import (
     aborted,
     already_exists,
@@ -18,60 +18,23 @@ from localplus_common.errors import (
     invalid_argument,
     not_found,
     permission_denied,
-    unauthenticated,
 )
 from localplus_common.requests import (
-    decode_page_token,
-    encode_page_token,
     page_size,
     parse_uuid,
     timestamp_or_none,
-    token_datetime,
-    token_uuid,
 )
-from localplus_events import mapping
+from localplus_events import discovery, mapping, moderation, stats
 from localplus_events import repository as repo
+from localplus_events.access import (
+    check_etag,
+    require_rank,
+    signed_in,
+    time_keyset,
+    time_page_token,
+    visible_event,
+)
 from localplus_events.domain import EDITOR, OWNER, SELF_SERVICE_STATUSES, validate_event
-
-EVENT_NOT_FOUND = "event not found"
-
-
-def _signed_in() -> Identity:
-    identity = current_identity.get()
-    if not identity.is_signed_in:
-        raise unauthenticated()
-    return identity
-
-
-async def _visible_event(conn: Connection, event_id: UUID) -> asyncpg.Record:
-    event = await repo.get_event_with_rank(conn, event_id)
-    if event is None:
-        raise not_found(EVENT_NOT_FOUND)
-    return event
-
-
-def _require_rank(event: asyncpg.Record, rank: int, action: str) -> None:
-    if event["caller_rank"] < rank:
-        raise permission_denied(f"you may not {action} this event")
-
-
-def _check_etag(event: asyncpg.Record, etag: str) -> None:
-    if etag and etag != str(event["version"]):
-        raise aborted(f"etag {etag[:32]!r} is stale; the event is now at {event['version']}", "ETAG_MISMATCH")
-
-
-def _keyset(token: str, time_key: str, id_key: str) -> tuple[Any, UUID] | None:
-    position = decode_page_token(token)
-    if position is None:
-        return None
-    return token_datetime(position, time_key), token_uuid(position, id_key)
-
-
-def _next_token(rows: list[asyncpg.Record], limit: int, time_key: str, id_key: str) -> str:
-    if len(rows) < limit:
-        return ""
-    last = rows[-1]
-    return encode_page_token({time_key: last[time_key].isoformat(), id_key: str(last[id_key])})
 
 
 class EventsService(events_pb2_grpc.EventsServiceServicer):
@@ -81,25 +44,24 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
     # Events
 
     async def ListEvents(self, request: events_pb2.ListEventsRequest, context: Context) -> Any:
-        limit = page_size(request.page_size)
-        after = _keyset(request.page_token, "starts_at", "id")
-        rows = await self.db.run(lambda conn: repo.list_public_events(conn, limit, after))
+        rows, next_token = await discovery.search(self.db, request)
         return events_pb2.ListEventsResponse(
-            events=[mapping.event_to_proto(row) for row in rows],
-            next_page_token=_next_token(rows, limit, "starts_at", "id"),
+            events=[mapping.event_to_proto(row) for row in rows], next_page_token=next_token
         )
 
     async def GetEvent(self, request: events_pb2.GetEventRequest, context: Context) -> Any:
         event_id = parse_uuid("id", request.id)
-        row = await self.db.run(lambda conn: _visible_event(conn, event_id))
+        row = await self.db.run(lambda conn: visible_event(conn, event_id))
         return mapping.event_to_proto(row)
 
     async def CreateEvent(self, request: events_pb2.CreateEventRequest, context: Context) -> Any:
-        identity = _signed_in()
+        identity = signed_in()
         values = mapping.event_values(request.event, mapping.populated_fields(request.event))
         values.setdefault("visibility", "public")
         values.setdefault("status", "draft")
         validate_event(values)
+        if values["status"] not in ("draft", "pending_review") and not identity.is_platform_admin:
+            raise permission_denied("new events start as drafts (or pending review); admins publish them")
 
         async def create(conn: Connection) -> asyncpg.Record:
             business_id = values.get("business_id")
@@ -114,7 +76,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
         return mapping.event_to_proto(await self.db.run(create))
 
     async def UpdateEvent(self, request: events_pb2.UpdateEventRequest, context: Context) -> Any:
-        _signed_in()
+        signed_in()
         event_id = parse_uuid("event.id", request.event.id)
         if request.HasField("update_mask") and request.update_mask.paths:
             fields = mapping.mask_fields(list(request.update_mask.paths))
@@ -123,9 +85,9 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
         changes = mapping.event_values(request.event, fields)
 
         async def update(conn: Connection) -> asyncpg.Record:
-            current = await _visible_event(conn, event_id)
-            _require_rank(current, EDITOR, "edit")
-            _check_etag(current, request.event.etag)
+            current = await visible_event(conn, event_id)
+            require_rank(current, EDITOR, "edit")
+            check_etag(current, request.event.etag)
             merged = {name: current[name] for name in mapping.EDITABLE_FIELDS} | changes
             validate_event(merged)
             if not changes:
@@ -138,39 +100,93 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
         return mapping.event_to_proto(await self.db.run(update))
 
     async def DeleteEvent(self, request: events_pb2.DeleteEventRequest, context: Context) -> Any:
-        _signed_in()
+        signed_in()
         event_id = parse_uuid("id", request.id)
 
         async def delete(conn: Connection) -> None:
-            current = await _visible_event(conn, event_id)
-            _require_rank(current, OWNER, "delete")
-            _check_etag(current, request.etag)
+            current = await visible_event(conn, event_id)
+            require_rank(current, OWNER, "delete")
+            check_etag(current, request.etag)
             if not await repo.delete_event(conn, event_id, current["version"]):
                 raise aborted("the event changed meanwhile; read it again and retry", "ETAG_MISMATCH")
 
         await self.db.run(delete)
         return empty_pb2.Empty()
 
+    # Lifecycle and moderation
+
+    async def SubmitEvent(self, request: events_pb2.SubmitEventRequest, context: Context) -> Any:
+        row = await moderation.transition(self.db, request.id, request.etag, moderation.SUBMIT)
+        return events_pb2.SubmitEventResponse(event=mapping.event_to_proto(row))
+
+    async def ApproveEvent(self, request: events_pb2.ApproveEventRequest, context: Context) -> Any:
+        row = await moderation.transition(self.db, request.id, request.etag, moderation.APPROVE)
+        return events_pb2.ApproveEventResponse(event=mapping.event_to_proto(row))
+
+    async def RejectEvent(self, request: events_pb2.RejectEventRequest, context: Context) -> Any:
+        row = await moderation.transition(self.db, request.id, request.etag, moderation.REJECT, request.reason)
+        return events_pb2.RejectEventResponse(event=mapping.event_to_proto(row))
+
+    async def CancelEvent(self, request: events_pb2.CancelEventRequest, context: Context) -> Any:
+        row = await moderation.transition(self.db, request.id, request.etag, moderation.CANCEL, request.reason)
+        return events_pb2.CancelEventResponse(event=mapping.event_to_proto(row))
+
+    async def ListModerationEvents(self, request: events_pb2.ListModerationEventsRequest, context: Context) -> Any:
+        rows, next_token = await moderation.moderation_queue(self.db, request)
+        return events_pb2.ListModerationEventsResponse(
+            events=[mapping.event_to_proto(row) for row in rows], next_page_token=next_token
+        )
+
+    async def ListModerationLog(self, request: events_pb2.ListModerationLogRequest, context: Context) -> Any:
+        return await moderation.moderation_log(self.db, request)
+
+    # Saves, "my events" and figures
+
+    async def SaveEvent(self, request: events_pb2.SaveEventRequest, context: Context) -> Any:
+        return mapping.saved_event_to_proto(await discovery.save(self.db, request.event_id))
+
+    async def UnsaveEvent(self, request: events_pb2.UnsaveEventRequest, context: Context) -> Any:
+        await discovery.unsave(self.db, request.event_id)
+        return empty_pb2.Empty()
+
+    async def ListSavedEvents(self, request: events_pb2.ListSavedEventsRequest, context: Context) -> Any:
+        rows, next_token = await discovery.saved_events(self.db, request)
+        return events_pb2.ListSavedEventsResponse(
+            saved_events=[mapping.saved_event_to_proto(row) for row in rows], next_page_token=next_token
+        )
+
+    async def ListMyEvents(self, request: events_pb2.ListMyEventsRequest, context: Context) -> Any:
+        rows, next_token = await discovery.my_events(self.db, request)
+        return events_pb2.ListMyEventsResponse(
+            events=[mapping.my_event_to_proto(row) for row in rows], next_page_token=next_token
+        )
+
+    async def GetEventStats(self, request: events_pb2.GetEventStatsRequest, context: Context) -> Any:
+        return await stats.event_stats(self.db, request.event_id)
+
+    async def GetBusinessStats(self, request: events_pb2.GetBusinessStatsRequest, context: Context) -> Any:
+        return await stats.business_stats(self.db, request.business_id)
+
     # Participants
 
     async def ListParticipants(self, request: events_pb2.ListParticipantsRequest, context: Context) -> Any:
-        _signed_in()
+        signed_in()
         event_id = parse_uuid("event_id", request.event_id)
         limit = page_size(request.page_size)
-        after = _keyset(request.page_token, "created_at", "user_id")
+        after = time_keyset(request.page_token, "created_at", "user_id")
 
         async def list_them(conn: Connection) -> list[asyncpg.Record]:
-            await _visible_event(conn, event_id)
+            await visible_event(conn, event_id)
             return await repo.list_participants(conn, event_id, limit, after)
 
         rows = await self.db.run(list_them)
         return events_pb2.ListParticipantsResponse(
             participants=[mapping.participant_to_proto(row) for row in rows],
-            next_page_token=_next_token(rows, limit, "created_at", "user_id"),
+            next_page_token=time_page_token(rows, limit, "created_at", "user_id"),
         )
 
     async def CreateParticipant(self, request: events_pb2.CreateParticipantRequest, context: Context) -> Any:
-        identity = _signed_in()
+        identity = signed_in()
         event_id = parse_uuid("event_id", request.event_id)
         wanted = request.participant
         user_id = _target_user(identity, wanted.user_id)
@@ -178,9 +194,9 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
         guest_count = wanted.guest_count if wanted.HasField("guest_count") else 0
 
         async def register(conn: Connection) -> asyncpg.Record:
-            event = await _visible_event(conn, event_id)
+            event = await visible_event(conn, event_id)
             if user_id != identity.user_id:
-                _require_rank(event, EDITOR, "register other people for")
+                require_rank(event, EDITOR, "register other people for")
             elif status not in SELF_SERVICE_STATUSES or status == "cancelled":
                 raise invalid_argument("status", "register as PARTICIPANT_STATUS_GOING or _INTERESTED")
             if event["caller_rank"] < EDITOR:
@@ -193,13 +209,13 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
         return mapping.participant_to_proto(await self.db.run(register))
 
     async def UpdateParticipant(self, request: events_pb2.UpdateParticipantRequest, context: Context) -> Any:
-        identity = _signed_in()
+        identity = signed_in()
         event_id = parse_uuid("event_id", request.event_id)
         wanted = request.participant
         user_id = _target_user(identity, wanted.user_id)
 
         async def update(conn: Connection) -> asyncpg.Record:
-            event = await _visible_event(conn, event_id)
+            event = await visible_event(conn, event_id)
             is_editor = event["caller_rank"] >= EDITOR
             if user_id != identity.user_id and not is_editor:
                 raise permission_denied("only editors may change other people's registrations")
@@ -221,14 +237,14 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
         return mapping.participant_to_proto(await self.db.run(update))
 
     async def DeleteParticipant(self, request: events_pb2.DeleteParticipantRequest, context: Context) -> Any:
-        identity = _signed_in()
+        identity = signed_in()
         event_id = parse_uuid("event_id", request.event_id)
         user_id = _target_user(identity, request.user_id)
 
         async def cancel(conn: Connection) -> None:
-            event = await _visible_event(conn, event_id)
+            event = await visible_event(conn, event_id)
             if user_id != identity.user_id:
-                _require_rank(event, EDITOR, "cancel other people's registrations for")
+                require_rank(event, EDITOR, "cancel other people's registrations for")
             current = await repo.get_participant(conn, event_id, user_id)
             if current is None or current["status"] == "cancelled":
                 raise not_found("no active registration for this event")
@@ -240,32 +256,32 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
     # Permissions
 
     async def ListPermissions(self, request: events_pb2.ListPermissionsRequest, context: Context) -> Any:
-        _signed_in()
+        signed_in()
         event_id = parse_uuid("event_id", request.event_id)
         limit = page_size(request.page_size)
-        after = _keyset(request.page_token, "created_at", "user_id")
+        after = time_keyset(request.page_token, "created_at", "user_id")
 
         async def list_them(conn: Connection) -> list[asyncpg.Record]:
-            event = await _visible_event(conn, event_id)
-            _require_rank(event, EDITOR, "see who has access to")
+            event = await visible_event(conn, event_id)
+            require_rank(event, EDITOR, "see who has access to")
             return await repo.list_permissions(conn, event_id, limit, after)
 
         rows = await self.db.run(list_them)
         return events_pb2.ListPermissionsResponse(
             permissions=[mapping.permission_to_proto(row) for row in rows],
-            next_page_token=_next_token(rows, limit, "created_at", "user_id"),
+            next_page_token=time_page_token(rows, limit, "created_at", "user_id"),
         )
 
     async def CreatePermission(self, request: events_pb2.CreatePermissionRequest, context: Context) -> Any:
-        identity = _signed_in()
+        identity = signed_in()
         event_id = parse_uuid("event_id", request.event_id)
         user_id = parse_uuid("permission.user_id", request.permission.user_id)
         role = mapping.role_to_db(request.permission.role)
         expires_at = timestamp_or_none(request.permission, "expires_at")
 
         async def grant(conn: Connection) -> asyncpg.Record:
-            event = await _visible_event(conn, event_id)
-            _require_rank(event, OWNER, "manage access to")
+            event = await visible_event(conn, event_id)
+            require_rank(event, OWNER, "manage access to")
             if expires_at is not None and expires_at <= await conn.fetchval("select now()"):
                 raise invalid_argument("permission.expires_at", "expires_at must be in the future")
             return await repo.grant_permission(conn, event_id, user_id, role, identity.user_id, expires_at)
@@ -273,13 +289,13 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
         return mapping.permission_to_proto(await self.db.run(grant))
 
     async def DeletePermission(self, request: events_pb2.DeletePermissionRequest, context: Context) -> Any:
-        _signed_in()
+        signed_in()
         event_id = parse_uuid("event_id", request.event_id)
         user_id = parse_uuid("user_id", request.user_id)
 
         async def revoke(conn: Connection) -> None:
-            event = await _visible_event(conn, event_id)
-            _require_rank(event, OWNER, "manage access to")
+            event = await visible_event(conn, event_id)
+            require_rank(event, OWNER, "manage access to")
             if not await repo.revoke_permission(conn, event_id, user_id):
                 raise not_found("that user holds no role on this event")
 

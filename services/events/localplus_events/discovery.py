@@ -1,0 +1,280 @@
+"""What people find: search over published public events, saves, and "my events".
+
+Search is trigram based (pg_trgm), which tolerates typos and partial words and works on Thai,
+where words are not separated by spaces. Every listing uses keyset pagination, so inserts
+between pages never make an item repeat or go missing."""
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import asyncpg
+
+from localplus.events.v1 import events_pb2
+from localplus_common.db import Connection, Database
+from localplus_common.errors import invalid_argument
+from localplus_common.requests import (
+    decode_page_token,
+    encode_page_token,
+    page_size,
+    parse_uuid,
+    timestamp_or_none,
+    token_datetime,
+    token_uuid,
+)
+from localplus_events.access import signed_in, time_keyset, time_page_token, visible_event
+
+ORDERS = ("relevance", "starts_at", "distance", "popularity")
+# Lower than pg_trgm's default 0.6 so one typo per word still matches ("festval" ~ "festival" is 0.55).
+WORD_SIMILARITY_THRESHOLD = "0.45"
+MAX_QUERY_WORDS = 8
+MAX_WORD_LENGTH = 64
+DEFAULT_RADIUS_KM = 10.0
+MAX_RADIUS_KM = 500.0
+KM_PER_DEGREE = 111.32
+
+
+@dataclass(frozen=True)
+class Near:
+    latitude: float
+    longitude: float
+    radius_km: float
+
+
+def _near(request: events_pb2.ListEventsRequest) -> Near | None:
+    if not request.near:
+        if request.radius_km:
+            raise invalid_argument("radius_km", "radius_km needs near=lat,lng")
+        return None
+    try:
+        latitude, longitude = (float(part) for part in request.near.split(","))
+    except ValueError:
+        raise invalid_argument("near", "near must be 'lat,lng', e.g. 13.7563,100.5018") from None
+    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+        raise invalid_argument("near", "near is not a point on Earth")
+    radius = request.radius_km or DEFAULT_RADIUS_KM
+    if not 0 < radius <= MAX_RADIUS_KM:
+        raise invalid_argument("radius_km", f"radius_km must be between 0 and {MAX_RADIUS_KM:.0f}")
+    return Near(latitude, longitude, radius)
+
+
+def _query_words(q: str) -> list[str]:
+    words = [word[:MAX_WORD_LENGTH] for word in q.lower().split()]
+    # One-letter words match nearly everything by trigram; keep them only if they are all there is.
+    meaningful = [word for word in words if len(word) > 1] or words
+    if len(meaningful) > MAX_QUERY_WORDS:
+        raise invalid_argument("q", f"q may have at most {MAX_QUERY_WORDS} words")
+    return meaningful
+
+
+class _Sql:
+    """Collects conditions and their parameters; values are always bound, never spliced."""
+
+    def __init__(self) -> None:
+        self.conditions: list[str] = []
+        self.params: list[Any] = []
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+    def where(self, condition: str) -> None:
+        self.conditions.append(condition)
+
+
+async def search(db: Database, request: events_pb2.ListEventsRequest) -> tuple[list[asyncpg.Record], str]:
+    limit = page_size(request.page_size)
+    words = _query_words(request.q)
+    near = _near(request)
+    order = request.order_by or ("relevance" if words else "starts_at")
+    if order not in ORDERS:
+        raise invalid_argument("order_by", f"order_by must be one of {', '.join(ORDERS)}")
+    if order == "relevance" and not words:
+        raise invalid_argument("order_by", "order_by=relevance needs q")
+    if order == "distance" and near is None:
+        raise invalid_argument("order_by", "order_by=distance needs near=lat,lng")
+    starts_after = timestamp_or_none(request, "starts_after")
+    starts_before = timestamp_or_none(request, "starts_before")
+    if starts_after and starts_before and starts_before <= starts_after:
+        raise invalid_argument("starts_before", "starts_before must be after starts_after")
+
+    sql = _Sql()
+    # Discovery lists only what everyone may see, whoever asks (RLS applies as well).
+    sql.where("e.status = 'published' and e.visibility = 'public'")
+    if starts_after is None and starts_before is None:
+        sql.where("e.ends_at > now()")
+    if starts_after is not None:
+        sql.where(f"e.starts_at >= {sql.param(starts_after)}")
+    if starts_before is not None:
+        sql.where(f"e.starts_at < {sql.param(starts_before)}")
+    if request.city:
+        sql.where(f"e.city = {sql.param(request.city.lower())}")
+    if request.category:
+        sql.where(f"e.category = {sql.param(request.category)}")
+    if request.tags:
+        sql.where(f"e.tags @> {sql.param(list(request.tags))}::text[]")
+    if request.business_id:
+        sql.where(f"e.business_id = {sql.param(parse_uuid('business_id', request.business_id))}")
+    if request.free_only:
+        sql.where("not exists (select 1 from public.ticket_types t where t.event_id = e.id and t.price_minor > 0)")
+    for word in words:
+        # Each word must match, either approximately (trigram) or as an exact substring;
+        # the GIN trigram index serves both.
+        w = sql.param(word)
+        sql.where(f"(e.search_text %> {w} or e.search_text like '%' || {w} || '%')")
+    score = "0"
+    if words:
+        q = sql.param(" ".join(words))
+        # Title matches count double, so they rank above description matches.
+        score = f"round((2 * word_similarity({q}, lower(e.title)) + word_similarity({q}, e.search_text))::numeric, 6)"
+    distance = "null::numeric"
+    if near is not None:
+        lat, lng = sql.param(near.latitude), sql.param(near.longitude)
+        dlat = near.radius_km / KM_PER_DEGREE
+        dlng = near.radius_km / (KM_PER_DEGREE * max(0.01, math.cos(math.radians(near.latitude))))
+        box = (
+            f"box(point({sql.param(near.longitude - dlng)}, {sql.param(near.latitude - dlat)}), "
+            f"point({sql.param(near.longitude + dlng)}, {sql.param(near.latitude + dlat)}))"
+        )
+        distance = f"round(public.distance_km({lat}, {lng}, e.latitude, e.longitude)::numeric, 6)"
+        sql.where(f"e.latitude is not null and point(e.longitude, e.latitude) <@ {box}")
+        sql.where(f"{distance} <= {sql.param(near.radius_km)}")
+    popularity = "coalesce(c.popularity, 0)"
+    sort_key, order_sql = {
+        "relevance": (score, f"{score} desc, e.starts_at, e.id"),
+        "popularity": (popularity, f"{popularity} desc, e.starts_at, e.id"),
+        "starts_at": ("", "e.starts_at, e.id"),
+        "distance": (distance, f"{distance}, e.id"),
+    }[order]
+    position = _search_position(request.page_token, order)
+    if position is not None:
+        _add_keyset(sql, order, sort_key, position)
+
+    query = (
+        f"select e.*, {score} as score, {distance} as distance_km, {popularity} as popularity "
+        "from public.events e left join public.event_counters c on c.event_id = e.id "
+        f"where {' and '.join(sql.conditions)} order by {order_sql} limit {sql.param(limit)}"
+    )
+
+    async def run(conn: Connection) -> list[asyncpg.Record]:
+        await conn.execute(
+            "select set_config('pg_trgm.word_similarity_threshold', $1, true)", WORD_SIMILARITY_THRESHOLD
+        )
+        return await conn.fetch(query, *sql.params)
+
+    rows = await db.run(run)
+    return rows, _search_page_token(rows, limit, order)
+
+
+def _add_keyset(sql: _Sql, order: str, sort_key: str, position: dict[str, Any]) -> None:
+    """Continue after the last row of the previous page, in the same order."""
+    starts_at = sql.param(token_datetime(position, "starts_at"))
+    event_id = sql.param(token_uuid(position, "id"))
+    if order == "starts_at":
+        sql.where(f"(e.starts_at, e.id) > ({starts_at}, {event_id})")
+        return
+    key = sql.param(_token_decimal(position))
+    if order == "distance":
+        sql.where(f"({sort_key}, e.id) > ({key}, {event_id})")
+    else:  # a descending score, then ascending start and id
+        sql.where(f"({sort_key} < {key} or ({sort_key} = {key} and (e.starts_at, e.id) > ({starts_at}, {event_id})))")
+
+
+def _token_decimal(position: dict[str, Any]) -> Decimal:
+    try:
+        return Decimal(str(position["key"]))
+    except (KeyError, InvalidOperation):
+        raise invalid_argument("page_token", "page_token is not valid") from None
+
+
+def _search_position(token: str, order: str) -> dict[str, Any] | None:
+    position = decode_page_token(token)
+    if position is not None and position.get("order") != order:
+        raise invalid_argument("page_token", "page_token belongs to a different order_by")
+    return position
+
+
+def _search_page_token(rows: list[asyncpg.Record], limit: int, order: str) -> str:
+    if len(rows) < limit:
+        return ""
+    last = rows[-1]
+    key = {"relevance": last["score"], "popularity": last["popularity"], "distance": last["distance_km"]}.get(order)
+    return encode_page_token(
+        {"order": order, "starts_at": last["starts_at"].isoformat(), "id": str(last["id"]), "key": str(key)}
+    )
+
+
+# Saves and "my events"
+
+
+async def save(db: Database, raw_event_id: str) -> dict[str, Any]:
+    identity = signed_in()
+    event_id = parse_uuid("event_id", raw_event_id)
+
+    async def run(conn: Connection) -> dict[str, Any]:
+        event = await visible_event(conn, event_id)
+        saved_at: datetime = await conn.fetchval(
+            "insert into public.event_saves (user_id, event_id) values ($1, $2) "
+            "on conflict (user_id, event_id) do update set created_at = public.event_saves.created_at "
+            "returning created_at",
+            identity.user_id,
+            event_id,
+        )
+        return {**dict(event), "saved_at": saved_at}
+
+    return await db.run(run)
+
+
+async def unsave(db: Database, raw_event_id: str) -> None:
+    identity = signed_in()
+    event_id = parse_uuid("event_id", raw_event_id)
+    await db.run(
+        lambda conn: conn.execute(
+            "delete from public.event_saves where user_id = $1 and event_id = $2", identity.user_id, event_id
+        )
+    )
+
+
+async def saved_events(db: Database, request: events_pb2.ListSavedEventsRequest) -> tuple[list[asyncpg.Record], str]:
+    identity = signed_in()
+    limit = page_size(request.page_size)
+    after = time_keyset(request.page_token, "saved_at", "id")
+    rows = await db.run(
+        lambda conn: conn.fetch(
+            """
+            select e.*, s.created_at as saved_at
+              from public.event_saves s join public.events e on e.id = s.event_id
+             where s.user_id = $1 and ($3::timestamptz is null or (s.created_at, s.event_id) < ($3, $4))
+             order by s.created_at desc, s.event_id desc
+             limit $2
+            """,
+            identity.user_id,
+            limit,
+            *(after or (None, None)),
+        )
+    )
+    return rows, time_page_token(rows, limit, "saved_at", "id")
+
+
+async def my_events(db: Database, request: events_pb2.ListMyEventsRequest) -> tuple[list[asyncpg.Record], str]:
+    identity = signed_in()
+    limit = page_size(request.page_size)
+    after = time_keyset(request.page_token, "starts_at", "id")
+    rows = await db.run(
+        lambda conn: conn.fetch(
+            """
+            select e.*, p.user_id, p.status as participant_status, p.guest_count, p.created_at as registered_at,
+                   p.updated_at as registration_updated_at
+              from public.event_participants p join public.events e on e.id = p.event_id
+             where p.user_id = $1 and ($3::timestamptz is null or (e.starts_at, e.id) > ($3, $4))
+             order by e.starts_at, e.id
+             limit $2
+            """,
+            identity.user_id,
+            limit,
+            *(after or (None, None)),
+        )
+    )
+    return rows, time_page_token(rows, limit, "starts_at", "id")
