@@ -211,7 +211,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
             if not is_editor:
                 if status != current["status"] and status not in SELF_SERVICE_STATUSES:
                     raise permission_denied("only editors may set that status")
-                if status != "cancelled" and current["status"] == "cancelled":
+                if status != "cancelled":
                     await _check_registration_open(conn, event)
             row = await repo.update_participant(conn, event_id, user_id, status, guest_count)
             if row is None:
