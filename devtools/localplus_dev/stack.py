@@ -165,13 +165,22 @@ def up() -> int:
     stack = Stack(StackConfig.from_env())
     stopping = False
 
+    def abort_startup(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
     def request_stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 
+    # While starting, Ctrl-C or SIGTERM interrupts at once (start() stops what it started).
+    signal.signal(signal.SIGTERM, abort_startup)
+    try:
+        stack.start()
+    except KeyboardInterrupt:
+        print("stopped before ready", flush=True)
+        return 130
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    stack.start()
     where = "embedded Postgres" if stack.postgres else "DATABASE_URL"
     print(
         f"ready: gateway {stack.gateway_url} (JSON and gRPC), database {where}, "

@@ -9,13 +9,14 @@ from typing import Any
 
 import asyncpg
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from localplus_common.auth import TokenVerifier, bearer_from_metadata
 from localplus_common.config import Settings
 from localplus_common.db import Database, create_pool, current_identity
-from localplus_common.errors import UNAVAILABLE, ApiError, from_database_error
+from localplus_common.errors import UNAVAILABLE, ApiError, from_database_error, invalid_argument
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -37,10 +38,17 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None or method.startswith("/grpc."):
             return handler
         behavior = handler.unary_unary
+        deserialize = handler.request_deserializer
         verifier = self._verifier
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def guarded(raw_request: bytes, context: grpc.aio.ServicerContext) -> Any:
             try:
+                # Decoded here rather than by grpc, so a malformed message is a clear
+                # INVALID_ARGUMENT instead of UNKNOWN with a Python class name in it.
+                try:
+                    request = deserialize(raw_request)
+                except (DecodeError, ValueError):
+                    raise invalid_argument("", "the request message could not be decoded") from None
                 identity = verifier.identify(bearer_from_metadata(context.invocation_metadata()))
                 current_identity.set(identity)
                 return await behavior(request, context)
@@ -57,9 +65,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             await context.abort_with_status(failure.to_status())
 
         return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            guarded, request_deserializer=None, response_serializer=handler.response_serializer
         )
 
 
@@ -75,6 +81,10 @@ async def serve(address: str, service_names: list[str], register: Register) -> N
         interceptors=[RequestInterceptor(TokenVerifier(settings))],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # Envoy forwards the whole original URL as a header (x-envoy-original-path) and allows
+            # up to 60 KiB of headers; grpc's 8 KiB default turned long URLs into random 429s.
+            ("grpc.max_metadata_size", 64 * 1024),
+            ("grpc.absolute_max_metadata_size", 96 * 1024),
             ("grpc.so_reuseport", 0),
         ],
     )

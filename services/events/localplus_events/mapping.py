@@ -63,10 +63,18 @@ def event_values(event: events_pb2.Event, fields: list[str]) -> dict[str, Any]:
 
 
 def _enum_value(event: events_pb2.Event, field: str, enum: Any, prefix: str) -> str:
-    number = getattr(event, field)
-    if number == 0:
-        raise invalid_argument(field, f"{field} must be one of {', '.join(enum.keys()[1:])}")
-    return enum_to_db(prefix, enum.Name(number))
+    return enum_to_db(prefix, enum_name(enum, getattr(event, field), field))
+
+
+def enum_name(enum: Any, number: int, field: str) -> str:
+    """The name of a specified enum value; proto3 JSON also lets through numbers with no name."""
+    if number != 0:
+        try:
+            name: str = enum.Name(number)
+            return name
+        except ValueError:
+            pass
+    raise invalid_argument(field, f"{field} must be one of {', '.join(enum.keys()[1:])}")
 
 
 def event_to_proto(row: asyncpg.Record | dict[str, Any]) -> events_pb2.Event:
@@ -104,7 +112,7 @@ def event_status_name(status: str) -> str:
 
 
 def participant_status_to_db(number: int) -> str:
-    return enum_to_db(PARTICIPANT_PREFIX, events_pb2.ParticipantStatus.Name(number))
+    return enum_to_db(PARTICIPANT_PREFIX, enum_name(events_pb2.ParticipantStatus, number, "status"))
 
 
 def participant_to_proto(row: asyncpg.Record) -> events_pb2.Participant:
@@ -120,9 +128,7 @@ def participant_to_proto(row: asyncpg.Record) -> events_pb2.Participant:
 
 
 def role_to_db(number: int) -> str:
-    if number == 0:
-        raise invalid_argument("role", "role must be EVENT_ROLE_OWNER, EVENT_ROLE_EDITOR or EVENT_ROLE_VIEWER")
-    return enum_to_db(ROLE_PREFIX, events_pb2.EventRole.Name(number))
+    return enum_to_db(ROLE_PREFIX, enum_name(events_pb2.EventRole, number, "role"))
 
 
 def permission_to_proto(row: asyncpg.Record) -> events_pb2.Permission:

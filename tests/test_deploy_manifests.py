@@ -1,0 +1,479 @@
+"""Deployment files (CONTRACT §1, §2): the k8s/ manifests validate offline against the Kubernetes 1.37
+schemas (strict) and run hardened, probed workloads; docker-compose.yml wires the services on the
+contract's ports with its dev defaults, and its healthchecks pass against the running stack; the gateway
+config rendered the way compose and k8s render it passes `envoy --mode validate`.
+
+The Dockerfile cannot be built here (no Docker engine); its layout is checked against the code's."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from kubernetes_validate import utils as kubernetes_validate
+
+from localplus_common.config import DEV_JWT_SECRET
+from localplus_dev.postgres import INITDB_LOCALE, free_port
+from localplus_dev.processes import venv_binary
+from localplus_dev.stack import Stack
+from localplus_dev.stripe import DEV_API_KEY as STRIPE_DEV_API_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "k8s"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+KUBERNETES_VERSION = "1.37.0"
+IMAGE = "localplus-event-engine"
+IMAGE_ROOT = "/app"  # where the Dockerfile puts the repository
+# CONTRACT §2: service -> (module, address variable, port)
+GRPC_SERVICES = {
+    "events": ("localplus_events", "EVENTS_ADDR", 50051),
+    "ticketing": ("localplus_ticketing", "TICKETING_ADDR", 50052),
+    "recurrence": ("localplus_recurrence", "RECURRENCE_ADDR", 50053),
+}
+GATEWAY_PORT = 8080
+STRIPE_PORT = 8420
+POSTGRES_HOST_PORT = 54322
+STRIPE_WEBHOOK_SECRET = "whsec_localplus"
+
+Doc = dict[str, Any]
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def k8s_files() -> list[Path]:
+    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def k8s_docs(path: Path) -> list[Doc]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def k8s_resources() -> dict[tuple[str, str], Doc]:
+    """Every manifest in k8s/, by (kind, name)."""
+    resources: dict[tuple[str, str], Doc] = {}
+    for path in k8s_files():
+        for doc in k8s_docs(path):
+            key = (doc["kind"], doc["metadata"]["name"])
+            assert key not in resources, f"{key} defined twice"
+            resources[key] = doc
+    return resources
+
+
+def pod_spec(workload: Doc) -> Doc:
+    spec: Doc = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def all_containers(workload: Doc) -> list[Doc]:
+    spec = pod_spec(workload)
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def k8s_env(container: Doc, resources: dict[tuple[str, str], Doc]) -> dict[str, str]:
+    """A container's environment as Kubernetes builds it: envFrom sources in order, then env."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(resources[("ConfigMap", source["configMapRef"]["name"])]["data"])
+        else:
+            env.update(resources[("Secret", source["secretRef"]["name"])]["stringData"])
+    for var in container.get("env", []):
+        env[var["name"]] = var["value"]
+    return env
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def interpolate(value: Any) -> Any:
+    """Compose's `${VAR:-default}` with no VAR set: the defaults this file ships with."""
+    if isinstance(value, str):
+        return _INTERPOLATION.sub(lambda m: m[2] or "", value)
+    if isinstance(value, list):
+        return [interpolate(v) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate(v) for k, v in value.items()}
+    return value
+
+
+def compose() -> Doc:
+    doc: Doc = interpolate(yaml.safe_load(COMPOSE_FILE.read_text()))
+    return doc
+
+
+def compose_service(name: str) -> Doc:
+    service: Doc = compose()["services"][name]
+    return service
+
+
+def published_ports(service: Doc) -> set[tuple[str, int, int]]:
+    """(host ip, host port, container port) from short-syntax `ip:host:container` entries."""
+    ports = set()
+    for entry in service.get("ports", []):
+        host_ip, host_port, container_port = str(entry).split(":")
+        ports.add((host_ip, int(host_port), int(container_port.split("/")[0])))
+    return ports
+
+
+# --- k8s --------------------------------------------------------------------------------------------
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Kustomization"
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in k8s_files())
+    assert [image["name"] for image in kustomization["images"]] == [IMAGE]
+
+
+@pytest.mark.parametrize("path", k8s_files(), ids=lambda p: p.name)
+def test_k8s_manifest_validates_strictly(path: Path) -> None:
+    docs = k8s_docs(path)
+    assert docs, f"{path.name} is empty"
+    for doc in docs:
+        # Raises ValidationError for a schema violation and SchemaNotFoundError for an unknown kind.
+        validated = kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        assert validated == "1.37", f"{path.name}: validated against {validated}"
+
+
+def test_strict_validation_rejects_mistakes() -> None:
+    """The validator is not vacuous: a wrong type and an unknown field are both caught."""
+    deployment = k8s_resources()[("Deployment", "events")]
+    wrong_type = yaml.safe_load(yaml.safe_dump(deployment))
+    pod_spec(wrong_type)["containers"][0]["ports"][0]["containerPort"] = "fifty"
+    unknown_field = yaml.safe_load(yaml.safe_dump(deployment))
+    pod_spec(unknown_field)["containers"][0]["readinessprobe"] = {"grpc": {"port": 50051}}
+    for broken in (wrong_type, unknown_field):
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def workloads() -> list[Doc]:
+    return [doc for (kind, _), doc in k8s_resources().items() if kind in ("Deployment", "Job")]
+
+
+@pytest.mark.parametrize("workload", workloads(), ids=lambda w: f"{w['kind']}/{w['metadata']['name']}")
+def test_workload_is_hardened(workload: Doc) -> None:
+    spec = pod_spec(workload)
+    pod_security = spec["securityContext"]
+    assert pod_security["runAsNonRoot"] is True
+    assert pod_security["runAsUser"] > 0 and pod_security["runAsGroup"] > 0
+    assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["automountServiceAccountToken"] is False
+    for container in all_containers(workload):
+        where = f"{workload['metadata']['name']}/{container['name']}"
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False, where
+        assert security.get("privileged", False) is False, where
+        assert security["readOnlyRootFilesystem"] is True, where
+        assert security["capabilities"]["drop"] == ["ALL"], where
+        for bound in ("requests", "limits"):
+            assert set(container["resources"][bound]) >= {"cpu", "memory"}, f"{where}: resources.{bound}"
+        assert container["image"].split(":")[0] == IMAGE, where
+    if workload["kind"] == "Deployment":
+        for container in spec["containers"]:
+            assert "readinessProbe" in container and "livenessProbe" in container, container["name"]
+
+
+def service_port(service: Doc, container: Doc) -> int:
+    """The one port of a Service, checked to reach the named container port behind it."""
+    (port,) = service["spec"]["ports"]
+    target = port["targetPort"]
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container_ports.get(target, target) == port["port"], f"{service['metadata']['name']}: targetPort"
+    value: int = port["port"]
+    return value
+
+
+@pytest.mark.parametrize("name", GRPC_SERVICES)
+def test_grpc_service_deployment(name: str) -> None:
+    module, addr_var, port = GRPC_SERVICES[name]
+    resources = k8s_resources()
+    deployment = resources[("Deployment", name)]
+    (container,) = pod_spec(deployment)["containers"]
+    assert container["command"] == ["python", "-m", module]
+    assert [p["containerPort"] for p in container["ports"]] == [port]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == port, probe
+    env = k8s_env(container, resources)
+    assert env[addr_var] == f"0.0.0.0:{port}"  # listens on every interface, others reach it by name
+    for other, (_, other_var, other_port) in GRPC_SERVICES.items():
+        if other != name:
+            assert env[other_var] == f"{other}:{other_port}"
+    assert {"DATABASE_URL", "SUPABASE_JWT_SECRET", "SUPABASE_JWKS", "DB_POOL_MAX", "DB_STATEMENT_CACHE_SIZE"} <= set(
+        env
+    )
+    service = resources[("Service", name)]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert service_port(service, container) == port
+
+
+def gateway_k8s() -> tuple[Doc, Doc, Doc]:
+    """The gateway Deployment, its render init container and its Envoy container."""
+    deployment = k8s_resources()[("Deployment", "gateway")]
+    spec = pod_spec(deployment)
+    (render,) = spec["initContainers"]
+    (envoy,) = spec["containers"]
+    return deployment, render, envoy
+
+
+def test_gateway_deployment() -> None:
+    resources = k8s_resources()
+    deployment, render, envoy = gateway_k8s()
+    assert [p["containerPort"] for p in envoy["ports"]] == [GATEWAY_PORT]
+    named = {p["name"]: p["containerPort"] for p in envoy["ports"]}
+    for probe in ("readinessProbe", "livenessProbe"):
+        check = envoy[probe]["httpGet"]
+        assert check["path"] == "/healthz"
+        assert named.get(check["port"], check["port"]) == GATEWAY_PORT
+    env = k8s_env(render, resources)
+    assert env["GATEWAY_PORT"] == str(GATEWAY_PORT) and env["GATEWAY_LISTEN_ADDRESS"] == "0.0.0.0"
+    # The init container writes the config into a volume that Envoy mounts where it reads it from.
+    _, config_path, _ = parse_gateway_script(render["command"][2])
+    envoy_config = envoy["command"][envoy["command"].index("-c") + 1]
+    assert envoy_config == config_path
+    volume_of = {c["name"]: {m["mountPath"]: m["name"] for m in c["volumeMounts"]} for c in all_containers(deployment)}
+    directory = str(Path(config_path).parent)
+    assert volume_of[render["name"]][directory] == volume_of[envoy["name"]][directory]
+    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+    assert volumes[volume_of[envoy["name"]][directory]]["emptyDir"]["medium"] == "Memory"  # it holds the secret
+    service = resources[("Service", "gateway")]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert service_port(service, envoy) == GATEWAY_PORT
+
+
+def test_migration_job() -> None:
+    resources = k8s_resources()
+    (job,) = (doc for (kind, _), doc in resources.items() if kind == "Job")
+    (container,) = pod_spec(job)["containers"]
+    assert container["command"] == ["python", "-m", "localplus_common.migrate"]
+    assert "DATABASE_URL" in k8s_env(container, resources)
+    assert pod_spec(job)["restartPolicy"] in ("Never", "OnFailure")
+
+
+def test_k8s_settings() -> None:
+    """Addresses name the Services; secrets are placeholders, clearly marked, never real values."""
+    resources = k8s_resources()
+    config = resources[("ConfigMap", "localplus-config")]["data"]
+    for name, (_, addr_var, port) in GRPC_SERVICES.items():
+        assert config[addr_var] == f"{name}:{port}"
+        assert ("Service", name) in resources
+    (secret,) = (doc for (kind, _), doc in resources.items() if kind == "Secret")
+    assert set(secret["stringData"]) >= {"DATABASE_URL", "SUPABASE_JWT_SECRET"}
+    for key, value in secret["stringData"].items():
+        assert "REPLACE_ME" in value, f"{key} is not a marked placeholder"
+    url = urlsplit(secret["stringData"]["DATABASE_URL"])
+    assert url.scheme == "postgresql" and url.port == 5432 and url.path == "/postgres"
+    assert not set(config) & set(secret["stringData"]), "a setting is both in the ConfigMap and the Secret"
+
+
+# --- docker-compose ---------------------------------------------------------------------------------
+
+APP_SERVICES = ("migrate", *GRPC_SERVICES, "gateway", "localstripe")
+
+
+def test_compose_services_and_ports() -> None:
+    services = compose()["services"]
+    assert set(services) == {"postgres", *APP_SERVICES}
+    expected = {
+        "gateway": (GATEWAY_PORT, GATEWAY_PORT),
+        **{name: (port, port) for name, (_, _, port) in GRPC_SERVICES.items()},
+        "localstripe": (STRIPE_PORT, STRIPE_PORT),
+        "postgres": (POSTGRES_HOST_PORT, 5432),
+        "migrate": None,
+    }
+    for name, ports in expected.items():
+        published = published_ports(services[name])
+        assert published == (set() if ports is None else {("127.0.0.1", *ports)}), name
+    for name in APP_SERVICES:
+        assert services[name]["image"].split(":")[0] == IMAGE, name
+        assert services[name]["build"] == ".", name
+        assert services[name]["read_only"] is True, name
+
+
+def assert_database_url(url: str) -> None:
+    parts = urlsplit(url)
+    assert (parts.scheme, parts.username, parts.password) == ("postgresql", "postgres", "postgres"), url
+    assert (parts.hostname, parts.port, parts.path) == ("postgres", 5432, "/postgres"), url
+
+
+@pytest.mark.parametrize("name", GRPC_SERVICES)
+def test_compose_service_env(name: str) -> None:
+    module, addr_var, port = GRPC_SERVICES[name]
+    service = compose_service(name)
+    assert service["command"] == ["python", "-m", module]
+    env = service["environment"]
+    assert_database_url(env["DATABASE_URL"])
+    assert env["SUPABASE_JWT_SECRET"] == DEV_JWT_SECRET
+    assert env["SUPABASE_JWKS"] == ""
+    assert env[addr_var] == f"0.0.0.0:{port}"
+    for other, (_, other_var, other_port) in GRPC_SERVICES.items():
+        if other != name:
+            assert env[other_var] == f"{other}:{other_port}"
+    assert int(env["DB_POOL_MAX"]) > 0 and int(env["DB_STATEMENT_CACHE_SIZE"]) >= 0
+    assert env["STRIPE_API_KEY"] == STRIPE_DEV_API_KEY
+    assert env["STRIPE_API_BASE"] == f"http://localstripe:{STRIPE_PORT}"
+    assert env["STRIPE_WEBHOOK_SECRET"] == STRIPE_WEBHOOK_SECRET
+
+
+def test_compose_gateway_and_migrate_env() -> None:
+    env = compose_service("gateway")["environment"]
+    assert env["GATEWAY_PORT"] == str(GATEWAY_PORT) and env["GATEWAY_LISTEN_ADDRESS"] == "0.0.0.0"
+    assert env["SUPABASE_JWT_SECRET"] == DEV_JWT_SECRET
+    for name, (_, addr_var, port) in GRPC_SERVICES.items():
+        assert env[addr_var] == f"{name}:{port}"
+    migrate = compose_service("migrate")
+    assert migrate["command"] == ["python", "-m", "localplus_common.migrate"]
+    assert_database_url(migrate["environment"]["DATABASE_URL"])
+    localstripe = compose_service("localstripe")
+    assert localstripe["command"] == ["localstripe", "--port", str(STRIPE_PORT)]
+
+
+def test_compose_startup_order_and_healthchecks() -> None:
+    services = compose()["services"]
+    postgres = services["postgres"]
+    assert postgres["image"] == "postgres:15"  # Supabase's major version
+    initdb_args = postgres["environment"]["POSTGRES_INITDB_ARGS"].split()
+    assert f"--locale={INITDB_LOCALE}" in initdb_args and "--encoding=UTF8" in initdb_args
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert services["migrate"]["restart"] == "no"
+    for name in GRPC_SERVICES:
+        assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert services["gateway"]["depends_on"] == {name: {"condition": "service_healthy"} for name in GRPC_SERVICES}
+    for name, service in services.items():
+        if name != "migrate":
+            assert service["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+
+
+def healthcheck_argv(name: str, target: str) -> list[str]:
+    """A compose healthcheck as run here: this interpreter, aimed at `target` instead of the container's."""
+    test = compose_service(name)["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"], name
+    return [sys.executable, *test[2:4], target, *test[5:]]
+
+
+def test_compose_healthchecks_pass_against_the_stack(stack: Stack) -> None:
+    targets = {
+        **{name: stack.address(name) for name in GRPC_SERVICES},
+        "gateway": f"{stack.gateway_url}/healthz",
+        "localstripe": f"{stack.stripe.url}/v1/customers",
+    }
+    for name, target in targets.items():
+        result = subprocess.run(healthcheck_argv(name, target), capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+    # And they fail when nothing answers.
+    closed = free_port()
+    for name, target in (("events", f"127.0.0.1:{closed}"), ("gateway", f"http://127.0.0.1:{closed}/healthz")):
+        result = subprocess.run(healthcheck_argv(name, target), capture_output=True, text=True, timeout=30)
+        assert result.returncode != 0, name
+
+
+# --- the gateway as deployed ------------------------------------------------------------------------
+
+
+def parse_gateway_script(script: str) -> tuple[list[str], str, list[str] | None]:
+    """`<render argv> > <config path> [&& exec <envoy argv>]` -> its three parts."""
+    segments: list[list[str]] = [[]]
+    for token in shlex.split(script):
+        if token == "&&":
+            segments.append([])
+        else:
+            segments[-1].append(token)
+    render = segments[0]
+    redirect = render.index(">")
+    assert len(render) == redirect + 2, script
+    envoy = None
+    if len(segments) > 1:
+        (tail,) = segments[1:]
+        envoy = tail[1:] if tail[0] == "exec" else tail
+    return render[:redirect], render[redirect + 1], envoy
+
+
+@dataclass(frozen=True)
+class GatewayDeploy:
+    env: dict[str, str]
+    render: list[str]
+    config_path: str
+    envoy: list[str]
+
+
+def gateway_deploys() -> dict[str, GatewayDeploy]:
+    command = compose_service("gateway")["command"]
+    assert command[:2] == ["sh", "-c"]
+    render, config_path, envoy = parse_gateway_script(command[2])
+    assert envoy is not None
+    deploys = {"compose": GatewayDeploy(compose_service("gateway")["environment"], render, config_path, envoy)}
+    _, k8s_render, k8s_envoy = gateway_k8s()
+    assert k8s_render["command"][:2] == ["sh", "-c"]
+    render, config_path, envoy = parse_gateway_script(k8s_render["command"][2])
+    assert envoy is None
+    env = k8s_env(k8s_render, k8s_resources())
+    deploys["k8s"] = GatewayDeploy(env, render, config_path, k8s_envoy["command"])
+    return deploys
+
+
+@pytest.mark.parametrize("where", ["compose", "k8s"])
+def test_gateway_config_as_deployed_passes_envoy_validation(where: str, tmp_path: Path) -> None:
+    deploy = gateway_deploys()[where]
+    assert deploy.render[:4] == ["python", "-m", "localplus_dev.gateway", "render"]
+    env = {**os.environ, **deploy.env}
+    result = subprocess.run(
+        [sys.executable, *deploy.render[1:]], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    config_path = tmp_path / "envoy.yaml"
+    config_path.write_text(result.stdout)
+
+    config = yaml.safe_load(result.stdout)
+    (listener,) = config["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": GATEWAY_PORT}
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    for name, (_, _, port) in GRPC_SERVICES.items():
+        (endpoint,) = clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        assert endpoint["endpoint"]["address"]["socket_address"] == {"address": name, "port_value": port}
+    # The descriptor path defaults to the repository's gen/, i.e. /app/gen/descriptor.pb in the image.
+    assert f'"{ROOT / "gen" / "descriptor.pb"}"' in result.stdout
+
+    # Envoy exactly as deployed (flags included), pointed at the config rendered here.
+    assert deploy.envoy[0] == "envoy"
+    argv = [venv_binary("envoy"), *deploy.envoy[1:]]
+    assert "--disable-hot-restart" in argv
+    config_flag = argv.index("-c") + 1
+    assert argv[config_flag] == deploy.config_path
+    argv[config_flag] = str(config_path)
+    validation = subprocess.run([*argv, "--mode", "validate"], capture_output=True, text=True, timeout=120)
+    assert validation.returncode == 0, f"envoy rejected the {where} config:\n{validation.stdout}{validation.stderr}"
+
+
+# --- Dockerfile -------------------------------------------------------------------------------------
+
+
+def test_dockerfile_matches_the_layout() -> None:
+    """What the image needs at run time is copied to /app and importable; it runs as the k8s user."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    runtime = dockerfile[dockerfile.index(" AS runtime") :]
+    make_path = re.search(r"^export PYTHONPATH := (.+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert make_path is not None
+    wanted = {p.replace("$(CURDIR)", IMAGE_ROOT) for p in make_path[1].split(":")} - {IMAGE_ROOT}
+    image_path = re.search(r"PYTHONPATH=(\S+)", runtime)
+    assert image_path is not None
+    assert wanted <= set(image_path[1].split(":"))
+    copied = set(re.findall(r"^COPY (?:--from=\w+ )?\S+ \./(\w+)$", runtime, re.M))
+    assert {"gen", "services", "devtools", "gateway", "sql"} <= copied
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert not ignored & {"pyproject.toml", "uv.lock", "protos", "services", "devtools", "gateway", "sql"}
+    user = re.findall(r"^USER (\d+):(\d+)$", runtime, re.M)
+    for workload in workloads():
+        security = pod_spec(workload)["securityContext"]
+        assert user == [(str(security["runAsUser"]), str(security["runAsGroup"]))]
