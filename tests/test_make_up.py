@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from localplus_dev.postgres import free_port
-from tests.support import create_user, event_body
+from tests.support import create_event, create_user
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONPATH = [ROOT / "gen", *(ROOT / "services" / name for name in ("common", "events", "ticketing", "recurrence"))]
@@ -288,13 +288,7 @@ async def test_make_up_ready_stop_and_reuse(make_up: Up) -> None:
     finally:
         await pool.close()
     async with httpx.AsyncClient(base_url=up.gateway_url, timeout=30) as api:
-        created = await api.post(
-            "/api/events",
-            json=event_body(title="Survives a restart", status="EVENT_STATUS_PUBLISHED"),
-            headers=owner.headers,
-        )
-        assert created.status_code == 200, created.text
-        event = created.json()
+        event = await create_event(api, owner, title="Survives a restart", status="EVENT_STATUS_PUBLISHED")
 
     # Ctrl-C: everything stops, the process exits 0.
     assert await up.stop(signal.SIGINT) == 0, up.stderr()

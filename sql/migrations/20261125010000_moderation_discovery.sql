@@ -219,13 +219,28 @@ create policy event_counters_read on public.event_counters for select to anon, a
 grant select on public.event_counters to anon, authenticated;
 grant all on public.event_counters to service_role;
 
+-- Every event gets its counters row when it is created, so the counting triggers only ever
+-- update (a cascade delete of an event must not try to recreate the row).
+create or replace function public.events_create_counters() returns trigger
+  language plpgsql security definer
+  set search_path = ''
+  as $$
+begin
+  insert into public.event_counters (event_id) values (new.id) on conflict (event_id) do nothing;
+  return null;
+end
+$$;
+
+drop trigger if exists events_create_counters on public.events;
+create trigger events_create_counters after insert on public.events
+  for each row execute function public.events_create_counters();
+
 create or replace function public.bump_counter(p_event_id uuid, p_status text, p_delta integer, p_guests integer)
   returns void
   language plpgsql security definer
   set search_path = ''
   as $$
 begin
-  insert into public.event_counters as c (event_id) values (p_event_id) on conflict (event_id) do nothing;
   update public.event_counters set
     going = going + case when p_status = 'going' then p_delta else 0 end,
     interested = interested + case when p_status = 'interested' then p_delta else 0 end,
@@ -263,7 +278,6 @@ create or replace function public.event_saves_count() returns trigger
 declare
   v_event uuid := case when tg_op = 'DELETE' then old.event_id else new.event_id end;
 begin
-  insert into public.event_counters (event_id) values (v_event) on conflict (event_id) do nothing;
   update public.event_counters set saves = saves + case when tg_op = 'DELETE' then -1 else 1 end
    where event_id = v_event;
   return null;
