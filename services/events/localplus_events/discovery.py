@@ -69,6 +69,12 @@ def _query_words(q: str) -> list[str]:
     return meaningful
 
 
+def _contains(word: str) -> str:
+    """A LIKE pattern matching `word` literally anywhere (its % and _ are not wildcards)."""
+    escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 class _Sql:
     """Collects conditions and their parameters; values are always bound, never spliced."""
 
@@ -122,8 +128,7 @@ async def search(db: Database, request: events_pb2.ListEventsRequest) -> tuple[l
     for word in words:
         # Each word must match, either approximately (trigram) or as an exact substring;
         # the GIN trigram index serves both.
-        w = sql.param(word)
-        sql.where(f"(e.search_text %> {w} or e.search_text like '%' || {w} || '%')")
+        sql.where(f"(e.search_text %> {sql.param(word)} or e.search_text like {sql.param(_contains(word))})")
     score = "0"
     if words:
         q = sql.param(" ".join(words))
@@ -170,16 +175,17 @@ async def search(db: Database, request: events_pb2.ListEventsRequest) -> tuple[l
 
 def _add_keyset(sql: _Sql, order: str, sort_key: str, position: dict[str, Any]) -> None:
     """Continue after the last row of the previous page, in the same order."""
-    starts_at = sql.param(token_datetime(position, "starts_at"))
     event_id = sql.param(token_uuid(position, "id"))
+    if order == "distance":
+        sql.where(f"({sort_key}, e.id) > ({sql.param(_token_decimal(position))}, {event_id})")
+        return
+    starts_at = sql.param(token_datetime(position, "starts_at"))
     if order == "starts_at":
         sql.where(f"(e.starts_at, e.id) > ({starts_at}, {event_id})")
         return
+    # A descending score, then ascending start and id.
     key = sql.param(_token_decimal(position))
-    if order == "distance":
-        sql.where(f"({sort_key}, e.id) > ({key}, {event_id})")
-    else:  # a descending score, then ascending start and id
-        sql.where(f"({sort_key} < {key} or ({sort_key} = {key} and (e.starts_at, e.id) > ({starts_at}, {event_id})))")
+    sql.where(f"({sort_key} < {key} or ({sort_key} = {key} and (e.starts_at, e.id) > ({starts_at}, {event_id})))")
 
 
 def _token_decimal(position: dict[str, Any]) -> Decimal:
@@ -215,10 +221,19 @@ async def save(db: Database, raw_event_id: str) -> dict[str, Any]:
 
     async def run(conn: Connection) -> dict[str, Any]:
         event = await visible_event(conn, event_id)
+        # Saving twice keeps the first save (and its place in the list).
         saved_at: datetime = await conn.fetchval(
-            "insert into public.event_saves (user_id, event_id) values ($1, $2) "
-            "on conflict (user_id, event_id) do update set created_at = public.event_saves.created_at "
-            "returning created_at",
+            """
+            with saved as (
+              insert into public.event_saves (user_id, event_id) values ($1, $2)
+              on conflict (user_id, event_id) do nothing
+              returning created_at
+            )
+            select created_at from saved
+            union all
+            select created_at from public.event_saves where user_id = $1 and event_id = $2
+            limit 1
+            """,
             identity.user_id,
             event_id,
         )
