@@ -90,7 +90,31 @@ class _Sql:
         self.conditions.append(condition)
 
 
+@dataclass(frozen=True)
+class SearchPlan:
+    """The one SQL statement a search runs, with its parameters."""
+
+    query: str
+    params: list[Any]
+    limit: int
+    order: str
+
+
 async def search(db: Database, request: events_pb2.ListEventsRequest) -> tuple[list[asyncpg.Record], str]:
+    plan = plan_search(request)
+
+    async def run(conn: Connection) -> list[asyncpg.Record]:
+        await conn.execute(
+            "select set_config('pg_trgm.word_similarity_threshold', $1, true)", WORD_SIMILARITY_THRESHOLD
+        )
+        return await conn.fetch(plan.query, *plan.params)
+
+    rows = await db.run(run)
+    return rows, _search_page_token(rows, plan.limit, plan.order)
+
+
+def plan_search(request: events_pb2.ListEventsRequest) -> SearchPlan:
+    """Check a search request and turn it into SQL (values bound as parameters)."""
     limit = page_size(request.page_size)
     words = _query_words(request.q)
     near = _near(request)
@@ -162,15 +186,7 @@ async def search(db: Database, request: events_pb2.ListEventsRequest) -> tuple[l
         "from public.events e left join public.event_counters c on c.event_id = e.id "
         f"where {' and '.join(sql.conditions)} order by {order_sql} limit {sql.param(limit)}"
     )
-
-    async def run(conn: Connection) -> list[asyncpg.Record]:
-        await conn.execute(
-            "select set_config('pg_trgm.word_similarity_threshold', $1, true)", WORD_SIMILARITY_THRESHOLD
-        )
-        return await conn.fetch(query, *sql.params)
-
-    rows = await db.run(run)
-    return rows, _search_page_token(rows, limit, order)
+    return SearchPlan(query, sql.params, limit, order)
 
 
 def _add_keyset(sql: _Sql, order: str, sort_key: str, position: dict[str, Any]) -> None:
