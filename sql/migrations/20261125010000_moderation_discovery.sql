@@ -9,10 +9,15 @@ alter table public.events add column if not exists source text check (char_lengt
 alter table public.events add column if not exists status_reason text check (char_length(status_reason) <= 2000);
 alter table public.events add column if not exists submitted_at timestamptz;
 alter table public.events add column if not exists published_at timestamptz;
--- Lower-cased text the trigram search runs on; maintained by events_before_write.
+-- Lower-cased text for search, maintained by events_before_write: all of it (matched as is), and
+-- the short fields people name an event by (matched approximately, which costs per character).
 alter table public.events add column if not exists search_text text not null default '';
+alter table public.events add column if not exists search_keywords text not null default '';
 
 create index if not exists events_search_text_trgm_idx on public.events using gin (search_text gin_trgm_ops)
+  where status = 'published' and visibility = 'public';
+create index if not exists events_search_keywords_trgm_idx on public.events
+  using gin (search_keywords gin_trgm_ops)
   where status = 'published' and visibility = 'public';
 create index if not exists events_listed_city_idx on public.events (city, starts_at, id)
   where status = 'published' and visibility = 'public';
@@ -59,8 +64,9 @@ declare
   v_privileged boolean := public.is_privileged();
   v_old_status text := case when tg_op = 'UPDATE' then old.status end;
 begin
-  new.search_text := lower(concat_ws(' ', new.title, new.category, array_to_string(new.tags, ' '),
-                                     new.venue_name, new.city, left(new.description, 2000)));
+  new.search_keywords := lower(concat_ws(' ', new.title, new.category, array_to_string(new.tags, ' '),
+                                         new.venue_name, new.city));
+  new.search_text := concat_ws(' ', new.search_keywords, lower(left(new.description, 2000)));
   if tg_op = 'UPDATE' and not v_privileged and old.status = 'published' and new.status = 'published'
      and public.event_needs_review(old, new) then
     new.status := 'pending_review';
@@ -113,8 +119,10 @@ drop trigger if exists events_before_write on public.events;
 create trigger events_before_write before insert or update on public.events
   for each row execute function public.events_before_write();
 
-update public.events set search_text = lower(concat_ws(' ', title, category, array_to_string(tags, ' '),
-                                                       venue_name, city, left(description, 2000)))
+update public.events
+   set search_keywords = lower(concat_ws(' ', title, category, array_to_string(tags, ' '), venue_name, city)),
+       search_text = lower(concat_ws(' ', title, category, array_to_string(tags, ' '), venue_name, city,
+                                     left(description, 2000)))
  where search_text = '';
 
 -- Cancelled events stay readable, but only if they were ever published.
@@ -213,9 +221,19 @@ create table if not exists public.event_counters (
 create index if not exists event_counters_popularity_idx on public.event_counters (popularity desc, event_id);
 
 alter table public.event_counters enable row level security;
+-- Whether the caller may see an event, by the events policy itself (SECURITY INVOKER). The SET
+-- clause keeps Postgres from inlining it, so it is checked per row by primary key rather than
+-- by hashing every event the caller can see (which made a popularity sort read them all).
+create or replace function public.event_is_visible(p_event_id uuid) returns boolean
+  language sql stable
+  set search_path = ''
+  as $$
+    select exists (select 1 from public.events e where e.id = p_event_id)
+  $$;
+
 drop policy if exists event_counters_read on public.event_counters;
 create policy event_counters_read on public.event_counters for select to anon, authenticated
-  using (exists (select 1 from public.events e where e.id = event_id));
+  using (public.event_is_visible(event_id));
 grant select on public.event_counters to anon, authenticated;
 grant all on public.event_counters to service_role;
 
@@ -326,3 +344,44 @@ create or replace function public.event_registrations_per_day(p_event_id uuid)
      group by 1
      order by 1
   $$;
+
+-- Search candidates. pg_trgm's operators (and the geometric ones) are not LEAKPROOF, so under
+-- row-level security Postgres may not use them as index conditions ahead of the policies, and a
+-- search would read every row. This function finds the candidates with the indexes instead. It
+-- bypasses RLS, but only ever returns published public events, which every policy lets anyone
+-- read; the caller's query still runs under RLS. Each word must appear as is anywhere
+-- (`p_patterns`, LIKE patterns; this also finds a Thai word inside a run of text without spaces)
+-- or match the keywords approximately (trigram word similarity: typos, partial words).
+create or replace function public.listed_event_candidates(p_words text[], p_patterns text[], p_box box,
+                                                          p_threshold real)
+  returns setof uuid
+  language plpgsql stable security definer
+  -- pg_trgm lives in `extensions` on Supabase and in `public` on a plain Postgres.
+  set search_path = pg_catalog, public, extensions
+  as $$
+declare
+  v_words text := '';
+begin
+  perform set_config('pg_trgm.word_similarity_threshold', p_threshold::text, true);
+  for i in 1 .. coalesce(array_length(p_words, 1), 0) loop
+    -- LIKE first: it is much cheaper to check than word similarity, and usually decides.
+    v_words := v_words || format(' and (e.search_text like $3[%s] or e.search_keywords %%> $1[%s])', i, i);
+  end loop;
+  if v_words = '' then
+    return query
+      select e.id from public.events e
+       where e.status = 'published' and e.visibility = 'public'
+         and e.latitude is not null and point(e.longitude, e.latitude) <@ p_box;
+    return;
+  end if;
+  -- Text first, then the area: Postgres cannot estimate `<@ box` and would otherwise scan the
+  -- whole area and test the (costly) trigram match on every event in it.
+  return query execute
+    'with matches as materialized ('
+    || ' select e.id, e.latitude, e.longitude from public.events e'
+    || ' where e.status = ''published'' and e.visibility = ''public''' || v_words || ')'
+    || ' select id from matches'
+    || ' where $2 is null or (latitude is not null and point(longitude, latitude) <@ $2)'
+    using p_words, p_box, p_patterns;
+end
+$$;

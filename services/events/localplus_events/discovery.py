@@ -28,12 +28,14 @@ from localplus_events.access import signed_in, time_keyset, time_page_token, vis
 
 ORDERS = ("relevance", "starts_at", "distance", "popularity")
 # Lower than pg_trgm's default 0.6 so one typo per word still matches ("festval" ~ "festival" is 0.55).
-WORD_SIMILARITY_THRESHOLD = "0.45"
+WORD_SIMILARITY_THRESHOLD = 0.45
 MAX_QUERY_WORDS = 8
 MAX_WORD_LENGTH = 64
 DEFAULT_RADIUS_KM = 10.0
 MAX_RADIUS_KM = 500.0
 KM_PER_DEGREE = 111.32
+# Sort keys are similarities (0-1), distances (km) and counts; anything beyond this is not a real key.
+MAX_SORT_KEY = Decimal(2**31)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def _query_words(q: str) -> list[str]:
 
 
 def _contains(word: str) -> str:
-    """A LIKE pattern matching `word` literally anywhere (its % and _ are not wildcards)."""
+    """A LIKE pattern for `word` anywhere, its % and _ taken literally."""
     escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
@@ -103,13 +105,7 @@ class SearchPlan:
 async def search(db: Database, request: events_pb2.ListEventsRequest) -> tuple[list[asyncpg.Record], str]:
     plan = plan_search(request)
 
-    async def run(conn: Connection) -> list[asyncpg.Record]:
-        await conn.execute(
-            "select set_config('pg_trgm.word_similarity_threshold', $1, true)", WORD_SIMILARITY_THRESHOLD
-        )
-        return await conn.fetch(plan.query, *plan.params)
-
-    rows = await db.run(run)
+    rows = await db.run(lambda conn: conn.fetch(plan.query, *plan.params))
     return rows, _search_page_token(rows, plan.limit, plan.order)
 
 
@@ -149,16 +145,14 @@ def plan_search(request: events_pb2.ListEventsRequest) -> SearchPlan:
         sql.where(f"e.business_id = {sql.param(parse_uuid('business_id', request.business_id))}")
     if request.free_only:
         sql.where("not exists (select 1 from public.ticket_types t where t.event_id = e.id and t.price_minor > 0)")
-    for word in words:
-        # Each word must match, either approximately (trigram) or as an exact substring;
-        # the GIN trigram index serves both.
-        sql.where(f"(e.search_text %> {sql.param(word)} or e.search_text like {sql.param(_contains(word))})")
     score = "0"
     if words:
         q = sql.param(" ".join(words))
-        # Title matches count double, so they rank above description matches.
-        score = f"round((2 * word_similarity({q}, lower(e.title)) + word_similarity({q}, e.search_text))::numeric, 6)"
+        # Every candidate matched somewhere; how well it matches the title decides the order, so
+        # title matches rank above description matches (and it is cheap: titles are short).
+        score = f"round(word_similarity({q}, lower(e.title))::numeric, 6)"
     distance = "null::numeric"
+    box = "null::box"
     if near is not None:
         lat, lng = sql.param(near.latitude), sql.param(near.longitude)
         dlat = near.radius_km / KM_PER_DEGREE
@@ -168,12 +162,25 @@ def plan_search(request: events_pb2.ListEventsRequest) -> SearchPlan:
             f"point({sql.param(near.longitude + dlng)}, {sql.param(near.latitude + dlat)}))"
         )
         distance = f"round(public.distance_km({lat}, {lng}, e.latitude, e.longitude)::numeric, 6)"
-        sql.where(f"e.latitude is not null and point(e.longitude, e.latitude) <@ {box}")
         sql.where(f"{distance} <= {sql.param(near.radius_km)}")
-    popularity = "coalesce(c.popularity, 0)"
+    if words or near is not None:
+        # Text and area narrow the candidates through their indexes (see listed_event_candidates):
+        # every word must match some stretch of the text approximately (trigram word similarity:
+        # typos, partial words) or appear in it as is (a Thai word inside a run without spaces),
+        # inside the box around `near`.
+        patterns = [_contains(word) for word in words]
+        candidates = (
+            f"public.listed_event_candidates({sql.param(words)}::text[], {sql.param(patterns)}::text[], {box}, "
+            f"{sql.param(WORD_SIMILARITY_THRESHOLD)}::real)"
+        )
+        sql.where(f"e.id in (select {candidates})")
+    # The counters are joined only when sorting by them: the join costs on every candidate row.
+    by_popularity = order == "popularity"
+    popularity = "c.popularity" if by_popularity else "null::integer"
     sort_key, order_sql = {
         "relevance": (score, f"{score} desc, e.starts_at, e.id"),
-        "popularity": (popularity, f"{popularity} desc, e.starts_at, e.id"),
+        # event_counters_popularity_idx delivers the popularity order; ties are sorted by start.
+        "popularity": (popularity, "c.popularity desc, e.starts_at, e.id"),
         "starts_at": ("", "e.starts_at, e.id"),
         "distance": (distance, f"{distance}, e.id"),
     }[order]
@@ -181,9 +188,11 @@ def plan_search(request: events_pb2.ListEventsRequest) -> SearchPlan:
     if position is not None:
         _add_keyset(sql, order, sort_key, position)
 
+    # Every event has its counters row (created with it).
+    counters = "join public.event_counters c on c.event_id = e.id" if by_popularity else ""
     query = (
         f"select e.*, {score} as score, {distance} as distance_km, {popularity} as popularity "
-        "from public.events e left join public.event_counters c on c.event_id = e.id "
+        f"from public.events e {counters} "
         f"where {' and '.join(sql.conditions)} order by {order_sql} limit {sql.param(limit)}"
     )
     return SearchPlan(query, sql.params, limit, order)
@@ -206,9 +215,12 @@ def _add_keyset(sql: _Sql, order: str, sort_key: str, position: dict[str, Any]) 
 
 def _token_decimal(position: dict[str, Any]) -> Decimal:
     try:
-        return Decimal(str(position["key"]))
+        key = Decimal(str(position["key"]))
     except (KeyError, InvalidOperation):
-        raise invalid_argument("page_token", "page_token is not valid") from None
+        key = Decimal("NaN")
+    if not key.is_finite() or abs(key) > MAX_SORT_KEY:
+        raise invalid_argument("page_token", "page_token is not valid")
+    return key
 
 
 def _search_position(token: str, order: str) -> dict[str, Any] | None:
