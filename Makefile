@@ -11,7 +11,7 @@ RUN := $(UV) run --frozen --no-sync
 PG15_BIN := /usr/lib/postgresql/15/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help setup up test bench gen lint migrate token system-postgres
+.PHONY: help setup up test bench bench-tools gen lint migrate token system-postgres
 
 help:
 	@echo "make up        run Postgres, the three services and the gateway on :8080 (Ctrl-C stops all)"
@@ -59,7 +59,14 @@ system-postgres:
 test: setup system-postgres
 	$(RUN) pytest $(PYTEST_ARGS)
 
-bench: setup
+# wrk and h2load keep the load generator's own CPU out of the figures; without them the
+# benchmarks fall back to Python clients.
+bench-tools:
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nghttp2-client \
+	  >/dev/null; } || echo "wrk/h2load missing: make bench uses Python load generators"
+
+bench: setup bench-tools
 	$(RUN) python -m bench $(ARGS)
 
 token: setup

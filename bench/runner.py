@@ -1,0 +1,208 @@
+"""Scenarios, the routes a request can take, running them, and the printed table.
+
+A scenario module (bench.phase0 now, a Phase 1 search module later) subclasses `Scenario`: it seeds
+what it needs once and returns, per route, a `Workload`. The runner measures each route with the
+configured load generator and prints one table with the ratios between routes of the same scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import Enum
+
+from bench.harness import Endpoints
+from bench.load import GrpcWorkload, HttpWorkload, LoadResult, Workload, run_h2load, run_python_load, run_wrk
+
+
+class Route(Enum):
+    """How a request reaches the data. Values are the names used by --only."""
+
+    JSON_GATEWAY = "json-gw"
+    GRPC_DIRECT = "grpc"
+    GRPC_GATEWAY = "grpc-gw"
+    SQL = "sql"
+
+    @property
+    def title(self) -> str:
+        return {
+            Route.JSON_GATEWAY: "JSON via gateway",
+            Route.GRPC_DIRECT: "gRPC direct",
+            Route.GRPC_GATEWAY: "gRPC via gateway",
+            Route.SQL: "SQL + RLS context",
+        }[self]
+
+
+# Ratios printed under each scenario: (numerator, denominator, label).
+RATIOS = [
+    (Route.JSON_GATEWAY, Route.GRPC_DIRECT, "gateway/gRPC"),
+    (Route.GRPC_DIRECT, Route.SQL, "gRPC/SQL"),
+    (Route.JSON_GATEWAY, Route.SQL, "gateway/SQL"),
+    (Route.GRPC_GATEWAY, Route.GRPC_DIRECT, "gRPC gw/direct"),
+]
+
+
+@dataclass
+class Context:
+    endpoints: Endpoints
+    args: argparse.Namespace
+    components: dict[str, int]  # component name -> root pid, for CPU accounting
+
+
+class Scenario(ABC):
+    name: str
+    description: str
+    routes: tuple[Route, ...] = tuple(Route)
+    # Requests in flight for this scenario; None: --concurrency. A latency scenario (e.g. search p50/p95
+    # at low load) sets its own.
+    concurrency: int | None = None
+
+    @abstractmethod
+    def seed(self, context: Context) -> None:
+        """Create the data this scenario reads or writes (runs once, before any route)."""
+
+    @abstractmethod
+    def workload(self, route: Route, context: Context) -> Workload:
+        """The requests to send along `route`."""
+
+    def check(self, context: Context) -> None:  # noqa: B027 - optional hook
+        """Fail early if a route answers wrongly (a fast error must not pass for a fast success)."""
+
+
+@dataclass
+class Row:
+    scenario: str
+    route: Route
+    result: LoadResult
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+
+    def result(self, scenario: str, route: Route) -> LoadResult | None:
+        for row in self.rows:
+            if row.scenario == scenario and row.route == route and row.result.completed:
+                return row.result
+        return None
+
+
+def selected(only: str | None, scenario: str, route: Route) -> bool:
+    """--only takes comma-separated scenario names, route names or scenario:route pairs."""
+    if not only:
+        return True
+    for token in (part.strip() for part in only.split(",")):
+        name, _, wanted_route = token.partition(":")
+        if wanted_route:
+            if name == scenario and wanted_route == route.value:
+                return True
+        elif name in (scenario, route.value):
+            return True
+    return False
+
+
+def unknown_selectors(only: str | None, scenarios: list[Scenario]) -> list[str]:
+    """The --only entries that name no scenario, route or scenario:route pair."""
+    names = {scenario.name for scenario in scenarios}
+    routes = {route.value for route in Route}
+    unknown = []
+    for token in filter(None, (part.strip() for part in (only or "").split(","))):
+        name, _, route = token.partition(":")
+        if (route and (name not in names or route not in routes)) or (not route and name not in names | routes):
+            unknown.append(token)
+    return unknown
+
+
+def measure(workload: Workload, route: Route, context: Context, concurrency: int | None = None) -> LoadResult:
+    args = context.args
+    common = {
+        "concurrency": concurrency or args.concurrency,
+        "warmup": args.warmup,
+        "duration": args.duration,
+        "components": context.components,
+    }
+    if isinstance(workload, HttpWorkload) and args.http_client == "wrk":
+        return run_wrk(workload, threads=args.wrk_threads, **common)
+    if isinstance(workload, GrpcWorkload) and args.grpc_client == "h2load" and not workload.unique:
+        return run_h2load(workload, threads=1, **common)
+    processes = args.sql_procs if route is Route.SQL else args.procs
+    return run_python_load(workload, processes=processes, **common)
+
+
+def run(scenarios: list[Scenario], context: Context, report: Report) -> None:
+    """Each scenario's routes one after another; with --rounds N, N interleaved passes, best kept."""
+    only = context.args.only
+    rounds = max(1, context.args.rounds)
+    for scenario in scenarios:
+        routes = [route for route in scenario.routes if selected(only, scenario.name, route)]
+        if not routes:
+            continue
+        scenario.seed(context)
+        scenario.check(context)
+        best: dict[Route, LoadResult] = {}
+        for round_number in range(1, rounds + 1):
+            for route in routes:
+                result = measure(scenario.workload(route, context), route, context, scenario.concurrency)
+                if rounds > 1:
+                    print(format_row(Row(scenario.name, route, result), note=f"(round {round_number})"), flush=True)
+                if route not in best or result.rate > best[route].rate:
+                    best[route] = result
+        for route in routes:
+            row = Row(scenario.name, route, best[route])
+            report.rows.append(row)
+            print(format_row(row, note=f"(best of {rounds})" if rounds > 1 else ""), flush=True)
+        print(format_ratios(report, scenario.name), flush=True)
+
+
+# Printing
+
+COMPONENTS = ("load", "envoy", "events svc", "postgres")
+HEADER = (
+    f"{'scenario':<9} {'route':<17} {'load generator':<13} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'errors':>6}"
+    f" | CPU us/req: {'load':>5} {'envoy':>5} {'svc':>5} {'pg':>5} {'stack':>5} | cores: {'ours':>4} {'other':>5}"
+)
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def format_row(row: Row, note: str = "") -> str:
+    result = row.result
+    cpu = result.cpu_per_request()
+    per = [_number(cpu.get(name), 0) for name in COMPONENTS]
+    notes = [note] if note else []
+    if result.exhausted:
+        notes.append("(ran out of distinct requests)")
+    line = (
+        f"{row.scenario:<9} {row.route.title:<17} {result.generator:<13} {_number(result.rate, 0):>7} "
+        f"{_number(result.p50 * 1e3, 2):>7} {_number(result.p95 * 1e3, 2):>7} {result.errors:>6}"
+        f" | {'':<11} {per[0]:>5} {per[1]:>5} {per[2]:>5} {per[3]:>5} {_number(result.stack_cpu_per_request, 0):>5}"
+        f" | {'':<6} {result.cores:>4.2f} "
+        f"{result.other_cores:>5.2f}"
+    )
+    line = " ".join([line, *notes])
+    for sample in result.error_samples:
+        line += f"\n{'':<10}error: {sample}"
+    return line
+
+
+def format_ratios(report: Report, scenario: str) -> str:
+    """Two lines: throughput ratios, and the same pairs by stack CPU per request (cost, without the load
+    generator, which differs between routes: wrk is far cheaper per request than grpc.aio)."""
+    rates, costs = [], []
+    for numerator, denominator, label in RATIOS:
+        top, bottom = report.result(scenario, numerator), report.result(scenario, denominator)
+        if top is None or bottom is None:
+            continue
+        rates.append(f"{label} {top.rate / bottom.rate:.2f}")
+        if bottom.stack_cpu_per_request:
+            costs.append(f"{label} {top.stack_cpu_per_request / bottom.stack_cpu_per_request:.2f}")
+    return (
+        f"{'':<9} ratios of req/s: {' | '.join(rates) if rates else '-'}\n"
+        f"{'':<9} ratios of stack CPU/req: {' | '.join(costs) if costs else '-'}"
+    )
