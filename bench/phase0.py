@@ -27,7 +27,9 @@ from localplus_common.auth import ANONYMOUS, Identity
 from localplus_common.config import Settings
 from localplus_common.db import Connection, Database
 from localplus_events import repository as repo
-from localplus_events import service
+from localplus_events.access import check_registration_open, visible_event
+from localplus_events.discovery import plan_search
+from localplus_events.domain import EDITOR
 
 SERVICE = "/localplus.events.v1.EventsService"
 PUBLISHED_EVENTS = 1_000
@@ -74,7 +76,7 @@ def sql_pool_size(context: Context) -> int:
 class GetEventSql(SqlWorkload):
     async def query(self, db: Database, item: uuid.UUID) -> None:
         # service.GetEvent: parse the id, then this transaction.
-        await db.run(lambda conn: service._visible_event(conn, item), ANONYMOUS)
+        await db.run(lambda conn: visible_event(conn, item), ANONYMOUS)
 
 
 class GetEvent(Scenario):
@@ -111,9 +113,9 @@ class GetEvent(Scenario):
 @dataclass
 class ListEventsSql(SqlWorkload):
     async def query(self, db: Database, item: str) -> None:
-        # service.ListEvents: page size and keyset from the request, then this transaction.
-        after = service._keyset(item, "starts_at", "id")
-        await db.run(lambda conn: repo.list_public_events(conn, PAGE_SIZE, after), ANONYMOUS)
+        # service.ListEvents: the search plan from the request, then this transaction.
+        plan = plan_search(events_pb2.ListEventsRequest(page_size=PAGE_SIZE, page_token=item))
+        await db.run(lambda conn: conn.fetch(plan.query, *plan.params), ANONYMOUS)
 
 
 class ListEvents(Scenario):
@@ -171,9 +173,9 @@ class RegisterSql(SqlWorkload):
 
         # service.CreateParticipant for a signed-in user registering themselves as going.
         async def register(conn: Connection) -> Any:
-            event = await service._visible_event(conn, event_id)
-            if event["caller_rank"] < service.EDITOR:
-                await service._check_registration_open(conn, event)
+            event = await visible_event(conn, event_id)
+            if event["caller_rank"] < EDITOR:
+                await check_registration_open(conn, event)
             assert identity.user_id is not None
             row = await repo.register(conn, event_id, identity.user_id, "going", 0)
             if row is None:

@@ -11,7 +11,7 @@ import asyncpg
 
 from localplus_common.auth import Identity
 from localplus_common.db import Connection, current_identity
-from localplus_common.errors import aborted, not_found, permission_denied, unauthenticated
+from localplus_common.errors import aborted, failed_precondition, not_found, permission_denied, unauthenticated
 from localplus_common.requests import decode_page_token, encode_page_token, token_datetime, token_uuid
 
 EVENT_NOT_FOUND = "event not found"
@@ -58,3 +58,10 @@ def time_page_token(rows: list[asyncpg.Record], limit: int, time_key: str, id_ke
         return ""
     last = rows[-1]
     return encode_page_token({time_key: last[time_key].isoformat(), id_key: str(last[id_key])})
+
+
+async def check_registration_open(conn: Connection, event: asyncpg.Record) -> None:
+    if event["status"] != "published":
+        raise failed_precondition("registration opens once the event is published", "REGISTRATION_CLOSED")
+    if not await conn.fetchval("select public.event_accepts_registrations($1)", event["id"]):
+        raise failed_precondition("registration is not open for this event", "REGISTRATION_CLOSED")

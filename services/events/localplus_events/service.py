@@ -14,7 +14,6 @@ from localplus_common.db import Connection, Database
 from localplus_common.errors import (
     aborted,
     already_exists,
-    failed_precondition,
     invalid_argument,
     not_found,
     permission_denied,
@@ -28,6 +27,7 @@ from localplus_events import discovery, mapping, moderation, stats
 from localplus_events import repository as repo
 from localplus_events.access import (
     check_etag,
+    check_registration_open,
     require_rank,
     signed_in,
     time_keyset,
@@ -200,7 +200,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
             elif status not in SELF_SERVICE_STATUSES or status == "cancelled":
                 raise invalid_argument("status", "register as PARTICIPANT_STATUS_GOING or _INTERESTED")
             if event["caller_rank"] < EDITOR:
-                await _check_registration_open(conn, event)
+                await check_registration_open(conn, event)
             row = await repo.register(conn, event_id, user_id, status, guest_count)
             if row is None:
                 raise already_exists("already registered; update the registration instead")
@@ -228,7 +228,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
                 if status != current["status"] and status not in SELF_SERVICE_STATUSES:
                     raise permission_denied("only editors may set that status")
                 if status != "cancelled":
-                    await _check_registration_open(conn, event)
+                    await check_registration_open(conn, event)
             row = await repo.update_participant(conn, event_id, user_id, status, guest_count)
             if row is None:
                 raise permission_denied("you may not change this registration")
@@ -310,10 +310,3 @@ def _target_user(identity: Identity, requested: str) -> UUID:
     if identity.user_id is None:
         raise invalid_argument("user_id", "user_id is required for service callers")
     return identity.user_id
-
-
-async def _check_registration_open(conn: Connection, event: asyncpg.Record) -> None:
-    if event["status"] != "published":
-        raise failed_precondition("registration opens once the event is published", "REGISTRATION_CLOSED")
-    if not await conn.fetchval("select public.event_accepts_registrations($1)", event["id"]):
-        raise failed_precondition("registration is not open for this event", "REGISTRATION_CLOSED")
