@@ -19,7 +19,7 @@ import time
 
 import asyncpg
 
-from bench import phase0
+from bench import phase0, search
 from bench.harness import running_stack
 from bench.load import cpu_count, h2load_available, wrk_available
 from bench.runner import HEADER, Context, Report, Route, Scenario, run, unknown_selectors
@@ -97,8 +97,8 @@ def describe_machine(database_url: str) -> str:
 
 
 def all_scenarios(args: argparse.Namespace) -> list[Scenario]:
-    """Every scenario module's scenarios, in order (a Phase 1 search module adds its own here)."""
-    return [*phase0.scenarios(hot=args.hot)]
+    """Every scenario module's scenarios, in order."""
+    return [*phase0.scenarios(hot=args.hot), *search.scenarios()]
 
 
 def main(argv: list[str]) -> int:
