@@ -18,7 +18,7 @@ help:
 	@echo "make test      run the whole test suite"
 	@echo "make bench     print throughput and latency figures"
 	@echo "make gen       generate Python stubs and the gateway descriptor from protos/"
-	@echo "make lint      buf lint, ruff, mypy"
+	@echo "make lint      buf lint and breaking, ruff, mypy"
 	@echo "make migrate   apply sql/migrations to DATABASE_URL (default: the embedded database)"
 	@echo "make token     print a dev JWT, e.g. make token ARGS='--admin'"
 
@@ -39,8 +39,10 @@ setup: .venv/.synced gen/descriptor.pb
 gen: .venv/.synced
 	$(RUN) python devtools/gen_protos.py
 
+# buf breaking compares the protos with the main branch: fields and RPCs may be added, never broken.
 lint: setup
 	$(RUN) buf lint
+	$(RUN) buf breaking --against '.git#branch=main'
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy services devtools tests bench
