@@ -4,7 +4,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTHON ?= python3
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH, else installed from PyPI into .tools/ (no root, venv or --user site needed).
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)/services/common:$(CURDIR)/services/events:$(CURDIR)/services/ticketing:$(CURDIR)/services/recurrence:$(CURDIR)/devtools:$(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 RUN := $(UV) run --frozen --no-sync
@@ -23,9 +24,7 @@ help:
 	@echo "make token     print a dev JWT, e.g. make token ARGS='--admin'"
 
 $(UV):
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --user uv 2>/dev/null \
-	  || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
-	@test -x "$(UV)" || { echo "uv not found after install"; exit 1; }
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools uv
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --quiet
