@@ -2,7 +2,7 @@
 transaction opened by `Database.run`, so row-level security applies to all of them."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -91,21 +91,25 @@ async def list_participants(
     conn: Connection, event_id: UUID, limit: int, after: tuple[datetime, UUID] | None
 ) -> list[asyncpg.Record]:
     # Row-level security narrows this to the caller's own row unless they are an editor.
-    return await conn.fetch(
-        "select * from public.event_participants where event_id = $1 "
-        "and ($3::timestamptz is null or (created_at, user_id) > ($3, $4)) "
-        "order by created_at, user_id limit $2",
-        event_id,
-        limit,
-        *(after or (None, None)),
-    )
+    return await _page_by_event(conn, "event_participants", event_id, limit, after)
 
 
 async def list_permissions(
     conn: Connection, event_id: UUID, limit: int, after: tuple[datetime, UUID] | None
 ) -> list[asyncpg.Record]:
+    return await _page_by_event(conn, "event_permissions", event_id, limit, after)
+
+
+async def _page_by_event(
+    conn: Connection,
+    table: Literal["event_participants", "event_permissions"],
+    event_id: UUID,
+    limit: int,
+    after: tuple[datetime, UUID] | None,
+) -> list[asyncpg.Record]:
+    """One page of an event's rows keyed by user, oldest first."""
     return await conn.fetch(
-        "select * from public.event_permissions where event_id = $1 "
+        f"select * from public.{table} where event_id = $1 "
         "and ($3::timestamptz is null or (created_at, user_id) > ($3, $4)) "
         "order by created_at, user_id limit $2",
         event_id,
