@@ -134,6 +134,8 @@ class Stack:
         env.update(
             DATABASE_URL=self.database_url,
             SUPABASE_JWT_SECRET=self.config.jwt_secret,
+            # The services check the same asymmetric keys as the gateway.
+            SUPABASE_JWKS=self.config.gateway.jwks or "",
             EVENTS_ADDR=self.address("events"),
             TICKETING_ADDR=self.address("ticketing"),
             RECURRENCE_ADDR=self.address("recurrence"),
