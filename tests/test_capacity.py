@@ -88,6 +88,20 @@ async def test_guests_count_against_capacity(api: httpx.AsyncClient, db: asyncpg
     assert "CAPACITY_EXCEEDED" in more.text
 
 
+async def test_checking_people_in_keeps_their_seats(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    owner = await create_user(db)
+    event = await create_event(api, owner, status="EVENT_STATUS_PUBLISHED", capacity=1)
+    url = f"/api/events/{event['id']}/participants"
+    guest, waiting = await _many_users(db, 2)
+    assert (await api.post(url, json={}, headers=guest.headers)).json()["status"] == "PARTICIPANT_STATUS_GOING"
+    assert (await api.post(url, json={}, headers=waiting.headers)).json()["status"] == "PARTICIPANT_STATUS_WAITLISTED"
+    checked_in = await api.put(
+        url, json={"user_id": str(guest.id), "status": "PARTICIPANT_STATUS_ATTENDED"}, headers=owner.headers
+    )
+    assert checked_in.status_code == 200, checked_in.text
+    assert await _statuses(db, event["id"]) == {"attended": 1, "waitlisted": 1}
+
+
 async def test_raising_capacity_promotes_the_waitlist(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
     owner = await create_user(db)
     event = await create_event(api, owner, status="EVENT_STATUS_PUBLISHED", capacity=1)
@@ -104,7 +118,7 @@ async def test_raising_capacity_promotes_the_waitlist(api: httpx.AsyncClient, db
 
 SEAT_CHECK = "public.event_participants_before_write()"
 LOCK = "from public.events where id = new.event_id for update;"
-COUNT_END = "and status = 'going' and user_id <> new.user_id;"
+COUNT_END = "and status in ('going', 'attended') and user_id <> new.user_id;"
 
 
 async def _oversold(database_url: str, definition: str) -> int:

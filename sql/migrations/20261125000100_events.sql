@@ -173,8 +173,8 @@ create trigger events_before_update before update on public.events
   for each row execute function public.events_before_update();
 
 -- Capacity. Seats are handed out under a lock on the event row, so concurrent registrations
--- queue up and the "going" headcount (guests included) never passes capacity, whether the write
--- comes through this API or straight through Supabase's REST.
+-- queue up and the headcount of people going or checked in ("attended", guests included) never
+-- passes capacity, whether the write comes through this API or straight through Supabase's REST.
 
 create or replace function public.promote_waitlist(p_event_id uuid) returns integer
   language plpgsql security definer
@@ -191,7 +191,7 @@ begin
     return 0;  -- the event is being deleted
   end if;
   select coalesce(sum(1 + guest_count), 0) into v_taken
-    from public.event_participants where event_id = p_event_id and status = 'going';
+    from public.event_participants where event_id = p_event_id and status in ('going', 'attended');
   -- Strictly first come, first served: stop at the first person who does not fit.
   for v_next in
     select user_id, guest_count from public.event_participants
@@ -237,7 +237,7 @@ begin
   end if;
   select coalesce(sum(1 + guest_count), 0) into v_taken
     from public.event_participants
-   where event_id = new.event_id and status = 'going' and user_id <> new.user_id;
+   where event_id = new.event_id and status in ('going', 'attended') and user_id <> new.user_id;
   if v_taken + 1 + new.guest_count > v_capacity then
     if tg_op = 'UPDATE' and old.status = 'going' then
       raise exception 'not enough capacity left for % guests', new.guest_count
@@ -255,9 +255,10 @@ create or replace function public.event_participants_after_write() returns trigg
   set search_path = ''
   as $$
 begin
-  -- Only a seat given up (left "going", or fewer guests) can let someone in.
+  -- Only a seat given up (no longer going, or fewer guests) can let someone in; checking in
+  -- ("attended") keeps the seat.
   if old.status = 'going'
-     and (tg_op = 'DELETE' or new.status <> 'going' or new.guest_count < old.guest_count) then
+     and (tg_op = 'DELETE' or new.status not in ('going', 'attended') or new.guest_count < old.guest_count) then
     perform public.promote_waitlist(old.event_id);
   end if;
   return null;
