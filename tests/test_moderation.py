@@ -273,3 +273,41 @@ async def test_service_role_may_publish_directly(api: httpx.AsyncClient, user: U
     )
     assert published.status_code == 200, published.text
     assert published.json()["status"] == "EVENT_STATUS_PUBLISHED"
+
+
+async def test_every_other_transition_by_role(
+    api: httpx.AsyncClient, db: asyncpg.Pool, user: User, admin: User
+) -> None:
+    """The rest of the table: editors submit and withdraw, viewers cannot; drafts cannot be
+    rejected; a published event can be cancelled but not submitted; admins may publish a draft."""
+    event = await create_event(api, user)
+    editor, viewer = await create_user(db), await create_user(db)
+    for person, role in ((editor, "EVENT_ROLE_EDITOR"), (viewer, "EVENT_ROLE_VIEWER")):
+        granted = await api.post(
+            f"/api/events/{event['id']}/permissions",
+            json={"user_id": str(person.id), "role": role},
+            headers=user.headers,
+        )
+        assert granted.status_code == 200, granted.text
+    assert (await _post(api, event["id"], "submit", viewer)).status_code == 403
+    assert (await _post(api, event["id"], "reject", admin, reason="not yet submitted")).status_code == 409
+    assert (await _post(api, event["id"], "submit", editor)).json()["event"]["status"] == "EVENT_STATUS_PENDING_REVIEW"
+    withdrawn = await api.patch(
+        f"/api/events/{event['id']}",
+        params={"update_mask": "status"},
+        json={"status": "EVENT_STATUS_DRAFT"},
+        headers=editor.headers,
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json()["status"] == "EVENT_STATUS_DRAFT"
+
+    published = await _post(api, event["id"], "approve", admin)
+    assert published.json()["event"]["status"] == "EVENT_STATUS_PUBLISHED", "admins publish drafts directly"
+    assert (await _post(api, event["id"], "submit", user)).status_code == 409
+    assert (await _post(api, event["id"], "approve", admin)).status_code == 409
+    assert await _log(db, event["id"]) == [
+        (None, "draft"),
+        ("draft", "pending_review"),
+        ("pending_review", "draft"),
+        ("draft", "published"),
+    ]
