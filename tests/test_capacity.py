@@ -118,7 +118,7 @@ async def test_raising_capacity_promotes_the_waitlist(api: httpx.AsyncClient, db
 
 SEAT_CHECK = "public.event_participants_before_write()"
 LOCK = "from public.events where id = new.event_id for update;"
-COUNT_END = "and status in ('going', 'attended') and user_id <> new.user_id;"
+COUNT_END = "then 1 + old.guest_count else 0 end;"
 
 
 async def _oversold(database_url: str, definition: str) -> int:

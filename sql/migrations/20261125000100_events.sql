@@ -176,6 +176,16 @@ create trigger events_before_update before update on public.events
 -- queue up and the headcount of people going or checked in ("attended", guests included) never
 -- passes capacity, whether the write comes through this API or straight through Supabase's REST.
 
+-- Places taken at an event: people going or checked in, with their guests. Callers hold the
+-- event's row lock, so the figure cannot change under them.
+create or replace function public.event_seats_taken(p_event_id uuid) returns integer
+  language sql stable security definer
+  set search_path = ''
+  as $$
+    select coalesce(sum(1 + guest_count), 0)::integer from public.event_participants
+     where event_id = p_event_id and status in ('going', 'attended')
+  $$;
+
 create or replace function public.promote_waitlist(p_event_id uuid) returns integer
   language plpgsql security definer
   set search_path = ''
@@ -190,8 +200,7 @@ begin
   if not found then
     return 0;  -- the event is being deleted
   end if;
-  select coalesce(sum(1 + guest_count), 0) into v_taken
-    from public.event_participants where event_id = p_event_id and status in ('going', 'attended');
+  v_taken := public.event_seats_taken(p_event_id);
   -- Strictly first come, first served: stop at the first person who does not fit.
   for v_next in
     select user_id, guest_count from public.event_participants
@@ -235,9 +244,9 @@ begin
   if v_capacity is null then
     return new;
   end if;
-  select coalesce(sum(1 + guest_count), 0) into v_taken
-    from public.event_participants
-   where event_id = new.event_id and status in ('going', 'attended') and user_id <> new.user_id;
+  -- Everyone else's places: this row's old version is counted in the total.
+  v_taken := public.event_seats_taken(new.event_id)
+             - case when tg_op = 'UPDATE' and old.status in ('going', 'attended') then 1 + old.guest_count else 0 end;
   if v_taken + 1 + new.guest_count > v_capacity then
     if tg_op = 'UPDATE' and old.status = 'going' then
       raise exception 'not enough capacity left for % guests', new.guest_count

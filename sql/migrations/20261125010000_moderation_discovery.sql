@@ -306,6 +306,21 @@ drop trigger if exists event_saves_count on public.event_saves;
 create trigger event_saves_count after insert or delete on public.event_saves
   for each row execute function public.event_saves_count();
 
+-- Seats taken now come from the counters (one row read) instead of summing every registration
+-- of the event on each registration. The counting trigger must run before the one that promotes
+-- from the waitlist, so the promotion sees the place just given up: triggers fire in name order.
+create or replace function public.event_seats_taken(p_event_id uuid) returns integer
+  language sql stable security definer
+  set search_path = ''
+  as $$
+    select coalesce((select going + attended + guests from public.event_counters where event_id = p_event_id), 0)
+  $$;
+
+drop trigger if exists event_participants_after_write on public.event_participants;
+drop trigger if exists event_participants_promote_waitlist on public.event_participants;
+create trigger event_participants_promote_waitlist after update or delete on public.event_participants
+  for each row execute function public.event_participants_after_write();
+
 -- Backfill counters for events that existed before this migration.
 insert into public.event_counters (event_id, going, interested, waitlisted, cancelled, attended, guests)
 select e.id,
