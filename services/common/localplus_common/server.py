@@ -27,16 +27,24 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
+        # The wrapped handler of each method, built on its first call rather than on every call.
+        self._guarded: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        if method in self._guarded:
+            return self._guarded[method]
+        handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None or method.startswith("/grpc."):
             return handler
+        self._guarded[method] = self._guard(method, handler)
+        return self._guarded[method]
+
+    def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         behavior = handler.unary_unary
         deserialize = handler.request_deserializer
         verifier = self._verifier
