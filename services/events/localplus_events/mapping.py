@@ -115,7 +115,7 @@ def participant_status_to_db(number: int) -> str:
     return enum_to_db(PARTICIPANT_PREFIX, enum_name(events_pb2.ParticipantStatus, number, "status"))
 
 
-def participant_to_proto(row: asyncpg.Record) -> events_pb2.Participant:
+def participant_to_proto(row: asyncpg.Record | dict[str, Any]) -> events_pb2.Participant:
     participant = events_pb2.Participant(
         event_id=str(row["event_id"]),
         user_id=str(row["user_id"]),
@@ -150,12 +150,13 @@ def saved_event_to_proto(row: Any) -> events_pb2.SavedEvent:
 
 
 def my_event_to_proto(row: asyncpg.Record) -> events_pb2.MyEvent:
-    participant = events_pb2.Participant(
-        event_id=str(row["id"]),
-        user_id=str(row["user_id"]),
-        status=db_to_enum(PARTICIPANT_PREFIX, row["participant_status"]),
-        guest_count=row["guest_count"],
-    )
-    set_timestamp(participant, "created_at", row["registered_at"])
-    set_timestamp(participant, "updated_at", row["registration_updated_at"])
-    return events_pb2.MyEvent(participant=participant, event=event_to_proto(row))
+    """A registration joined with its event (the query renames the registration's columns)."""
+    registration = {
+        "event_id": row["id"],
+        "user_id": row["user_id"],
+        "status": row["participant_status"],
+        "guest_count": row["guest_count"],
+        "created_at": row["registered_at"],
+        "updated_at": row["registration_updated_at"],
+    }
+    return events_pb2.MyEvent(participant=participant_to_proto(registration), event=event_to_proto(row))
