@@ -23,13 +23,13 @@ from bench.harness import TokenMinter, bench_user_id, create_users, run_with_poo
 from bench.load import GrpcWorkload, HttpWorkload, SqlWorkload, Workload
 from bench.runner import Context, Route, Scenario
 from localplus.events.v1 import events_pb2, events_pb2_grpc
+from localplus_common.access import EDITOR, visible_event
 from localplus_common.auth import ANONYMOUS, Identity
 from localplus_common.config import Settings
 from localplus_common.db import Connection, Database
 from localplus_events import repository as repo
-from localplus_events.access import check_registration_open, visible_event
+from localplus_events.access import check_registration_open
 from localplus_events.discovery import plan_search
-from localplus_events.domain import EDITOR
 
 SERVICE = "/localplus.events.v1.EventsService"
 PUBLISHED_EVENTS = 1_000

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from localplus.events.v1 import events_pb2
+from localplus_common.access import signed_in, visible_event
 from localplus_common.db import Connection, Database
 from localplus_common.errors import invalid_argument
 from localplus_common.requests import (
@@ -24,7 +25,7 @@ from localplus_common.requests import (
     token_datetime,
     token_uuid,
 )
-from localplus_events.access import signed_in, time_keyset, time_page_token, visible_event
+from localplus_events.access import time_keyset, time_page_token
 
 ORDERS = ("relevance", "starts_at", "distance", "popularity")
 # Lower than pg_trgm's default 0.6 so one typo per word still matches ("festval" ~ "festival" is 0.55).

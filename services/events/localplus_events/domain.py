@@ -1,4 +1,4 @@
-"""Event rules that hold whatever the transport: roles, enum names and field validation.
+"""Event rules that hold whatever the transport: editable fields, enum names and validation.
 
 The database enforces the same constraints (CHECKs, RLS, capacity triggers); checking here
 first gives clients a precise message instead of a generic refusal.
@@ -11,13 +11,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from localplus_common.errors import invalid_argument
 
-# Ranks as returned by public.event_role_rank() in SQL.
-PARTICIPANT, VIEWER, EDITOR, OWNER = 1, 2, 3, 4
-
-EVENT_STATUSES = ("draft", "pending_review", "published", "rejected", "cancelled")
-VISIBILITIES = ("public", "unlisted", "private")
-PARTICIPANT_STATUSES = ("going", "interested", "waitlisted", "cancelled", "attended")
-ROLES = ("owner", "editor", "viewer")
 # Statuses a person may choose for themselves; "attended" is set by editors at the door.
 SELF_SERVICE_STATUSES = ("going", "interested", "cancelled")
 

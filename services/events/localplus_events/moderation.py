@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import asyncpg
 
 from localplus.events.v1 import events_pb2
+from localplus_common.access import EDITOR, OWNER, signed_in, visible_event
 from localplus_common.db import Connection, Database
 from localplus_common.errors import aborted, invalid_argument, not_found, permission_denied
 from localplus_common.requests import decode_page_token, encode_page_token, page_size, parse_uuid, set_timestamp
 from localplus_events import mapping
-from localplus_events.access import check_etag, signed_in, time_keyset, time_page_token, visible_event
-from localplus_events.domain import EDITOR, OWNER
+from localplus_events.access import check_etag, time_keyset, time_page_token
 
 
 @dataclass(frozen=True)

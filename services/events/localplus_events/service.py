@@ -9,6 +9,7 @@ from google.protobuf import empty_pb2
 from grpc.aio import ServicerContext as Context
 
 from localplus.events.v1 import events_pb2, events_pb2_grpc
+from localplus_common.access import EDITOR, OWNER, require_rank, signed_in, visible_event
 from localplus_common.auth import Identity
 from localplus_common.db import Connection, Database
 from localplus_common.errors import (
@@ -25,16 +26,8 @@ from localplus_common.requests import (
 )
 from localplus_events import discovery, mapping, moderation, stats
 from localplus_events import repository as repo
-from localplus_events.access import (
-    check_etag,
-    check_registration_open,
-    require_rank,
-    signed_in,
-    time_keyset,
-    time_page_token,
-    visible_event,
-)
-from localplus_events.domain import EDITOR, OWNER, SELF_SERVICE_STATUSES, validate_event
+from localplus_events.access import check_etag, check_registration_open, time_keyset, time_page_token
+from localplus_events.domain import SELF_SERVICE_STATUSES, validate_event
 
 
 class EventsService(events_pb2_grpc.EventsServiceServicer):

@@ -5,11 +5,10 @@ from typing import Any
 import asyncpg
 
 from localplus.events.v1 import events_pb2
+from localplus_common.access import VIEWER, require_rank, signed_in, visible_event
 from localplus_common.db import Connection, Database
 from localplus_common.errors import not_found, permission_denied
 from localplus_common.requests import parse_uuid
-from localplus_events.access import require_rank, signed_in, visible_event
-from localplus_events.domain import VIEWER
 from localplus_events.mapping import event_status_name
 
 COUNTS = ("going", "interested", "waitlisted", "cancelled", "attended", "guests", "saves")

@@ -7,8 +7,9 @@ import asyncpg
 from grpc.aio import ServicerContext as Context
 
 from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
+from localplus_common.access import visible_event
 from localplus_common.db import Database
-from localplus_common.errors import invalid_argument, not_found
+from localplus_common.errors import invalid_argument
 from localplus_common.requests import parse_uuid, set_timestamp, timestamp_or_none
 
 
@@ -44,12 +45,6 @@ class RecurrenceService(recurrence_pb2_grpc.RecurrenceServiceServicer):
         end = timestamp_or_none(request, "end")
         if start is not None and end is not None and end <= start:
             raise invalid_argument("end", "end must be after start")
-        event = await self.db.run(
-            lambda conn: conn.fetchrow(
-                "select id, status, starts_at, ends_at, capacity from public.events where id = $1", event_id
-            )
-        )
-        if event is None:
-            raise not_found("event not found")
+        event = await self.db.run(lambda conn: visible_event(conn, event_id))
         occurrences = [single_occurrence(event)] if _within(event["starts_at"], start, end) else []
         return recurrence_pb2.ListOccurrencesResponse(occurrences=occurrences)

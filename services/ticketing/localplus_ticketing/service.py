@@ -6,11 +6,10 @@ import asyncpg
 from grpc.aio import ServicerContext as Context
 
 from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
-from localplus_common.db import Connection, Database, current_identity
-from localplus_common.errors import invalid_argument, not_found, permission_denied, unauthenticated
+from localplus_common.access import EDITOR, require_rank, signed_in, visible_event
+from localplus_common.db import Connection, Database
+from localplus_common.errors import invalid_argument
 from localplus_common.requests import parse_uuid, set_timestamp, timestamp_or_none
-
-EDITOR_RANK = 3
 
 
 def ticket_type_to_proto(row: asyncpg.Record) -> ticketing_pb2.TicketType:
@@ -44,8 +43,7 @@ class TicketingService(ticketing_pb2_grpc.TicketingServiceServicer):
         event_id = parse_uuid("event_id", request.event_id)
 
         async def list_them(conn: Connection) -> list[asyncpg.Record]:
-            if not await conn.fetchval("select exists (select 1 from public.events where id = $1)", event_id):
-                raise not_found("event not found")
+            await visible_event(conn, event_id)
             return await conn.fetch(
                 "select * from public.ticket_types where event_id = $1 order by sort_order, created_at, id",
                 event_id,
@@ -55,8 +53,7 @@ class TicketingService(ticketing_pb2_grpc.TicketingServiceServicer):
         return ticketing_pb2.ListTicketTypesResponse(ticket_types=[ticket_type_to_proto(row) for row in rows])
 
     async def CreateTicketType(self, request: ticketing_pb2.CreateTicketTypeRequest, context: Context) -> Any:
-        if not current_identity.get().is_signed_in:
-            raise unauthenticated()
+        signed_in()
         event_id = parse_uuid("event_id", request.event_id)
         wanted = request.ticket_type
         if not wanted.name.strip():
@@ -68,11 +65,7 @@ class TicketingService(ticketing_pb2_grpc.TicketingServiceServicer):
         max_per_order = wanted.max_per_order or max(10, min_per_order)
 
         async def create(conn: Connection) -> asyncpg.Record:
-            rank = await conn.fetchval("select public.event_role_rank(id) from public.events where id = $1", event_id)
-            if rank is None:
-                raise not_found("event not found")
-            if rank < EDITOR_RANK:
-                raise permission_denied("only the event's editors may add ticket types")
+            require_rank(await visible_event(conn, event_id), EDITOR, "add ticket types to")
             row = await conn.fetchrow(
                 """
                 insert into public.ticket_types (event_id, occurrence_id, name, description, price_minor,

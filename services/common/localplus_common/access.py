@@ -1,0 +1,39 @@
+"""Who may do what to an event, checked inside the request transaction (every service).
+
+Row-level security is the source of truth; these checks turn its silent filtering into the
+statuses CONTRACT §3 promises: 404 for what the caller cannot see, 403 for what they may see
+but not change, 401 when they must sign in first."""
+
+from uuid import UUID
+
+import asyncpg
+
+from localplus_common.auth import Identity
+from localplus_common.db import Connection, current_identity
+from localplus_common.errors import not_found, permission_denied, unauthenticated
+
+# The caller's rank on an event, as public.event_role_rank() computes it in SQL.
+VIEWER, EDITOR, OWNER = 2, 3, 4
+
+
+def signed_in() -> Identity:
+    identity = current_identity.get()
+    if not identity.is_signed_in:
+        raise unauthenticated()
+    return identity
+
+
+async def visible_event(conn: Connection, event_id: UUID) -> asyncpg.Record:
+    """The event as the caller may see it, with `caller_rank`; 404 when invisible."""
+    event = await conn.fetchrow(
+        "select e.*, public.event_role_rank(e.id) as caller_rank from public.events e where e.id = $1",
+        event_id,
+    )
+    if event is None:
+        raise not_found("event not found")
+    return event
+
+
+def require_rank(event: asyncpg.Record, rank: int, action: str) -> None:
+    if event["caller_rank"] < rank:
+        raise permission_denied(f"you may not {action} this event")
