@@ -116,7 +116,7 @@ async def test_raising_capacity_promotes_the_waitlist(api: httpx.AsyncClient, db
     assert await _statuses(db, event["id"]) == {"going": 2, "waitlisted": 1}
 
 
-SEAT_CHECK = "public.event_participants_before_write()"
+SEAT_CHECK = "localplus_private.event_participants_before_write()"
 LOCK = "from public.events where id = new.event_id for update;"
 COUNT_END = "then 1 + old.guest_count else 0 end;"
 

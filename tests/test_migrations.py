@@ -22,7 +22,7 @@ import pytest
 from localplus_common.migrate import MIGRATIONS_DIR, MigrationError, load_migrations, migrate
 from localplus_dev.stack import Stack
 
-SCHEMAS = ["public", "auth", "localplus"]
+SCHEMAS = ["public", "auth", "localplus", "localplus_private"]
 ALL_VERSIONS = [m.version for m in load_migrations()]
 
 
@@ -287,7 +287,7 @@ async def rank_as(conn: asyncpg.Connection, user_id: uuid.UUID, event_id: uuid.U
             "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)",
             f'{{"sub": "{user_id}", "role": "authenticated", "aud": "authenticated"}}',
         )
-        rank: int = await conn.fetchval("select public.event_role_rank($1)", event_id)
+        rank: int = await conn.fetchval("select localplus_private.event_role_rank($1)", event_id)
         return rank
 
 

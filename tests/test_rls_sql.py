@@ -47,6 +47,8 @@ OK, DENIED, DUPLICATE = "ok", "denied (42501)", "duplicate (23505)"  # inserts
 ALL, OWN = "all rows", "own rows only"  # selects of participants and permissions
 
 # fmt: off
+# An unlisted event is readable by its id through the API only (CONTRACT §3): in SQL, people without a
+# tie to it do not see it at all, so it cannot be listed (tests/test_hardening_sql.py).
 # Columns numbered as in SQL_ACTIONS. Row counts for selects, updates and deletes; OK / DENIED /
 # DUPLICATE for inserts, DENIED also for an update whose new row fails the policy's WITH CHECK.
 # One's own registration needs a published event the caller can see (a private one only with a role
@@ -56,13 +58,13 @@ SQL_EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
         #            1  2  3  4    5          6       7       8  9  10  11   12      13  14
     "anonymous": {
         "public":   (1, 0, 0, OWN, DENIED,    DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
-        "unlisted": (1, 0, 0, OWN, DENIED,    DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
+        "unlisted": (0, 0, 0, OWN, DENIED,    DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
         "private":  (0, 0, 0, OWN, DENIED,    DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
         "draft":    (0, 0, 0, OWN, DENIED,    DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
     },
     "stranger": {
         "public":   (1, 0, 0, OWN, OK,        DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
-        "unlisted": (1, 0, 0, OWN, OK,        DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
+        "unlisted": (0, 0, 0, OWN, OK,        DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
         "private":  (0, 0, 0, OWN, DENIED,    DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
         "draft":    (0, 0, 0, OWN, DENIED,    DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
     },
@@ -98,13 +100,13 @@ SQL_EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
     },
     "expired": {
         "public":   (1, 0, 0, OWN, OK,        DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
-        "unlisted": (1, 0, 0, OWN, OK,        DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
+        "unlisted": (0, 0, 0, OWN, OK,        DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
         "private":  (0, 0, 0, OWN, DENIED,    DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
         "draft":    (0, 0, 0, OWN, DENIED,    DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
     },
     "other_business_partner": {
         "public":   (1, 0, 0, OWN, OK,        DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
-        "unlisted": (1, 0, 0, OWN, OK,        DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
+        "unlisted": (0, 0, 0, OWN, OK,        DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
         "private":  (0, 0, 0, OWN, DENIED,    DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
         "draft":    (0, 0, 0, OWN, DENIED,    DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
     },

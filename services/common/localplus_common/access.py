@@ -12,7 +12,7 @@ from localplus_common.auth import Identity
 from localplus_common.db import Connection, current_identity
 from localplus_common.errors import not_found, permission_denied, unauthenticated
 
-# The caller's rank on an event, as public.event_role_rank() computes it in SQL.
+# The caller's rank on an event, as localplus_private.event_role_rank() computes it in SQL.
 VIEWER, EDITOR, OWNER = 2, 3, 4
 
 
@@ -26,7 +26,7 @@ def signed_in() -> Identity:
 async def visible_event(conn: Connection, event_id: UUID) -> asyncpg.Record:
     """The event as the caller may see it, with `caller_rank`; 404 when invisible."""
     event = await conn.fetchrow(
-        "select e.*, public.event_role_rank(e.id) as caller_rank from public.events e where e.id = $1",
+        "select e.*, localplus_private.event_role_rank(e.id) as caller_rank from public.events e where e.id = $1",
         event_id,
     )
     if event is None:

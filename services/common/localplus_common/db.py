@@ -8,6 +8,7 @@ import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias, TypeVar
+from uuid import UUID
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -52,16 +53,23 @@ class Database:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def run(self, work: Work[T], identity: Identity | None = None) -> T:
-        """Run `work` in one transaction as the caller (default: the current request's caller)."""
+    async def run(self, work: Work[T], identity: Identity | None = None, *, event_id: UUID | None = None) -> T:
+        """Run `work` in one transaction as the caller (default: the current request's caller).
+
+        `event_id` is the event the request names by id: an unlisted event is readable by anyone
+        who has its id (CONTRACT §3), so row-level security admits that one event for this
+        transaction, and never lists unlisted events otherwise.
+        """
         who = identity or current_identity.get()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     await conn.execute(
-                        "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
+                        "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true),"
+                        " set_config('localplus.event_id', $3, true)",
                         who.role,
                         who.claims_json,
+                        "" if event_id is None else str(event_id),
                     )
                     return await work(conn)
             except asyncpg.PostgresError as error:

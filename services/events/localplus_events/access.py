@@ -34,5 +34,5 @@ def time_page_token(rows: list[asyncpg.Record], limit: int, time_key: str, id_ke
 async def check_registration_open(conn: Connection, event: asyncpg.Record) -> None:
     if event["status"] != "published":
         raise failed_precondition("registration opens once the event is published", "REGISTRATION_CLOSED")
-    if not await conn.fetchval("select public.event_accepts_registrations($1)", event["id"]):
+    if not await conn.fetchval("select localplus_private.event_accepts_registrations($1)", event["id"]):
         raise failed_precondition("registration is not open for this event", "REGISTRATION_CLOSED")

@@ -171,8 +171,8 @@ def plan_search(request: events_pb2.ListEventsRequest) -> SearchPlan:
         # inside the box around `near`.
         patterns = [_contains(word) for word in words]
         candidates = (
-            f"public.listed_event_candidates({sql.param(words)}::text[], {sql.param(patterns)}::text[], {box}, "
-            f"{sql.param(WORD_SIMILARITY_THRESHOLD)}::real)"
+            f"localplus_private.listed_event_candidates({sql.param(words)}::text[], {sql.param(patterns)}::text[], "
+            f"{box}, {sql.param(WORD_SIMILARITY_THRESHOLD)}::real)"
         )
         sql.where(f"e.id in (select {candidates})")
     # The counters are joined only when sorting by them: the join costs on every candidate row.
@@ -268,7 +268,7 @@ async def save(db: Database, raw_event_id: str) -> dict[str, Any]:
         )
         return {**dict(event), "saved_at": saved_at}
 
-    return await db.run(run)
+    return await db.run(run, event_id=event_id)
 
 
 async def unsave(db: Database, raw_event_id: str) -> None:

@@ -66,7 +66,7 @@ async def transition(db: Database, raw_id: str, etag: str, change: Transition, r
             raise _wrong_state(now, change, concurrent=True)
         return updated
 
-    return await db.run(run)
+    return await db.run(run, event_id=event_id)
 
 
 def _wrong_state(status: str, change: Transition, concurrent: bool = False) -> Exception:
@@ -122,7 +122,7 @@ async def moderation_log(
             limit,
         )
 
-    rows = await db.run(run)
+    rows = await db.run(run, event_id=event_id)
     entries = []
     for row in rows:
         entry = events_pb2.ModerationLogEntry(

@@ -119,20 +119,19 @@ async def _page_by_event(
 
 
 async def grant_permission(
-    conn: Connection, event_id: UUID, user_id: UUID, role: str, granted_by: UUID | None, expires_at: datetime | None
+    conn: Connection, event_id: UUID, user_id: UUID, role: str, expires_at: datetime | None
 ) -> asyncpg.Record:
+    """Grant or replace a role; the database records the caller as `granted_by`."""
     row = await conn.fetchrow(
         """
-        insert into public.event_permissions (event_id, user_id, role, granted_by, expires_at)
-        values ($1, $2, $3, $4, $5)
-        on conflict (event_id, user_id) do update
-          set role = excluded.role, granted_by = excluded.granted_by, expires_at = excluded.expires_at
+        insert into public.event_permissions (event_id, user_id, role, expires_at)
+        values ($1, $2, $3, $4)
+        on conflict (event_id, user_id) do update set role = excluded.role, expires_at = excluded.expires_at
         returning *
         """,
         event_id,
         user_id,
         role,
-        granted_by,
         expires_at,
     )
     assert row is not None

@@ -44,7 +44,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
 
     async def GetEvent(self, request: events_pb2.GetEventRequest, context: Context) -> Any:
         event_id = parse_uuid("id", request.id)
-        row = await self.db.run(lambda conn: visible_event(conn, event_id))
+        row = await self.db.run(lambda conn: visible_event(conn, event_id), event_id=event_id)
         return mapping.event_to_proto(row)
 
     async def CreateEvent(self, request: events_pb2.CreateEventRequest, context: Context) -> Any:
@@ -60,7 +60,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
             business_id = values.get("business_id")
             if business_id is not None and not identity.is_platform_admin:
                 allowed = await conn.fetchval(
-                    "select public.is_business_partner($1, array['owner', 'editor'])", business_id
+                    "select localplus_private.is_business_partner($1, array['owner', 'editor'])", business_id
                 )
                 if not allowed:
                     raise permission_denied("only owner or editor partners may create events for a business")
@@ -90,7 +90,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
                 raise aborted("the event changed meanwhile; read it again and retry", "ETAG_MISMATCH")
             return updated
 
-        return mapping.event_to_proto(await self.db.run(update))
+        return mapping.event_to_proto(await self.db.run(update, event_id=event_id))
 
     async def DeleteEvent(self, request: events_pb2.DeleteEventRequest, context: Context) -> Any:
         signed_in()
@@ -103,7 +103,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
             if not await repo.delete_event(conn, event_id, current["version"]):
                 raise aborted("the event changed meanwhile; read it again and retry", "ETAG_MISMATCH")
 
-        await self.db.run(delete)
+        await self.db.run(delete, event_id=event_id)
         return empty_pb2.Empty()
 
     # Lifecycle and moderation
@@ -172,7 +172,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
             await visible_event(conn, event_id)
             return await repo.list_participants(conn, event_id, limit, after)
 
-        rows = await self.db.run(list_them)
+        rows = await self.db.run(list_them, event_id=event_id)
         return events_pb2.ListParticipantsResponse(
             participants=[mapping.participant_to_proto(row) for row in rows],
             next_page_token=time_page_token(rows, limit, "created_at", "user_id"),
@@ -199,7 +199,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
                 raise already_exists("already registered; update the registration instead")
             return row
 
-        return mapping.participant_to_proto(await self.db.run(register))
+        return mapping.participant_to_proto(await self.db.run(register, event_id=event_id))
 
     async def UpdateParticipant(self, request: events_pb2.UpdateParticipantRequest, context: Context) -> Any:
         identity = signed_in()
@@ -227,7 +227,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
                 raise permission_denied("you may not change this registration")
             return row
 
-        return mapping.participant_to_proto(await self.db.run(update))
+        return mapping.participant_to_proto(await self.db.run(update, event_id=event_id))
 
     async def DeleteParticipant(self, request: events_pb2.DeleteParticipantRequest, context: Context) -> Any:
         identity = signed_in()
@@ -243,7 +243,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
                 raise not_found("no active registration for this event")
             await repo.update_participant(conn, event_id, user_id, "cancelled", current["guest_count"])
 
-        await self.db.run(cancel)
+        await self.db.run(cancel, event_id=event_id)
         return empty_pb2.Empty()
 
     # Permissions
@@ -259,14 +259,14 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
             require_rank(event, EDITOR, "see who has access to")
             return await repo.list_permissions(conn, event_id, limit, after)
 
-        rows = await self.db.run(list_them)
+        rows = await self.db.run(list_them, event_id=event_id)
         return events_pb2.ListPermissionsResponse(
             permissions=[mapping.permission_to_proto(row) for row in rows],
             next_page_token=time_page_token(rows, limit, "created_at", "user_id"),
         )
 
     async def CreatePermission(self, request: events_pb2.CreatePermissionRequest, context: Context) -> Any:
-        identity = signed_in()
+        signed_in()
         event_id = parse_uuid("event_id", request.event_id)
         user_id = parse_uuid("permission.user_id", request.permission.user_id)
         role = mapping.role_to_db(request.permission.role)
@@ -277,9 +277,9 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
             require_rank(event, OWNER, "manage access to")
             if expires_at is not None and expires_at <= await conn.fetchval("select now()"):
                 raise invalid_argument("permission.expires_at", "expires_at must be in the future")
-            return await repo.grant_permission(conn, event_id, user_id, role, identity.user_id, expires_at)
+            return await repo.grant_permission(conn, event_id, user_id, role, expires_at)
 
-        return mapping.permission_to_proto(await self.db.run(grant))
+        return mapping.permission_to_proto(await self.db.run(grant, event_id=event_id))
 
     async def DeletePermission(self, request: events_pb2.DeletePermissionRequest, context: Context) -> Any:
         signed_in()
@@ -292,7 +292,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
             if not await repo.revoke_permission(conn, event_id, user_id):
                 raise not_found("that user holds no role on this event")
 
-        await self.db.run(revoke)
+        await self.db.run(revoke, event_id=event_id)
         return empty_pb2.Empty()
 
 

@@ -22,10 +22,10 @@ async def event_stats(db: Database, raw_event_id: str) -> events_pb2.EventStats:
         event = await visible_event(conn, event_id)
         require_rank(event, VIEWER, "see the figures of")
         counters = await conn.fetchrow("select * from public.event_counters where event_id = $1", event_id)
-        per_day = await conn.fetch("select * from public.event_registrations_per_day($1)", event_id)
+        per_day = await conn.fetch("select * from localplus_private.event_registrations_per_day($1)", event_id)
         return event, counters, per_day
 
-    event, counters, per_day = await db.run(run)
+    event, counters, per_day = await db.run(run, event_id=event_id)
     figures: dict[str, Any] = {name: (counters[name] if counters else 0) for name in COUNTS}
     stats = events_pb2.EventStats(
         event_id=str(event_id),
@@ -50,7 +50,7 @@ async def business_stats(db: Database, raw_business_id: str) -> events_pb2.Busin
         if not await conn.fetchval("select exists (select 1 from public.businesses where id = $1)", business_id):
             raise not_found("business not found")
         if not identity.is_platform_admin and not await conn.fetchval(
-            "select public.is_business_partner($1, array['owner', 'editor', 'viewer'])", business_id
+            "select localplus_private.is_business_partner($1, array['owner', 'editor', 'viewer'])", business_id
         ):
             raise permission_denied("only the business's partners may see its figures")
         return await conn.fetch(

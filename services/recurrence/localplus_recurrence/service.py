@@ -45,6 +45,6 @@ class RecurrenceService(recurrence_pb2_grpc.RecurrenceServiceServicer):
         end = timestamp_or_none(request, "end")
         if start is not None and end is not None and end <= start:
             raise invalid_argument("end", "end must be after start")
-        event = await self.db.run(lambda conn: visible_event(conn, event_id))
+        event = await self.db.run(lambda conn: visible_event(conn, event_id), event_id=event_id)
         occurrences = [single_occurrence(event)] if _within(event["starts_at"], start, end) else []
         return recurrence_pb2.ListOccurrencesResponse(occurrences=occurrences)

@@ -49,7 +49,7 @@ class TicketingService(ticketing_pb2_grpc.TicketingServiceServicer):
                 event_id,
             )
 
-        rows = await self.db.run(list_them)
+        rows = await self.db.run(list_them, event_id=event_id)
         return ticketing_pb2.ListTicketTypesResponse(ticket_types=[ticket_type_to_proto(row) for row in rows])
 
     async def CreateTicketType(self, request: ticketing_pb2.CreateTicketTypeRequest, context: Context) -> Any:
@@ -91,4 +91,4 @@ class TicketingService(ticketing_pb2_grpc.TicketingServiceServicer):
             assert row is not None
             return row
 
-        return ticket_type_to_proto(await self.db.run(create))
+        return ticket_type_to_proto(await self.db.run(create, event_id=event_id))

@@ -1,0 +1,347 @@
+"""What anyone reaching the database the way Supabase's REST does (`/rest/v1/` and `/rest/v1/rpc/`
+run as `anon` or `authenticated`) can no longer do, on every database the suite runs on. Each test
+reproduces a finding of the hardening issue that succeeded before the fix:
+
+1. definer functions callable by anyone (counters bent, the waitlist promoted, drafts revealed);
+2. server-owned columns writable (times, `source`, `sold`; a registration dated 1970 jumped the queue);
+3. unlisted events listed by `select ... where visibility = 'unlisted'`;
+8. the waitlist let a later, smaller party take a place before an earlier, larger one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from tests.sql_callers import as_caller, new_event, new_user
+
+# How the endpoint `/rest/v1/rpc/<name>` would call each, in `public` (where they were) and in the
+# unexposed schema they moved to: refused either way, because they do not exist or may not be run.
+INTERNAL_CALLS = {
+    "bump_counter": "{schema}.bump_counter($1, 'going', -1000, 0)",
+    "promote_waitlist": "{schema}.promote_waitlist($1)",
+    "event_seats_taken": "{schema}.event_seats_taken($1)",
+    "event_business_id": "{schema}.event_business_id($1)",
+}
+REFUSED = (asyncpg.UndefinedFunctionError, asyncpg.InsufficientPrivilegeError)
+
+
+@pytest.fixture(scope="module")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+async def statuses(pool: asyncpg.Pool, event_id: uuid.UUID) -> dict[uuid.UUID, str]:
+    rows = await pool.fetch("select user_id, status from public.event_participants where event_id = $1", event_id)
+    return {row["user_id"]: row["status"] for row in rows}
+
+
+async def register(pool: asyncpg.Pool, event_id: uuid.UUID, user_id: uuid.UUID, guests: int = 0) -> str:
+    """Register as the user, the way a REST client would (no RETURNING), and commit."""
+    async with as_caller(pool, user_id, commit=True) as conn:
+        await conn.execute(
+            "insert into public.event_participants (event_id, user_id, guest_count) values ($1, auth.uid(), $2)",
+            event_id,
+            guests,
+        )
+    return (await statuses(pool, event_id))[user_id]
+
+
+async def set_status(pool: asyncpg.Pool, event_id: uuid.UUID, user_id: uuid.UUID, status: str) -> None:
+    async with as_caller(pool, user_id, commit=True) as conn:
+        await conn.execute(
+            "update public.event_participants set status = $2 where event_id = $1 and user_id = auth.uid()",
+            event_id,
+            status,
+        )
+
+
+# 1. Definer functions
+
+
+@pytest.mark.parametrize("schema", ["public", "localplus_private"])
+@pytest.mark.parametrize("function", list(INTERNAL_CALLS))
+@pytest.mark.parametrize("signed_in", [False, True], ids=["anon", "authenticated"])
+async def test_api_roles_cannot_run_internal_functions(
+    pool: asyncpg.Pool, schema: str, function: str, signed_in: bool
+) -> None:
+    owner = await new_user(pool)
+    draft = await new_event(pool, owner, status="draft", visibility="private", capacity=2)
+    caller = await new_user(pool) if signed_in else None
+    async with as_caller(pool, caller) as conn:
+        with pytest.raises(REFUSED):
+            await conn.execute(f"select {INTERNAL_CALLS[function].format(schema=schema)}", draft)
+
+
+async def test_counters_cannot_be_bent_to_register_past_capacity(pool: asyncpg.Pool) -> None:
+    owner = await new_user(pool)
+    event = await new_event(pool, owner, capacity=2)
+    for schema in ("public", "localplus_private"):
+        async with as_caller(pool, None) as conn:
+            with pytest.raises(REFUSED):
+                await conn.execute(f"select {INTERNAL_CALLS['bump_counter'].format(schema=schema)}", event)
+    people = [await new_user(pool) for _ in range(5)]
+    assert [await register(pool, event, person) for person in people] == ["going"] * 2 + ["waitlisted"] * 3
+    counters = await pool.fetchrow("select going, waitlisted from public.event_counters where event_id = $1", event)
+    assert counters is not None and dict(counters) == {"going": 2, "waitlisted": 3}
+
+
+# 2. Server-owned columns
+
+# (table, column, a value someone would like to set); every one is the server's to decide.
+SERVER_OWNED = [
+    ("events", "published_at", "now()"),
+    ("events", "submitted_at", "now()"),
+    ("events", "source", "'spam'"),
+    ("events", "created_at", "'1970-01-01'"),
+    ("events", "updated_at", "'1970-01-01'"),
+    ("events", "version", "1000"),
+    ("events", "search_text", "'free beer'"),
+    ("events", "created_by", "null"),
+    ("event_participants", "status_changed_at", "'1970-01-01'"),
+    ("event_participants", "created_at", "'1970-01-01'"),
+    ("event_permissions", "granted_by", "null"),
+    ("event_permissions", "created_at", "'1970-01-01'"),
+    ("ticket_types", "sold", "5"),
+    ("ticket_types", "created_at", "'1970-01-01'"),
+    ("event_saves", "created_at", "'1970-01-01'"),
+    ("event_counters", "going", "1000"),
+]
+
+
+async def arrange_everything(pool: asyncpg.Pool) -> tuple[uuid.UUID, uuid.UUID]:
+    """An event its creator owns, with a row of every kind the owner may otherwise act on."""
+    owner = await new_user(pool)
+    event = await new_event(pool, owner, capacity=10)
+    await pool.execute(
+        "insert into public.event_participants (event_id, user_id) values ($1, $2)", event, await new_user(pool)
+    )
+    await pool.execute("insert into public.event_participants (event_id, user_id) values ($1, $2)", event, owner)
+    await pool.execute(
+        "insert into public.event_permissions (event_id, user_id, role) values ($1, $2, 'viewer')",
+        event,
+        await new_user(pool),
+    )
+    await pool.execute(
+        "insert into public.ticket_types (event_id, name, currency, inventory) values ($1, 'GA', 'THB', 10)", event
+    )
+    await pool.execute("insert into public.event_saves (user_id, event_id) values ($1, $2)", owner, event)
+    return owner, event
+
+
+@pytest.mark.parametrize(("table", "column", "value"), SERVER_OWNED, ids=[f"{t}.{c}" for t, c, _ in SERVER_OWNED])
+async def test_owners_cannot_write_server_owned_columns(
+    pool: asyncpg.Pool, table: str, column: str, value: str
+) -> None:
+    owner, event = await arrange_everything(pool)
+    key = "id" if table == "events" else "event_id"
+    async with as_caller(pool, owner) as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(f"update public.{table} set {column} = {value} where {key} = $1", event)
+
+
+# Where a statement could get past the grants (had a default privilege granted the whole table),
+# the before-write triggers keep these as they were.
+KEPT_BY_TRIGGERS = [
+    (table, column, value)
+    for table, column, value in SERVER_OWNED
+    # Bumped on every write; the caller who regrants; no write policy at all.
+    if column not in ("updated_at", "version", "granted_by") and table != "event_counters"
+]
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value"), KEPT_BY_TRIGGERS, ids=[f"{t}.{c}" for t, c, _ in KEPT_BY_TRIGGERS]
+)
+async def test_server_owned_columns_hold_even_with_supabase_table_grants(
+    pool: asyncpg.Pool, table: str, column: str, value: str
+) -> None:
+    owner, event = await arrange_everything(pool)
+    key = "id" if table == "events" else "event_id"
+    query = f"select {column}::text from public.{table} where {key} = $1 order by 1"
+    before = [row[0] for row in await pool.fetch(query, event)]
+    async with as_caller(pool, owner, grant_all_on=(table,)) as conn:
+        status = await conn.execute(f"update public.{table} set {column} = {value} where {key} = $1", event)
+        assert status == f"UPDATE {len(before)}"
+        assert [row[0] for row in await conn.fetch(query, event)] == before
+
+
+async def test_a_registration_dated_1970_does_not_jump_the_waitlist(pool: asyncpg.Pool) -> None:
+    owner = await new_user(pool)
+    event = await new_event(pool, owner, capacity=1)
+    first, early_bird = await new_user(pool), await new_user(pool)
+    assert await register(pool, event, first) == "going"
+    waiting = await new_user(pool)
+    assert await register(pool, event, waiting) == "waitlisted"
+    async with as_caller(pool, early_bird) as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(
+                "insert into public.event_participants (event_id, user_id, status_changed_at) "
+                "values ($1, auth.uid(), '1970-01-01')",
+                event,
+            )
+    # Even where a grant let the column through, the trigger dates the row itself.
+    async with as_caller(pool, early_bird, grant_all_on=("event_participants",)) as conn:
+        await conn.execute(
+            "insert into public.event_participants (event_id, user_id, status_changed_at) "
+            "values ($1, auth.uid(), '1970-01-01')",
+            event,
+        )
+        mine = await conn.fetchrow(
+            "select status, status_changed_at > now() - interval '1 hour' as dated_now "
+            "from public.event_participants where event_id = $1 and user_id = auth.uid()",
+            event,
+        )
+        assert mine is not None and dict(mine) == {"status": "waitlisted", "dated_now": True}
+
+
+async def test_editors_cannot_set_sold(pool: asyncpg.Pool) -> None:
+    owner = await new_user(pool)
+    event = await new_event(pool, owner)
+    editor = await new_user(pool)
+    await pool.execute(
+        "insert into public.event_permissions (event_id, user_id, role) values ($1, $2, 'editor')", event, editor
+    )
+    await pool.execute(
+        "insert into public.ticket_types (event_id, name, currency, inventory) values ($1, 'GA', 'THB', 10)", event
+    )
+    refused = (
+        "update public.ticket_types set sold = 10 where event_id = $1",
+        "insert into public.ticket_types (event_id, name, currency, inventory, sold) values ($1, 'VIP', 'THB', 10, 10)",
+    )
+    for sql in refused:
+        async with as_caller(pool, editor) as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(sql, event)
+    # What editors may change, they still can.
+    async with as_caller(pool, editor) as conn:
+        assert await conn.execute("update public.ticket_types set inventory = 20 where event_id = $1", event) == (
+            "UPDATE 1"
+        )
+
+
+async def test_a_cancelled_event_shows_only_reviewed_text(pool: asyncpg.Pool) -> None:
+    """Approved, then edited by its owner (back to review), then cancelled: no longer public."""
+    owner = await new_user(pool)
+    event = await new_event(pool, owner, status="pending_review")
+    async with as_caller(pool, await new_user(pool), admin=True, commit=True) as conn:
+        await conn.execute("update public.events set status = 'published' where id = $1", event)
+    async with as_caller(pool, owner, commit=True) as conn:
+        await conn.execute("update public.events set title = 'Spam, unreviewed' where id = $1", event)
+        assert await conn.fetchval("select status from public.events where id = $1", event) == "pending_review"
+        await conn.execute("update public.events set status = 'cancelled' where id = $1", event)
+    async with as_caller(pool, None) as conn:
+        assert await conn.fetchval("select count(*) from public.events where id = $1", event) == 0
+    # Cancelled straight from published, it stays readable; and it can no longer be changed.
+    other = await new_event(pool, owner)
+    async with as_caller(pool, owner, commit=True) as conn:
+        await conn.execute("update public.events set status = 'cancelled' where id = $1", other)
+    async with as_caller(pool, None) as conn:
+        assert await conn.fetchval("select status from public.events where id = $1", other) == "cancelled"
+    async with as_caller(pool, owner) as conn:
+        with pytest.raises(asyncpg.RaiseError, match="cancelled event can no longer be changed"):
+            await conn.execute("update public.events set title = 'Spam after all' where id = $1", other)
+
+
+# 3. Unlisted events
+
+
+async def test_unlisted_events_cannot_be_listed(pool: asyncpg.Pool) -> None:
+    owner = await new_user(pool)
+    unlisted = await new_event(pool, owner, visibility="unlisted")
+    await pool.execute(
+        "insert into public.ticket_types (event_id, name, currency, inventory) values ($1, 'GA', 'THB', 10)", unlisted
+    )
+    listing = {
+        "events": "select id from public.events where visibility = 'unlisted'",
+        "ticket_types": "select event_id from public.ticket_types",
+        "event_counters": "select event_id from public.event_counters",
+    }
+    for caller in (None, await new_user(pool)):
+        async with as_caller(pool, caller) as conn:
+            for table, sql in listing.items():
+                assert unlisted not in {row[0] for row in await conn.fetch(sql)}, (caller, table)
+    # Who presents its id (as the API does for a request naming the event) reads it, and only it.
+    async with as_caller(pool, None) as conn:
+        await conn.execute("select set_config('localplus.event_id', $1, true)", str(unlisted))
+        assert [row[0] for row in await conn.fetch(listing["events"])] == [unlisted]
+        assert [row[0] for row in await conn.fetch(listing["ticket_types"] + " where event_id = $1", unlisted)] == [
+            unlisted
+        ]
+    # Who saved it keeps it among their saves.
+    fan = await new_user(pool)
+    await pool.execute("insert into public.event_saves (user_id, event_id) values ($1, $2)", fan, unlisted)
+    async with as_caller(pool, fan) as conn:
+        saved = await conn.fetch(
+            "select e.id from public.event_saves s join public.events e on e.id = s.event_id where s.user_id = $1", fan
+        )
+        assert [row[0] for row in saved] == [unlisted]
+
+
+# 8. The waitlist: strictly first come, first served
+
+
+async def test_nobody_overtakes_a_waiting_party(pool: asyncpg.Pool) -> None:
+    owner = await new_user(pool)
+    event = await new_event(pool, owner, capacity=2)
+    couple, family, single = await new_user(pool), await new_user(pool), await new_user(pool)
+    assert await register(pool, event, couple, guests=1) == "going"  # both places
+    assert await register(pool, event, family, guests=2) == "waitlisted"  # needs three
+    await set_status(pool, event, couple, "cancelled")  # two free: still not enough for the family
+    assert (await statuses(pool, event))[family] == "waitlisted"
+    # A single person asking later would fit, but the family asked first.
+    assert await register(pool, event, single) == "waitlisted"
+    queued_at = await pool.fetchval(
+        "select status_changed_at from public.event_participants where event_id = $1 and user_id = $2", event, family
+    )
+    # Asking again for a place keeps one's position in the queue.
+    await set_status(pool, event, family, "going")
+    assert (await statuses(pool, event))[family] == "waitlisted"
+    assert (
+        await pool.fetchval(
+            "select status_changed_at from public.event_participants where event_id = $1 and user_id = $2",
+            event,
+            family,
+        )
+        == queued_at
+    )
+    # When the family gives up its turn, the single person is next.
+    await set_status(pool, event, family, "cancelled")
+    assert (await statuses(pool, event))[single] == "going"
+
+
+async def test_raising_capacity_lets_the_queue_in_in_order(pool: asyncpg.Pool) -> None:
+    owner = await new_user(pool)
+    event = await new_event(pool, owner, capacity=1)
+    first = await new_user(pool)
+    assert await register(pool, event, first) == "going"
+    family, single = await new_user(pool), await new_user(pool)
+    assert await register(pool, event, family, guests=2) == "waitlisted"
+    assert await register(pool, event, single) == "waitlisted"
+    async with as_caller(pool, owner, commit=True) as conn:
+        await conn.execute("update public.events set capacity = 3 where id = $1", event)
+    # Two places more: the family needs three, so nobody moves (the single person waits behind it).
+    assert await statuses(pool, event) == {first: "going", family: "waitlisted", single: "waitlisted"}
+    async with as_caller(pool, owner, commit=True) as conn:
+        await conn.execute("update public.events set capacity = 5 where id = $1", event)
+    assert await statuses(pool, event) == {first: "going", family: "going", single: "going"}
+
+
+async def test_a_going_party_cannot_grow_while_others_wait(pool: asyncpg.Pool) -> None:
+    owner = await new_user(pool)
+    event = await new_event(pool, owner, capacity=3)
+    host, family = await new_user(pool), await new_user(pool)
+    assert await register(pool, event, host) == "going"
+    assert await register(pool, event, family, guests=2) == "waitlisted"  # needs three, two are free
+    async with as_caller(pool, host) as conn:
+        with pytest.raises(asyncpg.RaiseError, match="others are waiting"):
+            await conn.execute(
+                "update public.event_participants set guest_count = 1 where event_id = $1 and user_id = auth.uid()",
+                event,
+            )

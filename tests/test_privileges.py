@@ -1,0 +1,249 @@
+"""What `anon` and `authenticated` may do in SQL, read from the catalog, on every database the suite
+runs on (a bare Postgres grants nothing by default; the Supabase-shaped one grants everything in
+`public`). Nothing here is maintained by hand except the expectations themselves, so a new table,
+column or function that an API role can reach fails a test until it is listed here, with a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+API_ROLES = ("anon", "authenticated")
+# Schemas holding the engine's own objects. LocalPlus's own tables (`businesses`, `partners`) and
+# Supabase's (`auth`) are not the engine's to grant, so they are left out of the table checks.
+ENGINE_SCHEMAS = ("public", "localplus", "localplus_private")
+NOT_THE_ENGINES = {"public.businesses", "public.partners"}
+ALL = "every column"
+
+# SECURITY DEFINER functions an API role may execute, and why that is safe. Each is read-only
+# (the test checks it is STABLE) and answers nothing about rows the caller may not see.
+DEFINER_ALLOW_LIST: dict[str, str] = {
+    "localplus_private.event_role_rank(uuid)": "the caller's own rank on an event, 0 for one they cannot see",
+    "localplus_private.is_business_partner(uuid,text[])": "whether the caller is a partner of a business",
+    "localplus_private.event_accepts_registrations(uuid)": "registration is open on a published event the "
+    "caller may see (private ones only with a tie)",
+    "localplus_private.caller_saved(uuid)": "whether the caller saved an event",
+    "localplus_private.event_registrations_per_day(uuid)": "per-day counts, empty unless the caller is a viewer",
+    "localplus_private.listed_event_candidates(text[],text[],box,real)": "ids of published public events only "
+    "(search uses the trigram indexes, which RLS would rule out)",
+}
+
+# Table privileges of each API role on each engine table: privilege -> ALL or the columns.
+# Every column left out of INSERT and UPDATE is the server's (SERVER_OWNED below).
+EVENT_INPUT = {
+    "business_id", "title", "description", "category", "tags", "starts_at", "ends_at", "timezone",
+    "venue_name", "address", "latitude", "longitude", "capacity", "visibility", "status",
+    "registration_opens_at", "registration_closes_at", "city",
+}  # fmt: skip
+TICKET_TYPE_INPUT = {
+    "occurrence_id", "name", "description", "price_minor", "currency", "inventory", "min_per_order",
+    "max_per_order", "sales_starts_at", "sales_ends_at", "hidden", "sort_order",
+}  # fmt: skip
+Grants = dict[str, str | set[str]]
+EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
+    "public.events": {
+        "anon": {"SELECT": ALL},
+        "authenticated": {
+            "SELECT": ALL,
+            "DELETE": ALL,
+            "INSERT": EVENT_INPUT | {"created_by"},  # the policy holds it to the caller
+            "UPDATE": EVENT_INPUT | {"status_reason"},  # kept unless the status changes (trigger)
+        },
+    },
+    "public.event_participants": {
+        "anon": {},
+        "authenticated": {
+            "SELECT": ALL,
+            "DELETE": ALL,
+            "INSERT": {"event_id", "user_id", "status", "guest_count"},
+            "UPDATE": {"status", "guest_count"},
+        },
+    },
+    "public.event_permissions": {
+        "anon": {},
+        "authenticated": {
+            "SELECT": ALL,
+            "DELETE": ALL,
+            "INSERT": {"event_id", "user_id", "role", "expires_at"},
+            "UPDATE": {"role", "expires_at"},
+        },
+    },
+    "public.ticket_types": {
+        "anon": {"SELECT": ALL},
+        "authenticated": {
+            "SELECT": ALL,
+            "DELETE": ALL,
+            "INSERT": TICKET_TYPE_INPUT | {"event_id"},
+            "UPDATE": TICKET_TYPE_INPUT,
+        },
+    },
+    "public.event_saves": {
+        "anon": {},
+        "authenticated": {"SELECT": ALL, "DELETE": ALL, "INSERT": {"user_id", "event_id"}},
+    },
+    "public.event_counters": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
+    "public.event_moderation_log": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "localplus.schema_migrations": {"anon": {}, "authenticated": {}},
+}
+# Columns no API role may ever set or change (CONTRACT §3: status times, `source`, counters, `sold`).
+SERVER_OWNED: dict[str, set[str]] = {
+    "public.events": {
+        "id", "created_at", "updated_at", "version", "source", "submitted_at", "published_at",
+        "search_text", "search_keywords",
+    },
+    "public.event_participants": {"created_at", "updated_at", "status_changed_at"},
+    "public.event_permissions": {"granted_by", "created_at"},
+    "public.ticket_types": {"id", "sold", "created_at", "updated_at"},
+    "public.event_saves": {"created_at"},
+    "public.event_counters": {
+        "event_id", "going", "interested", "waitlisted", "cancelled", "attended", "guests", "saves", "popularity",
+    },
+}  # fmt: skip
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+FUNCTIONS = """
+select p.oid, n.nspname || '.' || p.proname || '(' || oidvectortypes(p.proargtypes) || ')' as signature,
+       p.prosecdef as definer, p.provolatile::text as volatility, p.prorettype = 'trigger'::regtype as is_trigger,
+       has_function_privilege('anon', p.oid, 'execute') as anon,
+       has_function_privilege('authenticated', p.oid, 'execute') as authenticated
+  from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+ where n.nspname = any($1) and p.prokind = 'f'
+   -- an extension's own functions (pg_trgm lives in public on a bare Postgres)
+   and not exists (select 1 from pg_depend d where d.classid = 'pg_proc'::regclass and d.objid = p.oid
+                                                and d.deptype = 'e')
+"""
+
+
+@pytest.fixture(scope="module")
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+def signature(text: str) -> str:
+    return text.replace(", ", ",")
+
+
+async def test_definer_functions_are_executable_only_where_allow_listed(conn: asyncpg.Connection) -> None:
+    functions = await conn.fetch(FUNCTIONS, list(ENGINE_SCHEMAS))
+    reachable = {signature(f["signature"]): f for f in functions if f["definer"] and (f["anon"] or f["authenticated"])}
+    assert set(reachable) == set(DEFINER_ALLOW_LIST), "SECURITY DEFINER functions an API role may run"
+    for name, function in reachable.items():
+        assert function["volatility"] in ("s", "i"), f"{name} may write, yet an API role may run it"
+    # None of them sits in `public`, which Supabase's REST exposes at /rest/v1/rpc/.
+    assert not [f["signature"] for f in functions if f["definer"] and f["signature"].startswith("public.")]
+
+
+async def test_api_roles_cannot_run_triggers_or_anything_that_writes(conn: asyncpg.Connection) -> None:
+    functions = await conn.fetch(FUNCTIONS, list(ENGINE_SCHEMAS))
+    offending = [
+        f["signature"]
+        for f in functions
+        if (f["anon"] or f["authenticated"]) and (f["is_trigger"] or (f["definer"] and f["volatility"] == "v"))
+    ]
+    assert offending == []
+
+
+async def actual_table_privileges(conn: asyncpg.Connection, table: str, role: str) -> Grants:
+    grants: Grants = {}
+    columns = [
+        row["attname"]
+        for row in await conn.fetch(
+            "select attname from pg_attribute where attrelid = $1::regclass and attnum > 0 and not attisdropped",
+            table,
+        )
+    ]
+    for privilege in TABLE_PRIVILEGES:
+        if await conn.fetchval("select has_table_privilege($1, $2, $3)", role, table, privilege):
+            grants[privilege] = ALL
+            continue
+        if privilege in ("SELECT", "INSERT", "UPDATE", "REFERENCES"):
+            granted = {
+                column
+                for column in columns
+                if await conn.fetchval("select has_column_privilege($1, $2, $3, $4)", role, table, column, privilege)
+            }
+            if granted:
+                grants[privilege] = granted
+    return grants
+
+
+async def engine_tables(conn: asyncpg.Connection) -> set[str]:
+    rows = await conn.fetch(
+        "select n.nspname || '.' || c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+        "where n.nspname = any($1) and c.relkind in ('r', 'p', 'v', 'm', 'f')"
+        "  and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid"
+        "                  and d.deptype = 'e')",
+        list(ENGINE_SCHEMAS),
+    )
+    return {row[0] for row in rows} - NOT_THE_ENGINES
+
+
+async def test_table_privileges_are_exactly_the_expected_ones(conn: asyncpg.Connection) -> None:
+    assert await engine_tables(conn) == set(EXPECTED_TABLE_PRIVILEGES), "every engine table is listed here"
+    wrong = []
+    for table, by_role in EXPECTED_TABLE_PRIVILEGES.items():
+        for role in API_ROLES:
+            got = await actual_table_privileges(conn, table, role)
+            if got != by_role[role]:
+                wrong.append(f"{role} on {table}: expected {by_role[role]}, got {got}")
+    assert not wrong, "\n".join(wrong)
+
+
+async def test_no_api_role_can_write_a_server_owned_column(conn: asyncpg.Connection) -> None:
+    writable = []
+    for table, columns in SERVER_OWNED.items():
+        for role in API_ROLES:
+            grants = await actual_table_privileges(conn, table, role)
+            for privilege in ("INSERT", "UPDATE"):
+                granted = grants.get(privilege, set())
+                hit = columns if granted == ALL else columns & set(granted)
+                writable += [f"{role} may {privilege} {table}.{column}" for column in sorted(hit)]
+    assert writable == []
+
+
+async def test_no_api_role_may_use_an_engine_sequence_or_create_in_its_schemas(conn: asyncpg.Connection) -> None:
+    sequences = await conn.fetch(
+        "select n.nspname || '.' || c.relname as name from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+        "where n.nspname = any($1) and c.relkind = 'S'",
+        list(ENGINE_SCHEMAS),
+    )
+    for sequence in sequences:
+        for role in API_ROLES:
+            for privilege in ("USAGE", "SELECT", "UPDATE"):
+                assert not await conn.fetchval(
+                    "select has_sequence_privilege($1, $2, $3)", role, sequence["name"], privilege
+                ), (role, privilege, sequence["name"])
+    for role in API_ROLES:
+        for schema in ("localplus", "localplus_private"):
+            assert not await conn.fetchval("select has_schema_privilege($1, $2, 'CREATE')", role, schema)
+        assert not await conn.fetchval("select has_schema_privilege($1, 'localplus', 'USAGE')", role)
+
+
+async def test_new_private_functions_and_tables_start_with_no_grants(conn: asyncpg.Connection) -> None:
+    """The default privileges of the role that runs migrations: what a new object gets before any
+    migration says otherwise (checked on objects made and dropped in a rolled-back transaction)."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await conn.execute(
+            "create function localplus_private.probe() returns int language sql security definer as 'select 1';"
+            "create table localplus_private.probe (id int)"
+        )
+        for role in API_ROLES:
+            assert not await conn.fetchval("select has_table_privilege($1, 'localplus_private.probe', 'SELECT')", role)
+            assert not await conn.fetchval(
+                "select has_function_privilege($1, 'localplus_private.probe()', 'EXECUTE')", role
+            )
+        # PUBLIC (grantee 0) holds EXECUTE on a function unless someone took it away.
+        executors = await conn.fetch(
+            "select a.grantee from pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a "
+            "where p.oid = 'localplus_private.probe()'::regprocedure and a.privilege_type = 'EXECUTE'"
+        )
+        assert 0 not in {row["grantee"] for row in executors}
+    finally:
+        await transaction.rollback()
