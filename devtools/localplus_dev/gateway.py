@@ -66,6 +66,10 @@ class GatewaySettings:
     jwks: str | None = None
     # 0.0.0.0 inside a container; 127.0.0.1 everywhere else.
     listen_address: str = "127.0.0.1"
+    # Envoy's cap on open client connections, and how long a client may take to send its request
+    # header (0 disables the timeout); tests lower both.
+    max_connections: int = 10000
+    request_headers_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewaySettings:
@@ -284,6 +288,8 @@ def render_envoy_config(
         ADMIN_PORT=settings.admin_port,
         GATEWAY_PORT=settings.gateway_port,
         LISTEN_ADDRESS=json.dumps(settings.listen_address),
+        MAX_CONNECTIONS=settings.max_connections,
+        REQUEST_HEADERS_TIMEOUT=f"{settings.request_headers_timeout_s:g}s",
         DESCRIPTOR_PATH=json.dumps(descriptor_path_in_config or str(descriptor_path.resolve())),
         SERVICES=json.dumps(services),
         SERVICE_ROUTES=json.dumps(_service_routes(methods)),
