@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 # uv from PATH, else installed from PyPI into .tools/ (no root, venv or --user site needed).
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
-export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)/services/common:$(CURDIR)/services/events:$(CURDIR)/services/ticketing:$(CURDIR)/services/recurrence:$(CURDIR)/devtools:$(CURDIR)
+export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)/services/common:$(CURDIR)/services/events:$(CURDIR)/services/ticketing:$(CURDIR)/services/recurrence:$(CURDIR)/gateway:$(CURDIR)/devtools:$(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 RUN := $(UV) run --frozen --no-sync
 PG15_BIN := /usr/lib/postgresql/15/bin
@@ -44,7 +44,7 @@ lint: setup
 	$(RUN) buf breaking --against '.git#branch=main'
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy services devtools tests bench
+	$(RUN) mypy services gateway devtools tests bench
 
 migrate: setup
 	$(RUN) python -m localplus_common.migrate

@@ -29,7 +29,7 @@ from tests.support import create_event, create_user
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONPATH = [ROOT / "gen", *(ROOT / "services" / name for name in ("common", "events", "ticketing", "recurrence"))]
-PYTHONPATH += [ROOT / "devtools", ROOT]
+PYTHONPATH += [ROOT / "gateway", ROOT / "devtools", ROOT]
 READY_TIMEOUT = 180.0  # the first start runs initdb
 EXIT_TIMEOUT = 30.0
 # Variables of the developer's shell that would point `make up` somewhere else.

@@ -1,7 +1,10 @@
 """Runtime settings, all from the environment (CONTRACT §2)."""
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from localplus_common.services import addresses_from_env
 
 DEV_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 DEV_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:54322/postgres"
@@ -12,23 +15,18 @@ class Settings:
     database_url: str
     jwt_secret: str
     jwks: str
-    events_addr: str
-    ticketing_addr: str
-    recurrence_addr: str
+    addresses: dict[str, str]  # service name -> host:port (localplus_common.services)
     db_pool_max: int
     # 0 behind PgBouncer/Supavisor in transaction mode, which cannot keep prepared statements.
     db_statement_cache_size: int
 
     @classmethod
-    def from_env(cls) -> "Settings":
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
         return cls(
             database_url=env.get("DATABASE_URL") or DEV_DATABASE_URL,
             jwt_secret=env.get("SUPABASE_JWT_SECRET") or DEV_JWT_SECRET,
             jwks=env.get("SUPABASE_JWKS", ""),
-            events_addr=env.get("EVENTS_ADDR") or "127.0.0.1:50051",
-            ticketing_addr=env.get("TICKETING_ADDR") or "127.0.0.1:50052",
-            recurrence_addr=env.get("RECURRENCE_ADDR") or "127.0.0.1:50053",
+            addresses=addresses_from_env(env),
             db_pool_max=int(env.get("DB_POOL_MAX") or 10),
             db_statement_cache_size=int(env.get("DB_STATEMENT_CACHE_SIZE") or 100),
         )
