@@ -5,8 +5,9 @@
 #   python -m localplus_common.migrate                                        apply sql/migrations
 #   python -m localplus_gateway render > envoy.yaml && envoy -c envoy.yaml    the gateway
 #   localstripe --port 8420                                                   fake Stripe (dev only)
-# Build: docker build -t localplus-event-engine .   No secret is baked in: every setting is an env var.
-# The local dev tooling (devtools/: the supervised stack, embedded Postgres, dev tokens) stays out of it.
+# Build: docker build -t localplus-event-engine .   No secret is baked in: every setting is an env var, and
+# outside LOCALPLUS_ENV=dev nothing falls back to a dev default (CONTRACT §2). The local dev tooling
+# (devtools/: the supervised stack, embedded Postgres, dev tokens) stays out of the image.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from localplus_common.config import DEV_JWT_SECRET
+from localplus_common.config import JWT_KEY_VARS, exit_if_missing, jwt_keys_from_env
 from localplus_common.services import SERVICES, addresses_from_env
 
 TEMPLATE = Path(__file__).resolve().parent / "envoy.yaml.tmpl"
@@ -54,7 +54,8 @@ class GatewaySettings:
     admin_port: int = 9901
     # Service name -> host:port of its cluster (localplus_common.services).
     addresses: dict[str, str] = field(default_factory=lambda: addresses_from_env({}))
-    jwt_secret: str = DEV_JWT_SECRET
+    # The HS256 secret; "" accepts only the JWKS keys.
+    jwt_secret: str = ""
     # A JWKS file path or an http(s) URL with the asymmetric (ES256/RS256) keys, if any.
     jwks: str | None = None
     # 0.0.0.0 inside a container; 127.0.0.1 everywhere else.
@@ -62,13 +63,16 @@ class GatewaySettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewaySettings:
+        """Outside dev mode this exits, naming the variables, if there is no JWT key."""
         d = cls()
+        jwt_secret, jwks = jwt_keys_from_env(env)
+        exit_if_missing({JWT_KEY_VARS: jwt_secret or jwks})
         return cls(
             gateway_port=int(env.get("GATEWAY_PORT", d.gateway_port)),
             admin_port=int(env.get("ENVOY_ADMIN_PORT", d.admin_port)),
             addresses=addresses_from_env(env),
-            jwt_secret=env.get("SUPABASE_JWT_SECRET") or d.jwt_secret,
-            jwks=env.get("SUPABASE_JWKS") or None,
+            jwt_secret=jwt_secret,
+            jwks=jwks or None,
             listen_address=env.get("GATEWAY_LISTEN_ADDRESS", d.listen_address),
         )
 
@@ -117,9 +121,11 @@ def _jwt_providers(settings: GatewaySettings) -> tuple[dict[str, Any], list[dict
         "forward": True,
         "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
     }
-    secret = base64.urlsafe_b64encode(settings.jwt_secret.encode()).rstrip(b"=").decode()
-    hs256 = {"keys": [{"kty": "oct", "alg": "HS256", "k": secret}]}
-    providers: dict[str, Any] = {HS256_PROVIDER: {**common, "local_jwks": {"inline_string": json.dumps(hs256)}}}
+    providers: dict[str, Any] = {}
+    if settings.jwt_secret:
+        secret = base64.urlsafe_b64encode(settings.jwt_secret.encode()).rstrip(b"=").decode()
+        hs256 = {"keys": [{"kty": "oct", "alg": "HS256", "k": secret}]}
+        providers[HS256_PROVIDER] = {**common, "local_jwks": {"inline_string": json.dumps(hs256)}}
     clusters: list[dict[str, Any]] = []
     if settings.jwks and settings.jwks.startswith(("http://", "https://")):
         url = urlsplit(settings.jwks)
@@ -170,6 +176,8 @@ def _jwt_providers(settings: GatewaySettings) -> tuple[dict[str, Any], list[dict
         clusters.append(cluster)
     elif settings.jwks:
         providers[JWKS_PROVIDER] = {**common, "local_jwks": {"filename": str(Path(settings.jwks).resolve())}}
+    if not providers:
+        raise ValueError("no JWT key: set jwt_secret or jwks")
     return providers, clusters
 
 

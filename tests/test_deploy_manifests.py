@@ -1,8 +1,8 @@
 """Deployment files (CONTRACT §1, §2): the k8s/ manifests validate offline against the Kubernetes 1.37
 schemas (strict) and run hardened, probed workloads; docker-compose.yml wires the services on the
 contract's ports with its dev defaults, and its healthchecks pass against the running stack; the gateway
-config rendered the way compose and k8s render it passes `envoy --mode validate`. Both follow the one
-list of services (localplus_common.services).
+config rendered the way compose and k8s render it passes `envoy --mode validate`. Both run in production
+mode with every setting spelled out, and both follow the one list of services (localplus_common.services).
 
 The Dockerfile cannot be built here (no Docker engine); its layout is checked against the code's."""
 
@@ -22,7 +22,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
 
-from localplus_common.config import DEV_JWT_SECRET, Settings
+from localplus_common.config import DEV_DATABASE_URL, DEV_JWT_SECRET, Settings
 from localplus_common.services import SERVICES, Service
 from localplus_dev.postgres import INITDB_LOCALE, free_port
 from localplus_dev.processes import venv_binary
@@ -192,8 +192,9 @@ def service_port(service: Doc, container: Doc) -> int:
 
 
 def assert_service_env(service: Service, env: dict[str, str]) -> None:
-    """A service's deployed environment places every service as listed."""
-    settings = Settings.from_env(env)
+    """A service's deployed environment passes the production checks and places every service as listed."""
+    assert env["LOCALPLUS_ENV"] == "production"
+    settings = Settings.from_env(env)  # exits naming what is missing
     assert settings.addresses[service.name] == f"0.0.0.0:{service.port}"  # listens on every interface
     for other in SERVICES:
         if other != service:
@@ -236,6 +237,7 @@ def test_gateway_deployment() -> None:
         assert named.get(check["port"], check["port"]) == GATEWAY_PORT
     env = k8s_env(render, resources)
     assert env["GATEWAY_PORT"] == str(GATEWAY_PORT) and env["GATEWAY_LISTEN_ADDRESS"] == "0.0.0.0"
+    assert env["LOCALPLUS_ENV"] == "production"
     # The init container writes the config into a volume that Envoy mounts where it reads it from.
     _, config_path, _ = parse_gateway_script(render["command"][2])
     envoy_config = envoy["command"][envoy["command"].index("-c") + 1]
@@ -255,7 +257,8 @@ def test_migration_job() -> None:
     (job,) = (doc for (kind, _), doc in resources.items() if kind == "Job")
     (container,) = pod_spec(job)["containers"]
     assert container["command"] == ["python", "-m", "localplus_common.migrate"]
-    assert "DATABASE_URL" in k8s_env(container, resources)
+    env = k8s_env(container, resources)
+    assert env["LOCALPLUS_ENV"] == "production" and "DATABASE_URL" in env
     assert pod_spec(job)["restartPolicy"] in ("Never", "OnFailure")
 
 
@@ -263,6 +266,7 @@ def test_k8s_settings() -> None:
     """Addresses name the Services; secrets are placeholders, clearly marked, never real values."""
     resources = k8s_resources()
     config = resources[("ConfigMap", "localplus-config")]["data"]
+    assert config["LOCALPLUS_ENV"] == "production"
     (secret,) = (doc for (kind, _), doc in resources.items() if kind == "Secret")
     assert set(secret["stringData"]) >= {"DATABASE_URL", "SUPABASE_JWT_SECRET"}
     for key, value in secret["stringData"].items():
@@ -270,6 +274,9 @@ def test_k8s_settings() -> None:
     url = urlsplit(secret["stringData"]["DATABASE_URL"])
     assert url.scheme == "postgresql" and url.port == 5432 and url.path == "/postgres"
     assert not set(config) & set(secret["stringData"]), "a setting is both in the ConfigMap and the Secret"
+    for path in k8s_files():
+        text = path.read_text()
+        assert DEV_JWT_SECRET not in text and DEV_DATABASE_URL not in text, f"{path.name} ships a dev default"
 
 
 def test_k8s_runs_the_listed_services() -> None:
@@ -330,6 +337,7 @@ def test_compose_service_env(service: Service) -> None:
 
 def test_compose_gateway_and_migrate_env() -> None:
     env = compose_service("gateway")["environment"]
+    assert env["LOCALPLUS_ENV"] == "production"
     assert env["GATEWAY_PORT"] == str(GATEWAY_PORT) and env["GATEWAY_LISTEN_ADDRESS"] == "0.0.0.0"
     assert env["SUPABASE_JWT_SECRET"] == DEV_JWT_SECRET
     assert {key for key in env if key.endswith("_ADDR")} == {service.addr_var for service in SERVICES}
@@ -337,6 +345,7 @@ def test_compose_gateway_and_migrate_env() -> None:
         assert env[service.addr_var] == f"{service.name}:{service.port}"
     migrate = compose_service("migrate")
     assert migrate["command"] == ["python", "-m", "localplus_common.migrate"]
+    assert migrate["environment"]["LOCALPLUS_ENV"] == "production"
     assert_database_url(migrate["environment"]["DATABASE_URL"])
     localstripe = compose_service("localstripe")
     assert localstripe["command"] == ["localstripe", "--port", str(STRIPE_PORT)]
@@ -431,7 +440,7 @@ def gateway_deploys() -> dict[str, GatewayDeploy]:
 def test_gateway_config_as_deployed_passes_envoy_validation(where: str, tmp_path: Path) -> None:
     deploy = gateway_deploys()[where]
     assert deploy.render[:4] == ["python", "-m", "localplus_gateway", "render"]
-    # Only what the deployment sets, plus where this checkout keeps the code.
+    # Only what the deployment sets (in production mode), plus where this checkout keeps the code.
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(sys.path), **deploy.env}
     result = subprocess.run(
         [sys.executable, *deploy.render[1:]], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60

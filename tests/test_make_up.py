@@ -130,6 +130,7 @@ class Up:
         env.update(
             PYTHONPATH=os.pathsep.join(str(path) for path in PYTHONPATH),
             PYTHONUNBUFFERED="1",
+            LOCALPLUS_ENV="dev",  # as the Makefile sets it
             GATEWAY_PORT=str(self.ports.gateway),
             ENVOY_ADMIN_PORT=str(self.ports.admin),
             EVENTS_ADDR=f"127.0.0.1:{self.ports.events}",
