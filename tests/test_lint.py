@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
         ["buf", "lint"],
         ["ruff", "check", "."],
         ["ruff", "format", "--check", "."],
-        ["mypy", "services", "devtools", "tests", "bench"],
+        ["mypy", "services", "gateway", "devtools", "tests", "bench"],
     ],
     ids=["buf-lint", "ruff-check", "ruff-format", "mypy"],
 )

@@ -29,7 +29,7 @@ from tests.support import create_event, create_user
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONPATH = [ROOT / "gen", *(ROOT / "services" / name for name in ("common", "events", "ticketing", "recurrence"))]
-PYTHONPATH += [ROOT / "devtools", ROOT]
+PYTHONPATH += [ROOT / "gateway", ROOT / "devtools", ROOT]
 READY_TIMEOUT = 180.0  # the first start runs initdb
 EXIT_TIMEOUT = 30.0
 # Variables of the developer's shell that would point `make up` somewhere else.
@@ -130,6 +130,7 @@ class Up:
         env.update(
             PYTHONPATH=os.pathsep.join(str(path) for path in PYTHONPATH),
             PYTHONUNBUFFERED="1",
+            LOCALPLUS_ENV="dev",  # as the Makefile sets it
             GATEWAY_PORT=str(self.ports.gateway),
             ENVOY_ADMIN_PORT=str(self.ports.admin),
             EVENTS_ADDR=f"127.0.0.1:{self.ports.events}",

@@ -21,17 +21,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from localplus_common.config import DEV_JWT_SECRET
 from localplus_common.migrate import migrate
-from localplus_dev.gateway import Gateway, GatewaySettings
+from localplus_common.services import SERVICES, Service
+from localplus_dev.envoy import Gateway
 from localplus_dev.postgres import PostgresServer, free_port
 from localplus_dev.processes import Supervisor
 from localplus_dev.stripe import LocalStripe
+from localplus_gateway import GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = {
-    "events": ("localplus_events", "EVENTS_ADDR"),
-    "ticketing": ("localplus_ticketing", "TICKETING_ADDR"),
-    "recurrence": ("localplus_recurrence", "RECURRENCE_ADDR"),
-}
 
 
 @dataclass(frozen=True)
@@ -67,9 +64,7 @@ class StackConfig:
         gateway = GatewaySettings(
             gateway_port=free_port(),
             admin_port=free_port(),
-            events_addr=f"127.0.0.1:{free_port()}",
-            ticketing_addr=f"127.0.0.1:{free_port()}",
-            recurrence_addr=f"127.0.0.1:{free_port()}",
+            addresses={service.name: f"127.0.0.1:{free_port()}" for service in SERVICES},
         )
         return cls(
             data_dir=base_dir / "postgres",
@@ -97,12 +92,7 @@ class Stack:
         return self.gateway.url
 
     def address(self, service: str) -> str:
-        settings = self.config.gateway
-        return {
-            "events": settings.events_addr,
-            "ticketing": settings.ticketing_addr,
-            "recurrence": settings.recurrence_addr,
-        }[service]
+        return self.config.gateway.addresses[service]
 
     def start(self) -> None:
         try:
@@ -117,10 +107,10 @@ class Stack:
                 self.database_url = self.postgres.url
             asyncio.run(migrate(self.database_url))
             self.stripe.start()
-            for name, (module, addr_var) in SERVICES.items():
-                self.supervisor.spawn(name, [sys.executable, "-m", module], env=self._service_env(addr_var))
-            for name in SERVICES:
-                self._wait_serving(name)
+            for service in SERVICES:
+                self.supervisor.spawn(service.name, [sys.executable, "-m", service.module], env=self._service_env())
+            for service in SERVICES:
+                self._wait_serving(service)
             self.gateway.start()
         except BaseException:
             self.stop()
@@ -129,36 +119,33 @@ class Stack:
     def stop(self) -> None:
         self.supervisor.stop_all()
 
-    def _service_env(self, addr_var: str) -> dict[str, str]:
+    def _service_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             DATABASE_URL=self.database_url,
             SUPABASE_JWT_SECRET=self.config.jwt_secret,
             # The services check the same asymmetric keys as the gateway.
             SUPABASE_JWKS=self.config.gateway.jwks or "",
-            EVENTS_ADDR=self.address("events"),
-            TICKETING_ADDR=self.address("ticketing"),
-            RECURRENCE_ADDR=self.address("recurrence"),
             STRIPE_API_BASE=self.stripe.url,
             PYTHONUNBUFFERED="1",
         )
-        env[addr_var] = self.address(addr_var.removesuffix("_ADDR").lower())
+        env.update({service.addr_var: self.address(service.name) for service in SERVICES})
         return env
 
-    def _wait_serving(self, service: str, timeout: float = 30.0) -> None:
+    def _wait_serving(self, service: Service, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address(service)) as channel:
+        with grpc.insecure_channel(self.address(service.name)) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 self.supervisor.check()
                 try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=service.grpc_service), timeout=1)
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 except grpc.RpcError:
                     pass
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{service} did not become healthy within {timeout:.0f}s")
+                    raise TimeoutError(f"{service.grpc_service} did not become healthy within {timeout:.0f}s")
                 time.sleep(0.1)
 
 
@@ -184,10 +171,10 @@ def up() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     where = "embedded Postgres" if stack.postgres else "DATABASE_URL"
+    services = ", ".join(f"{service.name} {stack.address(service.name)}" for service in SERVICES)
     print(
-        f"ready: gateway {stack.gateway_url} (JSON and gRPC), database {where}, "
-        f"events {stack.address('events')}, ticketing {stack.address('ticketing')}, "
-        f"recurrence {stack.address('recurrence')}, stripe {stack.stripe.url}. Ctrl-C stops everything.",
+        f"ready: gateway {stack.gateway_url} (JSON and gRPC), database {where}, {services}, "
+        f"stripe {stack.stripe.url}. Ctrl-C stops everything.",
         flush=True,
     )
     exit_code = 0

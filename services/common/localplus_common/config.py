@@ -1,34 +1,63 @@
-"""Runtime settings, all from the environment (CONTRACT §2)."""
+"""Runtime settings, all from the environment (CONTRACT §2).
+
+Only dev mode (LOCALPLUS_ENV=dev, which the Makefile sets) falls back to the published dev database URL
+and JWT secret. Anywhere else a missing one stops the process at start, naming it: a misnamed Secret must
+not leave a service accepting tokens that anyone can mint.
+"""
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from localplus_common.services import addresses_from_env
 
 DEV_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 DEV_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:54322/postgres"
+JWT_KEY_VARS = "SUPABASE_JWT_SECRET or SUPABASE_JWKS"
+
+
+def dev_mode(env: Mapping[str, str] = os.environ) -> bool:
+    return env.get("LOCALPLUS_ENV") == "dev"
+
+
+def database_url_from_env(env: Mapping[str, str] = os.environ) -> str:
+    """DATABASE_URL, in dev mode defaulting to the embedded Postgres; "" if unset outside dev mode."""
+    return env.get("DATABASE_URL") or (DEV_DATABASE_URL if dev_mode(env) else "")
+
+
+def jwt_keys_from_env(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
+    """(HS256 secret, JWKS file or URL); in dev mode the secret defaults to the dev one. "" means unset."""
+    secret = env.get("SUPABASE_JWT_SECRET") or (DEV_JWT_SECRET if dev_mode(env) else "")
+    return secret, env.get("SUPABASE_JWKS", "")
+
+
+def exit_if_missing(settings: Mapping[str, str]) -> None:
+    """Stop the process with one line (no traceback) naming each setting whose value is empty."""
+    missing = [name for name, value in settings.items() if not value]
+    if missing:
+        raise SystemExit(f"missing settings: {'; '.join(missing)} (only LOCALPLUS_ENV=dev has defaults)")
 
 
 @dataclass(frozen=True)
 class Settings:
     database_url: str
-    jwt_secret: str
+    jwt_secret: str  # "" when only SUPABASE_JWKS is set
     jwks: str
-    events_addr: str
-    ticketing_addr: str
-    recurrence_addr: str
+    addresses: dict[str, str]  # service name -> host:port (localplus_common.services)
     db_pool_max: int
     # 0 behind PgBouncer/Supavisor in transaction mode, which cannot keep prepared statements.
     db_statement_cache_size: int
 
     @classmethod
-    def from_env(cls) -> "Settings":
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        database_url = database_url_from_env(env)
+        jwt_secret, jwks = jwt_keys_from_env(env)
+        exit_if_missing({"DATABASE_URL": database_url, JWT_KEY_VARS: jwt_secret or jwks})
         return cls(
-            database_url=env.get("DATABASE_URL") or DEV_DATABASE_URL,
-            jwt_secret=env.get("SUPABASE_JWT_SECRET") or DEV_JWT_SECRET,
-            jwks=env.get("SUPABASE_JWKS", ""),
-            events_addr=env.get("EVENTS_ADDR") or "127.0.0.1:50051",
-            ticketing_addr=env.get("TICKETING_ADDR") or "127.0.0.1:50052",
-            recurrence_addr=env.get("RECURRENCE_ADDR") or "127.0.0.1:50053",
+            database_url=database_url,
+            jwt_secret=jwt_secret,
+            jwks=jwks,
+            addresses=addresses_from_env(env),
             db_pool_max=int(env.get("DB_POOL_MAX") or 10),
             db_statement_cache_size=int(env.get("DB_STATEMENT_CACHE_SIZE") or 100),
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 
-from localplus_common.config import Settings
+from localplus_common.config import database_url_from_env, exit_if_missing
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "sql" / "migrations"
 FILE_NAME = re.compile(r"^(\d{14})_([a-z0-9_]+)\.sql$")
@@ -101,8 +101,9 @@ async def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--database-url", default=Settings.from_env().database_url)
+    parser.add_argument("--database-url", default=database_url_from_env(), help="default: DATABASE_URL")
     args = parser.parse_args()
+    exit_if_missing({"DATABASE_URL or --database-url": args.database_url})
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     applied = asyncio.run(migrate(args.database_url))
     print(f"migrations: {len(applied)} applied, database up to date")

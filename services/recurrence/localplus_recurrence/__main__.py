@@ -8,6 +8,7 @@ from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
 from localplus_common.config import Settings
 from localplus_common.db import Database
 from localplus_common.server import serve
+from localplus_common.services import RECURRENCE
 from localplus_recurrence.service import RecurrenceService
 
 
@@ -17,4 +18,4 @@ def register(server: grpc.aio.Server, db: Database, settings: Settings) -> None:
 
 if __name__ == "__main__":
     service_name = recurrence_pb2.DESCRIPTOR.services_by_name["RecurrenceService"].full_name
-    asyncio.run(serve(Settings.from_env().recurrence_addr, [service_name], register))
+    asyncio.run(serve(Settings.from_env().addresses[RECURRENCE.name], [service_name], register))

@@ -8,6 +8,7 @@ from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
 from localplus_common.config import Settings
 from localplus_common.db import Database
 from localplus_common.server import serve
+from localplus_common.services import TICKETING
 from localplus_ticketing.service import TicketingService
 
 
@@ -17,4 +18,4 @@ def register(server: grpc.aio.Server, db: Database, settings: Settings) -> None:
 
 if __name__ == "__main__":
     service_name = ticketing_pb2.DESCRIPTOR.services_by_name["TicketingService"].full_name
-    asyncio.run(serve(Settings.from_env().ticketing_addr, [service_name], register))
+    asyncio.run(serve(Settings.from_env().addresses[TICKETING.name], [service_name], register))

@@ -1,7 +1,7 @@
-"""Render gateway/envoy.yaml.tmpl and run Envoy as a supervised child.
+"""Render gateway/envoy.yaml.tmpl from the environment and the protos' descriptor set (CONTRACT §1, §2).
 
-`python -m localplus_dev.gateway render > envoy.yaml` renders the config from the environment
-(CONTRACT §2) for docker-compose and friends.
+`python -m localplus_gateway render > envoy.yaml` is how docker-compose.yml and k8s/ make the gateway's
+config; `make up` and the tests render through localplus_dev.envoy, which also runs Envoy.
 """
 
 from __future__ import annotations
@@ -11,27 +11,21 @@ import base64
 import json
 import os
 import string
-import subprocess
 import sys
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from localplus_dev.processes import Child, Supervisor, venv_binary
+from localplus_common.config import JWT_KEY_VARS, exit_if_missing, jwt_keys_from_env
+from localplus_common.services import SERVICES, addresses_from_env
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "gateway" / "envoy.yaml.tmpl"
-DEFAULT_DESCRIPTOR = ROOT / "gen" / "descriptor.pb"
-DEV_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
-# Service package `localplus.<cluster>.v1` is served by the cluster of that name.
-CLUSTERS = ("events", "ticketing", "recurrence")
+TEMPLATE = Path(__file__).resolve().parent / "envoy.yaml.tmpl"
+DEFAULT_DESCRIPTOR = Path(__file__).resolve().parents[1] / "gen" / "descriptor.pb"
 # gRPC methods that take no token at all, e.g. a webhook whose caller authenticates by signature.
 PUBLIC_METHODS: frozenset[str] = frozenset()
 HS256_PROVIDER = "supabase"
@@ -58,10 +52,10 @@ LOCAL_REPLY_CODES = {
 class GatewaySettings:
     gateway_port: int = 8080
     admin_port: int = 9901
-    events_addr: str = "127.0.0.1:50051"
-    ticketing_addr: str = "127.0.0.1:50052"
-    recurrence_addr: str = "127.0.0.1:50053"
-    jwt_secret: str = DEV_JWT_SECRET
+    # Service name -> host:port of its cluster (localplus_common.services).
+    addresses: dict[str, str] = field(default_factory=lambda: addresses_from_env({}))
+    # The HS256 secret; "" accepts only the JWKS keys.
+    jwt_secret: str = ""
     # A JWKS file path or an http(s) URL with the asymmetric (ES256/RS256) keys, if any.
     jwks: str | None = None
     # 0.0.0.0 inside a container; 127.0.0.1 everywhere else.
@@ -73,15 +67,16 @@ class GatewaySettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewaySettings:
+        """Outside dev mode this exits, naming the variables, if there is no JWT key."""
         d = cls()
+        jwt_secret, jwks = jwt_keys_from_env(env)
+        exit_if_missing({JWT_KEY_VARS: jwt_secret or jwks})
         return cls(
             gateway_port=int(env.get("GATEWAY_PORT", d.gateway_port)),
             admin_port=int(env.get("ENVOY_ADMIN_PORT", d.admin_port)),
-            events_addr=env.get("EVENTS_ADDR", d.events_addr),
-            ticketing_addr=env.get("TICKETING_ADDR", d.ticketing_addr),
-            recurrence_addr=env.get("RECURRENCE_ADDR", d.recurrence_addr),
-            jwt_secret=env.get("SUPABASE_JWT_SECRET") or d.jwt_secret,
-            jwks=env.get("SUPABASE_JWKS") or None,
+            addresses=addresses_from_env(env),
+            jwt_secret=jwt_secret,
+            jwks=jwks or None,
             listen_address=env.get("GATEWAY_LISTEN_ADDRESS", d.listen_address),
         )
 
@@ -96,13 +91,15 @@ class Method:
 def load_methods(descriptor_path: Path) -> list[Method]:
     """The RPCs of every `localplus.*` service in a FileDescriptorSet, with their cluster."""
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes()).file
+    clusters = [s.name for s in SERVICES]
     methods = []
     for file in files:
         if not file.package.startswith("localplus."):
             continue
+        # Service package `localplus.<cluster>.v1` is served by the cluster of that name.
         cluster = file.package.split(".")[1]
-        if cluster not in CLUSTERS:
-            raise ValueError(f"package {file.package} has no gateway cluster (known: {', '.join(CLUSTERS)})")
+        if cluster not in clusters:
+            raise ValueError(f"package {file.package} has no gateway cluster (known: {', '.join(clusters)})")
         for service in file.service:
             for method in service.method:
                 rule = method.options.Extensions[annotations_pb2.http]
@@ -128,9 +125,11 @@ def _jwt_providers(settings: GatewaySettings) -> tuple[dict[str, Any], list[dict
         "forward": True,
         "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
     }
-    secret = base64.urlsafe_b64encode(settings.jwt_secret.encode()).rstrip(b"=").decode()
-    hs256 = {"keys": [{"kty": "oct", "alg": "HS256", "k": secret}]}
-    providers: dict[str, Any] = {HS256_PROVIDER: {**common, "local_jwks": {"inline_string": json.dumps(hs256)}}}
+    providers: dict[str, Any] = {}
+    if settings.jwt_secret:
+        secret = base64.urlsafe_b64encode(settings.jwt_secret.encode()).rstrip(b"=").decode()
+        hs256 = {"keys": [{"kty": "oct", "alg": "HS256", "k": secret}]}
+        providers[HS256_PROVIDER] = {**common, "local_jwks": {"inline_string": json.dumps(hs256)}}
     clusters: list[dict[str, Any]] = []
     if settings.jwks and settings.jwks.startswith(("http://", "https://")):
         url = urlsplit(settings.jwks)
@@ -181,6 +180,8 @@ def _jwt_providers(settings: GatewaySettings) -> tuple[dict[str, Any], list[dict
         clusters.append(cluster)
     elif settings.jwks:
         providers[JWKS_PROVIDER] = {**common, "local_jwks": {"filename": str(Path(settings.jwks).resolve())}}
+    if not providers:
+        raise ValueError("no JWT key: set jwt_secret or jwks")
     return providers, clusters
 
 
@@ -221,7 +222,7 @@ def _service_routes(methods: list[Method]) -> list[dict[str, Any]]:
     # JSON requests are matched here first, before the transcoder rewrites their path: without this
     # route CORS finds no policy and preflights fall through to jwt_authn (401). Unknown /api paths are
     # answered 404 by the transcoder, so the cluster named here is never used.
-    routes.append({"match": {"prefix": "/api/"}, "route": {"cluster": CLUSTERS[0]}})
+    routes.append({"match": {"prefix": "/api/"}, "route": {"cluster": SERVICES[0].name}})
     return routes
 
 
@@ -278,12 +279,10 @@ def render_envoy_config(
     providers, extra_clusters = _jwt_providers(settings)
     services = sorted({m.path.split("/")[1] for m in methods})
     hosts = {}
-    for name, addr in zip(
-        CLUSTERS, (settings.events_addr, settings.ticketing_addr, settings.recurrence_addr), strict=True
-    ):
-        host, port = _split_addr(addr)
-        hosts[f"{name.upper()}_HOST"] = json.dumps(host)
-        hosts[f"{name.upper()}_PORT"] = str(port)
+    for service in SERVICES:
+        host, port = _split_addr(settings.addresses[service.name])
+        hosts[f"{service.name.upper()}_HOST"] = json.dumps(host)
+        hosts[f"{service.name.upper()}_PORT"] = str(port)
     return string.Template(TEMPLATE.read_text()).substitute(
         ADMIN_PORT=settings.admin_port,
         GATEWAY_PORT=settings.gateway_port,
@@ -301,74 +300,8 @@ def render_envoy_config(
     )
 
 
-def validate_config(config_path: Path) -> None:
-    """Run `envoy --mode validate`; raise with Envoy's output if the config is rejected."""
-    result = subprocess.run(
-        [venv_binary("envoy"), "--mode", "validate", "-c", str(config_path), "--disable-hot-restart"],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise ValueError(f"envoy rejected {config_path}:\n{result.stdout}{result.stderr}")
-
-
-class Gateway:
-    """Envoy serving `settings.gateway_port`, its config written to `<run_dir>/envoy.yaml`."""
-
-    def __init__(
-        self,
-        run_dir: Path,
-        supervisor: Supervisor,
-        settings: GatewaySettings | None = None,
-        descriptor_path: Path = DEFAULT_DESCRIPTOR,
-    ) -> None:
-        self.run_dir = run_dir
-        self.supervisor = supervisor
-        self.settings = settings or GatewaySettings()
-        self.descriptor_path = descriptor_path
-        self.config_path = run_dir / "envoy.yaml"
-        self.child: Child | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.gateway_port}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        self.stop()  # a restart after a crash replaces the dead child
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(render_envoy_config(self.descriptor_path, self.settings))
-        argv = [venv_binary("envoy"), "-c", str(self.config_path), "--log-level", "warn"]
-        # Hot restart would make a second Envoy on this machine (tests next to `make up`) fight over
-        # the shared-memory base id.
-        argv.append("--disable-hot-restart")
-        self.child = self.supervisor.spawn("envoy", argv)
-        self.wait_ready(timeout)
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Poll /healthz until Envoy answers 200; raise with its log tail if it dies or times out."""
-        assert self.child is not None
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=1.0) as client:
-            while True:
-                if not self.child.alive:
-                    raise RuntimeError(f"envoy exited ({self.child.returncode}):\n{self.child.log_tail()}")
-                try:
-                    if client.get(f"{self.url}/healthz").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"envoy not ready after {timeout}s:\n{self.child.log_tail()}")
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.child is not None:
-            self.child.stop()
-            self.child = None
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localplus_dev.gateway")
+    parser = argparse.ArgumentParser(prog="python -m localplus_gateway")
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser("render", help="print the Envoy config rendered from the environment")
     render.add_argument("--descriptor", type=Path, default=DEFAULT_DESCRIPTOR, help="descriptor set to read")
