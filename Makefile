@@ -15,7 +15,7 @@ RUN := $(UV) run --frozen --no-sync
 PG15_BIN := /usr/lib/postgresql/15/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help setup up test bench bench-tools gen lint migrate token system-postgres
+.PHONY: help setup up test bench bench-tools gen lint proto-baseline migrate token system-postgres
 
 help:
 	@echo "make up        run Postgres, the three services and the gateway on :8080 (Ctrl-C stops all)"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench     print throughput and latency figures"
 	@echo "make gen       generate Python stubs and the gateway descriptor from protos/"
 	@echo "make lint      buf lint and breaking, ruff, mypy"
+	@echo "make proto-baseline REF=<tag>  record the released protos that buf breaking compares with"
 	@echo "make migrate   apply sql/migrations to DATABASE_URL (default: the embedded database)"
 	@echo "make token     print a dev JWT, e.g. make token ARGS='--admin'"
 
@@ -41,13 +42,23 @@ setup: .venv/.synced gen/descriptor.pb
 gen: .venv/.synced
 	$(RUN) python devtools/gen_protos.py
 
-# buf breaking compares the protos with the main branch: fields and RPCs may be added, never broken.
+# buf breaking compares the protos with the last release's, recorded in $(BASELINE): fields and RPCs
+# may be added, never broken. Both sides are images of protos/localplus, the imports they need included
+# but not compared (an image input, because the two-module workspace cannot be compared with one image).
+BASELINE := protos/baseline/localplus-v1.txtpb
+REF ?= HEAD
+
 lint: setup
 	$(RUN) buf lint
-	$(RUN) buf breaking --against '.git#branch=main'
+	set -o pipefail; $(RUN) buf build --path protos/localplus -o -#format=binpb \
+	  | $(RUN) buf breaking -#format=binpb --against $(BASELINE) --exclude-imports
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy services gateway devtools tests bench
+
+# At a release: record its protos as the new baseline (text format, so the diff is reviewable) and commit it.
+proto-baseline: .venv/.synced
+	$(RUN) buf build '.git#ref=$(REF)' --path protos/localplus --exclude-source-info -o $(BASELINE)
 
 migrate: setup
 	$(RUN) python -m localplus_common.migrate

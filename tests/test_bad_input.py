@@ -19,12 +19,15 @@ import httpx
 import jwt
 import pytest
 from google.protobuf import timestamp_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from jwt.utils import base64url_encode
 
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
 from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
 from localplus_common.config import DEV_JWT_SECRET
+from localplus_common.requests import encode_page_token
 from localplus_dev.stack import Stack
 from localplus_dev.token import mint
 from tests.support import User, create_event, create_user, event_body
@@ -156,7 +159,48 @@ def event_without(name: str) -> dict[str, Any]:
 
 
 START = event_body()["starts_at"]
+# A page token's position in a list of ticket types or occurrences, and ways to spoil it.
+GOOD_POSITION = {"sort_order": 0, "created_at": START, "starts_at": START, "id": "00000000-0000-4000-8000-000000000001"}
+BAD_POSITIONS: dict[str, dict[str, Any]] = {
+    "id-not-a-uuid": {"id": "x"},
+    "id-a-number": {"id": 7},
+    "time-not-a-time": {"created_at": "soon", "starts_at": "soon"},
+    "time-a-number": {"created_at": 7, "starts_at": 7},
+    "time-without-offset": {"created_at": "2030-01-01T00:00:00", "starts_at": "2030-01-01T00:00:00"},
+    "time-beyond-year-9999": {"created_at": "9999-12-31T23:00:00-05:00", "starts_at": "9999-12-31T23:00:00-05:00"},
+    "sort-order-over-int32": {"sort_order": 2**31},
+    "sort-order-a-string": {"sort_order": "1"},
+}
 NOT_FOUND_ID = "00000000-0000-4000-8000-00000000dead"
+
+# A ticket type out of bounds: (case, fields that spoil a valid one, the field at fault).
+TICKET_TYPE_BOUNDS: list[tuple[str, dict[str, Any], str]] = [
+    ("negative-price", {"price_minor": "-100"}, "price_minor"),
+    ("price-over-limit", {"price_minor": "100000000001"}, "price_minor"),
+    ("blank-name", {"name": "   "}, "name"),
+    ("name-101-chars", {"name": "n" * 101}, "name"),
+    ("name-with-nul", {"name": "G\u0000A"}, "name"),
+    ("description-2001-chars", {"description": "d" * 2001}, "description"),
+    ("currency-with-digit", {"currency": "T1B"}, "currency"),
+    ("currency-four-letters", {"currency": "THBX"}, "currency"),
+    ("negative-inventory", {"inventory": -1}, "inventory"),
+    ("inventory-over-limit", {"inventory": 1_000_001}, "inventory"),
+    ("negative-min-per-order", {"min_per_order": -1}, "min_per_order"),
+    ("min-per-order-over-limit", {"min_per_order": 101}, "min_per_order"),
+    ("max-below-min-per-order", {"min_per_order": 5, "max_per_order": 4}, "max_per_order"),
+    ("max-per-order-over-limit", {"max_per_order": 101}, "max_per_order"),
+    (
+        "sales-end-before-start",
+        {"sales_starts_at": "2030-02-01T00:00:00Z", "sales_ends_at": "2030-01-01T00:00:00Z"},
+        "sales_ends_at",
+    ),
+    (
+        "sales-end-at-start",
+        {"sales_starts_at": "2030-01-01T00:00:00Z", "sales_ends_at": "2030-01-01T00:00:00Z"},
+        "sales_ends_at",
+    ),
+    ("bad-occurrence-id", {"occurrence_id": "first"}, "occurrence_id"),
+]
 
 CASES = [
     # Malformed and mistyped JSON: the transcoder answers before any service sees it.
@@ -506,13 +550,18 @@ CASES = [
         json={"name": "GA", "currency": "thb", "inventory": 5},
         field="ticket_type.currency",
     ),
-    Case(
-        "ticket-type-negative-price",
-        "POST",
-        "/api/events/{event_id}/ticket-types",
-        400,
-        "INVALID_ARGUMENT",
-        json={"name": "GA", "currency": "THB", "inventory": 5, "price_minor": "-100"},
+    # Every bound of a ticket type gets a 400 naming its field, before the table's CHECKs see it.
+    *(
+        Case(
+            f"ticket-type-{name}",
+            "POST",
+            "/api/events/{event_id}/ticket-types",
+            400,
+            "INVALID_ARGUMENT",
+            json={"name": "GA", "currency": "THB", "inventory": 5, **fields},
+            field=f"ticket_type.{field_at_fault}",
+        )
+        for name, fields, field_at_fault in TICKET_TYPE_BOUNDS
     ),
     Case(
         "ticket-type-price-word",
@@ -530,6 +579,63 @@ CASES = [
         "INVALID_ARGUMENT",
         json={"currency": "THB", "inventory": 5},
         field="ticket_type.name",
+    ),
+    # Pages of ticket types and occurrences (AIP-158).
+    *(
+        case
+        for path in ("/api/events/{event_id}/ticket-types", "/api/events/{event_id}/occurrences")
+        for kind in [path.rsplit("/", 1)[1]]
+        for case in (
+            Case(
+                f"{kind}-page-size-101",
+                "GET",
+                path,
+                400,
+                "INVALID_ARGUMENT",
+                params={"page_size": 101},
+                field="page_size",
+            ),
+            Case(
+                f"{kind}-page-size-negative",
+                "GET",
+                path,
+                400,
+                "INVALID_ARGUMENT",
+                params={"page_size": -1},
+                field="page_size",
+            ),
+            Case(
+                f"{kind}-page-token-garbage",
+                "GET",
+                path,
+                400,
+                "INVALID_ARGUMENT",
+                params={"page_token": "garbage!!"},
+                field="page_token",
+            ),
+            Case(
+                f"{kind}-page-token-wrong-shape",
+                "GET",
+                path,
+                400,
+                "INVALID_ARGUMENT",
+                params={"page_token": encode_page_token({"x": 1})},
+                field="page_token",
+            ),
+            *(
+                Case(
+                    f"{kind}-page-token-{name}",
+                    "GET",
+                    path,
+                    400,
+                    "INVALID_ARGUMENT",
+                    params={"page_token": encode_page_token({**GOOD_POSITION, **change})},
+                    field="page_token",
+                )
+                for name, change in BAD_POSITIONS.items()
+                if kind == "ticket-types" or "sort_order" not in change
+            ),
+        )
     ),
     Case(
         "occurrences-end-before-start",
@@ -784,6 +890,44 @@ async def test_grpc_big_and_odd_values(
     with pytest.raises(grpc.aio.AioRpcError) as nul_id:
         await stub.GetEvent(events_pb2.GetEventRequest(id="a\u0000b"))
     assert_grpc_error(nul_id.value, grpc.StatusCode.INVALID_ARGUMENT)
+    assert await footprint(db, user) == before
+
+
+def violated_fields(error: grpc.aio.AioRpcError) -> list[str]:
+    """The fields a google.rpc.BadRequest in the error's details names."""
+    status = rpc_status.from_call(cast(grpc.Call, error))
+    assert status is not None, error
+    fields = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            fields += [violation.field for violation in bad_request.field_violations]
+    return fields
+
+
+async def test_grpc_times_out_of_range_name_the_field(
+    gateway_channel: grpc.aio.Channel, db: asyncpg.Pool, user: User, owned_event: dict[str, Any]
+) -> None:
+    """Timestamps JSON cannot even express (past year 9999, negative nanos) are a 400 naming the field."""
+    before = await footprint(db, user)
+    ticketing = ticketing_pb2_grpc.TicketingServiceStub(gateway_channel)
+    recurrence = recurrence_pb2_grpc.RecurrenceServiceStub(gateway_channel)
+    for field_name, seconds, nanos in (("sales_starts_at", 10**12, 0), ("sales_ends_at", 0, -5)):
+        wanted = ticketing_pb2.TicketType(name="GA", currency="THB", inventory=5)
+        getattr(wanted, field_name).CopyFrom(timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos))
+        request = ticketing_pb2.CreateTicketTypeRequest(event_id=owned_event["id"], ticket_type=wanted)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await ticketing.CreateTicketType(request, metadata=user.metadata)
+        assert_grpc_error(refused.value, grpc.StatusCode.INVALID_ARGUMENT)
+        assert violated_fields(refused.value) == [f"ticket_type.{field_name}"]
+    listing = recurrence_pb2.ListOccurrencesRequest(
+        event_id=owned_event["id"], start=timestamp_pb2.Timestamp(seconds=-(10**12))
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await recurrence.ListOccurrences(listing, metadata=user.metadata)
+    assert_grpc_error(refused.value, grpc.StatusCode.INVALID_ARGUMENT)
+    assert violated_fields(refused.value) == ["start"]
     assert await footprint(db, user) == before
 
 

@@ -4,8 +4,10 @@ through it, the ticketing and recurrence routes, and health and reflection on ev
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import grpc
@@ -18,6 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
 from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
+from localplus_common.requests import encode_page_token
 from localplus_common.services import SERVICES, Service
 from localplus_dev.stack import Stack
 from tests.support import User, create_event, create_user, event_body, iso
@@ -300,6 +303,155 @@ async def test_ticket_types_of_a_draft_are_hidden_from_others(
     assert refused.status_code == 404, refused.text
 
 
+async def test_ticket_type_bounds_are_accepted_and_defaults_filled(api: httpx.AsyncClient, user: User) -> None:
+    """The validation refuses only what the table would: its limits themselves are fine."""
+    event = await create_event(api, user)
+    url = f"/api/events/{event['id']}/ticket-types"
+    base = {"name": "GA", "currency": "THB", "inventory": 5}
+    largest = {
+        "name": "n" * 100,
+        "description": "d" * 2000,
+        "price_minor": "100000000000",
+        "inventory": 1_000_000,
+        "min_per_order": 100,
+        "max_per_order": 100,
+    }
+    cases: list[tuple[dict[str, Any], dict[str, Any]]] = [
+        (largest, largest),
+        ({"price_minor": "0", "inventory": 0}, {"price_minor": "0", "inventory": 0, "available": 0}),
+        ({}, {"min_per_order": 1, "max_per_order": 10}),
+        ({"min_per_order": 20}, {"min_per_order": 20, "max_per_order": 20}),
+        ({"max_per_order": 1}, {"min_per_order": 1, "max_per_order": 1}),
+    ]
+    for fields, expected in cases:
+        created = await api.post(url, json={**base, **fields}, headers=user.headers)
+        assert created.status_code == 200, (fields, created.text)
+        assert expected.items() <= created.json().items(), created.json()
+
+
+async def test_ticket_type_output_only_fields_are_ignored(api: httpx.AsyncClient, user: User) -> None:
+    """AIP-203: what the server computes (and the id it assigns) cannot be set by a client."""
+    event, other = await create_event(api, user), await create_event(api, user)
+    given_id = "00000000-0000-4000-8000-00000000beef"
+    body = {
+        "name": "GA",
+        "currency": "THB",
+        "inventory": 8,
+        "id": given_id,
+        "event_id": other["id"],
+        "sold": 5,
+        "available": 1,
+    }
+    created = await api.post(f"/api/events/{event['id']}/ticket-types", json=body, headers=user.headers)
+    assert created.status_code == 200, created.text
+    ticket_type = created.json()
+    assert ticket_type["id"] != given_id
+    assert ticket_type["event_id"] == event["id"]
+    assert (ticket_type["sold"], ticket_type["available"]) == (0, 8)
+
+
+async def walk_pages(
+    api: httpx.AsyncClient,
+    url: str,
+    page_size: int,
+    headers: dict[str, str] | None = None,
+    after_first_page: Callable[[], Awaitable[None]] | None = None,
+) -> list[list[str]]:
+    """The ticket type ids of every page, following next_page_token to the end."""
+    pages: list[list[str]] = []
+    token = ""
+    while True:
+        response = await api.get(url, params={"page_size": page_size, "page_token": token}, headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        pages.append([ticket_type["id"] for ticket_type in body["ticket_types"]])
+        token = body["next_page_token"]
+        if not token:
+            return pages
+        assert len(pages) < 100, "paging does not end"
+        if after_first_page is not None and len(pages) == 1:
+            await after_first_page()
+
+
+async def test_ticket_type_pages_cover_each_once(api: httpx.AsyncClient, db: asyncpg.Pool, user: User) -> None:
+    """Keyset pages over (sort_order, created_at, id): every ticket type exactly once and in list order,
+    with ties on sort_order and on created_at, and with ticket types added between pages."""
+    event = await create_event(api, user, status="EVENT_STATUS_PUBLISHED")
+    url = f"/api/events/{event['id']}/ticket-types"
+
+    async def add(name: str, sort_order: int, hidden: bool = False) -> None:
+        body = {"name": name, "currency": "THB", "inventory": 5, "sort_order": sort_order, "hidden": hidden}
+        created = await api.post(url, json=body, headers=user.headers)
+        assert created.status_code == 200, created.text
+
+    for number, sort_order in enumerate([2, 1, 1, 3, 2, 1, 0]):
+        await add(f"Type {number}", sort_order)
+    await add("Staff", 1, hidden=True)
+    # Equal in sort_order and created_at: only the id orders these.
+    await db.execute(
+        """
+        insert into public.ticket_types (event_id, name, currency, inventory, sort_order, created_at)
+        select $1, 'Twin ' || n, 'THB', 5, 1, '2030-01-01T00:00:00Z' from generate_series(1, 3) n
+        """,
+        UUID(event["id"]),
+    )
+
+    async def in_list_order(*, hidden: bool) -> list[str]:
+        rows = await db.fetch(
+            """
+            select id from public.ticket_types where event_id = $1 and (not hidden or $2)
+            order by sort_order, created_at, id
+            """,
+            UUID(event["id"]),
+            hidden,
+        )
+        return [str(row["id"]) for row in rows]
+
+    everyone = await in_list_order(hidden=False)
+    anonymous = await walk_pages(api, url, 3)
+    assert [len(page) for page in anonymous] == [3, 3, 3, 1]
+    assert [item for page in anonymous for item in page] == everyone
+    editors = await in_list_order(hidden=True)
+    assert await walk_pages(api, url, 11, headers=user.headers) == [editors]  # one full page, no empty one after
+
+    async def add_before_and_after_the_position() -> None:
+        await add("Added first in the list", -1)
+        await add("Added last in the list", 99)
+
+    pages = await walk_pages(api, url, 2, headers=user.headers, after_first_page=add_before_and_after_the_position)
+    seen = [item for page in pages for item in page]
+    now = await in_list_order(hidden=True)
+    assert len(now) == len(editors) + 2
+    assert now[0] not in editors and now[-1] not in editors
+    assert seen == now[1:], "pages skipped or repeated a ticket type, or left the list order"
+
+
+async def test_ticket_type_page_sizes(api: httpx.AsyncClient, db: asyncpg.Pool, user: User) -> None:
+    event = await create_event(api, user, status="EVENT_STATUS_PUBLISHED")
+    url = f"/api/events/{event['id']}/ticket-types"
+    await db.execute(
+        """
+        insert into public.ticket_types (event_id, name, currency, inventory, sort_order)
+        select $1, 'Type ' || n, 'THB', 5, n from generate_series(1, 101) n
+        """,
+        UUID(event["id"]),
+    )
+
+    def names(response: httpx.Response) -> list[str]:
+        assert response.status_code == 200, response.text
+        return [ticket_type["name"] for ticket_type in response.json()["ticket_types"]]
+
+    first = await api.get(url)
+    assert names(first) == [f"Type {n}" for n in range(1, 21)]  # the default page size is 20
+    largest = await api.get(url, params={"page_size": 100})
+    assert names(largest) == [f"Type {n}" for n in range(1, 101)]
+    rest = await api.get(url, params={"page_size": 1, "page_token": largest.json()["next_page_token"]})
+    assert names(rest) == ["Type 101"]
+    assert rest.json()["next_page_token"] == ""  # the last page fills its size: no empty page after it
+    too_many = await api.get(url, params={"page_size": 101})
+    assert too_many.status_code == 400, too_many.text
+
+
 async def test_occurrences_of_a_one_off_event(api: httpx.AsyncClient, user: User) -> None:
     event = await create_event(api, user, status="EVENT_STATUS_PUBLISHED", capacity=30)
     url = f"/api/events/{event['id']}/occurrences"
@@ -334,6 +486,32 @@ async def test_occurrences_of_a_one_off_event(api: httpx.AsyncClient, user: User
     assert only_start.json()["occurrences"] == []
     only_end = await api.get(url, params={"end": iso(starts + hour)})
     assert len(only_end.json()["occurrences"]) == 1
+
+
+async def test_occurrence_pages(api: httpx.AsyncClient, user: User) -> None:
+    """One occurrence today, but paged like a series: a token resumes strictly after (starts_at, id)."""
+    event = await create_event(api, user, status="EVENT_STATUS_PUBLISHED")
+    url = f"/api/events/{event['id']}/occurrences"
+    for params in ({}, {"page_size": 1}):
+        page = await api.get(url, params=params)
+        assert page.status_code == 200, page.text
+        assert [o["id"] for o in page.json()["occurrences"]] == [event["id"]]
+        assert page.json()["next_page_token"] == ""
+
+    starts = parse_time(event["starts_at"])
+    lowest, highest = "00000000-0000-4000-8000-000000000000", "ffffffff-ffff-4fff-bfff-ffffffffffff"
+    positions = [
+        (starts - timedelta(microseconds=1), highest, 1),
+        (starts, lowest, 1),  # the same start: the id decides
+        (starts, event["id"], 0),  # the occurrence itself was the last one seen
+        (starts, highest, 0),
+        (starts + timedelta(microseconds=1), lowest, 0),
+    ]
+    for starts_at, last_id, expected in positions:
+        token = encode_page_token({"starts_at": iso(starts_at), "id": last_id})
+        page = await api.get(url, params={"page_size": 1, "page_token": token})
+        assert page.status_code == 200, page.text
+        assert len(page.json()["occurrences"]) == expected, (starts_at, last_id)
 
 
 async def test_occurrences_follow_event_visibility(api: httpx.AsyncClient, user: User, other_user: User) -> None:

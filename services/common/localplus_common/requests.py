@@ -62,15 +62,17 @@ def token_uuid(position: dict[str, Any], key: str) -> UUID:
         raise invalid_argument("page_token", "page_token is not valid") from None
 
 
-def timestamp_or_none(message: Any, field: str) -> datetime | None:
-    """A Timestamp field as an aware datetime, or None when the client left it unset."""
+def timestamp_or_none(message: Any, field: str, name: str = "") -> datetime | None:
+    """A Timestamp field as an aware datetime, or None when the client left it unset. `name` is
+    the field's path in the request for errors (default: `field`), e.g. `ticket_type.sales_ends_at`."""
     if not message.HasField(field):
         return None
     stamp: timestamp_pb2.Timestamp = getattr(message, field)
     try:
         return stamp.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
-        raise invalid_argument(field, f"{field} is out of range") from None
+        name = name or field
+        raise invalid_argument(name, f"{name} is out of range") from None
 
 
 def set_timestamp(message: Any, field: str, value: datetime | None) -> None:

@@ -1,0 +1,139 @@
+"""Ticket types of an event: list them a page at a time, create one. Each use case runs in one
+request transaction, so row-level security decides what the caller sees and may change."""
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from localplus_common.access import EDITOR, require_rank, signed_in, visible_event
+from localplus_common.db import Connection, Database
+from localplus_common.errors import ApiError, invalid_argument
+from localplus_common.paging import Keyset, Page, decode_keyset, int32_value, page_of, time_value, uuid_value
+
+# The list order, which page tokens hold the position in.
+KEYSET: Keyset = {"sort_order": int32_value, "created_at": time_value, "id": uuid_value}
+
+# The limits of public.ticket_types' CHECKs, checked here first to name the field at fault.
+MAX_NAME = 100
+MAX_DESCRIPTION = 2000
+MAX_PRICE_MINOR = 100_000_000_000
+MAX_INVENTORY = 1_000_000
+MAX_PER_ORDER = 100
+DEFAULT_MAX_PER_ORDER = 10
+CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+@dataclass(frozen=True)
+class NewTicketType:
+    """A ticket type to create; None where the client left a field to its default."""
+
+    name: str
+    description: str
+    price_minor: int
+    currency: str
+    inventory: int
+    min_per_order: int | None
+    max_per_order: int | None
+    sales_starts_at: datetime | None
+    sales_ends_at: datetime | None
+    hidden: bool
+    sort_order: int
+    occurrence_id: UUID | None
+
+
+async def list_ticket_types(db: Database, event_id: UUID, page_size: int, page_token: str) -> Page:
+    after = decode_keyset(page_token, KEYSET)
+
+    async def list_them(conn: Connection) -> list[asyncpg.Record]:
+        await visible_event(conn, event_id)
+        return await conn.fetch(
+            """
+            select * from public.ticket_types
+            where event_id = $1
+              and ($2::integer is null or (sort_order, created_at, id) > ($2, $3::timestamptz, $4::uuid))
+            order by sort_order, created_at, id
+            limit $5
+            """,
+            event_id,
+            *(after or (None, None, None)),
+            page_size + 1,
+        )
+
+    return page_of(await db.run(list_them, event_id=event_id), page_size, KEYSET)
+
+
+async def create_ticket_type(db: Database, event_id: UUID, new: NewTicketType) -> asyncpg.Record:
+    signed_in()
+    new = _checked(new)
+
+    async def create(conn: Connection) -> asyncpg.Record:
+        require_rank(await visible_event(conn, event_id), EDITOR, "add ticket types to")
+        row = await conn.fetchrow(
+            """
+            insert into public.ticket_types (event_id, occurrence_id, name, description, price_minor,
+              currency, inventory, min_per_order, max_per_order, sales_starts_at, sales_ends_at,
+              hidden, sort_order)
+            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            returning *
+            """,
+            event_id,
+            new.occurrence_id,
+            new.name,
+            new.description,
+            new.price_minor,
+            new.currency,
+            new.inventory,
+            new.min_per_order,
+            new.max_per_order,
+            new.sales_starts_at,
+            new.sales_ends_at,
+            new.hidden,
+            new.sort_order,
+        )
+        assert row is not None
+        return row
+
+    return await db.run(create, event_id=event_id)
+
+
+def _checked(new: NewTicketType) -> NewTicketType:
+    """`new` with its defaults filled in, or a 400 naming the first field out of bounds."""
+    if not new.name.strip():
+        raise _invalid("name", "name is required")
+    _check_text("name", new.name, MAX_NAME)
+    _check_text("description", new.description, MAX_DESCRIPTION)
+    _check_range("price_minor", new.price_minor, 0, MAX_PRICE_MINOR)
+    if not CURRENCY.fullmatch(new.currency):
+        raise _invalid("currency", "currency must be an ISO 4217 code such as THB")
+    _check_range("inventory", new.inventory, 0, MAX_INVENTORY)
+    min_per_order = 1 if new.min_per_order is None else new.min_per_order
+    _check_range("min_per_order", min_per_order, 1, MAX_PER_ORDER)
+    max_per_order = max(DEFAULT_MAX_PER_ORDER, min_per_order) if new.max_per_order is None else new.max_per_order
+    if not min_per_order <= max_per_order <= MAX_PER_ORDER:
+        raise _invalid(
+            "max_per_order", f"max_per_order must be between min_per_order ({min_per_order}) and {MAX_PER_ORDER}"
+        )
+    starts, ends = new.sales_starts_at, new.sales_ends_at
+    if starts is not None and ends is not None and ends <= starts:
+        raise _invalid("sales_ends_at", "sales_ends_at must be after sales_starts_at")
+    return dataclasses.replace(new, min_per_order=min_per_order, max_per_order=max_per_order)
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return invalid_argument(f"ticket_type.{field}", message)
+
+
+def _check_text(field: str, value: str, longest: int) -> None:
+    if len(value) > longest:
+        raise _invalid(field, f"{field} must be at most {longest:,} characters")
+    if "\x00" in value:
+        raise _invalid(field, f"{field} must not contain NUL characters")
+
+
+def _check_range(field: str, value: int, lowest: int, highest: int) -> None:
+    if not lowest <= value <= highest:
+        raise _invalid(field, f"{field} must be between {lowest:,} and {highest:,}")
