@@ -16,6 +16,7 @@ from localplus_common.migrate import migrate
 from localplus_dev.postgres import PostgresServer, free_port
 from localplus_dev.processes import Supervisor
 from localplus_dev.stack import Stack, StackConfig
+from tests.databases import Server, shape_like_supabase
 from tests.support import User, create_user
 
 
@@ -73,10 +74,8 @@ async def admin(db: asyncpg.Pool) -> User:
     return await create_user(db, admin=True)
 
 
-@pytest.fixture(scope="session")
-def system_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The machine's Postgres 15 (Supabase's major version), migrated, as a database URL."""
-    base = Path(tmp_path_factory.mktemp("pg15"))
+def _scratch_postgres(base: Path, name: str, superuser: str = "postgres") -> tuple[PostgresServer, Supervisor]:
+    """A throwaway cluster of the machine's Postgres 15 (Supabase's major version), started."""
     supervisor = Supervisor(base / "run")
     server = PostgresServer(
         base / "data",
@@ -84,11 +83,35 @@ def system_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         port=free_port(),
         flavour="system15",
         settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
-        name="postgres15",
+        name=name,
+        superuser=superuser,
     )
     server.start()
+    return server, supervisor
+
+
+@pytest.fixture(scope="session")
+def system_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's Postgres 15, bare (`postgres` is its superuser), migrated, as a database URL."""
+    server, supervisor = _scratch_postgres(Path(tmp_path_factory.mktemp("pg15")), "postgres15")
     asyncio.run(migrate(server.url))
     yield server.url
+    supervisor.stop_all()
+
+
+@pytest.fixture(scope="session")
+def supabase_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The machine's Postgres 15 shaped like a hosted Supabase project (tests/supabase/*.sql) and
+    migrated as `postgres`, the role migrations and the services use there."""
+    server, supervisor = _scratch_postgres(Path(tmp_path_factory.mktemp("supabase15")), "supabase15", "supabase_admin")
+    supabase = Server(server.url_for("postgres"), server.url, supabase=True)
+
+    async def shape_and_migrate() -> None:
+        await shape_like_supabase(supabase.admin_url)
+        await migrate(supabase.url)
+
+    asyncio.run(shape_and_migrate())
+    yield supabase
     supervisor.stop_all()
 
 
