@@ -16,7 +16,7 @@ from localplus_common.migrate import migrate
 from localplus_dev.postgres import PostgresServer, free_port
 from localplus_dev.processes import Supervisor
 from localplus_dev.stack import Stack, StackConfig
-from tests.databases import Server, shape_like_supabase
+from tests.databases import SERVERS, Server, shape_like_supabase
 from tests.support import User, create_user
 
 
@@ -115,10 +115,25 @@ def supabase_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
     supervisor.stop_all()
 
 
-@pytest.fixture(scope="session", params=["embedded", "system15"])
-def database_url(request: pytest.FixtureRequest, stack: Stack) -> str:
-    """Each migrated database the suite checks SQL-level behaviour on."""
-    if request.param == "embedded":
-        return stack.database_url
-    url: str = request.getfixturevalue("system_postgres")
-    return url
+def _server_named(request: pytest.FixtureRequest, name: str) -> Server:
+    if name == "embedded":
+        url: str = request.getfixturevalue("stack").database_url
+        return Server(url, url)
+    if name == "system15":
+        url = request.getfixturevalue("system_postgres")
+        return Server(url, url)
+    supabase: Server = request.getfixturevalue("supabase_postgres")
+    return supabase
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def server(request: pytest.FixtureRequest) -> Server:
+    """Each Postgres server the suite checks SQL-level behaviour on, its `postgres` database migrated."""
+    return _server_named(request, request.param)
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each migrated database the suite checks SQL-level behaviour on, as the role migrations use:
+    a superuser on a bare Postgres, `postgres` (BYPASSRLS, a member of the API roles) on Supabase."""
+    return _server_named(request, request.param).url

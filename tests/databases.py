@@ -7,8 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 SUPABASE_SQL = Path(__file__).parent / "supabase"
+# The `database_url` and `server` fixtures' parameters.
+BARE_SERVERS = ["embedded", "system15"]
+SERVERS = [*BARE_SERVERS, "supabase15"]
 
 
 def with_database(url: str, name: str) -> str:
@@ -50,3 +54,10 @@ async def shape_like_supabase(admin_url: str) -> None:
     on the `postgres` database."""
     await execute(admin_url, (SUPABASE_SQL / "cluster.sql").read_text())
     await execute(admin_url, (SUPABASE_SQL / "database.sql").read_text())
+
+
+def xfail_on_supabase(fixture: str, reason: str) -> pytest.MarkDecorator:
+    """Run on every server through `fixture` (`database_url` or `server`), expecting a failure on the
+    Supabase-shaped one: the migrations' fault, for whoever hardens them to fix and then unmark."""
+    xfail = pytest.mark.xfail(strict=True, reason=reason)
+    return pytest.mark.parametrize(fixture, [*BARE_SERVERS, pytest.param("supabase15", marks=xfail)], indirect=True)

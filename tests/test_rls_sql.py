@@ -5,7 +5,8 @@ Supabase's own REST (PostgREST) runs it: in a transaction, as role `anon` or `au
 `request.jwt.claims` set to the caller's token claims, and with the table privileges Supabase grants
 `anon` and `authenticated` by default (everything), so that only the policies stand between a caller
 and the rows. Every statement's transaction is rolled back, so the cells of one test stay independent;
-the arrangement is committed once per test by the superuser. Runs on every database the suite checks.
+the arrangement is committed once per test by the role migrations use (a superuser, or on the
+Supabase-shaped database `postgres`, which bypasses RLS). Runs on every database the suite checks.
 
 SQL cannot say 403 or 404: a caller either sees/changes rows or not. UPDATE and DELETE that the
 policies refuse affect 0 rows silently; an INSERT they refuse fails with insufficient_privilege (42501).
@@ -23,6 +24,7 @@ import asyncpg
 import pytest
 
 from localplus_common.db import Connection
+from tests.databases import xfail_on_supabase
 from tests.test_rbac_matrix import ACTORS, KINDS, Scene, arrange, clean_up
 
 SQL_ACTIONS: tuple[str, ...] = (
@@ -280,6 +282,11 @@ async def test_rls_matrix(sql_db: asyncpg.Pool, actor: str, kind: str) -> None:
     assert not wrong, "\n".join(wrong)
 
 
+@xfail_on_supabase(
+    "database_url",
+    "the migrations do not revoke what Supabase's default privileges grant: anon keeps every table privilege "
+    "on events, event_participants and event_permissions (its update of public.events did not raise 42501)",
+)
 async def test_anon_cannot_touch_the_tables_without_supabase_grants(sql_db: asyncpg.Pool) -> None:
     """With only the migration's own grants, `anon` may read events and is refused everything else outright."""
     scene = await arrange(sql_db, "anonymous", "public")
