@@ -16,6 +16,7 @@ from localplus_common.migrate import migrate
 from localplus_dev.postgres import PostgresServer, free_port
 from localplus_dev.processes import Supervisor
 from localplus_dev.stack import Stack, StackConfig
+from tests.databases import SERVERS, Server, shape_like_supabase
 from tests.support import User, create_user
 
 
@@ -73,10 +74,8 @@ async def admin(db: asyncpg.Pool) -> User:
     return await create_user(db, admin=True)
 
 
-@pytest.fixture(scope="session")
-def system_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The machine's Postgres 15 (Supabase's major version), migrated, as a database URL."""
-    base = Path(tmp_path_factory.mktemp("pg15"))
+def _scratch_postgres(base: Path, name: str, superuser: str = "postgres") -> tuple[PostgresServer, Supervisor]:
+    """A throwaway cluster of the machine's Postgres 15 (Supabase's major version), started."""
     supervisor = Supervisor(base / "run")
     server = PostgresServer(
         base / "data",
@@ -84,18 +83,57 @@ def system_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         port=free_port(),
         flavour="system15",
         settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
-        name="postgres15",
+        name=name,
+        superuser=superuser,
     )
     server.start()
+    return server, supervisor
+
+
+@pytest.fixture(scope="session")
+def system_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's Postgres 15, bare (`postgres` is its superuser), migrated, as a database URL."""
+    server, supervisor = _scratch_postgres(Path(tmp_path_factory.mktemp("pg15")), "postgres15")
     asyncio.run(migrate(server.url))
     yield server.url
     supervisor.stop_all()
 
 
-@pytest.fixture(scope="session", params=["embedded", "system15"])
-def database_url(request: pytest.FixtureRequest, stack: Stack) -> str:
-    """Each migrated database the suite checks SQL-level behaviour on."""
-    if request.param == "embedded":
-        return stack.database_url
-    url: str = request.getfixturevalue("system_postgres")
-    return url
+@pytest.fixture(scope="session")
+def supabase_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The machine's Postgres 15 shaped like a hosted Supabase project (tests/supabase/*.sql) and
+    migrated as `postgres`, the role migrations and the services use there."""
+    server, supervisor = _scratch_postgres(Path(tmp_path_factory.mktemp("supabase15")), "supabase15", "supabase_admin")
+    supabase = Server(server.url_for("postgres"), server.url, supabase=True)
+
+    async def shape_and_migrate() -> None:
+        await shape_like_supabase(supabase.admin_url)
+        await migrate(supabase.url)
+
+    asyncio.run(shape_and_migrate())
+    yield supabase
+    supervisor.stop_all()
+
+
+def _server_named(request: pytest.FixtureRequest, name: str) -> Server:
+    if name == "embedded":
+        url: str = request.getfixturevalue("stack").database_url
+        return Server(url, url)
+    if name == "system15":
+        url = request.getfixturevalue("system_postgres")
+        return Server(url, url)
+    supabase: Server = request.getfixturevalue("supabase_postgres")
+    return supabase
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def server(request: pytest.FixtureRequest) -> Server:
+    """Each Postgres server the suite checks SQL-level behaviour on, its `postgres` database migrated."""
+    return _server_named(request, request.param)
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each migrated database the suite checks SQL-level behaviour on, as the role migrations use:
+    a superuser on a bare Postgres, `postgres` (BYPASSRLS, a member of the API roles) on Supabase."""
+    return _server_named(request, request.param).url

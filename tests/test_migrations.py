@@ -1,5 +1,6 @@
-"""The migration runner and the migrations themselves (CONTRACT §1, §3), on the embedded Postgres and on the
-machine's Postgres 15, each test in a throwaway database created for it and dropped afterwards.
+"""The migration runner and the migrations themselves (CONTRACT §1, §3), on the embedded Postgres, the
+machine's Postgres 15 and the Supabase-shaped Postgres 15, each test in a throwaway database created for it
+(with the Supabase project's shape on the last) and dropped afterwards.
 
 - applying twice is a no-op, and re-running the files themselves changes neither schema nor data;
 - they apply on a Supabase-like database whose auth.users, businesses and partners already exist with
@@ -19,43 +20,20 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from localplus_common.migrate import MIGRATIONS_DIR, MigrationError, load_migrations, migrate
-from localplus_dev.stack import Stack
+from localplus_common.migrate import MIGRATIONS_DIR, REVISED, MigrationError, load_migrations, migrate
+from tests.databases import Server
 
 SCHEMAS = ["public", "auth", "localplus", "localplus_private"]
 ALL_VERSIONS = [m.version for m in load_migrations()]
 
 
-def with_database(url: str, name: str) -> str:
-    """The same server URL pointing at database `name`."""
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
-
-
-@pytest.fixture(params=["embedded", "system15"])
-def server_url(request: pytest.FixtureRequest, stack: Stack) -> str:
-    """A superuser URL on each Postgres server the suite runs on."""
-    if request.param == "embedded":
-        return stack.database_url
-    url: str = request.getfixturevalue("system_postgres")
-    return url
-
-
 @pytest.fixture
-async def fresh_db(server_url: str) -> AsyncIterator[str]:
-    """An empty database on that server (the cluster's roles already exist, as on Supabase), dropped after."""
+async def fresh_db(server: Server) -> AsyncIterator[str]:
+    """A new database on each server, empty but for a Supabase project's shape on supabase15 (the
+    cluster's roles already exist, as on Supabase), as the URL migrations use there; dropped after."""
     name = f"lp_migrations_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'create database "{name}"')
-    finally:
-        await admin.close()
-    yield with_database(server_url, name)
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-    finally:
-        await admin.close()
+    yield await server.create_database(name)
+    await server.drop_database(name)
 
 
 SCHEMA_SNAPSHOT = """
@@ -291,14 +269,16 @@ async def rank_as(conn: asyncpg.Connection, user_id: uuid.UUID, event_id: uuid.U
         return rank
 
 
-async def test_applies_on_an_existing_supabase_like_database(fresh_db: str) -> None:
+async def test_applies_on_an_existing_supabase_like_database(server: Server, fresh_db: str) -> None:
     conn = await asyncpg.connect(fresh_db)
     try:
-        await conn.execute(SUPABASE_LIKE)
+        if not server.supabase:  # there the database already has all of it, made as Supabase makes it
+            await conn.execute(SUPABASE_LIKE)
         await conn.execute(EXISTING_ROWS)
         data_before = await conn.fetchrow(EXISTING_DATA)
+        users_before = await conn.fetchval("select count(*) from auth.users")
         functions_query = (
-            "select p.proname, pg_get_functiondef(p.oid) from pg_proc p "
+            "select p.proname, p.proowner::regrole::text, pg_get_functiondef(p.oid) from pg_proc p "
             "where p.pronamespace = 'auth'::regnamespace order by 1"
         )
         auth_functions = await conn.fetch(functions_query)
@@ -320,7 +300,10 @@ async def test_applies_on_an_existing_supabase_like_database(fresh_db: str) -> N
         assert {"auth.users.phone", "auth.users.is_anonymous", "public.businesses.slug"} <= names
         assert {"public.businesses.owner_id", "public.partners.invited_by"} <= names
         assert await conn.fetch(functions_query) == auth_functions
-        assert all("supabase original" in row[1] for row in auth_functions)
+        if server.supabase:
+            assert {row[1] for row in auth_functions} == {"supabase_auth_admin"}
+        else:
+            assert all("supabase original" in row[2] for row in auth_functions)
 
         # And the engine works on top of them: RLS consults the existing partners rows.
         event_id = await create_business_event(conn, EDITOR_ID)
@@ -335,7 +318,7 @@ async def test_applies_on_an_existing_supabase_like_database(fresh_db: str) -> N
         # Deleting a business the old way still cascades through the new tables.
         await conn.execute("delete from public.businesses where id = $1", BUSINESS_ID)
         assert await conn.fetchval("select count(*) from public.events where id = $1", event_id) == 0
-        assert await conn.fetchval("select count(*) from auth.users") == 3
+        assert await conn.fetchval("select count(*) from auth.users") == users_before
     finally:
         await conn.close()
 
@@ -373,6 +356,24 @@ async def test_an_applied_migration_edited_afterwards_stops_the_runner(fresh_db:
     first.write_text(first.read_text().replace("insert into public.migration_probe values (2);\n", "") + "\n")
     with pytest.raises(MigrationError):
         await migrate(fresh_db, tmp_path)
+
+
+async def test_a_database_that_applied_a_revised_file_is_up_to_date(fresh_db: str) -> None:
+    """A file revised in place (REVISED) keeps databases that applied its earlier text working."""
+    assert await migrate(fresh_db) == ALL_VERSIONS
+    [(version, earlier)] = [(version, checksum) for version, checksums in REVISED.items() for checksum in checksums]
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        await conn.execute("update localplus.schema_migrations set checksum = $2 where version = $1", version, earlier)
+        schema = await schema_of(fresh_db)
+        assert await migrate(fresh_db) == []
+        current = next(m.checksum for m in load_migrations() if m.version == version)
+        assert await conn.fetchval("select checksum from localplus.schema_migrations where version = $1", version) == (
+            current
+        )
+        assert await schema_of(fresh_db) == schema
+    finally:
+        await conn.close()
 
 
 @pytest.mark.parametrize("runners", [2, 4])
@@ -418,7 +419,8 @@ async def test_a_failing_migration_rolls_back_completely(fresh_db: str, tmp_path
             "half_done_note",
         )
         assert column == 0
-        assert await conn.fetchval("select count(*) from auth.users") == 0
+        half_done_user = "select count(*) from auth.users where id = '55555555-5555-4555-8555-555555555555'"
+        assert await conn.fetchval(half_done_user) == 0
     finally:
         await conn.close()
 

@@ -5,7 +5,8 @@ Supabase's own REST (PostgREST) runs it: in a transaction, as role `anon` or `au
 `request.jwt.claims` set to the caller's token claims, and with the table privileges Supabase grants
 `anon` and `authenticated` by default (everything), so that only the policies stand between a caller
 and the rows. Every statement's transaction is rolled back, so the cells of one test stay independent;
-the arrangement is committed once per test by the superuser. Runs on every database the suite checks.
+the arrangement is committed once per test by the role migrations use (a superuser, or on the
+Supabase-shaped database `postgres`, which bypasses RLS). Runs on every database the suite checks.
 
 SQL cannot say 403 or 404: a caller either sees/changes rows or not. UPDATE and DELETE that the
 policies refuse affect 0 rows silently; an INSERT they refuse fails with insufficient_privilege (42501).

@@ -17,6 +17,10 @@ import asyncpg
 import httpx
 import pytest
 
+from localplus.events.v1 import events_pb2
+from localplus_common.auth import ANONYMOUS
+from localplus_common.db import Database
+from localplus_events.discovery import plan_search
 from tests.support import User, create_event, create_user, iso
 
 Json = dict[str, Any]
@@ -830,3 +834,38 @@ async def test_thai_trigram_search_on_every_database(database_url: str) -> None:
             await transaction.rollback()
     finally:
         await conn.close()
+
+
+async def test_the_search_statement_finds_typos_and_thai_on_every_database(database_url: str) -> None:
+    """The very statement the service runs for `q` (candidates from public.listed_event_candidates,
+    ranked by trigram word similarity), in an anonymous request's transaction."""
+    city = new_city()
+    jazz, pottery, concert = "Jazz Festival", "Pottery Workshop", "คอนเสิร์ตดนตรีแจ๊สริมแม่น้ำ"
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        for title in (jazz, pottery, concert, "ตลาดนัดวันอาทิตย์"):
+            await pool.execute(
+                "insert into public.events (title, starts_at, ends_at, timezone, status, city) values "
+                "($1, now() + interval '7 days', now() + interval '8 days', 'Asia/Bangkok', 'published', $2)",
+                title,
+                city,
+            )
+
+        async def search(q: str) -> list[str]:
+            plan = plan_search(events_pb2.ListEventsRequest(city=city, q=q))
+            rows = await Database(pool).run(lambda conn: conn.fetch(plan.query, *plan.params), ANONYMOUS)
+            return [row["title"] for row in rows]
+
+        cases = {
+            "jaz festval": [jazz],
+            "potery": [pottery],
+            "แจ๊ส": [concert],  # jazz, inside a run of Thai text
+            "คอนเสิด": [concert],  # a misspelt "concert"
+            "xylophone": [],
+            "jazz pottery": [],
+        }
+        assert {q: await search(q) for q in cases} == cases
+    finally:
+        await pool.execute("delete from public.events where city = $1", city)
+        await pool.close()

@@ -94,7 +94,8 @@ class PostgresServer:
     """One Postgres cluster in `data_dir`, listening on 127.0.0.1:`port`, supervised by `supervisor`.
 
     The data directory is initialised on first start and reused afterwards. `settings` are extra
-    `-c name=value` server settings (tests pass fsync=off and friends for speed).
+    `-c name=value` server settings (tests pass fsync=off and friends for speed). `superuser` names
+    the role initdb creates (Supabase's is `supabase_admin`); it has the dev password.
     """
 
     def __init__(
@@ -106,6 +107,7 @@ class PostgresServer:
         flavour: Flavour = "embedded",
         settings: Mapping[str, str] | None = None,
         name: str = "postgres",
+        superuser: str = "postgres",
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.supervisor = supervisor
@@ -113,13 +115,18 @@ class PostgresServer:
         self.flavour = flavour
         self.settings = {"max_connections": "200", **(settings or {})}
         self.name = name
+        self.superuser = superuser
         self.bin = bin_dir(flavour)
         self.child: Child | None = None
         self._tmp_socket_dir: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres:{PASSWORD}@127.0.0.1:{self.port}/postgres"
+        return self.url_for(self.superuser)
+
+    def url_for(self, user: str) -> str:
+        """The `postgres` database as `user`, with the dev password."""
+        return f"postgresql://{user}:{PASSWORD}@127.0.0.1:{self.port}/postgres"
 
     def start(self, timeout: float = 30.0) -> None:
         """Initialise the cluster if needed, start the server and wait until it accepts connections."""
@@ -166,7 +173,7 @@ class PostgresServer:
             argv = [
                 str(self.bin / "initdb"),
                 "-D", str(self.data_dir),
-                "-U", "postgres",
+                "-U", self.superuser,
                 f"--pwfile={pwfile.name}",
                 "--auth-local=trust",
                 "--auth-host=scram-sha-256",

@@ -26,15 +26,24 @@ begin
 end
 $$;
 
-create schema if not exists auth;
-grant usage on schema auth to anon, authenticated, service_role;
-
-create table if not exists auth.users (
-  id uuid primary key,
-  email text,
-  raw_app_meta_data jsonb default '{}'::jsonb,
-  created_at timestamptz default now()
-);
+-- Guarded rather than `if not exists`: on Supabase, `postgres` may not create in `auth` (since April
+-- 2025), and `create ... if not exists` checks that right before looking.
+do $$
+begin
+  if to_regnamespace('auth') is null then
+    create schema auth;
+    grant usage on schema auth to anon, authenticated, service_role;
+  end if;
+  if to_regclass('auth.users') is null then
+    create table auth.users (
+      id uuid primary key,
+      email text,
+      raw_app_meta_data jsonb default '{}'::jsonb,
+      created_at timestamptz default now()
+    );
+  end if;
+end
+$$;
 
 do $$
 begin
