@@ -124,8 +124,9 @@ DEV_TOKEN = mint(uuid.uuid4(), DEV_JWT_SECRET)
 def test_service_starts_outside_dev_mode_with_its_settings(stack: Stack, keys: dict[str, str], tmp_path: Path) -> None:
     """A JWKS instead of a secret is enough; either way a token signed with the dev secret is refused."""
     with running_events({"DATABASE_URL": stack.database_url, **keys}, tmp_path) as channel:
-        with pytest.raises(grpc.RpcError):
+        with pytest.raises(grpc.RpcError) as refused:
             list_my_events(channel, DEV_TOKEN)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         if "SUPABASE_JWT_SECRET" in keys:
             list_my_events(channel, mint(uuid.uuid4(), OTHER_SECRET))
 

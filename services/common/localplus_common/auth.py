@@ -83,6 +83,8 @@ class TokenVerifier:
             algorithm = header.get("alg")
             key: Any
             if algorithm == "HS256":
+                if not self._secret:  # a service configured with SUPABASE_JWKS only
+                    raise unauthenticated("HS256 tokens are not accepted here")
                 key = self._secret
             elif algorithm in ASYMMETRIC_ALGORITHMS:
                 key = self._asymmetric_key(token, header)
