@@ -9,23 +9,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
-from localplus.events.v1 import events_pb2
 from localplus_common.access import signed_in, visible_event
 from localplus_common.db import Connection, Database
 from localplus_common.errors import invalid_argument
-from localplus_common.requests import (
+from localplus_common.paging import (
+    Page,
+    PageRequest,
     decode_page_token,
     encode_page_token,
-    page_size,
-    parse_uuid,
-    timestamp_or_none,
+    time_keyset,
+    time_page,
     token_datetime,
     token_uuid,
 )
-from localplus_events.access import time_keyset, time_page_token
 
 ORDERS = ("relevance", "starts_at", "distance", "popularity")
 # Lower than pg_trgm's default 0.6 so one typo per word still matches ("festval" ~ "festival" is 0.55).
@@ -40,24 +40,40 @@ MAX_SORT_KEY = Decimal(2**31)
 
 
 @dataclass(frozen=True)
+class SearchQuery:
+    """A search as the client asked for it; empty strings, None and 0 mean "not given"."""
+
+    page: PageRequest
+    q: str = ""
+    city: str = ""
+    category: str = ""
+    tags: tuple[str, ...] = ()
+    business_id: UUID | None = None
+    starts_after: datetime | None = None
+    starts_before: datetime | None = None
+    # (latitude, longitude)
+    near: tuple[float, float] | None = None
+    radius_km: float = 0.0
+    free_only: bool = False
+    order_by: str = ""
+
+
+@dataclass(frozen=True)
 class Near:
     latitude: float
     longitude: float
     radius_km: float
 
 
-def _near(request: events_pb2.ListEventsRequest) -> Near | None:
-    if not request.near:
-        if request.radius_km:
+def _near(query: SearchQuery) -> Near | None:
+    if query.near is None:
+        if query.radius_km:
             raise invalid_argument("radius_km", "radius_km needs near=lat,lng")
         return None
-    try:
-        latitude, longitude = (float(part) for part in request.near.split(","))
-    except ValueError:
-        raise invalid_argument("near", "near must be 'lat,lng', e.g. 13.7563,100.5018") from None
+    latitude, longitude = query.near
     if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
         raise invalid_argument("near", "near is not a point on Earth")
-    radius = request.radius_km or DEFAULT_RADIUS_KM
+    radius = query.radius_km or DEFAULT_RADIUS_KM
     if not 0 < radius <= MAX_RADIUS_KM:
         raise invalid_argument("radius_km", f"radius_km must be between 0 and {MAX_RADIUS_KM:.0f}")
     return Near(latitude, longitude, radius)
@@ -103,27 +119,26 @@ class SearchPlan:
     order: str
 
 
-async def search(db: Database, request: events_pb2.ListEventsRequest) -> tuple[list[asyncpg.Record], str]:
-    plan = plan_search(request)
-
+async def search(db: Database, query: SearchQuery) -> Page[asyncpg.Record]:
+    """Published public events matching `query`, one page of them."""
+    plan = plan_search(query)
     rows = await db.run(lambda conn: conn.fetch(plan.query, *plan.params))
-    return rows, _search_page_token(rows, plan.limit, plan.order)
+    return Page(rows, _search_page_token(rows, plan.limit, plan.order))
 
 
-def plan_search(request: events_pb2.ListEventsRequest) -> SearchPlan:
-    """Check a search request and turn it into SQL (values bound as parameters)."""
-    limit = page_size(request.page_size)
-    words = _query_words(request.q)
-    near = _near(request)
-    order = request.order_by or ("relevance" if words else "starts_at")
+def plan_search(query: SearchQuery) -> SearchPlan:
+    """Check a search and turn it into SQL (values bound as parameters)."""
+    limit = query.page.size
+    words = _query_words(query.q)
+    near = _near(query)
+    order = query.order_by or ("relevance" if words else "starts_at")
     if order not in ORDERS:
         raise invalid_argument("order_by", f"order_by must be one of {', '.join(ORDERS)}")
     if order == "relevance" and not words:
         raise invalid_argument("order_by", "order_by=relevance needs q")
     if order == "distance" and near is None:
         raise invalid_argument("order_by", "order_by=distance needs near=lat,lng")
-    starts_after = timestamp_or_none(request, "starts_after")
-    starts_before = timestamp_or_none(request, "starts_before")
+    starts_after, starts_before = query.starts_after, query.starts_before
     if starts_after and starts_before and starts_before <= starts_after:
         raise invalid_argument("starts_before", "starts_before must be after starts_after")
 
@@ -136,15 +151,15 @@ def plan_search(request: events_pb2.ListEventsRequest) -> SearchPlan:
         sql.where(f"e.starts_at >= {sql.param(starts_after)}")
     if starts_before is not None:
         sql.where(f"e.starts_at < {sql.param(starts_before)}")
-    if request.city:
-        sql.where(f"e.city = {sql.param(request.city.lower())}")
-    if request.category:
-        sql.where(f"e.category = {sql.param(request.category)}")
-    if request.tags:
-        sql.where(f"e.tags @> {sql.param(list(request.tags))}::text[]")
-    if request.business_id:
-        sql.where(f"e.business_id = {sql.param(parse_uuid('business_id', request.business_id))}")
-    if request.free_only:
+    if query.city:
+        sql.where(f"e.city = {sql.param(query.city.lower())}")
+    if query.category:
+        sql.where(f"e.category = {sql.param(query.category)}")
+    if query.tags:
+        sql.where(f"e.tags @> {sql.param(list(query.tags))}::text[]")
+    if query.business_id is not None:
+        sql.where(f"e.business_id = {sql.param(query.business_id)}")
+    if query.free_only:
         sql.where("not exists (select 1 from public.ticket_types t where t.event_id = e.id and t.price_minor > 0)")
     score = "0"
     if words:
@@ -185,18 +200,18 @@ def plan_search(request: events_pb2.ListEventsRequest) -> SearchPlan:
         "starts_at": ("", "e.starts_at, e.id"),
         "distance": (distance, f"{distance}, e.id"),
     }[order]
-    position = _search_position(request.page_token, order)
+    position = _search_position(query.page.token, order)
     if position is not None:
         _add_keyset(sql, order, sort_key, position)
 
     # Every event has its counters row (created with it).
     counters = "join public.event_counters c on c.event_id = e.id" if by_popularity else ""
-    query = (
+    statement = (
         f"select e.*, {score} as score, {distance} as distance_km, {popularity} as popularity "
         f"from public.events e {counters} "
         f"where {' and '.join(sql.conditions)} order by {order_sql} limit {sql.param(limit)}"
     )
-    return SearchPlan(query, sql.params, limit, order)
+    return SearchPlan(statement, sql.params, limit, order)
 
 
 def _add_keyset(sql: _Sql, order: str, sort_key: str, position: dict[str, Any]) -> None:
@@ -244,13 +259,13 @@ def _search_page_token(rows: list[asyncpg.Record], limit: int, order: str) -> st
 # Saves and "my events"
 
 
-async def save(db: Database, raw_event_id: str) -> dict[str, Any]:
+async def save(db: Database, event_id: UUID) -> dict[str, Any]:
+    """Save an event for the caller; the event's row plus `saved_at`. Saving twice keeps the first save
+    (and its place in the list)."""
     identity = signed_in()
-    event_id = parse_uuid("event_id", raw_event_id)
 
     async def run(conn: Connection) -> dict[str, Any]:
         event = await visible_event(conn, event_id)
-        # Saving twice keeps the first save (and its place in the list).
         saved_at: datetime = await conn.fetchval(
             """
             with saved as (
@@ -271,9 +286,8 @@ async def save(db: Database, raw_event_id: str) -> dict[str, Any]:
     return await db.run(run)
 
 
-async def unsave(db: Database, raw_event_id: str) -> None:
+async def unsave(db: Database, event_id: UUID) -> None:
     identity = signed_in()
-    event_id = parse_uuid("event_id", raw_event_id)
     await db.run(
         lambda conn: conn.execute(
             "delete from public.event_saves where user_id = $1 and event_id = $2", identity.user_id, event_id
@@ -281,10 +295,10 @@ async def unsave(db: Database, raw_event_id: str) -> None:
     )
 
 
-async def saved_events(db: Database, request: events_pb2.ListSavedEventsRequest) -> tuple[list[asyncpg.Record], str]:
+async def saved_events(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
+    """The caller's saved events (rows with `saved_at`), most recently saved first."""
     identity = signed_in()
-    limit = page_size(request.page_size)
-    after = time_keyset(request.page_token, "saved_at", "id")
+    after = time_keyset(page.token, "saved_at", "id")
     rows = await db.run(
         lambda conn: conn.fetch(
             """
@@ -295,17 +309,17 @@ async def saved_events(db: Database, request: events_pb2.ListSavedEventsRequest)
              limit $2
             """,
             identity.user_id,
-            limit,
+            page.size,
             *(after or (None, None)),
         )
     )
-    return rows, time_page_token(rows, limit, "saved_at", "id")
+    return time_page(rows, page.size, "saved_at", "id")
 
 
-async def my_events(db: Database, request: events_pb2.ListMyEventsRequest) -> tuple[list[asyncpg.Record], str]:
+async def my_events(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
+    """The caller's registrations joined with their events, soonest event first."""
     identity = signed_in()
-    limit = page_size(request.page_size)
-    after = time_keyset(request.page_token, "starts_at", "id")
+    after = time_keyset(page.token, "starts_at", "id")
     rows = await db.run(
         lambda conn: conn.fetch(
             """
@@ -317,8 +331,8 @@ async def my_events(db: Database, request: events_pb2.ListMyEventsRequest) -> tu
              limit $2
             """,
             identity.user_id,
-            limit,
+            page.size,
             *(after or (None, None)),
         )
     )
-    return rows, time_page_token(rows, limit, "starts_at", "id")
+    return time_page(rows, page.size, "starts_at", "id")

@@ -86,6 +86,13 @@ def validate_event(event: dict[str, Any]) -> None:
         raise invalid_argument("registration_closes_at", "registration must close after it opens")
 
 
+# Enum value names in the API are these prefixes plus the database value in capitals.
+STATUS_PREFIX = "EVENT_STATUS_"
+VISIBILITY_PREFIX = "EVENT_VISIBILITY_"
+PARTICIPANT_PREFIX = "PARTICIPANT_STATUS_"
+ROLE_PREFIX = "EVENT_ROLE_"
+
+
 def enum_to_db(prefix: str, name: str) -> str:
     """`EVENT_STATUS_PUBLISHED` -> `published`."""
     return name.removeprefix(prefix).lower()
@@ -93,3 +100,8 @@ def enum_to_db(prefix: str, name: str) -> str:
 
 def db_to_enum(prefix: str, value: str) -> str:
     return prefix + value.upper()
+
+
+def status_name(status: str) -> str:
+    """An event status as clients know it, for messages: `published` -> `EVENT_STATUS_PUBLISHED`."""
+    return db_to_enum(STATUS_PREFIX, status)

@@ -1,6 +1,8 @@
-"""SQL for events, participants and permissions. Every query runs inside the request
-transaction opened by `Database.run`, so row-level security applies to all of them."""
+"""SQL for events, participants and permissions, and every call of a database function that
+decides who may do what. Every query runs inside the request transaction opened by
+`Database.run`, so row-level security applies to all of them."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -45,6 +47,21 @@ async def delete_event(conn: Connection, event_id: UUID, version: int) -> bool:
     return bool(deleted)
 
 
+async def is_business_partner(conn: Connection, business_id: UUID, roles: Sequence[str]) -> bool:
+    """Whether the caller is a partner of the business in one of `roles`."""
+    return bool(await conn.fetchval("select public.is_business_partner($1, $2::text[])", business_id, list(roles)))
+
+
+async def accepts_registrations(conn: Connection, event_id: UUID) -> bool:
+    """Whether the event's registration window is open now."""
+    return bool(await conn.fetchval("select public.event_accepts_registrations($1)", event_id))
+
+
+async def registrations_per_day(conn: Connection, event_id: UUID) -> list[asyncpg.Record]:
+    """(day, registrations) rows, days in the event's time zone."""
+    return await conn.fetch("select * from public.event_registrations_per_day($1)", event_id)
+
+
 async def register(
     conn: Connection, event_id: UUID, user_id: UUID, status: str, guest_count: int
 ) -> asyncpg.Record | None:
@@ -69,6 +86,7 @@ async def register(
 
 
 async def get_participant(conn: Connection, event_id: UUID, user_id: UUID) -> asyncpg.Record | None:
+    # Row-level security hides other people's registrations from all but editors.
     return await conn.fetchrow(
         "select * from public.event_participants where event_id = $1 and user_id = $2", event_id, user_id
     )
