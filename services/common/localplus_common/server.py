@@ -4,7 +4,7 @@ health and reflection, graceful shutdown."""
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -23,7 +23,9 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
-    """Identify the caller once per call and map every failure to a deliberate status."""
+    """Identify the caller once per call and map every failure to a deliberate status, for unary and
+    streaming methods alike (streaming handlers are async generators and read their requests by
+    iterating, not with `context.read()`)."""
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
@@ -39,42 +41,96 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         if method in self._guarded:
             return self._guarded[method]
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or method.startswith("/grpc."):
+        if handler is None or method.startswith("/grpc."):
             return handler
         self._guarded[method] = self._guard(method, handler)
         return self._guarded[method]
 
     def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        behavior = handler.unary_unary
+        # Requests are decoded here rather than by grpc, so a malformed message is a clear
+        # INVALID_ARGUMENT instead of UNKNOWN with a Python class name in it.
         deserialize = handler.request_deserializer
-        verifier = self._verifier
 
-        async def guarded(raw_request: bytes, context: grpc.aio.ServicerContext) -> Any:
+        def decode(raw_request: bytes) -> Any:
             try:
-                # Decoded here rather than by grpc, so a malformed message is a clear
-                # INVALID_ARGUMENT instead of UNKNOWN with a Python class name in it.
-                try:
-                    request = deserialize(raw_request)
-                except (DecodeError, ValueError):
-                    raise invalid_argument("", "the request message could not be decoded") from None
-                identity = verifier.identify(bearer_from_metadata(context.invocation_metadata()))
-                current_identity.set(identity)
-                return await behavior(request, context)
-            except ApiError as error:
-                failure = error
-            except asyncpg.PostgresError as error:
-                failure = from_database_error(error)
-            except (TimeoutError, OSError, asyncpg.InterfaceError):
-                log.exception("database unreachable in %s", method)
-                failure = UNAVAILABLE
-            except Exception:
-                log.exception("unexpected error in %s", method)
-                failure = ApiError(grpc.StatusCode.INTERNAL, "internal error")
-            await context.abort_with_status(failure.to_status())
+                return deserialize(raw_request)
+            except (DecodeError, ValueError):
+                raise invalid_argument("", "the request message could not be decoded") from None
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded, request_deserializer=None, response_serializer=handler.response_serializer
-        )
+        async def decoded(raw_requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+            async for raw_request in raw_requests:
+                yield decode(raw_request)
+
+        serialize = handler.response_serializer
+        if handler.unary_unary is not None:
+            unary_unary = handler.unary_unary
+
+            async def guarded_unary_unary(raw_request: bytes, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    self._identify(context)
+                    return await unary_unary(decode(raw_request), context)
+                except Exception as error:
+                    await _abort(context, method, error)
+
+            return grpc.unary_unary_rpc_method_handler(guarded_unary_unary, response_serializer=serialize)
+        if handler.unary_stream is not None:
+            unary_stream = handler.unary_stream
+
+            async def guarded_unary_stream(raw_request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                try:
+                    self._identify(context)
+                    async for response in unary_stream(decode(raw_request), context):
+                        yield response
+                except Exception as error:
+                    await _abort(context, method, error)
+
+            return grpc.unary_stream_rpc_method_handler(guarded_unary_stream, response_serializer=serialize)
+        if handler.stream_unary is not None:
+            stream_unary = handler.stream_unary
+
+            async def guarded_stream_unary(
+                raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+            ) -> Any:
+                try:
+                    self._identify(context)
+                    return await stream_unary(decoded(raw_requests), context)
+                except Exception as error:
+                    await _abort(context, method, error)
+
+            return grpc.stream_unary_rpc_method_handler(guarded_stream_unary, response_serializer=serialize)
+        stream_stream = handler.stream_stream
+
+        async def guarded_stream_stream(
+            raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            try:
+                self._identify(context)
+                async for response in stream_stream(decoded(raw_requests), context):
+                    yield response
+            except Exception as error:
+                await _abort(context, method, error)
+
+        return grpc.stream_stream_rpc_method_handler(guarded_stream_stream, response_serializer=serialize)
+
+    def _identify(self, context: grpc.aio.ServicerContext) -> None:
+        current_identity.set(self._verifier.identify(bearer_from_metadata(context.invocation_metadata())))
+
+
+async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exception) -> None:
+    """End the call with the status `error` deserves."""
+    if isinstance(error, grpc.aio.AbortError):
+        raise error  # the handler ended the call itself
+    if isinstance(error, ApiError):
+        failure = error
+    elif isinstance(error, asyncpg.PostgresError):
+        failure = from_database_error(error)
+    elif isinstance(error, TimeoutError | OSError | asyncpg.InterfaceError):
+        log.error("database unreachable in %s", method, exc_info=error)
+        failure = UNAVAILABLE
+    else:
+        log.error("unexpected error in %s", method, exc_info=error)
+        failure = ApiError(grpc.StatusCode.INTERNAL, "internal error")
+    await context.abort_with_status(failure.to_status())
 
 
 Register = Callable[[grpc.aio.Server, Database, Settings], None]
