@@ -23,6 +23,13 @@ def optional_uuid(field: str, value: str) -> UUID | None:
     return parse_uuid(field, value) if value else None
 
 
+def text(field: str, value: str) -> str:
+    """A text field as given. Postgres cannot store NUL characters: refused here, naming the field."""
+    if "\x00" in value:
+        raise invalid_argument(field, f"{field} may not contain NUL characters")
+    return value
+
+
 def timestamp_or_none(message: Any, field: str) -> datetime | None:
     """A Timestamp field as an aware datetime, or None when the client left it unset."""
     if not message.HasField(field):

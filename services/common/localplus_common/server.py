@@ -3,7 +3,9 @@ health and reflection, graceful shutdown."""
 
 import asyncio
 import logging
+import re
 import signal
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,7 +18,14 @@ from grpc_reflection.v1alpha import reflection
 from localplus_common.auth import TokenVerifier, bearer_from_metadata
 from localplus_common.config import Settings
 from localplus_common.db import Database, create_pool, current_identity
-from localplus_common.errors import UNAVAILABLE, ApiError, from_database_error, invalid_argument
+from localplus_common.errors import (
+    INTERNAL,
+    REQUEST_ID_KEY,
+    UNAVAILABLE,
+    ApiError,
+    from_database_error,
+    invalid_argument,
+)
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -116,21 +125,47 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         current_identity.set(self._verifier.identify(bearer_from_metadata(context.invocation_metadata())))
 
 
+# What we accept as a caller's request id (Envoy sends a UUID); anything else is replaced, as it goes
+# into the log.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_of(context: grpc.aio.ServicerContext) -> str:
+    """The caller's x-request-id (Envoy sets one on every request), or a new one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and REQUEST_ID.match(value):
+            return value
+    return str(uuid.uuid4())
+
+
 async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exception) -> None:
-    """End the call with the status `error` deserves."""
+    """End the call with the status `error` deserves; the log keeps the detail under the request id
+    the client gets back. Only read on failure, so successful calls pay nothing for it."""
     if isinstance(error, grpc.aio.AbortError):
         raise error  # the handler ended the call itself
+    request_id = request_id_of(context)
     if isinstance(error, ApiError):
         failure = error
     elif isinstance(error, asyncpg.PostgresError):
         failure = from_database_error(error)
+        log.log(
+            logging.ERROR if failure is INTERNAL else logging.WARNING,
+            "request_id=%s %s: database refused: sqlstate %s, table %s, column %s, constraint %s: %s",
+            request_id,
+            method,
+            error.sqlstate,
+            getattr(error, "table_name", None),
+            getattr(error, "column_name", None),
+            getattr(error, "constraint_name", None),
+            error.message,
+        )
     elif isinstance(error, TimeoutError | OSError | asyncpg.InterfaceError):
-        log.error("database unreachable in %s", method, exc_info=error)
+        log.error("request_id=%s %s: database unreachable", request_id, method, exc_info=error)
         failure = UNAVAILABLE
     else:
-        log.error("unexpected error in %s", method, exc_info=error)
-        failure = ApiError(grpc.StatusCode.INTERNAL, "internal error")
-    await context.abort_with_status(failure.to_status())
+        log.error("request_id=%s %s: unexpected error", request_id, method, exc_info=error)
+        failure = INTERNAL
+    await context.abort(failure.code, failure.message, failure.trailing_metadata(request_id))
 
 
 Register = Callable[[grpc.aio.Server, Database, Settings], None]

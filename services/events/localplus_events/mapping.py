@@ -9,7 +9,7 @@ import asyncpg
 from localplus.events.v1 import events_pb2
 from localplus_common.errors import invalid_argument
 from localplus_common.paging import Page, PageRequest, page_request
-from localplus_common.requests import optional_uuid, parse_uuid, set_timestamp, timestamp_or_none
+from localplus_common.requests import optional_uuid, parse_uuid, set_timestamp, text, timestamp_or_none
 from localplus_events.discovery import SearchQuery
 from localplus_events.domain import (
     EDITABLE_FIELDS,
@@ -76,9 +76,9 @@ def event_values(event: events_pb2.Event, fields: list[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in fields:
         if name == "city":
-            values[name] = event.city.strip().lower() or None
+            values[name] = text(name, event.city).strip().lower() or None
         elif name in TEXT_FIELDS:
-            values[name] = getattr(event, name)
+            values[name] = text(name, getattr(event, name))
         elif name in TIMESTAMP_FIELDS:
             values[name] = timestamp_or_none(event, name)
         elif name in OPTIONAL_NUMBERS:
@@ -87,7 +87,7 @@ def event_values(event: events_pb2.Event, fields: list[str]) -> dict[str, Any]:
             has_business = event.HasField("business_id") and event.business_id
             values[name] = parse_uuid("business_id", event.business_id) if has_business else None
         elif name == "tags":
-            values[name] = list(event.tags)
+            values[name] = [text(name, tag) for tag in event.tags]
         elif name == "visibility":
             values[name] = _enum_value(event, name, events_pb2.EventVisibility, VISIBILITY_PREFIX)
         elif name == "status":
