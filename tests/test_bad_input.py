@@ -392,6 +392,117 @@ CASES = [
         json={"description": "d" * 500_000},
         field="description",
     ),
+    # Time zones that are not names at all: a clear 400, never the file system's error (once a 503).
+    Case(
+        "timezone-10000-chars",
+        "POST",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        json=event_with(timezone="A" * 10_000),
+        field="timezone",
+    ),
+    Case(
+        "timezone-a-directory",
+        "POST",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        json=event_with(timezone="America"),
+        field="timezone",
+    ),
+    Case(
+        "timezone-long-patch",
+        "PATCH",
+        "/api/events/{event_id}",
+        400,
+        "INVALID_ARGUMENT",
+        json={"timezone": "Asia/" + "B" * 5_000},
+        field="timezone",
+    ),
+    # Timestamps outside 1900-01-01..2200-01-01, wherever the API takes one (asyncpg stores year 1 and
+    # 9999-12-31 as -infinity and infinity).
+    Case(
+        "starts-at-year-1",
+        "POST",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        json=event_with(starts_at="0001-01-01T00:00:00Z"),
+        field="starts_at",
+    ),
+    Case(
+        "starts-at-1899",
+        "POST",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        json=event_with(starts_at="1899-12-31T23:59:59Z"),
+        field="starts_at",
+    ),
+    Case(
+        "ends-at-9999",
+        "POST",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        json=event_with(ends_at="9999-12-31T23:59:59.999999Z"),
+        field="ends_at",
+    ),
+    Case(
+        "ends-at-2200-patch",
+        "PATCH",
+        "/api/events/{event_id}",
+        400,
+        "INVALID_ARGUMENT",
+        json={"ends_at": "2200-01-01T00:00:00Z"},
+        field="ends_at",
+    ),
+    Case(
+        "registration-closes-9999",
+        "POST",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        json=event_with(registration_closes_at="9999-12-31T23:59:59Z"),
+        field="registration_closes_at",
+    ),
+    Case(
+        "permission-expires-9999",
+        "POST",
+        "/api/events/{event_id}/permissions",
+        400,
+        "INVALID_ARGUMENT",
+        json={"user_id": NOT_FOUND_ID, "role": "EVENT_ROLE_VIEWER", "expires_at": "9999-12-31T00:00:00Z"},
+        field="expires_at",
+    ),
+    Case(
+        "ticket-sales-start-year-1",
+        "POST",
+        "/api/events/{event_id}/ticket-types",
+        400,
+        "INVALID_ARGUMENT",
+        json={"name": "GA", "currency": "THB", "inventory": 5, "sales_starts_at": "0001-01-01T00:00:00Z"},
+        field="sales_starts_at",
+    ),
+    Case(
+        "search-starts-after-year-1",
+        "GET",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        params={"starts_after": "0001-01-01T00:00:00Z"},
+        field="starts_after",
+    ),
+    Case(
+        "occurrences-end-9999",
+        "GET",
+        "/api/events/{event_id}/occurrences",
+        400,
+        "INVALID_ARGUMENT",
+        params={"start": "2030-01-01T00:00:00Z", "end": "9999-12-31T23:59:59Z"},
+        field="end",
+    ),
     # Ids.
     Case("bad-uuid-get", "GET", "/api/events/not-a-uuid", 400, "INVALID_ARGUMENT", auth="none", field="id"),
     Case(
@@ -850,3 +961,35 @@ async def test_refused_tokens_never_act_as_anonymous(
         assert response.status_code in (401, 403), (kind, response.status_code, response.text)
     other = await create_user(db)
     assert (await api.get(f"/api/events/{owned_event['id']}", headers=other.headers)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("column", "stored"),
+    [
+        ("starts_at", "-infinity"),
+        ("ends_at", "infinity"),
+        ("ends_at", "20000-01-01T00:00:00Z"),  # past Python's year 9999
+        ("starts_at", "4713-01-01T00:00:00Z BC"),  # before Python's year 1
+        ("registration_closes_at", "infinity"),
+    ],
+)
+async def test_no_stored_timestamp_makes_a_read_fail(
+    column: str, stored: str, api: httpx.AsyncClient, db: asyncpg.Pool, user: User, owned_event: dict[str, Any]
+) -> None:
+    """The API refuses such times, but another writer (SQL, Supabase's REST) may have stored one: reads of
+    the event and its occurrences still answer."""
+    event_id = owned_event["id"]
+    registered = await api.post(f"/api/events/{event_id}/participants", json={}, headers=user.headers)
+    assert registered.status_code == 200, registered.text
+    try:
+        await db.execute(f"update public.events set {column} = $2::text::timestamptz where id = $1", event_id, stored)
+    except asyncpg.CheckViolationError:
+        pytest.skip(f"the database refuses {column} = {stored}, so no reader can meet it")
+    window = {"start": "2000-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}
+    for response in (
+        await api.get(f"/api/events/{event_id}", headers=user.headers),
+        await api.get(f"/api/events/{event_id}/occurrences", params=window, headers=user.headers),
+        await api.get(f"/api/events/{event_id}/occurrences", headers=user.headers),
+        await api.get("/api/me/events", headers=user.headers),
+    ):
+        assert response.status_code == 200, f"{response.request.url}: {response.status_code} {response.text[:300]}"

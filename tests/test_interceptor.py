@@ -1,11 +1,13 @@
 """The services' shared RequestInterceptor on a real grpc.aio server: streaming methods get the same
 identity check and error mapping as unary ones (a bad token is refused, an ApiError mid-stream
-becomes its status, anything unexpected is INTERNAL without Python's words in it)."""
+becomes its status, anything unexpected is INTERNAL without Python's words in it), and only a
+database that cannot be reached is UNAVAILABLE."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf import wrappers_pb2
@@ -13,9 +15,10 @@ from google.rpc import error_details_pb2, status_pb2
 
 from localplus_common.auth import TokenVerifier
 from localplus_common.config import DEV_JWT_SECRET, Settings
-from localplus_common.db import current_identity
+from localplus_common.db import Database, current_identity
 from localplus_common.errors import not_found
 from localplus_common.server import RequestInterceptor
+from localplus_dev.postgres import free_port
 from localplus_dev.token import mint
 
 Text = wrappers_pb2.StringValue
@@ -54,13 +57,29 @@ async def echo(requests: AsyncIterator[Text], context: grpc.aio.ServicerContext)
         yield Text(value=f"{current_identity.get().role}:{request.value}")
 
 
+async def file_error(request: Text, context: grpc.aio.ServicerContext) -> Text:
+    """unary: an OSError that is not about the database (zoneinfo's "File name too long" once was)."""
+    raise OSError(36, "File name too long")
+
+
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
     server = grpc.aio.server(interceptors=[RequestInterceptor(TokenVerifier(Settings.from_env()))])
+    # A database nobody listens for: min_size=0 makes the pool connect only when asked.
+    unreachable = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres", min_size=0)
+    assert unreachable is not None
+    db = Database(unreachable)
+
+    async def query(request: Text, context: grpc.aio.ServicerContext) -> Text:
+        """unary: a use case's transaction on the unreachable database."""
+        return Text(value=str(await db.run(lambda conn: conn.fetchval("select 1"))))
+
     handlers = {
         "Answers": grpc.unary_stream_rpc_method_handler(answers, Text.FromString, Text.SerializeToString),
         "Collect": grpc.stream_unary_rpc_method_handler(collect, Text.FromString, Text.SerializeToString),
         "Echo": grpc.stream_stream_rpc_method_handler(echo, Text.FromString, Text.SerializeToString),
+        "FileError": grpc.unary_unary_rpc_method_handler(file_error, Text.FromString, Text.SerializeToString),
+        "Query": grpc.unary_unary_rpc_method_handler(query, Text.FromString, Text.SerializeToString),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -68,6 +87,7 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as client:
         yield client
     await server.stop(grace=None)
+    await unreachable.close()
 
 
 def signed_in() -> list[tuple[str, str]]:
@@ -168,3 +188,23 @@ async def test_an_undecodable_message_in_a_stream_is_invalid_argument(channel: g
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         [m async for m in raw(iter([b"\xff\xff\xff"]), metadata=signed_in())]
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
+
+
+def unary_call(channel: grpc.aio.Channel, name: str) -> grpc.aio.UnaryUnaryMultiCallable:
+    return channel.unary_unary(
+        f"/{SERVICE}/{name}", request_serializer=Text.SerializeToString, response_deserializer=Text.FromString
+    )
+
+
+async def test_an_unreachable_database_is_unavailable(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await unary_call(channel, "Query")(Text())
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value
+    assert error_reason(refused.value) == "UNAVAILABLE"
+
+
+async def test_an_os_error_elsewhere_is_not_an_outage(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as crashed:
+        await unary_call(channel, "FileError")(Text())
+    assert crashed.value.code() == grpc.StatusCode.INTERNAL, crashed.value
+    assert "File name too long" not in (crashed.value.details() or "")

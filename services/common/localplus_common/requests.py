@@ -8,6 +8,12 @@ from google.protobuf import timestamp_pb2
 
 from localplus_common.errors import invalid_argument
 
+# Every timestamp the API accepts lies in [EARLIEST_TIMESTAMP, LATEST_TIMESTAMP): wide enough for any
+# real event or query, and safely inside what Postgres, Python and protobuf can all represent (asyncpg
+# writes Python's datetime.min/max as -infinity/infinity).
+EARLIEST_TIMESTAMP = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_TIMESTAMP = datetime(2200, 1, 1, tzinfo=UTC)
+
 
 def parse_uuid(field: str, value: str) -> UUID:
     if not value:
@@ -36,9 +42,14 @@ def timestamp_or_none(message: Any, field: str) -> datetime | None:
         return None
     stamp: timestamp_pb2.Timestamp = getattr(message, field)
     try:
-        return stamp.ToDatetime(tzinfo=UTC)
+        value = stamp.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
-        raise invalid_argument(field, f"{field} is out of range") from None
+        value = None
+    if value is None or not EARLIEST_TIMESTAMP <= value < LATEST_TIMESTAMP:
+        raise invalid_argument(
+            field, f"{field} must be from {EARLIEST_TIMESTAMP:%Y-%m-%d} up to {LATEST_TIMESTAMP:%Y-%m-%d} (UTC)"
+        )
+    return value
 
 
 def set_timestamp(message: Any, field: str, value: datetime | None) -> None:

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from localplus_common.auth import TokenVerifier, bearer_from_metadata
 from localplus_common.config import Settings
-from localplus_common.db import Database, create_pool, current_identity
+from localplus_common.db import Database, DatabaseUnavailable, create_pool, current_identity
 from localplus_common.errors import (
     INTERNAL,
     REQUEST_ID_KEY,
@@ -159,8 +159,8 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exceptio
             getattr(error, "constraint_name", None),
             error.message,
         )
-    elif isinstance(error, TimeoutError | OSError | asyncpg.InterfaceError):
-        log.error("request_id=%s %s: database unreachable", request_id, method, exc_info=error)
+    elif isinstance(error, DatabaseUnavailable):
+        log.error("request_id=%s %s: database unavailable", request_id, method, exc_info=error)
         failure = UNAVAILABLE
     else:
         log.error("request_id=%s %s: unexpected error", request_id, method, exc_info=error)
