@@ -46,6 +46,9 @@ OUTPUT_ONLY_FIELDS = (
     "published_at",
     "distance_km",
 )
+# What an update of a registration may write, and what a mask may name but an update never writes.
+PARTICIPANT_EDITABLE_FIELDS = ("status", "guest_count")
+PARTICIPANT_FIXED_FIELDS = ("event_id", "user_id", "created_at", "updated_at")
 # The longest IANA name is 32 characters ("America/Argentina/ComodRivadavia").
 MAX_TIMEZONE_LENGTH = 64
 

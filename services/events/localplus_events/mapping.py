@@ -1,10 +1,12 @@
 """Translation between protobuf messages and what the use cases take and return: requests become
 typed values (ids, column values, dataclasses), rows and results become messages."""
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+from google.protobuf import field_mask_pb2
 
 from localplus.events.v1 import events_pb2
 from localplus_common.errors import invalid_argument
@@ -14,6 +16,8 @@ from localplus_events.discovery import SearchQuery
 from localplus_events.domain import (
     EDITABLE_FIELDS,
     OUTPUT_ONLY_FIELDS,
+    PARTICIPANT_EDITABLE_FIELDS,
+    PARTICIPANT_FIXED_FIELDS,
     PARTICIPANT_PREFIX,
     ROLE_PREFIX,
     STATUS_PREFIX,
@@ -38,36 +42,43 @@ def page(request: Any) -> PageRequest:
     return page_request(request.page_size, request.page_token)
 
 
-def populated_fields(event: events_pb2.Event) -> list[str]:
-    """Fields the client set, for an update without a mask (AIP-134)."""
-    present = {descriptor.name for descriptor, _ in event.ListFields()}
-    return [name for name in EDITABLE_FIELDS if name in present]
+def populated_fields(message: Any, editable: Sequence[str]) -> list[str]:
+    """The editable fields the client set, for an update without a mask (AIP-134)."""
+    present = {descriptor.name for descriptor, _ in message.ListFields()}
+    return [name for name in editable if name in present]
 
 
-def mask_fields(paths: list[str]) -> list[str]:
+def mask_fields(paths: Sequence[str], editable: Sequence[str], ignored: Sequence[str]) -> list[str]:
+    """The fields an update mask names; `ignored` ones (output only, identifiers) are skipped."""
     fields = []
     for path in paths:
         if path == "*":
-            return list(EDITABLE_FIELDS)
-        if path in OUTPUT_ONLY_FIELDS:
+            return list(editable)
+        if path in ignored:
             continue
-        if path not in EDITABLE_FIELDS:
+        if path not in editable:
             raise invalid_argument("update_mask", f"update_mask names unknown field {path[:64]!r}")
         fields.append(path)
     return fields
 
 
+def update_fields(
+    message: Any, mask: field_mask_pb2.FieldMask, editable: Sequence[str], ignored: Sequence[str]
+) -> list[str]:
+    """What an update writes (AIP-134): the masked fields, or without a mask those present."""
+    if mask.paths:
+        return mask_fields(mask.paths, editable, ignored)
+    return populated_fields(message, editable)
+
+
 def new_event(request: events_pb2.CreateEventRequest) -> dict[str, Any]:
     """Column values of the event to create: every field the client set."""
-    return event_values(request.event, populated_fields(request.event))
+    return event_values(request.event, populated_fields(request.event, EDITABLE_FIELDS))
 
 
 def event_changes(request: events_pb2.UpdateEventRequest) -> dict[str, Any]:
-    """Column values an update writes: the masked fields, or without a mask those present (AIP-134)."""
-    if request.HasField("update_mask") and request.update_mask.paths:
-        fields = mask_fields(list(request.update_mask.paths))
-    else:
-        fields = populated_fields(request.event)
+    """Column values an update writes; an unset field in the mask means "clear it"."""
+    fields = update_fields(request.event, request.update_mask, EDITABLE_FIELDS, OUTPUT_ONLY_FIELDS)
     return event_values(request.event, fields)
 
 
@@ -142,11 +153,22 @@ def queue_filter(request: events_pb2.ListModerationEventsRequest) -> QueueFilter
     return QueueFilter(city=request.city, category=request.category, source=request.source)
 
 
-def participant_changes(participant: events_pb2.Participant) -> ParticipantChanges:
-    """The status and guest count a participant body sets; unset fields are None."""
+def new_participant(participant: events_pb2.Participant) -> ParticipantChanges:
+    """What a registration starts with: the fields the client set (the rest take their defaults)."""
+    return participant_changes(participant, populated_fields(participant, PARTICIPANT_EDITABLE_FIELDS))
+
+
+def participant_update(request: events_pb2.UpdateParticipantRequest) -> ParticipantChanges:
+    """What an update writes: the masked fields (an unset one cleared), or without a mask those present."""
+    participant = request.participant
+    fields = update_fields(participant, request.update_mask, PARTICIPANT_EDITABLE_FIELDS, PARTICIPANT_FIXED_FIELDS)
+    return participant_changes(participant, fields)
+
+
+def participant_changes(participant: events_pb2.Participant, fields: list[str]) -> ParticipantChanges:
     return ParticipantChanges(
-        status=participant_status_to_db(participant.status) if participant.status else None,
-        guest_count=participant.guest_count if participant.HasField("guest_count") else None,
+        status=participant_status_to_db(participant.status) if "status" in fields else None,
+        guest_count=participant.guest_count if "guest_count" in fields else None,
     )
 
 

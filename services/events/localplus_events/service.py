@@ -117,20 +117,27 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
             await participants.list_participants(self.db, event_id, mapping.page(request))
         )
 
+    async def GetParticipant(
+        self, request: events_pb2.GetParticipantRequest, context: Context
+    ) -> events_pb2.Participant:
+        event_id = parse_uuid("event_id", request.event_id)
+        user_id = optional_uuid("user_id", request.user_id)
+        return mapping.participant_to_proto(await participants.get_participant(self.db, event_id, user_id))
+
     async def CreateParticipant(
         self, request: events_pb2.CreateParticipantRequest, context: Context
     ) -> events_pb2.Participant:
         event_id = parse_uuid("event_id", request.event_id)
         user_id = mapping.participant_user(request.participant)
-        changes = mapping.participant_changes(request.participant)
-        return mapping.participant_to_proto(await participants.create_participant(self.db, event_id, user_id, changes))
+        wanted = mapping.new_participant(request.participant)
+        return mapping.participant_to_proto(await participants.create_participant(self.db, event_id, user_id, wanted))
 
     async def UpdateParticipant(
         self, request: events_pb2.UpdateParticipantRequest, context: Context
     ) -> events_pb2.Participant:
         event_id = parse_uuid("event_id", request.event_id)
         user_id = mapping.participant_user(request.participant)
-        changes = mapping.participant_changes(request.participant)
+        changes = mapping.participant_update(request)
         return mapping.participant_to_proto(await participants.update_participant(self.db, event_id, user_id, changes))
 
     async def DeleteParticipant(
