@@ -88,7 +88,7 @@ def _field_from_constraint(table: str | None, constraint: str | None) -> str:
     return name
 
 
-def raised_by_us(error: asyncpg.PostgresError) -> bool:
+def _raised_by_us(error: asyncpg.PostgresError) -> bool:
     """Whether a PL/pgSQL RAISE of ours wrote this error (its context names the RAISE statement) rather
     than Postgres itself; a statement failing inside one of our functions is Postgres's."""
     context: str = getattr(error, "context", None) or ""
@@ -98,7 +98,7 @@ def raised_by_us(error: asyncpg.PostgresError) -> bool:
 def from_database_error(error: asyncpg.PostgresError) -> ApiError:
     """Turn what Postgres refused into the status a client should see."""
     stable = _stable_error(error)
-    if not raised_by_us(error):
+    if not _raised_by_us(error):
         return stable
     hint: str = getattr(error, "hint", None) or ""
     return ApiError(stable.code, error.message or stable.message, hint or stable.reason, stable.field)
