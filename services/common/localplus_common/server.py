@@ -29,6 +29,9 @@ from localplus_common.errors import (
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# What we accept as a caller's request id (Envoy sends a UUID); anything else is replaced, as it goes
+# into the log.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
@@ -125,12 +128,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         current_identity.set(self._verifier.identify(bearer_from_metadata(context.invocation_metadata())))
 
 
-# What we accept as a caller's request id (Envoy sends a UUID); anything else is replaced, as it goes
-# into the log.
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-def request_id_of(context: grpc.aio.ServicerContext) -> str:
+def _request_id_of(context: grpc.aio.ServicerContext) -> str:
     """The caller's x-request-id (Envoy sets one on every request), or a new one."""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and REQUEST_ID.match(value):
@@ -140,10 +138,10 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
 
 async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exception) -> None:
     """End the call with the status `error` deserves; the log keeps the detail under the request id
-    the client gets back. Only read on failure, so successful calls pay nothing for it."""
+    the client gets back (looked up only here, so successful calls pay nothing for it)."""
     if isinstance(error, grpc.aio.AbortError):
         raise error  # the handler ended the call itself
-    request_id = request_id_of(context)
+    request_id = _request_id_of(context)
     if isinstance(error, ApiError):
         failure = error
     elif isinstance(error, asyncpg.PostgresError):
