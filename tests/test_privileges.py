@@ -36,12 +36,13 @@ DEFINER_ALLOW_LIST: dict[str, str] = {
 EVENT_INPUT = {
     "business_id", "title", "description", "category", "tags", "starts_at", "ends_at", "timezone",
     "venue_name", "address", "latitude", "longitude", "capacity", "visibility", "status",
-    "registration_opens_at", "registration_closes_at", "city",
+    "registration_opens_at", "registration_closes_at", "city", "venue_id",
 }  # fmt: skip
 TICKET_TYPE_INPUT = {
     "occurrence_id", "name", "description", "price_minor", "currency", "inventory", "min_per_order",
     "max_per_order", "sales_starts_at", "sales_ends_at", "hidden", "sort_order",
 }  # fmt: skip
+VENUE_INPUT = {"city_id", "business_id", "name", "address", "latitude", "longitude"}
 Grants = dict[str, str | set[str]]
 EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     "public.events": {
@@ -87,13 +88,25 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     "public.event_counters": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
     "public.event_moderation_log": {"anon": {}, "authenticated": {"SELECT": ALL}},
     "localplus.schema_migrations": {"anon": {}, "authenticated": {}},
+    # Phase 4: cities are the server's; venues are public, managed by admins and the business's partners.
+    "public.cities": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
+    "public.venues": {
+        "anon": {"SELECT": ALL},
+        "authenticated": {
+            "SELECT": ALL,
+            "DELETE": ALL,
+            "INSERT": VENUE_INPUT,
+            "UPDATE": VENUE_INPUT,
+        },
+    },
 }
 # Columns no API role may ever set or change (CONTRACT §3: status times, `source`, counters, `sold`).
 SERVER_OWNED: dict[str, set[str]] = {
     "public.events": {
         "id", "created_at", "updated_at", "version", "source", "submitted_at", "published_at",
-        "search_text", "search_keywords",
+        "search_text", "search_keywords", "city_id",
     },
+    "public.venues": {"id", "created_by", "created_at", "updated_at"},
     "public.event_participants": {"created_at", "updated_at", "status_changed_at"},
     "public.event_permissions": {"granted_by", "created_at"},
     "public.ticket_types": {"id", "sold", "created_at", "updated_at"},

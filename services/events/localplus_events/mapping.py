@@ -28,6 +28,7 @@ from localplus_events.domain import (
 )
 from localplus_events.moderation import QueueFilter
 from localplus_events.participants import ParticipantChanges
+from localplus_events.places import NewVenue
 from localplus_events.stats import BusinessStats, EventStats
 
 TIMESTAMP_FIELDS = ("starts_at", "ends_at", "registration_opens_at", "registration_closes_at")
@@ -94,9 +95,9 @@ def event_values(event: events_pb2.Event, fields: list[str]) -> dict[str, Any]:
             values[name] = timestamp_or_none(event, name)
         elif name in OPTIONAL_NUMBERS:
             values[name] = getattr(event, name) if event.HasField(name) else None
-        elif name == "business_id":
-            has_business = event.HasField("business_id") and event.business_id
-            values[name] = parse_uuid("business_id", event.business_id) if has_business else None
+        elif name in ("business_id", "venue_id"):
+            named = event.HasField(name) and getattr(event, name)
+            values[name] = parse_uuid(name, getattr(event, name)) if named else None
         elif name == "tags":
             values[name] = [text(name, tag) for tag in event.tags]
         elif name == "visibility":
@@ -208,6 +209,8 @@ def event_to_proto(row: asyncpg.Record | dict[str, Any]) -> events_pb2.Event:
     )
     if row["business_id"] is not None:
         event.business_id = str(row["business_id"])
+    if row["venue_id"] is not None:
+        event.venue_id = str(row["venue_id"])
     for name in OPTIONAL_NUMBERS:
         if row[name] is not None:
             setattr(event, name, row[name])
@@ -338,4 +341,52 @@ def list_participants_response(page: Page[asyncpg.Record]) -> events_pb2.ListPar
 def list_permissions_response(page: Page[asyncpg.Record]) -> events_pb2.ListPermissionsResponse:
     return events_pb2.ListPermissionsResponse(
         permissions=[permission_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+    )
+
+
+# Cities and venues
+
+
+def new_venue(request: events_pb2.CreateVenueRequest) -> NewVenue:
+    venue = request.venue
+    return NewVenue(
+        city=venue.city,
+        name=venue.name,
+        address=venue.address,
+        latitude=venue.latitude if venue.HasField("latitude") else None,
+        longitude=venue.longitude if venue.HasField("longitude") else None,
+        business_id=parse_uuid("venue.business_id", venue.business_id) if venue.business_id else None,
+    )
+
+
+def city_to_proto(row: asyncpg.Record) -> events_pb2.City:
+    return events_pb2.City(
+        id=str(row["id"]),
+        slug=row["slug"],
+        name=row["name"],
+        country=row["country"],
+        timezone=row["timezone"],
+        latitude=row["latitude"],
+        longitude=row["longitude"],
+    )
+
+
+def venue_to_proto(row: asyncpg.Record) -> events_pb2.Venue:
+    venue = events_pb2.Venue(id=str(row["id"]), city=row["city"], name=row["name"], address=row["address"])
+    if row["latitude"] is not None:
+        venue.latitude, venue.longitude = row["latitude"], row["longitude"]
+    if row["business_id"] is not None:
+        venue.business_id = str(row["business_id"])
+    return venue
+
+
+def list_cities_response(page: Page[asyncpg.Record]) -> events_pb2.ListCitiesResponse:
+    return events_pb2.ListCitiesResponse(
+        cities=[city_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+    )
+
+
+def list_venues_response(page: Page[asyncpg.Record]) -> events_pb2.ListVenuesResponse:
+    return events_pb2.ListVenuesResponse(
+        venues=[venue_to_proto(row) for row in page.items], next_page_token=page.next_page_token
     )
