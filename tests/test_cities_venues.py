@@ -105,7 +105,11 @@ async def test_an_event_at_a_venue_takes_its_city_and_time_zone(api: httpx.Async
     approved = await api.post(f"/api/events/{event['id']}:approve", json={}, headers=BACKEND)
     assert approved.status_code == 200, approved.text
     # Bangkok is busy in this test session: look where this event starts.
-    window = {"starts_after": "2027-03-01T11:59:00Z", "starts_before": "2027-03-01T12:01:00Z", "page_size": 100}
+    window: dict[str, str | int] = {
+        "starts_after": "2027-03-01T11:59:00Z",
+        "starts_before": "2027-03-01T12:01:00Z",
+        "page_size": 100,
+    }
     in_bangkok = await api.get("/api/events", params={"city": "bangkok"} | window)
     assert event["id"] in {e["id"] for e in in_bangkok.json()["events"]}
     in_singapore = await api.get("/api/events", params={"city": "singapore"} | window)
