@@ -66,10 +66,11 @@ migrate: setup
 up: setup
 	$(RUN) python -m localplus_dev.stack up
 
-# The suite also runs its database tests on the machine's Postgres 15 (Supabase's major version).
+# The suite also runs its database tests on the machine's Postgres 15 (Supabase's major version), and
+# the services through PgBouncer in transaction mode (as behind Supabase's pooler).
 system-postgres:
-	@test -x $(PG15_BIN)/postgres || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	  apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-contrib >/dev/null; }
+	@test -x $(PG15_BIN)/postgres -a -x /usr/sbin/pgbouncer || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-contrib pgbouncer >/dev/null; }
 
 test: setup system-postgres
 	$(RUN) pytest $(PYTEST_ARGS)

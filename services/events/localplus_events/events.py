@@ -7,7 +7,7 @@ from uuid import UUID
 import asyncpg
 
 from localplus_common.access import EDITOR, OWNER, check_etag, require_rank, signed_in, visible_event
-from localplus_common.db import Connection, Database
+from localplus_common.db import Connection, Database, current_identity
 from localplus_common.errors import aborted, permission_denied
 from localplus_events import places
 from localplus_events import repository as repo
@@ -46,7 +46,9 @@ async def create_event(db: Database, values: dict[str, Any]) -> asyncpg.Record:
 
 
 async def get_event(db: Database, event_id: UUID) -> asyncpg.Record:
-    return await db.run(lambda conn: visible_event(conn, event_id), event_id=event_id)
+    # Anonymous readers cannot have changed it: they may read a replica.
+    anonymous = not current_identity.get().is_signed_in
+    return await db.run(lambda conn: visible_event(conn, event_id), event_id=event_id, replica=anonymous)
 
 
 async def update_event(db: Database, event_id: UUID, changes: dict[str, Any], etag: str) -> asyncpg.Record:

@@ -44,7 +44,8 @@ async def list_cities(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
             "select * from public.cities where ($2::text is null or (name, id) > ($2, $3)) order by name, id limit $1",
             page.size + 1,
             *(after or (None, None)),
-        )
+        ),
+        replica=True,
     )
     return page_of(rows, page.size, BY_NAME_KEYSET)
 
@@ -68,7 +69,7 @@ async def list_venues(db: Database, city: str, business_id: UUID | None, page: P
             *(after or (None, None)),
         )
 
-    return page_of(await db.run(list_them), page.size, BY_NAME_KEYSET)
+    return page_of(await db.run(list_them, replica=True), page.size, BY_NAME_KEYSET)
 
 
 async def create_venue(db: Database, new: NewVenue) -> asyncpg.Record:
