@@ -15,7 +15,7 @@ RUN := $(UV) run --frozen --no-sync
 PG15_BIN := /usr/lib/postgresql/15/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help setup up test bench bench-tools gen lint proto-baseline migrate token system-postgres
+.PHONY: help setup up test bench bench-tools gen lint proto-baseline migrate token system-postgres import
 
 help:
 	@echo "make up        run Postgres, the three services and the gateway on :8080 (Ctrl-C stops all)"
@@ -84,6 +84,10 @@ bench-tools:
 
 bench: setup bench-tools
 	$(RUN) python -m bench $(ARGS)
+
+# Import a scraped feed (.json or .ics) through the gateway: make import FILE=feed.ics SOURCE=bangkok-listings
+import: setup
+	$(RUN) python -m localplus_dev.importer $(FILE) --source $(SOURCE)
 
 token: setup
 	@$(RUN) python -m localplus_dev.token $(ARGS)

@@ -88,6 +88,8 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     "public.event_counters": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
     "public.event_moderation_log": {"anon": {}, "authenticated": {"SELECT": ALL}},
     "localplus.schema_migrations": {"anon": {}, "authenticated": {}},
+    # Phase 3: scraped items are the server's; platform admins read them (row-level security).
+    "public.scraper_imports": {"anon": {}, "authenticated": {"SELECT": ALL}},
     # Phase 4: cities are the server's; venues are public, managed by admins and the business's partners.
     "public.cities": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
     "public.venues": {
@@ -107,6 +109,7 @@ SERVER_OWNED: dict[str, set[str]] = {
         "search_text", "search_keywords", "city_id",
     },
     "public.venues": {"id", "created_by", "created_at", "updated_at"},
+    "public.scraper_imports": {"status", "event_id", "duplicate_of", "score", "content_hash", "item"},
     "public.event_participants": {"created_at", "updated_at", "status_changed_at"},
     "public.event_permissions": {"granted_by", "created_at"},
     "public.ticket_types": {"id", "sold", "created_at", "updated_at"},

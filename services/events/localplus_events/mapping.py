@@ -1,15 +1,17 @@
 """Translation between protobuf messages and what the use cases take and return: requests become
 typed values (ids, column values, dataclasses), rows and results become messages."""
 
+import json
+import re
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 import asyncpg
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, json_format
 
 from localplus.events.v1 import events_pb2
-from localplus_common.errors import invalid_argument
+from localplus_common.errors import ApiError, invalid_argument
 from localplus_common.paging import Page, PageRequest, page_request
 from localplus_common.requests import optional_uuid, parse_uuid, set_timestamp, text, timestamp_or_none
 from localplus_events.discovery import SearchQuery
@@ -26,6 +28,7 @@ from localplus_events.domain import (
     enum_to_db,
     status_name,
 )
+from localplus_events.imports import Item, ItemResult, QueuedImport
 from localplus_events.moderation import QueueFilter
 from localplus_events.participants import ParticipantChanges
 from localplus_events.places import NewVenue
@@ -389,4 +392,99 @@ def list_cities_response(page: Page[asyncpg.Record]) -> events_pb2.ListCitiesRes
 def list_venues_response(page: Page[asyncpg.Record]) -> events_pb2.ListVenuesResponse:
     return events_pb2.ListVenuesResponse(
         venues=[venue_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+    )
+
+
+# Imports
+
+SOURCE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+IMPORT_RESULT_PREFIX = "IMPORT_RESULT_"
+IMPORT_STATUS_PREFIX = "IMPORT_STATUS_"
+IMPORT_DECISIONS = {
+    events_pb2.IMPORT_DECISION_MERGE: "merge",
+    events_pb2.IMPORT_DECISION_KEEP_SEPARATE: "keep",
+    events_pb2.IMPORT_DECISION_REJECT: "reject",
+}
+
+
+def import_items(request: events_pb2.ImportEventsRequest) -> list[Item | ApiError]:
+    """Each item as the use case takes it, or the reason it cannot be read (reported for that item)."""
+    items: list[Item | ApiError] = []
+    for item in request.items:
+        try:
+            items.append(import_item(item))
+        except ApiError as error:
+            items.append(error)
+    return items
+
+
+def import_item(item: events_pb2.ImportItem) -> Item:
+    if not SOURCE.fullmatch(item.source):
+        raise invalid_argument("source", "source must be lower-case letters, digits, dots, dashes or underscores")
+    starts_at = timestamp_or_none(item, "starts_at")
+    if starts_at is None:
+        raise invalid_argument("starts_at", "starts_at is required")
+    return Item(
+        source=item.source,
+        external_id=text("external_id", item.external_id),
+        title=text("title", item.title),
+        description=text("description", item.description),
+        starts_at=starts_at,
+        ends_at=timestamp_or_none(item, "ends_at"),
+        timezone=text("timezone", item.timezone),
+        venue_name=text("venue_name", item.venue_name),
+        latitude=item.latitude if item.HasField("latitude") else None,
+        longitude=item.longitude if item.HasField("longitude") else None,
+        url=text("url", item.url),
+        price_minor=item.price_minor if item.HasField("price_minor") else None,
+        currency=text("currency", item.currency),
+        image_url=text("image_url", item.image_url),
+        raw=json_format.MessageToDict(item.raw) if item.HasField("raw") else None,
+    )
+
+
+def import_results_response(results: list[ItemResult]) -> events_pb2.ImportEventsResponse:
+    return events_pb2.ImportEventsResponse(
+        results=[
+            events_pb2.ImportItemResult(
+                external_id=result.external_id,
+                result=IMPORT_RESULT_PREFIX + result.result.upper(),
+                event_id=str(result.event_id or ""),
+                duplicate_of=str(result.duplicate_of or ""),
+                score=result.score,
+                error=result.error,
+            )
+            for result in results
+        ]
+    )
+
+
+def import_decision(request: events_pb2.ResolveImportRequest) -> str:
+    if request.decision not in IMPORT_DECISIONS:
+        raise invalid_argument("decision", f"decision must be one of {', '.join(events_pb2.ImportDecision.keys()[1:])}")
+    return IMPORT_DECISIONS[request.decision]
+
+
+def scraper_import_to_proto(queued: QueuedImport) -> events_pb2.ScraperImport:
+    record = queued.record
+    stored = json.loads(record["item"]) if isinstance(record["item"], str) else record["item"]
+    item = events_pb2.ImportItem()
+    json_format.ParseDict({k: v for k, v in stored.items() if v is not None}, item, ignore_unknown_fields=True)
+    message = events_pb2.ScraperImport(
+        id=str(record["id"]),
+        item=item,
+        status=IMPORT_STATUS_PREFIX + record["status"].upper(),
+        event_id=str(record["event_id"] or ""),
+        duplicate_of=str(record["duplicate_of"] or ""),
+        score=record["score"] or 0.0,
+    )
+    if queued.candidate is not None:
+        message.candidate.CopyFrom(event_to_proto(queued.candidate))
+    set_timestamp(message, "created_at", record["created_at"])
+    return message
+
+
+def list_moderation_imports_response(page: Page[QueuedImport]) -> events_pb2.ListModerationImportsResponse:
+    return events_pb2.ListModerationImportsResponse(
+        imports=[scraper_import_to_proto(queued) for queued in page.items], next_page_token=page.next_page_token
     )

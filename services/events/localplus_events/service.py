@@ -8,7 +8,17 @@ from grpc.aio import ServicerContext as Context
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_common.db import Database
 from localplus_common.requests import optional_uuid, parse_uuid, timestamp_or_none
-from localplus_events import discovery, events, mapping, moderation, participants, permissions, places, stats
+from localplus_events import (
+    discovery,
+    events,
+    imports,
+    mapping,
+    moderation,
+    participants,
+    permissions,
+    places,
+    stats,
+)
 
 
 class EventsService(events_pb2_grpc.EventsServiceServicer):
@@ -70,6 +80,23 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
     ) -> events_pb2.ListModerationEventsResponse:
         page = await moderation.moderation_queue(self.db, mapping.queue_filter(request), mapping.page(request))
         return mapping.list_moderation_events_response(page)
+
+    async def ImportEvents(
+        self, request: events_pb2.ImportEventsRequest, context: Context
+    ) -> events_pb2.ImportEventsResponse:
+        return mapping.import_results_response(await imports.import_items(self.db, mapping.import_items(request)))
+
+    async def ListModerationImports(
+        self, request: events_pb2.ListModerationImportsRequest, context: Context
+    ) -> events_pb2.ListModerationImportsResponse:
+        page = await imports.list_moderation_imports(self.db, request.source, mapping.page(request))
+        return mapping.list_moderation_imports_response(page)
+
+    async def ResolveImport(
+        self, request: events_pb2.ResolveImportRequest, context: Context
+    ) -> events_pb2.ResolveImportResponse:
+        resolved = await imports.resolve_import(self.db, parse_uuid("id", request.id), mapping.import_decision(request))
+        return events_pb2.ResolveImportResponse(scraper_import=mapping.scraper_import_to_proto(resolved))
 
     async def ListModerationLog(
         self, request: events_pb2.ListModerationLogRequest, context: Context
