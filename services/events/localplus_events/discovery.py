@@ -327,8 +327,8 @@ async def my_events(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
     rows = await db.run(
         lambda conn: conn.fetch(
             """
-            select e.*, p.user_id, p.status as participant_status, p.guest_count, p.created_at as registered_at,
-                   p.updated_at as registration_updated_at
+            select e.*, p.user_id, p.status as participant_status, p.guest_count, p.occurrence_id,
+                   p.created_at as registered_at, p.updated_at as registration_updated_at
               from public.event_participants p join public.events e on e.id = p.event_id
              where p.user_id = $1 and ($3::timestamptz is null or (e.starts_at, e.id) > ($3, $4))
              order by e.starts_at, e.id
