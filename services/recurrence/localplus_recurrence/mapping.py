@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from google.api import httpbody_pb2
@@ -87,7 +88,7 @@ def occurrence_changes(request: recurrence_pb2.UpdateOccurrenceRequest) -> Occur
 # Responses
 
 
-def occurrence_to_proto(row: asyncpg.Record) -> recurrence_pb2.Occurrence:
+def occurrence_to_proto(row: asyncpg.Record | dict[str, Any]) -> recurrence_pb2.Occurrence:
     occurrence = recurrence_pb2.Occurrence(
         id=str(row["id"]),
         event_id=str(row["event_id"]),

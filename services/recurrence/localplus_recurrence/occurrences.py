@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -120,7 +120,7 @@ async def update_occurrence(
     occurrence_id: UUID,
     changes: OccurrenceChanges,
     this_and_following: bool,
-) -> asyncpg.Record:
+) -> asyncpg.Record | dict[str, Any]:
     signed_in()
     if this_and_following:
         return await _update_following(db, events, settings, forward, event_id, occurrence_id, changes)
@@ -194,7 +194,7 @@ async def _update_following(
     event_id: UUID,
     occurrence_id: UUID,
     changes: OccurrenceChanges,
-) -> asyncpg.Record:
+) -> asyncpg.Record | dict[str, Any]:
     """Split the series at this occurrence: the events service ends the event before it and copies
     it into a new event from it on (with the new times or capacity); here, in one transaction, both
     series are rebuilt and the exceptions of the later occurrences move to the new one."""
@@ -246,7 +246,9 @@ async def _update_following(
     )
     if changes.cancelled:
         await events.end_series(forward, event_id, before)
-        return await db.run(lambda conn: _read(conn, occurrence_id), event_id=event_id)
+        # The occurrence is no longer in the series (gone, with the later ones): as it was, called off.
+        capacity = occurrence["capacity"] if occurrence["capacity"] is not None else event["capacity"]
+        return {**dict(occurrence), "status": "cancelled", "capacity": capacity}
 
     starts_at = changes.starts_at or split_at
     ends_at = changes.ends_at or starts_at + schedule.duration

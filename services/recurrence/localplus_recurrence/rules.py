@@ -169,13 +169,19 @@ class Series:
     rdates: tuple[datetime, ...]
 
     def _rule_walls(self, until: datetime) -> Iterator[datetime]:
+        """The rule's wall-clock instances up to `until`. UNTIL bounds dateutil's search too (it
+        otherwise runs on through a stretch with no instance), except with COUNT, which dateutil
+        will not combine with UNTIL."""
         if self.rule is None:
             yield to_wall(self.schedule.starts_at, self.zone)
             return
         bounded = self.rule
-        if bounded._until is None or bounded._until > until:
+        if bounded._count is None and (bounded._until is None or bounded._until > until):
             bounded = bounded.replace(until=until)
-        yield from bounded
+        for wall in bounded:
+            if wall > until:
+                return
+            yield wall
 
     def instants(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
         """Original starts of the occurrences in [start, end), at most `limit` of them, in order."""
