@@ -303,6 +303,18 @@ async def _update_following(
     return await db.run(rebuild)
 
 
+# "What's on": $1 city (null: all), [$2, $3) the window, ($4, $5) the keyset, $6 the limit.
+SEARCH = f"""
+    select {LISTED_COLUMNS}
+      from public.events e join public.event_occurrences o on o.event_id = e.id
+     where e.status = 'published' and e.visibility = 'public' and ($1::text is null or e.city = $1)
+       and o.starts_at >= $2 and o.starts_at < $3 and o.status = 'scheduled'
+       and ($4::timestamptz is null or (o.starts_at, o.id) > ($4, $5::uuid))
+     order by o.starts_at, o.id
+     limit $6
+"""
+
+
 @dataclass(frozen=True)
 class OccurrenceSearch:
     city: str
@@ -325,21 +337,6 @@ async def search(db: Database, query: OccurrenceSearch) -> Page[asyncpg.Record]:
     city = query.city.strip().lower() or None
 
     async def find(conn: Connection) -> list[asyncpg.Record]:
-        return await conn.fetch(
-            f"""
-            select {LISTED_COLUMNS}
-              from public.events e join public.event_occurrences o on o.event_id = e.id
-             where e.status = 'published' and e.visibility = 'public' and ($1::text is null or e.city = $1)
-               and o.starts_at >= $2 and o.starts_at < $3 and o.status = 'scheduled'
-               and ($4::timestamptz is null or (o.starts_at, o.id) > ($4, $5::uuid))
-             order by o.starts_at, o.id
-             limit $6
-            """,
-            city,
-            start,
-            end,
-            *(after or (None, None)),
-            query.page.size + 1,
-        )
+        return await conn.fetch(SEARCH, city, start, end, *(after or (None, None)), query.page.size + 1)
 
     return page_of(await db.run(find), query.page.size, KEYSET)
