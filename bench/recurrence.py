@@ -78,17 +78,7 @@ async def seed(database_url: str) -> list[uuid.UUID]:
             "events",
             schema_name="public",
             records=[(*row, "published", "public") for row in rows],
-            columns=[
-                "id",
-                "title",
-                "starts_at",
-                "ends_at",
-                "timezone",
-                "recurrence_rrule",
-                "city",
-                "status",
-                "visibility",
-            ],  # fmt: skip
+            columns=COLUMNS,
         )
         await conn.execute("analyze public.events")
     finally:
