@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 from google.protobuf import field_mask_pb2
 
-from localplus.events.v1 import events_pb2
+from localplus.events.v1 import events_pb2, schedule_pb2
 from localplus_common.errors import invalid_argument
 from localplus_common.paging import Page, PageRequest, page_request
 from localplus_common.requests import (
@@ -118,7 +118,7 @@ def event_values(event: events_pb2.Event, fields: list[str]) -> dict[str, Any]:
     return values
 
 
-def recurrence_values(recurrence: events_pb2.Recurrence | None, field: str = "recurrence") -> dict[str, Any]:
+def recurrence_values(recurrence: schedule_pb2.Recurrence | None, field: str = "recurrence") -> dict[str, Any]:
     """The recurrence columns for a Recurrence (None: a one-off event)."""
     if recurrence is None:
         return {"recurrence_rrule": None, "recurrence_exdates": [], "recurrence_rdates": []}

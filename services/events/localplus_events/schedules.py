@@ -18,7 +18,7 @@ from uuid import UUID
 
 import grpc
 
-from localplus.events.v1 import events_pb2
+from localplus.events.v1 import schedule_pb2
 from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
 from localplus_common.calls import Forward, passed_on
 from localplus_events.domain import RECURRENCE_COLUMNS
@@ -33,7 +33,7 @@ class Schedules:
     async def validate(self, forward: Forward, event: dict[str, Any]) -> dict[str, Any]:
         """The recurrence columns of `event` (which has a rule) as they are to be stored; a 400 from
         the recurrence service for a bad one, passed on."""
-        recurrence = events_pb2.Recurrence(rrule=event["recurrence_rrule"])
+        recurrence = schedule_pb2.Recurrence(rrule=event["recurrence_rrule"])
         for column, name in (("recurrence_exdates", "exdates"), ("recurrence_rdates", "rdates")):
             for moment in event[column]:
                 getattr(recurrence, name).add().FromDatetime(moment)

@@ -10,7 +10,7 @@ import asyncpg
 from google.api import httpbody_pb2
 from google.protobuf import json_format
 
-from localplus.events.v1 import events_pb2
+from localplus.events.v1 import schedule_pb2
 from localplus.recurrence.v1 import recurrence_pb2
 from localplus_common.errors import invalid_argument
 from localplus_common.requests import set_timestamp, text, timestamp_or_none, timestamp_value
@@ -30,7 +30,7 @@ JSON_TYPE = "application/json"
 # Requests
 
 
-def recurrence_of(message: events_pb2.Recurrence, field: str = "recurrence") -> Recurrence:
+def recurrence_of(message: schedule_pb2.Recurrence, field: str = "recurrence") -> Recurrence:
     return Recurrence(
         text(f"{field}.rrule", message.rrule),
         tuple(_times(message, "exdates", field)),
@@ -38,7 +38,7 @@ def recurrence_of(message: events_pb2.Recurrence, field: str = "recurrence") -> 
     )
 
 
-def _times(message: events_pb2.Recurrence, name: str, field: str) -> list[datetime]:
+def _times(message: schedule_pb2.Recurrence, name: str, field: str) -> list[datetime]:
     return [timestamp_value(stamp, f"{field}.{name}[{i}]") for i, stamp in enumerate(getattr(message, name))]
 
 
@@ -120,8 +120,8 @@ def listed_to_proto(row: asyncpg.Record) -> recurrence_pb2.ListedOccurrence:
     return recurrence_pb2.ListedOccurrence(occurrence=occurrence_to_proto(row), event=event)
 
 
-def recurrence_to_proto(recurrence: Recurrence) -> events_pb2.Recurrence:
-    message = events_pb2.Recurrence(rrule=recurrence.rrule)
+def recurrence_to_proto(recurrence: Recurrence) -> schedule_pb2.Recurrence:
+    message = schedule_pb2.Recurrence(rrule=recurrence.rrule)
     for name in ("exdates", "rdates"):
         for moment in getattr(recurrence, name):
             getattr(message, name).add().FromDatetime(moment)
