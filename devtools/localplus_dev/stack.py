@@ -42,6 +42,8 @@ class StackConfig:
     stripe_port: int = 8420
     stripe_from_scratch: bool = False
     jwt_secret: str = DEV_JWT_SECRET
+    # Settings for the services beyond the environment's (the tests run the horizon job every second).
+    service_settings: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -75,6 +77,7 @@ class StackConfig:
             gateway=gateway,
             stripe_port=free_port(),
             stripe_from_scratch=True,
+            service_settings={"RECURRENCE_JOB_SECONDS": "1"},
         )
 
 
@@ -130,6 +133,7 @@ class Stack:
             PYTHONUNBUFFERED="1",
         )
         env.update({service.addr_var: self.address(service.name) for service in SERVICES})
+        env.update(self.config.service_settings)
         return env
 
     def _wait_serving(self, service: Service, timeout: float = 30.0) -> None:
