@@ -15,11 +15,12 @@ RUN := $(UV) run --frozen --no-sync
 PG15_BIN := /usr/lib/postgresql/15/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help setup up test bench bench-tools gen lint proto-baseline migrate token system-postgres system-chromium import
+.PHONY: help setup up test fuzz bench bench-tools gen lint proto-baseline migrate token system-postgres system-chromium import
 
 help:
 	@echo "make up        run Postgres, the three services and the gateway on :8080 (Ctrl-C stops all)"
 	@echo "make test      run the whole test suite"
+	@echo "make fuzz      fuzz every route through the gateway with schemathesis, longer than make test does"
 	@echo "make bench     print throughput and latency figures"
 	@echo "make gen       generate Python stubs, the gateway descriptor and the OpenAPI document from protos/"
 	@echo "make lint      buf lint and breaking, ruff, mypy"
@@ -79,6 +80,11 @@ system-chromium:
 
 test: setup system-postgres system-chromium
 	$(RUN) pytest $(PYTEST_ARGS)
+
+# make test fuzzes every route with a few examples each; this runs the same test with many more.
+FUZZ_EXAMPLES ?= 100
+fuzz: setup
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(RUN) pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 # wrk and h2load keep the load generator's own CPU out of the figures; without them the
 # benchmarks fall back to Python clients.

@@ -215,6 +215,19 @@ def _jwt_rules(methods: list[Method], providers: list[str]) -> list[dict[str, An
     return rules
 
 
+# A JSON client's headers reach the services as gRPC metadata, where a name outside [0-9a-z_.-] is
+# refused, a `-bin` value must be base64 and `grpc-*` headers are gRPC's own: the service would answer
+# INTERNAL (500). JSON clients cannot mean any of them, so they are dropped (pseudo-headers stay).
+JSON_HEADERS = {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute",
+    "mutations": {
+        "request_mutations": [
+            {"remove_on_match": {"key_matcher": {"safe_regex": {"regex": ".*[^0-9a-z_.:-].*|.*-bin|grpc-.*"}}}}
+        ]
+    },
+}
+
+
 def _service_routes(methods: list[Method]) -> list[dict[str, Any]]:
     services = {m.path.rsplit("/", 1)[0] + "/": m.cluster for m in methods}
     no_buffer = {
@@ -234,7 +247,13 @@ def _service_routes(methods: list[Method]) -> list[dict[str, Any]]:
     # JSON requests are matched here first, before the transcoder rewrites their path: without this
     # route CORS finds no policy and preflights fall through to jwt_authn (401). Unknown /api paths are
     # answered 404 by the transcoder, so the cluster named here is never used.
-    routes.append({"match": {"prefix": "/api/"}, "route": {"cluster": SERVICES[0].name}})
+    routes.append(
+        {
+            "match": {"prefix": "/api/"},
+            "route": {"cluster": SERVICES[0].name},
+            "typed_per_filter_config": {"envoy.filters.http.header_mutation": JSON_HEADERS},
+        }
+    )
     return routes
 
 
