@@ -302,7 +302,11 @@ class Generator:
                 continue
             if field.type != FieldProto.TYPE_MESSAGE or type_name in WELL_KNOWN:
                 yield path
-            elif field.label != FieldProto.LABEL_REPEATED and type_name not in JSON_ONLY and type_name not in seen:
+            elif (
+                field.label != FieldProto.LABEL_REPEATED
+                and type_name not in JSON_ONLY
+                and type_name not in (*seen, message)  # not again inside itself (it could nest forever)
+            ):
                 yield from self.query_fields(type_name, skip, f"{path}.", (*seen, message))
 
     def operation(

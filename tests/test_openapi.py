@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from grpc_tools import protoc
 from openapi_spec_validator import validate
 
 import localplus_openapi
@@ -185,3 +186,129 @@ async def test_the_docs_page_renders_every_route_in_chromium(stack: Stack, tmp_p
     expected = {(method, path, operation["summary"]) for method, path, operation in operations(document())}
     assert rendered == expected
     assert "LocalPlus Event Engine" in dom
+
+
+PROBE_PROTO = """
+syntax = "proto3";
+package localplus.events.v1;
+import "google/api/annotations.proto";
+import "google/api/field_behavior.proto";
+import "google/api/httpbody.proto";
+import "google/protobuf/empty.proto";
+import "google/protobuf/field_mask.proto";
+import "google/protobuf/struct.proto";
+import "google/protobuf/timestamp.proto";
+
+// Probes the generator.
+service ProbeService {
+  // Reads a thing: with the details.
+  rpc GetThing(GetThingRequest) returns (Thing) {
+    option (google.api.http) = {get: "/api/things/{id}" additional_bindings {get: "/api/v2/things/{id}"}};
+  }
+  // Changes a thing.
+  rpc UpdateThing(UpdateThingRequest) returns (Thing) {
+    option (google.api.http) = {patch: "/api/things/{thing.id}" body: "thing"};
+  }
+  // Draws a thing.
+  rpc DrawThing(GetThingRequest) returns (google.api.HttpBody) {
+    option (google.api.http) = {get: "/api/things/{id}/picture.svg"};
+  }
+  // Takes a raw upload.
+  rpc Upload(UploadRequest) returns (google.protobuf.Empty) {
+    option (google.api.http) = {post: "/api/uploads/{name}" body: "payload"};
+  }
+  // Does something to a thing.
+  rpc Act(ActRequest) returns (google.protobuf.Empty) {
+    option (google.api.http) = {post: "/api/things/{id}:act" body: "*"};
+  }
+}
+message Range { int64 low = 1; google.protobuf.Timestamp since = 2; }
+message Filter { string text = 1; Range range = 2; repeated Filter children = 3; Filter parent = 4; }
+message GetThingRequest {
+  string id = 1;
+  Filter filter = 2;
+  repeated string tags = 3;
+  map<string, string> labels = 4;
+  google.protobuf.FieldMask read_mask = 5;
+  google.protobuf.Struct extra = 6;
+}
+// A thing.
+message Thing {
+  // Its id.
+  string id = 1 [(google.api.field_behavior) = IDENTIFIER];
+  string name = 2 [(google.api.field_behavior) = REQUIRED];
+  int64 size = 3;
+  google.protobuf.Timestamp created_at = 4 [(google.api.field_behavior) = OUTPUT_ONLY];
+  google.protobuf.Struct raw = 5;
+  map<string, int32> counts = 6;
+}
+message UpdateThingRequest {
+  Thing thing = 1 [(google.api.field_behavior) = REQUIRED];
+  google.protobuf.FieldMask update_mask = 2;
+}
+message UploadRequest { string name = 1; google.api.HttpBody payload = 2; string note = 3; }
+message ActRequest { string id = 1; string reason = 2 [(google.api.field_behavior) = REQUIRED]; }
+"""
+
+
+def test_the_generator_follows_the_transcoders_rules(tmp_path: Path) -> None:
+    """On a proto made to have what the real ones may grow: nested query parameters, additional and
+    field bindings, raw bodies, well-known types."""
+    (tmp_path / "probe.proto").write_text(PROBE_PROTO)
+    descriptor = tmp_path / "descriptor.pb"
+    well_known = Path(protoc.__file__).parent / "_proto"
+    args = [f"-I{tmp_path}", f"-I{ROOT / 'protos' / 'third_party'}", f"-I{well_known}", "--include_imports"]
+    assert (
+        protoc.main(
+            [
+                "protoc",
+                *args,
+                "--include_source_info",
+                f"--descriptor_set_out={descriptor}",
+                "probe.proto",
+                "google/rpc/error_details.proto",
+            ]
+        )
+        == 0
+    )
+    doc = localplus_openapi.build(descriptor)
+    validate(doc)
+    paths = doc["paths"]
+
+    get = paths["/api/things/{id}"]["get"]
+    assert get["summary"] == "Reads a thing" and get["operationId"] == "ProbeService_GetThing"
+    assert get["security"] == [{}, {"supabase": []}]
+    # Repeated messages, maps and Structs cannot be given in a query string; recursion stops.
+    query = [p["name"] for p in get["parameters"] if p["in"] == "query"]
+    assert query == ["filter.text", "filter.range.low", "filter.range.since", "tags", "read_mask"]
+    assert paths["/api/v2/things/{id}"]["get"]["operationId"] == "ProbeService_GetThing_2"
+
+    patch = paths["/api/things/{id}"]["patch"]  # {thing.id} is named like GetThing's {id}
+    assert patch["security"] == [{"supabase": []}]
+    (path_parameter, mask) = patch["parameters"]
+    assert "Sets `thing.id`." in path_parameter["description"] and mask["name"] == "update_mask"
+    assert patch["requestBody"]["required"] is True
+    assert patch["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/localplus.events.v1.Thing")
+    thing = doc["components"]["schemas"]["localplus.events.v1.Thing"]
+    assert thing["required"] == ["name"]
+    assert thing["properties"]["id"] == {"type": "string", "description": "Its id.", "readOnly": True}
+    assert thing["properties"]["size"]["type"] == "string"  # int64
+    assert thing["properties"]["created_at"]["format"] == "date-time" and thing["properties"]["created_at"]["readOnly"]
+    assert thing["properties"]["raw"] == {"$ref": "#/components/schemas/google.protobuf.Struct"}
+    assert thing["properties"]["counts"]["additionalProperties"]["format"] == "int32"
+
+    drawn = paths["/api/things/{id}/picture.svg"]["get"]["responses"]
+    assert list(drawn["200"]["content"]) == ["image/svg+xml"]
+    assert "application/json" in doc["components"]["responses"]["Error404"]["content"]
+
+    upload = paths["/api/uploads/{name}"]["post"]
+    assert list(upload["requestBody"]["content"]) == ["*/*"]
+    assert [p["name"] for p in upload["parameters"] if p["in"] == "query"] == ["note"]
+    assert upload["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("google.protobuf.Empty")
+    assert doc["components"]["schemas"]["google.protobuf.Empty"]["additionalProperties"] is False
+
+    act = paths["/api/things/{id}:act"]["post"]
+    body = act["requestBody"]
+    assert body["required"] is False  # the transcoder reads no body as {}
+    assert set(body["content"]["application/json"]["schema"]["properties"]) == {"reason"}  # id is the path's
+    assert not [p for p in act["parameters"] if p["in"] == "query"]
