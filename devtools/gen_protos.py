@@ -1,10 +1,13 @@
-"""Generate Python stubs and the Envoy descriptor set from protos/ in one run (`make gen`)."""
+"""Generate Python stubs, the Envoy descriptor set and the OpenAPI document from protos/ in one run
+(`make gen`)."""
 
 import shutil
 import sys
 from pathlib import Path
 
 from grpc_tools import protoc
+
+import localplus_openapi
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
@@ -39,7 +42,8 @@ def main() -> int:
     shutil.rmtree(OUT / "google", ignore_errors=True)
     for package_dir in [OUT / "localplus", *(p for p in (OUT / "localplus").rglob("*") if p.is_dir())]:
         (package_dir / "__init__.py").touch()
-    print(f"generated {len(sources)} protos into {OUT.relative_to(ROOT)}/")
+    localplus_openapi.main(["--descriptor", str(OUT / "descriptor.pb"), "--out", str(OUT / "openapi.json")])
+    print(f"generated {len(sources)} protos and openapi.json into {OUT.relative_to(ROOT)}/")
     return 0
 
 

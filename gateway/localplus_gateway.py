@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import json
 import os
 import string
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from google.api import annotations_pb2
@@ -26,6 +27,9 @@ from localplus_common.services import SERVICES, addresses_from_env
 
 TEMPLATE = Path(__file__).resolve().parent / "envoy.yaml.tmpl"
 DEFAULT_DESCRIPTOR = Path(__file__).resolve().parents[1] / "gen" / "descriptor.pb"
+# `make gen` writes the OpenAPI document beside the descriptor set (localplus_openapi).
+OPENAPI_NAME = "openapi.json"
+DOCS_PAGE = Path(__file__).resolve().parent / "docs.html"
 # gRPC methods that take no token at all, e.g. a webhook whose caller authenticates by signature.
 PUBLIC_METHODS: frozenset[str] = frozenset()
 HS256_PROVIDER = "supabase"
@@ -86,6 +90,14 @@ class Method:
     path: str  # gRPC method path, `/package.Service/Method`
     cluster: str
     read_only: bool  # every HTTP binding is a GET
+
+    @property
+    def token(self) -> Literal["none", "optional", "required"]:
+        """What jwt_authn asks of callers (and the OpenAPI document says): `none` for PUBLIC_METHODS,
+        `optional` for reads (a bad token still fails), `required` for the rest."""
+        if self.path in PUBLIC_METHODS:
+            return "none"
+        return "optional" if self.read_only else "required"
 
 
 def load_methods(descriptor_path: Path) -> list[Method]:
@@ -191,9 +203,9 @@ def _jwt_rules(methods: list[Method], providers: list[str]) -> list[dict[str, An
     signed: list[dict[str, Any]] = [{"provider_name": p} for p in providers]
     rules = []
     for method in methods:
-        if method.path in PUBLIC_METHODS:
+        if method.token == "none":
             continue
-        if method.read_only:
+        if method.token == "optional":
             requires = {"requires_any": {"requirements": [*signed, {"allow_missing": {}}]}}
         elif len(signed) == 1:
             requires = signed[0]
@@ -201,6 +213,19 @@ def _jwt_rules(methods: list[Method], providers: list[str]) -> list[dict[str, An
             requires = {"requires_any": {"requirements": signed}}
         rules.append({"match": {"path": method.path}, "requires": requires})
     return rules
+
+
+# A JSON client's headers reach the services as gRPC metadata, where a name outside [0-9a-z_.-] is
+# refused, a `-bin` value must be base64 and `grpc-*` headers are gRPC's own: the service would answer
+# INTERNAL (500). JSON clients cannot mean any of them, so they are dropped (pseudo-headers stay).
+JSON_HEADERS = {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute",
+    "mutations": {
+        "request_mutations": [
+            {"remove_on_match": {"key_matcher": {"safe_regex": {"regex": ".*[^0-9a-z_.:-].*|.*-bin|grpc-.*"}}}}
+        ]
+    },
+}
 
 
 def _service_routes(methods: list[Method]) -> list[dict[str, Any]]:
@@ -222,8 +247,51 @@ def _service_routes(methods: list[Method]) -> list[dict[str, Any]]:
     # JSON requests are matched here first, before the transcoder rewrites their path: without this
     # route CORS finds no policy and preflights fall through to jwt_authn (401). Unknown /api paths are
     # answered 404 by the transcoder, so the cluster named here is never used.
-    routes.append({"match": {"prefix": "/api/"}, "route": {"cluster": SERVICES[0].name}})
+    routes.append(
+        {
+            "match": {"prefix": "/api/"},
+            "route": {"cluster": SERVICES[0].name},
+            "typed_per_filter_config": {"envoy.filters.http.header_mutation": JSON_HEADERS},
+        }
+    )
     return routes
+
+
+def _swagger_ui() -> Path:
+    """Swagger UI's static files, from the swagger-ui-py package (found without importing it)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or spec.origin is None:
+        raise ValueError("swagger-ui-py is not installed: the gateway serves /api/docs from its files")
+    return Path(spec.origin).parent / "static"
+
+
+def _docs_routes(openapi_path: str) -> list[dict[str, Any]]:
+    """GET /api/openapi.json and the Swagger UI page at /api/docs, answered by Envoy from files."""
+    static = _swagger_ui()
+    files = {
+        f"/api/{OPENAPI_NAME}": (openapi_path, "application/json"),
+        "/api/docs": (str(DOCS_PAGE), "text/html; charset=utf-8"),
+        "/api/docs/swagger-ui.css": (str(static / "swagger-ui.css"), "text/css; charset=utf-8"),
+        "/api/docs/swagger-ui-bundle.js": (str(static / "swagger-ui-bundle.js"), "text/javascript; charset=utf-8"),
+    }
+    # Not a gRPC method: the transcoder would answer 404.
+    no_transcoder = {
+        "envoy.filters.http.grpc_json_transcoder": {
+            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+            "disabled": True,
+        }
+    }
+    return [
+        {
+            "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+            "direct_response": {"status": 200, "body": {"filename": filename}},
+            "response_headers_to_add": [
+                {"header": {"key": "content-type", "value": kind}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            ],
+            "typed_per_filter_config": no_transcoder,
+        }
+        for path, (filename, kind) in files.items()
+    ]
 
 
 def _local_reply_mappers() -> list[dict[str, Any]]:
@@ -276,6 +344,7 @@ def render_envoy_config(
     """The Envoy config as YAML text; `descriptor_path_in_config` is where Envoy will find the
     descriptor set if not at `descriptor_path` (e.g. inside a container)."""
     methods = load_methods(descriptor_path)
+    descriptor_in_config = Path(descriptor_path_in_config or descriptor_path.resolve())
     providers, extra_clusters = _jwt_providers(settings)
     services = sorted({m.path.split("/")[1] for m in methods})
     hosts = {}
@@ -289,9 +358,9 @@ def render_envoy_config(
         LISTEN_ADDRESS=json.dumps(settings.listen_address),
         MAX_CONNECTIONS=settings.max_connections,
         REQUEST_HEADERS_TIMEOUT=f"{settings.request_headers_timeout_s:g}s",
-        DESCRIPTOR_PATH=json.dumps(descriptor_path_in_config or str(descriptor_path.resolve())),
+        DESCRIPTOR_PATH=json.dumps(str(descriptor_in_config)),
         SERVICES=json.dumps(services),
-        SERVICE_ROUTES=json.dumps(_service_routes(methods)),
+        ROUTES=json.dumps(_docs_routes(str(descriptor_in_config.with_name(OPENAPI_NAME))) + _service_routes(methods)),
         JWT_PROVIDERS=json.dumps(providers),
         JWT_RULES=json.dumps(_jwt_rules(methods, list(providers))),
         LOCAL_REPLY_MAPPERS=json.dumps(_local_reply_mappers()),

@@ -238,6 +238,9 @@ def test_gateway_deployment() -> None:
     env = k8s_env(render, resources)
     assert env["GATEWAY_PORT"] == str(GATEWAY_PORT) and env["GATEWAY_LISTEN_ADDRESS"] == "0.0.0.0"
     assert env["LOCALPLUS_ENV"] == "production"
+    # The config names files of the image (the OpenAPI document, the docs page): Envoy runs the image
+    # that rendered it.
+    assert envoy["image"] == render["image"]
     # The init container writes the config into a volume that Envoy mounts where it reads it from.
     _, config_path, _ = parse_gateway_script(render["command"][2])
     envoy_config = envoy["command"][envoy["command"].index("-c") + 1]
@@ -460,6 +463,25 @@ def test_gateway_config_as_deployed_passes_envoy_validation(where: str, tmp_path
         assert address == {"address": service.name, "port_value": service.port}
     # The descriptor path defaults to the repository's gen/, i.e. /app/gen/descriptor.pb in the image.
     assert f'"{ROOT / "gen" / "descriptor.pb"}"' in result.stdout
+    # The API reference is answered from files of the image: the OpenAPI document beside the descriptor,
+    # the docs page in gateway/ and Swagger UI in the virtualenv (/opt/venv), all there for Envoy too.
+    (route_config,) = (f["typed_config"]["route_config"] for f in listener["filter_chains"][0]["filters"])
+    files = {
+        route["match"]["path"]: Path(route["direct_response"]["body"]["filename"])
+        for route in route_config["virtual_hosts"][0]["routes"]
+        if "direct_response" in route
+    }
+    assert set(files) == {
+        "/api/openapi.json",
+        "/api/docs",
+        "/api/docs/swagger-ui.css",
+        "/api/docs/swagger-ui-bundle.js",
+    }
+    assert files["/api/openapi.json"] == ROOT / "gen" / "openapi.json"
+    assert files["/api/docs"] == ROOT / "gateway" / "docs.html"
+    for path in ("/api/docs/swagger-ui.css", "/api/docs/swagger-ui-bundle.js"):
+        assert files[path].is_relative_to(sys.prefix), path
+    assert all(filename.is_file() for filename in files.values())
 
     # Envoy exactly as deployed (flags included), pointed at the config rendered here.
     assert deploy.envoy[0] == "envoy"
@@ -495,6 +517,12 @@ def test_dockerfile_matches_the_layout() -> None:
     assert image_path is not None
     image_dirs = {p.removeprefix(f"{IMAGE_ROOT}/") for p in image_path[1].split(":")}
     assert image_dirs == make_dirs - {"devtools"}
+    # The gateway serves Swagger UI from swagger-ui-py in the virtualenv, and gen/openapi.json, which the
+    # gen stage makes with the gateway's generator.
+    deps = dockerfile[dockerfile.index(" AS deps") : dockerfile.index(" AS gen")]
+    assert re.search(r"uv pip install [^#]*swagger-ui-py", deps)
+    gen = dockerfile[dockerfile.index(" AS gen") : dockerfile.index(" AS runtime")]
+    assert "COPY gateway ./gateway" in gen and "gen_protos.py" in gen
     copied = set(re.findall(r"^COPY (?:--from=\w+ )?\S+ \./(\w+)$", runtime, re.M))
     assert copied == {"gen", "services", "gateway", "sql"}
     assert "devtools" not in re.sub(r"#.*", "", runtime), "the runtime image must not need devtools/"
