@@ -200,8 +200,9 @@ class HttpWorkload(Workload):
 
 @dataclass
 class SqlWorkload(Workload):
-    """Queries through the services' own `Database.run` (begin, set_config role and claims, query,
-    commit) on an asyncpg pool; subclasses say which queries one request makes."""
+    """The services' use cases called directly, without gRPC, on a pool made as the services make
+    theirs: each request is the use case's own `Database.run` transaction (begin, set_config role and
+    claims, its queries, commit). Subclasses say which use case one request calls, and as whom."""
 
     database_url: str
     items: Sequence[Any]
@@ -215,12 +216,11 @@ class SqlWorkload(Workload):
         return "asyncpg"
 
     async def open(self, concurrency: int) -> tuple[Call, Callable[[], Awaitable[None]]]:
-        import asyncpg
+        from localplus_common.config import Settings
+        from localplus_common.db import Database, create_pool
 
-        from localplus_common.db import Database
-
-        pool = await asyncpg.create_pool(self.database_url, min_size=self.pool_size, max_size=self.pool_size)
-        assert pool is not None
+        settings = replace(Settings.from_env(), database_url=self.database_url, db_pool_max=self.pool_size)
+        pool = await create_pool(settings)
         db = Database(pool)
 
         async def call(item: Any) -> None:
@@ -230,7 +230,8 @@ class SqlWorkload(Workload):
 
     @abstractmethod
     async def query(self, db: Any, item: Any) -> None:
-        """One request's worth of SQL, via `db.run(...)` (`db` is a localplus_common.db.Database)."""
+        """One request: set the caller (`localplus_common.db.current_identity`), then call the use case
+        with `db` (a localplus_common.db.Database)."""
 
 
 # The worker process

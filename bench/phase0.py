@@ -1,8 +1,9 @@
 """Phase 0 scenarios: read one event, list events, register for an event.
 
 Each goes four ways: JSON through Envoy, native gRPC straight to the events service, native gRPC
-through Envoy, and the bare SQL the service runs for it inside the same request transaction
-(`Database.run`: begin, set_config role and claims, the queries, commit) on an asyncpg pool.
+through Envoy, and without gRPC: the service's own use case called directly, so the very statements
+it runs, in the same request transaction (`Database.run`: begin, set_config role and claims, the
+queries, commit), on an asyncpg pool.
 """
 
 from __future__ import annotations
@@ -23,13 +24,11 @@ from bench.harness import TokenMinter, bench_user_id, create_users, run_with_poo
 from bench.load import GrpcWorkload, HttpWorkload, SqlWorkload, Workload
 from bench.runner import Context, Route, Scenario
 from localplus.events.v1 import events_pb2, events_pb2_grpc
-from localplus_common.access import EDITOR, visible_event
 from localplus_common.auth import ANONYMOUS, Identity
 from localplus_common.config import Settings
-from localplus_common.db import Connection, Database
-from localplus_events import repository as repo
-from localplus_events.access import check_registration_open
-from localplus_events.discovery import plan_search
+from localplus_common.db import Database, current_identity
+from localplus_common.paging import page_request
+from localplus_events import discovery, events, participants
 
 SERVICE = "/localplus.events.v1.EventsService"
 PUBLISHED_EVENTS = 1_000
@@ -75,8 +74,8 @@ def sql_pool_size(context: Context) -> int:
 @dataclass
 class GetEventSql(SqlWorkload):
     async def query(self, db: Database, item: uuid.UUID) -> None:
-        # service.GetEvent: parse the id, then this transaction.
-        await db.run(lambda conn: visible_event(conn, item), ANONYMOUS)
+        current_identity.set(ANONYMOUS)
+        await events.get_event(db, item)
 
 
 class GetEvent(Scenario):
@@ -113,9 +112,8 @@ class GetEvent(Scenario):
 @dataclass
 class ListEventsSql(SqlWorkload):
     async def query(self, db: Database, item: str) -> None:
-        # service.ListEvents: the search plan from the request, then this transaction.
-        plan = plan_search(events_pb2.ListEventsRequest(page_size=PAGE_SIZE, page_token=item))
-        await db.run(lambda conn: conn.fetch(plan.query, *plan.params), ANONYMOUS)
+        current_identity.set(ANONYMOUS)
+        await discovery.search(db, discovery.SearchQuery(page=page_request(PAGE_SIZE, item)))
 
 
 class ListEvents(Scenario):
@@ -170,19 +168,9 @@ class ListEvents(Scenario):
 class RegisterSql(SqlWorkload):
     async def query(self, db: Database, item: tuple[uuid.UUID, Identity]) -> None:
         event_id, identity = item
-
-        # service.CreateParticipant for a signed-in user registering themselves as going.
-        async def register(conn: Connection) -> Any:
-            event = await visible_event(conn, event_id)
-            if event["caller_rank"] < EDITOR:
-                await check_registration_open(conn, event)
-            assert identity.user_id is not None
-            row = await repo.register(conn, event_id, identity.user_id, "going", 0)
-            if row is None:
-                raise RuntimeError("already registered")
-            return row
-
-        await db.run(register, identity)
+        # A signed-in user registering themselves, going.
+        current_identity.set(identity)
+        await participants.create_participant(db, event_id, None, participants.ParticipantChanges())
 
 
 class Register(Scenario):

@@ -18,8 +18,8 @@ from bench.load import GrpcWorkload, HttpWorkload, SqlWorkload, Workload
 from bench.runner import Context, Route, Scenario
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_common.auth import ANONYMOUS
-from localplus_common.db import Database
-from localplus_events.discovery import plan_search
+from localplus_common.db import Database, current_identity
+from localplus_events import discovery, mapping
 
 CITY = "bench-city"
 EVENTS = 100_000
@@ -69,10 +69,9 @@ def _city(context: Context) -> None:
 
 @dataclass
 class SearchSql(SqlWorkload):
-    async def query(self, db: Database, item: bytes) -> None:
-        # service.ListEvents: the search plan from the request, then this transaction.
-        plan = plan_search(events_pb2.ListEventsRequest.FromString(item))
-        await db.run(lambda conn: conn.fetch(plan.query, *plan.params), ANONYMOUS)
+    async def query(self, db: Database, item: discovery.SearchQuery) -> None:
+        current_identity.set(ANONYMOUS)
+        await discovery.search(db, item)
 
 
 INDEX_NAME = re.compile(r"(?:Index Scan|Index Only Scan|Bitmap Index Scan) (?:using|on) (\w+)")
@@ -80,7 +79,7 @@ INDEX_NAME = re.compile(r"(?:Index Scan|Index Only Scan|Bitmap Index Scan) (?:us
 
 async def _indexes_used(database_url: str, request: events_pb2.ListEventsRequest) -> list[str]:
     """Index names in the plan, including the statement inside listed_event_candidates()."""
-    plan = plan_search(request)
+    plan = discovery.plan_search(mapping.search_query(request))
     conn = await asyncpg.connect(database_url)
     notices: list[str] = []
     conn.add_log_listener(lambda _conn, message: notices.append(message.message))
@@ -129,7 +128,7 @@ class Search(Scenario):
             path = "/api/events?" + urllib.parse.urlencode({"city": CITY, "page_size": "20", **self.params})
             return HttpWorkload(endpoints.gateway_url, "GET", [(path, "")])
         if route is Route.SQL:
-            return SearchSql(endpoints.database_url, [body], pool_size=1)
+            return SearchSql(endpoints.database_url, [mapping.search_query(self.request)], pool_size=1)
         return GrpcWorkload(endpoints.events_addr, f"{SERVICE}/ListEvents", [(body, "")])
 
 

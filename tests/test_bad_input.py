@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import asyncpg
@@ -26,8 +26,9 @@ from jwt.utils import base64url_encode
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
 from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
-from localplus_common.config import DEV_JWT_SECRET
-from localplus_common.requests import encode_page_token
+from localplus_common.config import DEV_JWT_SECRET, Settings
+from localplus_common.db import create_pool
+from localplus_common.paging import encode_page_token
 from localplus_dev.stack import Stack
 from localplus_dev.token import mint
 from tests.support import User, create_event, create_user, event_body
@@ -435,6 +436,117 @@ CASES = [
         "INVALID_ARGUMENT",
         json={"description": "d" * 500_000},
         field="description",
+    ),
+    # Time zones that are not names at all: a clear 400, never the file system's error (once a 503).
+    Case(
+        "timezone-10000-chars",
+        "POST",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        json=event_with(timezone="A" * 10_000),
+        field="timezone",
+    ),
+    Case(
+        "timezone-a-directory",
+        "POST",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        json=event_with(timezone="America"),
+        field="timezone",
+    ),
+    Case(
+        "timezone-long-patch",
+        "PATCH",
+        "/api/events/{event_id}",
+        400,
+        "INVALID_ARGUMENT",
+        json={"timezone": "Asia/" + "B" * 5_000},
+        field="timezone",
+    ),
+    # Timestamps outside 1900-01-01..2200-01-01, wherever the API takes one (asyncpg stores year 1 and
+    # 9999-12-31 as -infinity and infinity).
+    Case(
+        "starts-at-year-1",
+        "POST",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        json=event_with(starts_at="0001-01-01T00:00:00Z"),
+        field="starts_at",
+    ),
+    Case(
+        "starts-at-1899",
+        "POST",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        json=event_with(starts_at="1899-12-31T23:59:59Z"),
+        field="starts_at",
+    ),
+    Case(
+        "ends-at-9999",
+        "POST",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        json=event_with(ends_at="9999-12-31T23:59:59.999999Z"),
+        field="ends_at",
+    ),
+    Case(
+        "ends-at-2200-patch",
+        "PATCH",
+        "/api/events/{event_id}",
+        400,
+        "INVALID_ARGUMENT",
+        json={"ends_at": "2200-01-01T00:00:00Z"},
+        field="ends_at",
+    ),
+    Case(
+        "registration-closes-9999",
+        "POST",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        json=event_with(registration_closes_at="9999-12-31T23:59:59Z"),
+        field="registration_closes_at",
+    ),
+    Case(
+        "permission-expires-9999",
+        "POST",
+        "/api/events/{event_id}/permissions",
+        400,
+        "INVALID_ARGUMENT",
+        json={"user_id": NOT_FOUND_ID, "role": "EVENT_ROLE_VIEWER", "expires_at": "9999-12-31T00:00:00Z"},
+        field="expires_at",
+    ),
+    Case(
+        "ticket-sales-start-year-1",
+        "POST",
+        "/api/events/{event_id}/ticket-types",
+        400,
+        "INVALID_ARGUMENT",
+        json={"name": "GA", "currency": "THB", "inventory": 5, "sales_starts_at": "0001-01-01T00:00:00Z"},
+        field="ticket_type.sales_starts_at",
+    ),
+    Case(
+        "search-starts-after-year-1",
+        "GET",
+        "/api/events",
+        400,
+        "INVALID_ARGUMENT",
+        params={"starts_after": "0001-01-01T00:00:00Z"},
+        field="starts_after",
+    ),
+    Case(
+        "occurrences-end-9999",
+        "GET",
+        "/api/events/{event_id}/occurrences",
+        400,
+        "INVALID_ARGUMENT",
+        params={"start": "2030-01-01T00:00:00Z", "end": "9999-12-31T23:59:59Z"},
+        field="end",
     ),
     # Ids.
     Case("bad-uuid-get", "GET", "/api/events/not-a-uuid", 400, "INVALID_ARGUMENT", auth="none", field="id"),
@@ -994,3 +1106,37 @@ async def test_refused_tokens_never_act_as_anonymous(
         assert response.status_code in (401, 403), (kind, response.status_code, response.text)
     other = await create_user(db)
     assert (await api.get(f"/api/events/{owned_event['id']}", headers=other.headers)).status_code == 200
+
+
+OUT_OF_RANGE_TIMES = [
+    ("starts_at", "-infinity"),
+    ("ends_at", "infinity"),
+    ("ends_at", "20000-01-01T00:00:00Z"),  # past Python's year 9999
+    ("starts_at", "4713-01-01T00:00:00Z BC"),  # before Python's year 1
+    ("registration_closes_at", "infinity"),
+]
+
+
+@pytest.mark.parametrize(("column", "stored"), OUT_OF_RANGE_TIMES)
+async def test_no_writer_can_store_a_time_the_api_would_refuse(
+    column: str, stored: str, db: asyncpg.Pool, owned_event: dict[str, Any]
+) -> None:
+    """Not SQL, not Supabase's REST, not a backend connection: the table's CHECK holds times to
+    1900..2200 like the API, so no reader meets ±infinity or a year Python cannot hold."""
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db.execute(
+            f"update public.events set {column} = $2::text::timestamptz where id = $1", owned_event["id"], stored
+        )
+
+
+@pytest.mark.parametrize("stored", sorted({stored for _, stored in OUT_OF_RANGE_TIMES}))
+async def test_the_services_read_any_stored_time_as_an_aware_datetime(stack: Stack, stored: str) -> None:
+    """Rows older than those CHECKs (validated only where the data allows) may still hold such times:
+    the services' pool reads them clamped to Python's range, comparable with other times."""
+    pool = await create_pool(replace(Settings.from_env(), database_url=stack.database_url, db_pool_max=1))
+    try:
+        value = await pool.fetchval("select $1::text::timestamptz", stored)
+    finally:
+        await pool.close()
+    assert value.tzinfo is not None
+    assert value.year in (1, 9999)

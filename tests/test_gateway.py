@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
 from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
-from localplus_common.requests import encode_page_token
+from localplus_common.paging import encode_page_token
 from localplus_common.services import SERVICES, Service
 from localplus_dev.stack import Stack
 from tests.support import User, create_event, create_user, event_body, iso

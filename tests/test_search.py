@@ -21,6 +21,7 @@ from localplus.events.v1 import events_pb2
 from localplus_common.auth import ANONYMOUS
 from localplus_common.db import Database
 from localplus_events.discovery import plan_search
+from localplus_events.mapping import search_query
 from tests.support import User, create_event, create_user, iso
 
 Json = dict[str, Any]
@@ -837,7 +838,7 @@ async def test_thai_trigram_search_on_every_database(database_url: str) -> None:
 
 
 async def test_the_search_statement_finds_typos_and_thai_on_every_database(database_url: str) -> None:
-    """The very statement the service runs for `q` (candidates from public.listed_event_candidates,
+    """The very statement the service runs for `q` (candidates from localplus_private.listed_event_candidates,
     ranked by trigram word similarity), in an anonymous request's transaction."""
     city = new_city()
     jazz, pottery, concert = "Jazz Festival", "Pottery Workshop", "คอนเสิร์ตดนตรีแจ๊สริมแม่น้ำ"
@@ -853,7 +854,7 @@ async def test_the_search_statement_finds_typos_and_thai_on_every_database(datab
             )
 
         async def search(q: str) -> list[str]:
-            plan = plan_search(events_pb2.ListEventsRequest(city=city, q=q))
+            plan = plan_search(search_query(events_pb2.ListEventsRequest(city=city, q=q)))
             rows = await Database(pool).run(lambda conn: conn.fetch(plan.query, *plan.params), ANONYMOUS)
             return [row["title"] for row in rows]
 

@@ -2,7 +2,7 @@
 
 Row-level security is the source of truth; these checks turn its silent filtering into the
 statuses CONTRACT §3 promises: 404 for what the caller cannot see, 403 for what they may see
-but not change, 401 when they must sign in first."""
+but not change, 401 when they must sign in first; and 409 when the caller's copy is stale."""
 
 from uuid import UUID
 
@@ -10,7 +10,7 @@ import asyncpg
 
 from localplus_common.auth import Identity
 from localplus_common.db import Connection, current_identity
-from localplus_common.errors import not_found, permission_denied, unauthenticated
+from localplus_common.errors import aborted, not_found, permission_denied, unauthenticated
 
 # The caller's rank on an event, as localplus_private.event_role_rank() computes it in SQL.
 VIEWER, EDITOR, OWNER = 2, 3, 4
@@ -37,3 +37,9 @@ async def visible_event(conn: Connection, event_id: UUID) -> asyncpg.Record:
 def require_rank(event: asyncpg.Record, rank: int, action: str) -> None:
     if event["caller_rank"] < rank:
         raise permission_denied(f"you may not {action} this event")
+
+
+def check_etag(row: asyncpg.Record, etag: str) -> None:
+    """An etag is the row's `version`; a client that sends one acts only on that version (AIP-154)."""
+    if etag and etag != str(row["version"]):
+        raise aborted(f"etag {etag[:32]!r} is stale; it is now at {row['version']}", "ETAG_MISMATCH")

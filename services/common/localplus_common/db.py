@@ -5,8 +5,10 @@ Like PostgREST, every request runs in a single transaction as `anon`, `authentic
 """
 
 import asyncio
+import contextlib
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TypeAlias, TypeVar
 from uuid import UUID
 
@@ -25,7 +27,42 @@ Work = Callable[[Connection], Awaitable[T]]
 RETRYABLE_SQLSTATES = {"40001", "40P01"}
 MAX_ATTEMPTS = 4
 
+# Postgres counts timestamptz in microseconds from 2000-01-01 UTC.
+POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+EARLIEST, LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+
 current_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("current_identity")
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached, or did not answer in time: worth retrying later."""
+
+
+def _decode_timestamptz(value: tuple[int]) -> datetime:
+    """Every stored timestamptz as an aware datetime. asyncpg's own decoder returns naive
+    datetime.min/max for -infinity/infinity (which then cannot be compared with aware times) and fails
+    on years outside Python's 1-9999; those are clamped to Python's range instead."""
+    try:
+        return POSTGRES_EPOCH + value[0] * MICROSECOND
+    except OverflowError:
+        return LATEST if value[0] > 0 else EARLIEST
+
+
+def _encode_timestamptz(value: datetime) -> tuple[int]:
+    """Unlike asyncpg's own encoder, never writes datetime.min/max as -infinity/infinity."""
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return ((aware - POSTGRES_EPOCH) // MICROSECOND,)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "timestamptz",
+        schema="pg_catalog",
+        encoder=_encode_timestamptz,
+        decoder=_decode_timestamptz,
+        format="tuple",
+    )
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
@@ -43,6 +80,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         max_size=settings.db_pool_max,
         statement_cache_size=settings.db_statement_cache_size,
         command_timeout=30,
+        init=_init_connection,
         reset=_reset_connection,
     )
     assert pool is not None
@@ -63,7 +101,7 @@ class Database:
         who = identity or current_identity.get()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
+                async with self._connection() as conn, conn.transaction():
                     await conn.execute(
                         "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true),"
                         " set_config('localplus.event_id', $3, true)",
@@ -75,5 +113,20 @@ class Database:
             except asyncpg.PostgresError as error:
                 if error.sqlstate not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
                     raise
+            except TimeoutError as error:  # asyncpg's command_timeout
+                raise DatabaseUnavailable("the database did not answer in time") from error
             await asyncio.sleep(0.005 * attempt)
         raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection; failing to get one (refused, unreachable, out of connections, shutting
+        down) is DatabaseUnavailable, unlike any error of the work done on it."""
+        try:
+            conn = await self.pool.acquire()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise DatabaseUnavailable("the database cannot be reached") from error
+        try:
+            yield conn
+        finally:
+            await self.pool.release(conn)

@@ -1,33 +1,39 @@
 """One mapping from failures to gRPC statuses (AIP-193), so no client mistake becomes a 500.
 
-Errors carry a google.rpc.ErrorInfo reason where a client can act on it, and a BadRequest
-field violation for invalid input; Envoy renders both as JSON.
+Every error carries a google.rpc.ErrorInfo with a reason a client can act on and the request id
+(also sent as trailing metadata `x-request-id`), plus a BadRequest field violation for invalid
+input; Envoy renders both as JSON.
+
+What Postgres says is for the server's log, not for clients, with one exception: a message our
+own PL/pgSQL raises (`raise exception '...' using errcode = ..., hint = '<REASON>'`) is written
+for users and passed on, its HINT (when set) as the ErrorInfo reason. Everything else becomes a
+stable message built from the SQLSTATE and the column or constraint Postgres names.
 """
 
-import logging
 from dataclasses import dataclass
 
 import asyncpg
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 ERROR_DOMAIN = "localplus.app"
-log = logging.getLogger(__name__)
+REQUEST_ID_KEY = "x-request-id"
+# grpc's key for the serialized google.rpc.Status, which Envoy's transcoder renders as the JSON body.
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 @dataclass
 class ApiError(Exception):
     code: grpc.StatusCode
     message: str
-    reason: str = ""
+    reason: str
     field: str = ""
 
-    def to_status(self) -> grpc.Status:
-        details = []
-        if self.reason:
-            details.append(error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN))
+    def trailing_metadata(self, request_id: str) -> tuple[tuple[str, str | bytes], ...]:
+        """The trailers that end a call with this error: the rich status and the request id."""
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata={"request_id": request_id})
+        details: list[error_details_pb2.ErrorInfo | error_details_pb2.BadRequest] = [info]
         if self.field:
             violation = error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.message)
             details.append(error_details_pb2.BadRequest(field_violations=[violation]))
@@ -36,8 +42,8 @@ class ApiError(Exception):
             any_detail = any_pb2.Any()
             any_detail.Pack(detail)
             packed.append(any_detail)
-        proto = status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
-        return rpc_status.to_status(proto)
+        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
+        return (STATUS_DETAILS_KEY, status.SerializeToString()), (REQUEST_ID_KEY, request_id)
 
 
 def invalid_argument(field: str, message: str) -> ApiError:
@@ -68,6 +74,10 @@ def failed_precondition(message: str, reason: str) -> ApiError:
     return ApiError(grpc.StatusCode.FAILED_PRECONDITION, message, reason)
 
 
+UNAVAILABLE = ApiError(grpc.StatusCode.UNAVAILABLE, "the database is unavailable; try again", "UNAVAILABLE")
+INTERNAL = ApiError(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL")
+
+
 def _field_from_constraint(table: str | None, constraint: str | None) -> str:
     """`events_title_check` -> `title`; `event_permissions_user_id_fkey` -> `user_id`."""
     name = constraint or ""
@@ -78,34 +88,55 @@ def _field_from_constraint(table: str | None, constraint: str | None) -> str:
     return name
 
 
+def _raised_by_us(error: asyncpg.PostgresError) -> bool:
+    """Whether a PL/pgSQL RAISE of ours wrote this error (its context names the RAISE statement) rather
+    than Postgres itself; a statement failing inside one of our functions is Postgres's."""
+    context: str = getattr(error, "context", None) or ""
+    return context.partition("\n")[0].endswith(" at RAISE")
+
+
 def from_database_error(error: asyncpg.PostgresError) -> ApiError:
     """Turn what Postgres refused into the status a client should see."""
+    stable = _stable_error(error)
+    if not _raised_by_us(error):
+        return stable
+    hint: str = getattr(error, "hint", None) or ""
+    return ApiError(stable.code, error.message or stable.message, hint or stable.reason, stable.field)
+
+
+def _stable_error(error: asyncpg.PostgresError) -> ApiError:
+    """Our words for a SQLSTATE, naming the column or constraint involved where Postgres gives one."""
     sqlstate = error.sqlstate or ""
-    table = getattr(error, "table_name", None)
-    constraint = getattr(error, "constraint_name", None)
-    if isinstance(error, asyncpg.UniqueViolationError):
+    column = getattr(error, "column_name", None) or ""
+    field = column or _field_from_constraint(
+        getattr(error, "table_name", None), getattr(error, "constraint_name", None)
+    )
+    subject = field or "a value"
+    if sqlstate == "23505":
         return already_exists("that already exists")
-    if isinstance(error, asyncpg.ForeignKeyViolationError):
-        field = _field_from_constraint(table, constraint)
+    if sqlstate == "23503":
         return invalid_argument(field, f"{field or 'a referenced record'} does not exist")
-    if isinstance(error, asyncpg.CheckViolationError):
-        field = _field_from_constraint(table, constraint)
-        return invalid_argument(field, f"{field or 'a value'} is out of range or malformed")
-    if isinstance(error, asyncpg.InsufficientPrivilegeError):
-        # Row-level security refused the write (SQLSTATE 42501), or one of our triggers did, in words.
-        generic = (error.message or "").startswith(("new row violates", "permission denied"))
-        return permission_denied("you may not do that" if generic else error.message)
+    if sqlstate == "23502":
+        return invalid_argument(field, f"{subject} is required")
+    if sqlstate in ("23514", "23P01"):
+        return invalid_argument(field, f"{subject} is out of range or malformed")
+    if sqlstate in ("22021", "22P05"):
+        # The only text a protobuf string carries that Postgres cannot store is a NUL character.
+        return invalid_argument(field, "text may not contain NUL characters")
+    if sqlstate == "22001":
+        return invalid_argument(field, f"{subject} is too long")
     if sqlstate.startswith(("22", "23")):
-        return invalid_argument("", "invalid value: " + (error.message or "data exception").split("\n")[0])
+        return invalid_argument(field, f"{subject} is out of range or malformed")
+    if sqlstate == "42501":
+        # Row-level security refused the write, or a grant is missing.
+        return permission_denied("you may not do that")
     if sqlstate in ("40001", "40P01"):
         return aborted("the record changed concurrently; try again", "CONCURRENT_MODIFICATION")
     if sqlstate == "P0001":
-        hint = getattr(error, "hint", None) or "FAILED_PRECONDITION"
-        return failed_precondition(error.message or "not allowed now", hint)
+        return failed_precondition("not allowed now", "FAILED_PRECONDITION")
     if sqlstate == "57014":
-        return ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "the request took too long")
-    log.error("unmapped database error %s: %s", sqlstate, error.message)
-    return ApiError(grpc.StatusCode.INTERNAL, "internal error")
-
-
-UNAVAILABLE = ApiError(grpc.StatusCode.UNAVAILABLE, "the database is unavailable; try again", "UNAVAILABLE")
+        return ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "the request took too long", "DEADLINE_EXCEEDED")
+    # Connection lost, the server shutting down or starting up, out of connections or resources.
+    if sqlstate.startswith(("08", "53")) or sqlstate in ("57P01", "57P02", "57P03"):
+        return UNAVAILABLE
+    return INTERNAL

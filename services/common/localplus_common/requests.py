@@ -1,8 +1,5 @@
-"""Checks on request fields every service needs: ids, page sizes and page tokens (AIP-158)."""
+"""Checks on request fields every service needs: ids and timestamps."""
 
-import base64
-import binascii
-import json
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -11,8 +8,11 @@ from google.protobuf import timestamp_pb2
 
 from localplus_common.errors import invalid_argument
 
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
+# Every timestamp the API accepts lies in [EARLIEST_TIMESTAMP, LATEST_TIMESTAMP): wide enough for any
+# real event or query, and safely inside what Postgres, Python and protobuf can all represent (asyncpg
+# writes Python's datetime.min/max as -infinity/infinity).
+EARLIEST_TIMESTAMP = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_TIMESTAMP = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 def parse_uuid(field: str, value: str) -> UUID:
@@ -24,55 +24,34 @@ def parse_uuid(field: str, value: str) -> UUID:
         raise invalid_argument(field, f"{field} must be a UUID") from None
 
 
-def page_size(value: int) -> int:
-    if value < 0 or value > MAX_PAGE_SIZE:
-        raise invalid_argument("page_size", f"page_size must be between 0 and {MAX_PAGE_SIZE}")
-    return value or DEFAULT_PAGE_SIZE
+def optional_uuid(field: str, value: str) -> UUID | None:
+    """An id the client may leave empty."""
+    return parse_uuid(field, value) if value else None
 
 
-def encode_page_token(position: dict[str, Any]) -> str:
-    raw = json.dumps(position, separators=(",", ":"), default=str).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> dict[str, Any] | None:
-    """The keyset position a page token stands for; None for the first page."""
-    if not token:
-        return None
-    try:
-        position = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError):
-        raise invalid_argument("page_token", "page_token is not valid") from None
-    if not isinstance(position, dict):
-        raise invalid_argument("page_token", "page_token is not valid")
-    return position
-
-
-def token_datetime(position: dict[str, Any], key: str) -> datetime:
-    try:
-        return datetime.fromisoformat(str(position[key]))
-    except (KeyError, ValueError):
-        raise invalid_argument("page_token", "page_token is not valid") from None
-
-
-def token_uuid(position: dict[str, Any], key: str) -> UUID:
-    try:
-        return UUID(str(position[key]))
-    except (KeyError, ValueError):
-        raise invalid_argument("page_token", "page_token is not valid") from None
+def text(field: str, value: str) -> str:
+    """A text field as given. Postgres cannot store NUL characters: refused here, naming the field."""
+    if "\x00" in value:
+        raise invalid_argument(field, f"{field} may not contain NUL characters")
+    return value
 
 
 def timestamp_or_none(message: Any, field: str, name: str = "") -> datetime | None:
-    """A Timestamp field as an aware datetime, or None when the client left it unset. `name` is
-    the field's path in the request for errors (default: `field`), e.g. `ticket_type.sales_ends_at`."""
+    """A Timestamp field as an aware datetime, or None when the client left it unset. `name` is the
+    field's path in the request for errors (default: `field`), e.g. `ticket_type.sales_ends_at`."""
     if not message.HasField(field):
         return None
     stamp: timestamp_pb2.Timestamp = getattr(message, field)
     try:
-        return stamp.ToDatetime(tzinfo=UTC)
+        value = stamp.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
+        value = None
+    if value is None or not EARLIEST_TIMESTAMP <= value < LATEST_TIMESTAMP:
         name = name or field
-        raise invalid_argument(name, f"{name} is out of range") from None
+        raise invalid_argument(
+            name, f"{name} must be from {EARLIEST_TIMESTAMP:%Y-%m-%d} up to {LATEST_TIMESTAMP:%Y-%m-%d} (UTC)"
+        )
+    return value
 
 
 def set_timestamp(message: Any, field: str, value: datetime | None) -> None:

@@ -3,8 +3,10 @@ health and reflection, graceful shutdown."""
 
 import asyncio
 import logging
+import re
 import signal
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -15,15 +17,27 @@ from grpc_reflection.v1alpha import reflection
 
 from localplus_common.auth import TokenVerifier, bearer_from_metadata
 from localplus_common.config import Settings
-from localplus_common.db import Database, create_pool, current_identity
-from localplus_common.errors import UNAVAILABLE, ApiError, from_database_error, invalid_argument
+from localplus_common.db import Database, DatabaseUnavailable, create_pool, current_identity
+from localplus_common.errors import (
+    INTERNAL,
+    REQUEST_ID_KEY,
+    UNAVAILABLE,
+    ApiError,
+    from_database_error,
+    invalid_argument,
+)
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# What we accept as a caller's request id (Envoy sends a UUID); anything else is replaced, as it goes
+# into the log.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
-    """Identify the caller once per call and map every failure to a deliberate status."""
+    """Identify the caller once per call and map every failure to a deliberate status, for unary and
+    streaming methods alike (streaming handlers are async generators and read their requests by
+    iterating, not with `context.read()`)."""
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
@@ -39,42 +53,117 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         if method in self._guarded:
             return self._guarded[method]
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or method.startswith("/grpc."):
+        if handler is None or method.startswith("/grpc."):
             return handler
         self._guarded[method] = self._guard(method, handler)
         return self._guarded[method]
 
     def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        behavior = handler.unary_unary
+        # Requests are decoded here rather than by grpc, so a malformed message is a clear
+        # INVALID_ARGUMENT instead of UNKNOWN with a Python class name in it.
         deserialize = handler.request_deserializer
-        verifier = self._verifier
 
-        async def guarded(raw_request: bytes, context: grpc.aio.ServicerContext) -> Any:
+        def decode(raw_request: bytes) -> Any:
             try:
-                # Decoded here rather than by grpc, so a malformed message is a clear
-                # INVALID_ARGUMENT instead of UNKNOWN with a Python class name in it.
-                try:
-                    request = deserialize(raw_request)
-                except (DecodeError, ValueError):
-                    raise invalid_argument("", "the request message could not be decoded") from None
-                identity = verifier.identify(bearer_from_metadata(context.invocation_metadata()))
-                current_identity.set(identity)
-                return await behavior(request, context)
-            except ApiError as error:
-                failure = error
-            except asyncpg.PostgresError as error:
-                failure = from_database_error(error)
-            except (TimeoutError, OSError, asyncpg.InterfaceError):
-                log.exception("database unreachable in %s", method)
-                failure = UNAVAILABLE
-            except Exception:
-                log.exception("unexpected error in %s", method)
-                failure = ApiError(grpc.StatusCode.INTERNAL, "internal error")
-            await context.abort_with_status(failure.to_status())
+                return deserialize(raw_request)
+            except (DecodeError, ValueError):
+                raise invalid_argument("", "the request message could not be decoded") from None
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded, request_deserializer=None, response_serializer=handler.response_serializer
+        async def decoded(raw_requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+            async for raw_request in raw_requests:
+                yield decode(raw_request)
+
+        serialize = handler.response_serializer
+        if handler.unary_unary is not None:
+            unary_unary = handler.unary_unary
+
+            async def guarded_unary_unary(raw_request: bytes, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    self._identify(context)
+                    return await unary_unary(decode(raw_request), context)
+                except Exception as error:
+                    await _abort(context, method, error)
+
+            return grpc.unary_unary_rpc_method_handler(guarded_unary_unary, response_serializer=serialize)
+        if handler.unary_stream is not None:
+            unary_stream = handler.unary_stream
+
+            async def guarded_unary_stream(raw_request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                try:
+                    self._identify(context)
+                    async for response in unary_stream(decode(raw_request), context):
+                        yield response
+                except Exception as error:
+                    await _abort(context, method, error)
+
+            return grpc.unary_stream_rpc_method_handler(guarded_unary_stream, response_serializer=serialize)
+        if handler.stream_unary is not None:
+            stream_unary = handler.stream_unary
+
+            async def guarded_stream_unary(
+                raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+            ) -> Any:
+                try:
+                    self._identify(context)
+                    return await stream_unary(decoded(raw_requests), context)
+                except Exception as error:
+                    await _abort(context, method, error)
+
+            return grpc.stream_unary_rpc_method_handler(guarded_stream_unary, response_serializer=serialize)
+        stream_stream = handler.stream_stream
+
+        async def guarded_stream_stream(
+            raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            try:
+                self._identify(context)
+                async for response in stream_stream(decoded(raw_requests), context):
+                    yield response
+            except Exception as error:
+                await _abort(context, method, error)
+
+        return grpc.stream_stream_rpc_method_handler(guarded_stream_stream, response_serializer=serialize)
+
+    def _identify(self, context: grpc.aio.ServicerContext) -> None:
+        current_identity.set(self._verifier.identify(bearer_from_metadata(context.invocation_metadata())))
+
+
+def _request_id_of(context: grpc.aio.ServicerContext) -> str:
+    """The caller's x-request-id (Envoy sets one on every request), or a new one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and REQUEST_ID.match(value):
+            return value
+    return str(uuid.uuid4())
+
+
+async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exception) -> None:
+    """End the call with the status `error` deserves; the log keeps the detail under the request id
+    the client gets back (looked up only here, so successful calls pay nothing for it)."""
+    if isinstance(error, grpc.aio.AbortError):
+        raise error  # the handler ended the call itself
+    request_id = _request_id_of(context)
+    if isinstance(error, ApiError):
+        failure = error
+    elif isinstance(error, asyncpg.PostgresError):
+        failure = from_database_error(error)
+        log.log(
+            logging.ERROR if failure is INTERNAL else logging.WARNING,
+            "request_id=%s %s: database refused: sqlstate %s, table %s, column %s, constraint %s: %s",
+            request_id,
+            method,
+            error.sqlstate,
+            getattr(error, "table_name", None),
+            getattr(error, "column_name", None),
+            getattr(error, "constraint_name", None),
+            error.message,
         )
+    elif isinstance(error, DatabaseUnavailable):
+        log.error("request_id=%s %s: database unavailable", request_id, method, exc_info=error)
+        failure = UNAVAILABLE
+    else:
+        log.error("request_id=%s %s: unexpected error", request_id, method, exc_info=error)
+        failure = INTERNAL
+    await context.abort(failure.code, failure.message, failure.trailing_metadata(request_id))
 
 
 Register = Callable[[grpc.aio.Server, Database, Settings], None]

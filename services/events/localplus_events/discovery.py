@@ -9,23 +9,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
-from localplus.events.v1 import events_pb2
 from localplus_common.access import signed_in, visible_event
 from localplus_common.db import Connection, Database
 from localplus_common.errors import invalid_argument
-from localplus_common.requests import (
+from localplus_common.paging import (
+    Page,
+    PageRequest,
+    decode_keyset,
     decode_page_token,
     encode_page_token,
-    page_size,
-    parse_uuid,
-    timestamp_or_none,
-    token_datetime,
-    token_uuid,
+    page_of,
+    time_value,
+    token_value,
+    uuid_value,
 )
-from localplus_events.access import time_keyset, time_page_token
 
 ORDERS = ("relevance", "starts_at", "distance", "popularity")
 # Lower than pg_trgm's default 0.6 so one typo per word still matches ("festval" ~ "festival" is 0.55).
@@ -37,6 +38,27 @@ MAX_RADIUS_KM = 500.0
 KM_PER_DEGREE = 111.32
 # Sort keys are similarities (0-1), distances (km) and counts; anything beyond this is not a real key.
 MAX_SORT_KEY = Decimal(2**31)
+SAVED_KEYSET = {"saved_at": time_value, "id": uuid_value}
+MY_EVENTS_KEYSET = {"starts_at": time_value, "id": uuid_value}
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A search as the client asked for it; empty strings, None and 0 mean "not given"."""
+
+    page: PageRequest
+    q: str = ""
+    city: str = ""
+    category: str = ""
+    tags: tuple[str, ...] = ()
+    business_id: UUID | None = None
+    starts_after: datetime | None = None
+    starts_before: datetime | None = None
+    # (latitude, longitude)
+    near: tuple[float, float] | None = None
+    radius_km: float = 0.0
+    free_only: bool = False
+    order_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,18 +68,15 @@ class Near:
     radius_km: float
 
 
-def _near(request: events_pb2.ListEventsRequest) -> Near | None:
-    if not request.near:
-        if request.radius_km:
+def _near(query: SearchQuery) -> Near | None:
+    if query.near is None:
+        if query.radius_km:
             raise invalid_argument("radius_km", "radius_km needs near=lat,lng")
         return None
-    try:
-        latitude, longitude = (float(part) for part in request.near.split(","))
-    except ValueError:
-        raise invalid_argument("near", "near must be 'lat,lng', e.g. 13.7563,100.5018") from None
+    latitude, longitude = query.near
     if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
         raise invalid_argument("near", "near is not a point on Earth")
-    radius = request.radius_km or DEFAULT_RADIUS_KM
+    radius = query.radius_km or DEFAULT_RADIUS_KM
     if not 0 < radius <= MAX_RADIUS_KM:
         raise invalid_argument("radius_km", f"radius_km must be between 0 and {MAX_RADIUS_KM:.0f}")
     return Near(latitude, longitude, radius)
@@ -103,27 +122,26 @@ class SearchPlan:
     order: str
 
 
-async def search(db: Database, request: events_pb2.ListEventsRequest) -> tuple[list[asyncpg.Record], str]:
-    plan = plan_search(request)
-
+async def search(db: Database, query: SearchQuery) -> Page[asyncpg.Record]:
+    """Published public events matching `query`, one page of them."""
+    plan = plan_search(query)
     rows = await db.run(lambda conn: conn.fetch(plan.query, *plan.params))
-    return rows, _search_page_token(rows, plan.limit, plan.order)
+    return Page(rows[: plan.limit], _search_page_token(rows, plan.limit, plan.order))
 
 
-def plan_search(request: events_pb2.ListEventsRequest) -> SearchPlan:
-    """Check a search request and turn it into SQL (values bound as parameters)."""
-    limit = page_size(request.page_size)
-    words = _query_words(request.q)
-    near = _near(request)
-    order = request.order_by or ("relevance" if words else "starts_at")
+def plan_search(query: SearchQuery) -> SearchPlan:
+    """Check a search and turn it into SQL (values bound as parameters)."""
+    limit = query.page.size
+    words = _query_words(query.q)
+    near = _near(query)
+    order = query.order_by or ("relevance" if words else "starts_at")
     if order not in ORDERS:
         raise invalid_argument("order_by", f"order_by must be one of {', '.join(ORDERS)}")
     if order == "relevance" and not words:
         raise invalid_argument("order_by", "order_by=relevance needs q")
     if order == "distance" and near is None:
         raise invalid_argument("order_by", "order_by=distance needs near=lat,lng")
-    starts_after = timestamp_or_none(request, "starts_after")
-    starts_before = timestamp_or_none(request, "starts_before")
+    starts_after, starts_before = query.starts_after, query.starts_before
     if starts_after and starts_before and starts_before <= starts_after:
         raise invalid_argument("starts_before", "starts_before must be after starts_after")
 
@@ -136,15 +154,15 @@ def plan_search(request: events_pb2.ListEventsRequest) -> SearchPlan:
         sql.where(f"e.starts_at >= {sql.param(starts_after)}")
     if starts_before is not None:
         sql.where(f"e.starts_at < {sql.param(starts_before)}")
-    if request.city:
-        sql.where(f"e.city = {sql.param(request.city.lower())}")
-    if request.category:
-        sql.where(f"e.category = {sql.param(request.category)}")
-    if request.tags:
-        sql.where(f"e.tags @> {sql.param(list(request.tags))}::text[]")
-    if request.business_id:
-        sql.where(f"e.business_id = {sql.param(parse_uuid('business_id', request.business_id))}")
-    if request.free_only:
+    if query.city:
+        sql.where(f"e.city = {sql.param(query.city.lower())}")
+    if query.category:
+        sql.where(f"e.category = {sql.param(query.category)}")
+    if query.tags:
+        sql.where(f"e.tags @> {sql.param(list(query.tags))}::text[]")
+    if query.business_id is not None:
+        sql.where(f"e.business_id = {sql.param(query.business_id)}")
+    if query.free_only:
         sql.where("not exists (select 1 from public.ticket_types t where t.event_id = e.id and t.price_minor > 0)")
     score = "0"
     if words:
@@ -185,27 +203,28 @@ def plan_search(request: events_pb2.ListEventsRequest) -> SearchPlan:
         "starts_at": ("", "e.starts_at, e.id"),
         "distance": (distance, f"{distance}, e.id"),
     }[order]
-    position = _search_position(request.page_token, order)
+    position = _search_position(query.page.token, order)
     if position is not None:
         _add_keyset(sql, order, sort_key, position)
 
     # Every event has its counters row (created with it).
     counters = "join public.event_counters c on c.event_id = e.id" if by_popularity else ""
-    query = (
+    statement = (
         f"select e.*, {score} as score, {distance} as distance_km, {popularity} as popularity "
         f"from public.events e {counters} "
-        f"where {' and '.join(sql.conditions)} order by {order_sql} limit {sql.param(limit)}"
+        # One row more than the page: whether another page follows.
+        f"where {' and '.join(sql.conditions)} order by {order_sql} limit {sql.param(limit + 1)}"
     )
-    return SearchPlan(query, sql.params, limit, order)
+    return SearchPlan(statement, sql.params, limit, order)
 
 
 def _add_keyset(sql: _Sql, order: str, sort_key: str, position: dict[str, Any]) -> None:
     """Continue after the last row of the previous page, in the same order."""
-    event_id = sql.param(token_uuid(position, "id"))
+    event_id = sql.param(token_value(position, "id", uuid_value))
     if order == "distance":
         sql.where(f"({sort_key}, e.id) > ({sql.param(_token_decimal(position))}, {event_id})")
         return
-    starts_at = sql.param(token_datetime(position, "starts_at"))
+    starts_at = sql.param(token_value(position, "starts_at", time_value))
     if order == "starts_at":
         sql.where(f"(e.starts_at, e.id) > ({starts_at}, {event_id})")
         return
@@ -232,9 +251,9 @@ def _search_position(token: str, order: str) -> dict[str, Any] | None:
 
 
 def _search_page_token(rows: list[asyncpg.Record], limit: int, order: str) -> str:
-    if len(rows) < limit:
+    if len(rows) <= limit:
         return ""
-    last = rows[-1]
+    last = rows[limit - 1]
     key = {"relevance": last["score"], "popularity": last["popularity"], "distance": last["distance_km"]}.get(order)
     return encode_page_token(
         {"order": order, "starts_at": last["starts_at"].isoformat(), "id": str(last["id"]), "key": str(key)}
@@ -244,13 +263,13 @@ def _search_page_token(rows: list[asyncpg.Record], limit: int, order: str) -> st
 # Saves and "my events"
 
 
-async def save(db: Database, raw_event_id: str) -> dict[str, Any]:
+async def save(db: Database, event_id: UUID) -> dict[str, Any]:
+    """Save an event for the caller; the event's row plus `saved_at`. Saving twice keeps the first save
+    (and its place in the list)."""
     identity = signed_in()
-    event_id = parse_uuid("event_id", raw_event_id)
 
     async def run(conn: Connection) -> dict[str, Any]:
         event = await visible_event(conn, event_id)
-        # Saving twice keeps the first save (and its place in the list).
         saved_at: datetime = await conn.fetchval(
             """
             with saved as (
@@ -271,9 +290,8 @@ async def save(db: Database, raw_event_id: str) -> dict[str, Any]:
     return await db.run(run, event_id=event_id)
 
 
-async def unsave(db: Database, raw_event_id: str) -> None:
+async def unsave(db: Database, event_id: UUID) -> None:
     identity = signed_in()
-    event_id = parse_uuid("event_id", raw_event_id)
     await db.run(
         lambda conn: conn.execute(
             "delete from public.event_saves where user_id = $1 and event_id = $2", identity.user_id, event_id
@@ -281,10 +299,10 @@ async def unsave(db: Database, raw_event_id: str) -> None:
     )
 
 
-async def saved_events(db: Database, request: events_pb2.ListSavedEventsRequest) -> tuple[list[asyncpg.Record], str]:
+async def saved_events(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
+    """The caller's saved events (rows with `saved_at`), most recently saved first."""
     identity = signed_in()
-    limit = page_size(request.page_size)
-    after = time_keyset(request.page_token, "saved_at", "id")
+    after = decode_keyset(page.token, SAVED_KEYSET)
     rows = await db.run(
         lambda conn: conn.fetch(
             """
@@ -295,17 +313,17 @@ async def saved_events(db: Database, request: events_pb2.ListSavedEventsRequest)
              limit $2
             """,
             identity.user_id,
-            limit,
+            page.size + 1,
             *(after or (None, None)),
         )
     )
-    return rows, time_page_token(rows, limit, "saved_at", "id")
+    return page_of(rows, page.size, SAVED_KEYSET)
 
 
-async def my_events(db: Database, request: events_pb2.ListMyEventsRequest) -> tuple[list[asyncpg.Record], str]:
+async def my_events(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
+    """The caller's registrations joined with their events, soonest event first."""
     identity = signed_in()
-    limit = page_size(request.page_size)
-    after = time_keyset(request.page_token, "starts_at", "id")
+    after = decode_keyset(page.token, MY_EVENTS_KEYSET)
     rows = await db.run(
         lambda conn: conn.fetch(
             """
@@ -317,8 +335,8 @@ async def my_events(db: Database, request: events_pb2.ListMyEventsRequest) -> tu
              limit $2
             """,
             identity.user_id,
-            limit,
+            page.size + 1,
             *(after or (None, None)),
         )
     )
-    return rows, time_page_token(rows, limit, "starts_at", "id")
+    return page_of(rows, page.size, MY_EVENTS_KEYSET)

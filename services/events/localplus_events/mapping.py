@@ -1,41 +1,85 @@
-"""Translation between protobuf messages and database rows."""
+"""Translation between protobuf messages and what the use cases take and return: requests become
+typed values (ids, column values, dataclasses), rows and results become messages."""
 
+from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 import asyncpg
+from google.protobuf import field_mask_pb2
 
 from localplus.events.v1 import events_pb2
 from localplus_common.errors import invalid_argument
-from localplus_common.requests import parse_uuid, set_timestamp, timestamp_or_none
-from localplus_events.domain import EDITABLE_FIELDS, OUTPUT_ONLY_FIELDS, db_to_enum, enum_to_db
-
-STATUS_PREFIX = "EVENT_STATUS_"
-VISIBILITY_PREFIX = "EVENT_VISIBILITY_"
-PARTICIPANT_PREFIX = "PARTICIPANT_STATUS_"
-ROLE_PREFIX = "EVENT_ROLE_"
+from localplus_common.paging import Page, PageRequest, page_request
+from localplus_common.requests import optional_uuid, parse_uuid, set_timestamp, text, timestamp_or_none
+from localplus_events.discovery import SearchQuery
+from localplus_events.domain import (
+    EDITABLE_FIELDS,
+    OUTPUT_ONLY_FIELDS,
+    PARTICIPANT_EDITABLE_FIELDS,
+    PARTICIPANT_FIXED_FIELDS,
+    PARTICIPANT_PREFIX,
+    ROLE_PREFIX,
+    STATUS_PREFIX,
+    VISIBILITY_PREFIX,
+    db_to_enum,
+    enum_to_db,
+    status_name,
+)
+from localplus_events.moderation import QueueFilter
+from localplus_events.participants import ParticipantChanges
+from localplus_events.stats import BusinessStats, EventStats
 
 TIMESTAMP_FIELDS = ("starts_at", "ends_at", "registration_opens_at", "registration_closes_at")
 OPTIONAL_NUMBERS = ("latitude", "longitude", "capacity")
 TEXT_FIELDS = ("title", "description", "category", "timezone", "venue_name", "address")
 
-
-def populated_fields(event: events_pb2.Event) -> list[str]:
-    """Fields the client set, for an update without a mask (AIP-134)."""
-    present = {descriptor.name for descriptor, _ in event.ListFields()}
-    return [name for name in EDITABLE_FIELDS if name in present]
+# Requests
 
 
-def mask_fields(paths: list[str]) -> list[str]:
+def page(request: Any) -> PageRequest:
+    """The page a list request asks for (every list request has page_size and page_token)."""
+    return page_request(request.page_size, request.page_token)
+
+
+def populated_fields(message: Any, editable: Sequence[str]) -> list[str]:
+    """The editable fields the client set, for an update without a mask (AIP-134)."""
+    present = {descriptor.name for descriptor, _ in message.ListFields()}
+    return [name for name in editable if name in present]
+
+
+def mask_fields(paths: Sequence[str], editable: Sequence[str], ignored: Sequence[str]) -> list[str]:
+    """The fields an update mask names; `ignored` ones (output only, identifiers) are skipped."""
     fields = []
     for path in paths:
         if path == "*":
-            return list(EDITABLE_FIELDS)
-        if path in OUTPUT_ONLY_FIELDS:
+            return list(editable)
+        if path in ignored:
             continue
-        if path not in EDITABLE_FIELDS:
+        if path not in editable:
             raise invalid_argument("update_mask", f"update_mask names unknown field {path[:64]!r}")
         fields.append(path)
     return fields
+
+
+def update_fields(
+    message: Any, mask: field_mask_pb2.FieldMask, editable: Sequence[str], ignored: Sequence[str]
+) -> list[str]:
+    """What an update writes (AIP-134): the masked fields, or without a mask those present."""
+    if mask.paths:
+        return mask_fields(mask.paths, editable, ignored)
+    return populated_fields(message, editable)
+
+
+def new_event(request: events_pb2.CreateEventRequest) -> dict[str, Any]:
+    """Column values of the event to create: every field the client set."""
+    return event_values(request.event, populated_fields(request.event, EDITABLE_FIELDS))
+
+
+def event_changes(request: events_pb2.UpdateEventRequest) -> dict[str, Any]:
+    """Column values an update writes; an unset field in the mask means "clear it"."""
+    fields = update_fields(request.event, request.update_mask, EDITABLE_FIELDS, OUTPUT_ONLY_FIELDS)
+    return event_values(request.event, fields)
 
 
 def event_values(event: events_pb2.Event, fields: list[str]) -> dict[str, Any]:
@@ -43,9 +87,9 @@ def event_values(event: events_pb2.Event, fields: list[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in fields:
         if name == "city":
-            values[name] = event.city.strip().lower() or None
+            values[name] = text(name, event.city).strip().lower() or None
         elif name in TEXT_FIELDS:
-            values[name] = getattr(event, name)
+            values[name] = text(name, getattr(event, name))
         elif name in TIMESTAMP_FIELDS:
             values[name] = timestamp_or_none(event, name)
         elif name in OPTIONAL_NUMBERS:
@@ -54,7 +98,7 @@ def event_values(event: events_pb2.Event, fields: list[str]) -> dict[str, Any]:
             has_business = event.HasField("business_id") and event.business_id
             values[name] = parse_uuid("business_id", event.business_id) if has_business else None
         elif name == "tags":
-            values[name] = list(event.tags)
+            values[name] = [text(name, tag) for tag in event.tags]
         elif name == "visibility":
             values[name] = _enum_value(event, name, events_pb2.EventVisibility, VISIBILITY_PREFIX)
         elif name == "status":
@@ -75,6 +119,73 @@ def enum_name(enum: Any, number: int, field: str) -> str:
         except ValueError:
             pass
     raise invalid_argument(field, f"{field} must be one of {', '.join(enum.keys()[1:])}")
+
+
+def search_query(request: events_pb2.ListEventsRequest) -> SearchQuery:
+    return SearchQuery(
+        page=page(request),
+        q=request.q,
+        city=request.city,
+        category=request.category,
+        tags=tuple(request.tags),
+        business_id=optional_uuid("business_id", request.business_id),
+        starts_after=timestamp_or_none(request, "starts_after"),
+        starts_before=timestamp_or_none(request, "starts_before"),
+        near=_point(request.near),
+        radius_km=request.radius_km,
+        free_only=request.free_only,
+        order_by=request.order_by,
+    )
+
+
+def _point(near: str) -> tuple[float, float] | None:
+    """`"13.7563,100.5018"` -> (13.7563, 100.5018)."""
+    if not near:
+        return None
+    try:
+        latitude, longitude = (float(part) for part in near.split(","))
+    except ValueError:
+        raise invalid_argument("near", "near must be 'lat,lng', e.g. 13.7563,100.5018") from None
+    return latitude, longitude
+
+
+def queue_filter(request: events_pb2.ListModerationEventsRequest) -> QueueFilter:
+    return QueueFilter(city=request.city, category=request.category, source=request.source)
+
+
+def new_participant(participant: events_pb2.Participant) -> ParticipantChanges:
+    """What a registration starts with: the fields the client set (the rest take their defaults)."""
+    return participant_changes(participant, populated_fields(participant, PARTICIPANT_EDITABLE_FIELDS))
+
+
+def participant_update(request: events_pb2.UpdateParticipantRequest) -> ParticipantChanges:
+    """What an update writes: the masked fields (an unset one cleared), or without a mask those present."""
+    participant = request.participant
+    fields = update_fields(participant, request.update_mask, PARTICIPANT_EDITABLE_FIELDS, PARTICIPANT_FIXED_FIELDS)
+    return participant_changes(participant, fields)
+
+
+def participant_changes(participant: events_pb2.Participant, fields: list[str]) -> ParticipantChanges:
+    return ParticipantChanges(
+        status=participant_status_to_db(participant.status) if "status" in fields else None,
+        guest_count=participant.guest_count if "guest_count" in fields else None,
+    )
+
+
+def participant_status_to_db(number: int) -> str:
+    return enum_to_db(PARTICIPANT_PREFIX, enum_name(events_pb2.ParticipantStatus, number, "status"))
+
+
+def participant_user(participant: events_pb2.Participant) -> UUID | None:
+    """The registration a participant body is about; None for the caller's own."""
+    return optional_uuid("user_id", participant.user_id)
+
+
+def role_to_db(number: int) -> str:
+    return enum_to_db(ROLE_PREFIX, enum_name(events_pb2.EventRole, number, "role"))
+
+
+# Responses
 
 
 def event_to_proto(row: asyncpg.Record | dict[str, Any]) -> events_pb2.Event:
@@ -107,14 +218,6 @@ def event_to_proto(row: asyncpg.Record | dict[str, Any]) -> events_pb2.Event:
     return event
 
 
-def event_status_name(status: str) -> str:
-    return db_to_enum(STATUS_PREFIX, status)
-
-
-def participant_status_to_db(number: int) -> str:
-    return enum_to_db(PARTICIPANT_PREFIX, enum_name(events_pb2.ParticipantStatus, number, "status"))
-
-
 def participant_to_proto(row: asyncpg.Record | dict[str, Any]) -> events_pb2.Participant:
     participant = events_pb2.Participant(
         event_id=str(row["event_id"]),
@@ -125,10 +228,6 @@ def participant_to_proto(row: asyncpg.Record | dict[str, Any]) -> events_pb2.Par
     set_timestamp(participant, "created_at", row["created_at"])
     set_timestamp(participant, "updated_at", row["updated_at"])
     return participant
-
-
-def role_to_db(number: int) -> str:
-    return enum_to_db(ROLE_PREFIX, enum_name(events_pb2.EventRole, number, "role"))
 
 
 def permission_to_proto(row: asyncpg.Record) -> events_pb2.Permission:
@@ -160,3 +259,83 @@ def my_event_to_proto(row: asyncpg.Record) -> events_pb2.MyEvent:
         "updated_at": row["registration_updated_at"],
     }
     return events_pb2.MyEvent(participant=participant_to_proto(registration), event=event_to_proto(row))
+
+
+def moderation_entry_to_proto(row: asyncpg.Record) -> events_pb2.ModerationLogEntry:
+    entry = events_pb2.ModerationLogEntry(
+        event_id=str(row["event_id"]),
+        actor_id=str(row["actor_id"] or ""),
+        to_status=status_name(row["to_status"]),
+        reason=row["reason"] or "",
+    )
+    if row["from_status"]:
+        entry.from_status = status_name(row["from_status"])  # type: ignore[assignment]
+    set_timestamp(entry, "created_at", row["created_at"])
+    return entry
+
+
+def event_stats_to_proto(stats: EventStats) -> events_pb2.EventStats:
+    message = events_pb2.EventStats(
+        event_id=str(stats.event_id),
+        registrations_per_day=[
+            events_pb2.DailyCount(date=day.isoformat(), registrations=count)
+            for day, count in stats.registrations_per_day
+        ],
+        **stats.counts,
+    )
+    if stats.capacity is not None:
+        message.capacity = stats.capacity
+    if stats.fill_rate is not None:
+        message.fill_rate = stats.fill_rate
+    return message
+
+
+def business_stats_to_proto(stats: BusinessStats) -> events_pb2.BusinessStats:
+    return events_pb2.BusinessStats(
+        business_id=str(stats.business_id),
+        events=stats.events,
+        events_by_status={status_name(status): count for status, count in stats.events_by_status.items()},
+        **stats.counts,
+    )
+
+
+def list_events_response(page: Page[asyncpg.Record]) -> events_pb2.ListEventsResponse:
+    return events_pb2.ListEventsResponse(
+        events=[event_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+    )
+
+
+def list_moderation_events_response(page: Page[asyncpg.Record]) -> events_pb2.ListModerationEventsResponse:
+    return events_pb2.ListModerationEventsResponse(
+        events=[event_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+    )
+
+
+def list_moderation_log_response(page: Page[asyncpg.Record]) -> events_pb2.ListModerationLogResponse:
+    return events_pb2.ListModerationLogResponse(
+        entries=[moderation_entry_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+    )
+
+
+def list_saved_events_response(page: Page[asyncpg.Record]) -> events_pb2.ListSavedEventsResponse:
+    return events_pb2.ListSavedEventsResponse(
+        saved_events=[saved_event_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+    )
+
+
+def list_my_events_response(page: Page[asyncpg.Record]) -> events_pb2.ListMyEventsResponse:
+    return events_pb2.ListMyEventsResponse(
+        events=[my_event_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+    )
+
+
+def list_participants_response(page: Page[asyncpg.Record]) -> events_pb2.ListParticipantsResponse:
+    return events_pb2.ListParticipantsResponse(
+        participants=[participant_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+    )
+
+
+def list_permissions_response(page: Page[asyncpg.Record]) -> events_pb2.ListPermissionsResponse:
+    return events_pb2.ListPermissionsResponse(
+        permissions=[permission_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+    )

@@ -1,20 +1,19 @@
-"""The event lifecycle (submit, approve, reject, cancel), the admin queue and the log.
+"""Use cases of the event lifecycle (submit, approve, reject, cancel), the admin queue and the log.
 
 The database enforces who may make which transition (events_before_write) and records every
 one in the append-only event_moderation_log; this module adds precise errors and the
 compare-and-set that lets exactly one of two racing moderators win."""
 
 from dataclasses import dataclass
+from uuid import UUID
 
 import asyncpg
 
-from localplus.events.v1 import events_pb2
-from localplus_common.access import EDITOR, OWNER, signed_in, visible_event
+from localplus_common.access import EDITOR, OWNER, check_etag, signed_in, visible_event
 from localplus_common.db import Connection, Database
-from localplus_common.errors import aborted, invalid_argument, not_found, permission_denied
-from localplus_common.requests import decode_page_token, encode_page_token, page_size, parse_uuid, set_timestamp
-from localplus_events import mapping
-from localplus_events.access import check_etag, time_keyset, time_page_token
+from localplus_common.errors import ApiError, aborted, invalid_argument, not_found, permission_denied
+from localplus_common.paging import Page, PageRequest, decode_keyset, int64_value, page_of, time_value, uuid_value
+from localplus_events.domain import status_name
 
 
 @dataclass(frozen=True)
@@ -33,10 +32,21 @@ APPROVE = Transition("approve", "published", ("pending_review",), ("draft",), ad
 REJECT = Transition("reject", "rejected", ("pending_review",), admins_only=True)
 CANCEL = Transition("cancel", "cancelled", ("draft", "pending_review", "published", "rejected"), min_rank=OWNER)
 
+QUEUE_KEYSET = {"submitted_at": time_value, "id": uuid_value}
+LOG_KEYSET = {"id": int64_value}
 
-async def transition(db: Database, raw_id: str, etag: str, change: Transition, reason: str = "") -> asyncpg.Record:
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """Narrows the moderation queue; empty strings match everything."""
+
+    city: str = ""
+    category: str = ""
+    source: str = ""
+
+
+async def transition(db: Database, event_id: UUID, etag: str, change: Transition, reason: str = "") -> asyncpg.Record:
     identity = signed_in()
-    event_id = parse_uuid("id", raw_id)
     if change is REJECT and not reason.strip():
         raise invalid_argument("reason", "a rejection needs a reason the partner can act on")
 
@@ -69,17 +79,17 @@ async def transition(db: Database, raw_id: str, etag: str, change: Transition, r
     return await db.run(run, event_id=event_id)
 
 
-def _wrong_state(status: str, change: Transition, concurrent: bool = False) -> Exception:
+def _wrong_state(status: str, change: Transition, concurrent: bool = False) -> ApiError:
     prefix = "meanwhile the event became" if concurrent else "the event is"
-    return aborted(f"{prefix} {mapping.event_status_name(status)}; it cannot {change.verb} now", "INVALID_STATE")
+    return aborted(f"{prefix} {status_name(status)}; it cannot {change.verb} now", "INVALID_STATE")
 
 
-async def moderation_queue(db: Database, request: events_pb2.ListModerationEventsRequest) -> tuple[list, str]:
+async def moderation_queue(db: Database, where: QueueFilter, page: PageRequest) -> Page[asyncpg.Record]:
+    """Events waiting for review, oldest submission first (platform admins)."""
     identity = signed_in()
     if not identity.is_platform_admin:
         raise permission_denied("the moderation queue is for platform admins")
-    limit = page_size(request.page_size)
-    after = time_keyset(request.page_token, "submitted_at", "id")
+    after = decode_keyset(page.token, QUEUE_KEYSET)
     rows = await db.run(
         lambda conn: conn.fetch(
             """
@@ -91,23 +101,20 @@ async def moderation_queue(db: Database, request: events_pb2.ListModerationEvent
              order by submitted_at, id
              limit $1
             """,
-            limit,
-            request.city.lower(),
-            request.category,
-            request.source,
+            page.size + 1,
+            where.city.lower(),
+            where.category,
+            where.source,
             *(after or (None, None)),
         )
     )
-    return rows, time_page_token(rows, limit, "submitted_at", "id")
+    return page_of(rows, page.size, QUEUE_KEYSET)
 
 
-async def moderation_log(
-    db: Database, request: events_pb2.ListModerationLogRequest
-) -> events_pb2.ListModerationLogResponse:
+async def moderation_log(db: Database, event_id: UUID, page: PageRequest) -> Page[asyncpg.Record]:
+    """An event's status changes in order (owners and platform admins)."""
     identity = signed_in()
-    event_id = parse_uuid("event_id", request.event_id)
-    limit = page_size(request.page_size)
-    after_id = _log_position(request.page_token)
+    after = decode_keyset(page.token, LOG_KEYSET)
 
     async def run(conn: Connection) -> list[asyncpg.Record]:
         if not identity.is_platform_admin:
@@ -118,32 +125,8 @@ async def moderation_log(
         return await conn.fetch(
             "select * from public.event_moderation_log where event_id = $1 and id > $2 order by id limit $3",
             event_id,
-            after_id,
-            limit,
+            after[0] if after else 0,
+            page.size + 1,
         )
 
-    rows = await db.run(run, event_id=event_id)
-    entries = []
-    for row in rows:
-        entry = events_pb2.ModerationLogEntry(
-            event_id=str(row["event_id"]),
-            actor_id=str(row["actor_id"] or ""),
-            to_status=mapping.event_status_name(row["to_status"]),
-            reason=row["reason"] or "",
-        )
-        if row["from_status"]:
-            entry.from_status = mapping.event_status_name(row["from_status"])  # type: ignore[assignment]
-        set_timestamp(entry, "created_at", row["created_at"])
-        entries.append(entry)
-    next_token = encode_page_token({"id": rows[-1]["id"]}) if len(rows) == limit else ""
-    return events_pb2.ListModerationLogResponse(entries=entries, next_page_token=next_token)
-
-
-def _log_position(token: str) -> int:
-    position = decode_page_token(token)
-    if position is None:
-        return 0
-    entry_id = position.get("id")
-    if not isinstance(entry_id, int) or not 0 <= entry_id < 2**63:
-        raise invalid_argument("page_token", "page_token is not valid")
-    return entry_id
+    return page_of(await db.run(run, event_id=event_id), page.size, LOG_KEYSET)

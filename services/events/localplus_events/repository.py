@@ -1,6 +1,8 @@
-"""SQL for events, participants and permissions. Every query runs inside the request
-transaction opened by `Database.run`, so row-level security applies to all of them."""
+"""SQL for events, participants and permissions, and every call of a database function that
+decides who may do what. Every query runs inside the request transaction opened by
+`Database.run`, so row-level security applies to all of them."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -8,6 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from localplus_common.db import Connection
+from localplus_common.paging import time_value, uuid_value
 
 # Column names in the dynamic statements below come only from domain.EDITABLE_FIELDS, never from
 # clients; values are always parameters.
@@ -45,6 +48,23 @@ async def delete_event(conn: Connection, event_id: UUID, version: int) -> bool:
     return bool(deleted)
 
 
+async def is_business_partner(conn: Connection, business_id: UUID, roles: Sequence[str]) -> bool:
+    """Whether the caller is a partner of the business in one of `roles`."""
+    return bool(
+        await conn.fetchval("select localplus_private.is_business_partner($1, $2::text[])", business_id, list(roles))
+    )
+
+
+async def accepts_registrations(conn: Connection, event_id: UUID) -> bool:
+    """Whether the event's registration window is open now."""
+    return bool(await conn.fetchval("select localplus_private.event_accepts_registrations($1)", event_id))
+
+
+async def registrations_per_day(conn: Connection, event_id: UUID) -> list[asyncpg.Record]:
+    """(day, registrations) rows, days in the event's time zone."""
+    return await conn.fetch("select * from localplus_private.event_registrations_per_day($1)", event_id)
+
+
 async def register(
     conn: Connection, event_id: UUID, user_id: UUID, status: str, guest_count: int
 ) -> asyncpg.Record | None:
@@ -69,6 +89,7 @@ async def register(
 
 
 async def get_participant(conn: Connection, event_id: UUID, user_id: UUID) -> asyncpg.Record | None:
+    # Row-level security hides other people's registrations from all but editors.
     return await conn.fetchrow(
         "select * from public.event_participants where event_id = $1 and user_id = $2", event_id, user_id
     )
@@ -88,16 +109,20 @@ async def update_participant(
 
 
 async def list_participants(
-    conn: Connection, event_id: UUID, limit: int, after: tuple[datetime, UUID] | None
+    conn: Connection, event_id: UUID, limit: int, after: list[Any] | None
 ) -> list[asyncpg.Record]:
     # Row-level security narrows this to the caller's own row unless they are an editor.
     return await _page_by_event(conn, "event_participants", event_id, limit, after)
 
 
 async def list_permissions(
-    conn: Connection, event_id: UUID, limit: int, after: tuple[datetime, UUID] | None
+    conn: Connection, event_id: UUID, limit: int, after: list[Any] | None
 ) -> list[asyncpg.Record]:
     return await _page_by_event(conn, "event_permissions", event_id, limit, after)
+
+
+# The order of an event's participants and permissions: oldest first.
+BY_USER_KEYSET = {"created_at": time_value, "user_id": uuid_value}
 
 
 async def _page_by_event(
@@ -105,7 +130,7 @@ async def _page_by_event(
     table: Literal["event_participants", "event_permissions"],
     event_id: UUID,
     limit: int,
-    after: tuple[datetime, UUID] | None,
+    after: list[Any] | None,
 ) -> list[asyncpg.Record]:
     """One page of an event's rows keyed by user, oldest first."""
     return await conn.fetch(

@@ -1,56 +1,70 @@
-"""Figures for the partner dashboard, read from the trigger-kept event_counters."""
+"""Use cases behind the partner dashboard: figures read from the trigger-kept event_counters."""
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import date
+from uuid import UUID
 
 import asyncpg
 
-from localplus.events.v1 import events_pb2
 from localplus_common.access import VIEWER, require_rank, signed_in, visible_event
 from localplus_common.db import Connection, Database
 from localplus_common.errors import not_found, permission_denied
-from localplus_common.requests import parse_uuid
-from localplus_events.mapping import event_status_name
+from localplus_events import repository as repo
 
 COUNTS = ("going", "interested", "waitlisted", "cancelled", "attended", "guests", "saves")
 
 
-async def event_stats(db: Database, raw_event_id: str) -> events_pb2.EventStats:
+@dataclass(frozen=True)
+class EventStats:
+    event_id: UUID
+    # One value per name in COUNTS.
+    counts: dict[str, int]
+    capacity: int | None
+    # Places taken (going and attended people plus their guests) over capacity; None without one.
+    fill_rate: float | None
+    registrations_per_day: list[tuple[date, int]]
+
+
+@dataclass(frozen=True)
+class BusinessStats:
+    business_id: UUID
+    events: int
+    # Keyed by event status as stored (`published`, ...).
+    events_by_status: dict[str, int]
+    # COUNTS summed over the business's events.
+    counts: dict[str, int]
+
+
+async def event_stats(db: Database, event_id: UUID) -> EventStats:
     signed_in()
-    event_id = parse_uuid("event_id", raw_event_id)
 
     async def run(conn: Connection) -> tuple[asyncpg.Record, asyncpg.Record | None, list[asyncpg.Record]]:
         event = await visible_event(conn, event_id)
         require_rank(event, VIEWER, "see the figures of")
         counters = await conn.fetchrow("select * from public.event_counters where event_id = $1", event_id)
-        per_day = await conn.fetch("select * from localplus_private.event_registrations_per_day($1)", event_id)
-        return event, counters, per_day
+        return event, counters, await repo.registrations_per_day(conn, event_id)
 
     event, counters, per_day = await db.run(run, event_id=event_id)
-    figures: dict[str, Any] = {name: (counters[name] if counters else 0) for name in COUNTS}
-    stats = events_pb2.EventStats(
-        event_id=str(event_id),
-        registrations_per_day=[
-            events_pb2.DailyCount(date=row["day"].isoformat(), registrations=row["registrations"]) for row in per_day
-        ],
-        **figures,
+    counts = {name: (counters[name] if counters else 0) for name in COUNTS}
+    capacity = event["capacity"]
+    taken = counts["going"] + counts["attended"] + counts["guests"]
+    return EventStats(
+        event_id=event_id,
+        counts=counts,
+        capacity=capacity,
+        fill_rate=round(taken / capacity, 4) if capacity is not None else None,
+        registrations_per_day=[(row["day"], row["registrations"]) for row in per_day],
     )
-    if event["capacity"] is not None:
-        stats.capacity = event["capacity"]
-        # Places taken: people going (or already there) plus the guests they bring.
-        taken = figures["going"] + figures["attended"] + figures["guests"]
-        stats.fill_rate = round(taken / event["capacity"], 4)
-    return stats
 
 
-async def business_stats(db: Database, raw_business_id: str) -> events_pb2.BusinessStats:
+async def business_stats(db: Database, business_id: UUID) -> BusinessStats:
     identity = signed_in()
-    business_id = parse_uuid("business_id", raw_business_id)
 
     async def run(conn: Connection) -> list[asyncpg.Record]:
         if not await conn.fetchval("select exists (select 1 from public.businesses where id = $1)", business_id):
             raise not_found("business not found")
-        if not identity.is_platform_admin and not await conn.fetchval(
-            "select localplus_private.is_business_partner($1, array['owner', 'editor', 'viewer'])", business_id
+        if not identity.is_platform_admin and not await repo.is_business_partner(
+            conn, business_id, ("owner", "editor", "viewer")
         ):
             raise permission_denied("only the business's partners may see its figures")
         return await conn.fetch(
@@ -64,10 +78,9 @@ async def business_stats(db: Database, raw_business_id: str) -> events_pb2.Busin
         )
 
     rows = await db.run(run)
-    totals = {name: sum(int(row[name]) for row in rows) for name in COUNTS}
-    return events_pb2.BusinessStats(
-        business_id=str(business_id),
+    return BusinessStats(
+        business_id=business_id,
         events=sum(int(row["events"]) for row in rows),
-        events_by_status={event_status_name(row["status"]): int(row["events"]) for row in rows},
-        **totals,
+        events_by_status={row["status"]: int(row["events"]) for row in rows},
+        counts={name: sum(int(row[name]) for row in rows) for name in COUNTS},
     )

@@ -9,19 +9,19 @@ import asyncpg
 from localplus_common.access import visible_event
 from localplus_common.db import Connection, Database
 from localplus_common.errors import invalid_argument
-from localplus_common.paging import Keyset, Page, decode_keyset, page_of, time_value, uuid_value
+from localplus_common.paging import Keyset, Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
 
 # The list order, which page tokens hold the position in.
 KEYSET: Keyset = {"starts_at": time_value, "id": uuid_value}
 
 
 async def list_occurrences(
-    db: Database, event_id: UUID, start: datetime | None, end: datetime | None, page_size: int, page_token: str
-) -> Page:
+    db: Database, event_id: UUID, start: datetime | None, end: datetime | None, page: PageRequest
+) -> Page[asyncpg.Record]:
     """The occurrences that start within [start, end), soonest first."""
     if start is not None and end is not None and end <= start:
         raise invalid_argument("end", "end must be after start")
-    after = decode_keyset(page_token, KEYSET)
+    after = decode_keyset(page.token, KEYSET)
 
     async def list_them(conn: Connection) -> list[asyncpg.Record]:
         await visible_event(conn, event_id)
@@ -47,7 +47,7 @@ async def list_occurrences(
             start,
             end,
             *(after or (None, None)),
-            page_size + 1,
+            page.size + 1,
         )
 
-    return page_of(await db.run(list_them, event_id=event_id), page_size, KEYSET)
+    return page_of(await db.run(list_them, event_id=event_id), page.size, KEYSET)

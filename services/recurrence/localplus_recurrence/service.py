@@ -7,7 +7,8 @@ from grpc.aio import ServicerContext as Context
 
 from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
 from localplus_common.db import Database
-from localplus_common.requests import page_size, parse_uuid, timestamp_or_none
+from localplus_common.paging import page_request
+from localplus_common.requests import parse_uuid, timestamp_or_none
 from localplus_recurrence import mapping, occurrences
 
 
@@ -21,10 +22,9 @@ class RecurrenceService(recurrence_pb2_grpc.RecurrenceServiceServicer):
             parse_uuid("event_id", request.event_id),
             timestamp_or_none(request, "start"),
             timestamp_or_none(request, "end"),
-            page_size(request.page_size),
-            request.page_token,
+            page_request(request.page_size, request.page_token),
         )
         return recurrence_pb2.ListOccurrencesResponse(
-            occurrences=[mapping.occurrence_to_proto(row) for row in page.rows],
+            occurrences=[mapping.occurrence_to_proto(row) for row in page.items],
             next_page_token=page.next_page_token,
         )

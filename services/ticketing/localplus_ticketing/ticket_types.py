@@ -12,7 +12,16 @@ import asyncpg
 from localplus_common.access import EDITOR, require_rank, signed_in, visible_event
 from localplus_common.db import Connection, Database
 from localplus_common.errors import ApiError, invalid_argument
-from localplus_common.paging import Keyset, Page, decode_keyset, int32_value, page_of, time_value, uuid_value
+from localplus_common.paging import (
+    Keyset,
+    Page,
+    PageRequest,
+    decode_keyset,
+    int32_value,
+    page_of,
+    time_value,
+    uuid_value,
+)
 
 # The list order, which page tokens hold the position in.
 KEYSET: Keyset = {"sort_order": int32_value, "created_at": time_value, "id": uuid_value}
@@ -45,8 +54,8 @@ class NewTicketType:
     occurrence_id: UUID | None
 
 
-async def list_ticket_types(db: Database, event_id: UUID, page_size: int, page_token: str) -> Page:
-    after = decode_keyset(page_token, KEYSET)
+async def list_ticket_types(db: Database, event_id: UUID, page: PageRequest) -> Page[asyncpg.Record]:
+    after = decode_keyset(page.token, KEYSET)
 
     async def list_them(conn: Connection) -> list[asyncpg.Record]:
         await visible_event(conn, event_id)
@@ -60,10 +69,10 @@ async def list_ticket_types(db: Database, event_id: UUID, page_size: int, page_t
             """,
             event_id,
             *(after or (None, None, None)),
-            page_size + 1,
+            page.size + 1,
         )
 
-    return page_of(await db.run(list_them, event_id=event_id), page_size, KEYSET)
+    return page_of(await db.run(list_them, event_id=event_id), page.size, KEYSET)
 
 
 async def create_ticket_type(db: Database, event_id: UUID, new: NewTicketType) -> asyncpg.Record:

@@ -1,0 +1,137 @@
+"""Use cases on registrations: people register themselves (or editors register them), change
+their status or guest count, and cancel; editors manage everyone's."""
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+
+from localplus_common.access import EDITOR, require_rank, signed_in, visible_event
+from localplus_common.auth import Identity
+from localplus_common.db import Connection, Database
+from localplus_common.errors import already_exists, failed_precondition, invalid_argument, not_found, permission_denied
+from localplus_common.paging import Page, PageRequest, decode_keyset, page_of
+from localplus_events import repository as repo
+from localplus_events.domain import SELF_SERVICE_STATUSES
+
+
+@dataclass(frozen=True)
+class ParticipantChanges:
+    """What a request sets on a registration; None leaves a value as it is (or at its default)."""
+
+    status: str | None = None
+    guest_count: int | None = None
+
+
+async def list_participants(db: Database, event_id: UUID, page: PageRequest) -> Page[asyncpg.Record]:
+    """Editors see every registration, anyone else only their own (row-level security)."""
+    signed_in()
+    after = decode_keyset(page.token, repo.BY_USER_KEYSET)
+
+    async def list_them(conn: Connection) -> list[asyncpg.Record]:
+        await visible_event(conn, event_id)
+        return await repo.list_participants(conn, event_id, page.size + 1, after)
+
+    return page_of(await db.run(list_them, event_id=event_id), page.size, repo.BY_USER_KEYSET)
+
+
+async def get_participant(db: Database, event_id: UUID, user_id: UUID | None) -> asyncpg.Record:
+    """One registration (the caller's own when `user_id` is None); someone else's is 404 to all but editors."""
+    identity = signed_in()
+    target = _target_user(identity, user_id)
+
+    async def get(conn: Connection) -> asyncpg.Record:
+        await visible_event(conn, event_id)
+        row = await repo.get_participant(conn, event_id, target)
+        if row is None:
+            raise not_found("no registration for this event")
+        return row
+
+    return await db.run(get, event_id=event_id)
+
+
+async def create_participant(
+    db: Database, event_id: UUID, user_id: UUID | None, wanted: ParticipantChanges
+) -> asyncpg.Record:
+    """Register the caller (or, for editors, `user_id`): going unless the request says otherwise."""
+    identity = signed_in()
+    target = _target_user(identity, user_id)
+    status = wanted.status or "going"
+    guest_count = wanted.guest_count or 0
+
+    async def register(conn: Connection) -> asyncpg.Record:
+        event = await visible_event(conn, event_id)
+        if target != identity.user_id:
+            require_rank(event, EDITOR, "register other people for")
+        elif status not in SELF_SERVICE_STATUSES or status == "cancelled":
+            raise invalid_argument("status", "register as PARTICIPANT_STATUS_GOING or _INTERESTED")
+        if event["caller_rank"] < EDITOR:
+            await _check_registration_open(conn, event)
+        row = await repo.register(conn, event_id, target, status, guest_count)
+        if row is None:
+            raise already_exists("already registered; update the registration instead")
+        return row
+
+    return await db.run(register, event_id=event_id)
+
+
+async def update_participant(
+    db: Database, event_id: UUID, user_id: UUID | None, changes: ParticipantChanges
+) -> asyncpg.Record:
+    identity = signed_in()
+    target = _target_user(identity, user_id)
+
+    async def update(conn: Connection) -> asyncpg.Record:
+        event = await visible_event(conn, event_id)
+        is_editor = event["caller_rank"] >= EDITOR
+        if target != identity.user_id and not is_editor:
+            raise permission_denied("only editors may change other people's registrations")
+        current = await repo.get_participant(conn, event_id, target)
+        if current is None:
+            raise not_found("no registration for this event")
+        status = changes.status if changes.status is not None else current["status"]
+        guest_count = changes.guest_count if changes.guest_count is not None else current["guest_count"]
+        if not is_editor:
+            if status != current["status"] and status not in SELF_SERVICE_STATUSES:
+                raise permission_denied("only editors may set that status")
+            if status != "cancelled":
+                await _check_registration_open(conn, event)
+        row = await repo.update_participant(conn, event_id, target, status, guest_count)
+        if row is None:
+            raise permission_denied("you may not change this registration")
+        return row
+
+    return await db.run(update, event_id=event_id)
+
+
+async def delete_participant(db: Database, event_id: UUID, user_id: UUID | None) -> None:
+    """Cancel a registration; the row stays (status cancelled) for stats and history."""
+    identity = signed_in()
+    target = _target_user(identity, user_id)
+
+    async def cancel(conn: Connection) -> None:
+        event = await visible_event(conn, event_id)
+        if target != identity.user_id:
+            require_rank(event, EDITOR, "cancel other people's registrations for")
+        current = await repo.get_participant(conn, event_id, target)
+        if current is None or current["status"] == "cancelled":
+            raise not_found("no active registration for this event")
+        await repo.update_participant(conn, event_id, target, "cancelled", current["guest_count"])
+
+    await db.run(cancel, event_id=event_id)
+
+
+def _target_user(identity: Identity, requested: UUID | None) -> UUID:
+    """The registration a request is about: the caller's own unless an id is given."""
+    if requested is not None:
+        return requested
+    if identity.user_id is None:
+        raise invalid_argument("user_id", "user_id is required for service callers")
+    return identity.user_id
+
+
+async def _check_registration_open(conn: Connection, event: asyncpg.Record) -> None:
+    if event["status"] != "published":
+        raise failed_precondition("registration opens once the event is published", "REGISTRATION_CLOSED")
+    if not await repo.accepts_registrations(conn, event["id"]):
+        raise failed_precondition("registration is not open for this event", "REGISTRATION_CLOSED")
