@@ -27,7 +27,7 @@ from localplus_common.services import SERVICES, addresses_from_env
 TEMPLATE = Path(__file__).resolve().parent / "envoy.yaml.tmpl"
 DEFAULT_DESCRIPTOR = Path(__file__).resolve().parents[1] / "gen" / "descriptor.pb"
 # gRPC methods that take no token at all, e.g. a webhook whose caller authenticates by signature.
-PUBLIC_METHODS: frozenset[str] = frozenset()
+PUBLIC_METHODS: frozenset[str] = frozenset({"/localplus.ticketing.v1.TicketingService/HandleStripeWebhook"})
 HS256_PROVIDER = "supabase"
 JWKS_PROVIDER = "supabase_jwks"
 # Envoy's own error replies (not upstream ones) to JSON: HTTP status -> gRPC-style code name.

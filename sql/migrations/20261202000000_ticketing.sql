@@ -152,7 +152,8 @@ create or replace function localplus_private.tickets_held(p_ticket_type_id uuid)
 -- Reserve tickets for a buyer: one statement, under a lock on each ticket type (taken in id order,
 -- so two orders for the same types cannot deadlock), counting what is sold and what unexpired
 -- holds keep. The same buyer's same request_id answers with the order it made before. Refusals are
--- raised with a reason in the hint: SOLD_OUT, SALES_CLOSED, LIMIT_EXCEEDED, INVALID_ORDER.
+-- raised with a reason in the hint: SOLD_OUT (SQLSTATE LP409: a conflict with other buyers, 409),
+-- SALES_CLOSED, LIMIT_EXCEEDED, INVALID_ORDER (P0001: the request cannot succeed now, 400).
 create or replace function localplus_private.reserve_order(p_buyer uuid, p_request_id text, p_items jsonb,
                                                            p_hold interval)
   returns uuid
@@ -210,7 +211,7 @@ begin
         v_type.name using errcode = 'P0001', hint = 'LIMIT_EXCEEDED';
     end if;
     if v_type.sold + localplus_private.tickets_held(v_type.id) + v_wanted > v_type.inventory then
-      raise exception '% is sold out', v_type.name using errcode = 'P0001', hint = 'SOLD_OUT';
+      raise exception '% is sold out', v_type.name using errcode = 'LP409', hint = 'SOLD_OUT';
     end if;
     v_total := v_total + v_wanted * v_type.price_minor;
   end loop;
@@ -235,7 +236,8 @@ $$;
 -- The caller supplies the tickets' ids and signed codes, one per admission, in item order. An
 -- order whose hold has expired is paid if the tickets are still there; otherwise nothing changes
 -- and the answer says so, for the payment to be refunded. Answers: 'paid', 'already_paid',
--- 'sold_out', 'refunded' (refunded before the payment's success arrived), 'no_order'.
+-- 'sold_out', 'cancelled' (the buyer gave it up first: refund), 'refunded' (refunded before the
+-- payment's success arrived: nothing to do), 'no_order'.
 create or replace function localplus_private.pay_order(p_order_id uuid, p_ticket_ids uuid[], p_codes text[],
                                                        p_confirmation_code text)
   returns text
@@ -254,8 +256,8 @@ begin
   if v_order.status in ('paid', 'partially_refunded') then
     return 'already_paid';
   end if;
-  if v_order.status = 'refunded' then
-    return 'refunded';
+  if v_order.status in ('refunded', 'cancelled') then
+    return v_order.status;
   end if;
   for v_item in
     select i.*, t.sold, t.inventory,
@@ -333,10 +335,10 @@ $$;
 
 -- Refund tickets of a paid order (all its admitting ones when p_ticket_ids is empty): they are void
 -- and back on sale, the order records the amount, and a pending refund row waits for Stripe. The
--- order's lock makes two refunds of one order run one after the other. Answers the refund's id, or
--- null when nothing was left to refund.
+-- order's lock makes two refunds of one order run one after the other. `p_settled`: the money is
+-- back already (refunded at Stripe's end). Answers the refund's id, or null when nothing was left.
 create or replace function localplus_private.refund_tickets(p_order_id uuid, p_ticket_ids uuid[], p_reason text,
-                                                            p_requested_by uuid)
+                                                            p_requested_by uuid, p_settled boolean)
   returns uuid
   language plpgsql security definer
   set search_path = ''
@@ -376,7 +378,7 @@ begin
   insert into public.refunds (order_id, amount_minor, ticket_ids, reason, requested_by,
                               status)
   values (p_order_id, v_amount, v_ids, p_reason, p_requested_by,
-          case when v_amount = 0 or v_order.payment_intent_id is null then 'succeeded' else 'pending' end)
+          case when p_settled or v_amount = 0 or v_order.payment_intent_id is null then 'succeeded' else 'pending' end)
   returning id into v_refund;
   insert into public.outbox (topic, aggregate_id, payload)
   values ('order.refunded', p_order_id, jsonb_build_object('order_id', p_order_id, 'refund_id', v_refund,
@@ -385,8 +387,34 @@ begin
 end
 $$;
 
--- A payment refunded before it succeeded (Stripe may deliver the two in either order): the order is
--- closed as refunded, so the late success issues nothing.
+-- A payment that cannot be fulfilled (sold out after its hold expired, or the buyer gave the order up
+-- first) is refunded in full: the order is closed as refunded and a pending refund waits for Stripe.
+create or replace function localplus_private.refund_payment(p_order_id uuid, p_reason text) returns uuid
+  language plpgsql security definer
+  set search_path = ''
+  as $$
+declare
+  v_order public.orders;
+  v_refund uuid;
+begin
+  select * into v_order from public.orders where id = p_order_id for update;
+  if not found or v_order.status in ('paid', 'partially_refunded', 'refunded') then
+    return null;
+  end if;
+  delete from public.ticket_holds where order_id = p_order_id;
+  update public.orders set status = 'refunded', refunded_minor = total_minor, updated_at = now() where id = p_order_id;
+  insert into public.refunds (order_id, amount_minor, reason, status)
+  values (p_order_id, v_order.total_minor, p_reason, case when v_order.total_minor = 0 then 'succeeded' else 'pending' end)
+  returning id into v_refund;
+  insert into public.outbox (topic, aggregate_id, payload)
+  values ('order.refunded', p_order_id, jsonb_build_object('order_id', p_order_id, 'refund_id', v_refund,
+          'amount_minor', v_order.total_minor, 'reason', p_reason));
+  return v_refund;
+end
+$$;
+
+-- A payment refunded at Stripe before its success reached us (Stripe may deliver the two in either
+-- order): the order is closed as refunded, so the late success issues nothing.
 create or replace function localplus_private.close_refunded_order(p_order_id uuid, p_amount bigint) returns text
   language plpgsql security definer
   set search_path = ''
@@ -495,27 +523,27 @@ grant all on public.orders, public.order_items, public.ticket_holds, public.tick
   public.refunds, public.stripe_events, public.outbox to service_role;
 grant usage on sequence public.check_ins_id_seq, public.outbox_id_seq to service_role;
 
-revoke all on all functions in schema localplus_private from public, anon, authenticated, service_role;
-grant execute on function
-  localplus_private.in_request(),
-  localplus_private.is_platform_admin(),
-  localplus_private.is_privileged(),
-  localplus_private.is_business_partner(uuid, text[]),
-  localplus_private.event_role_rank(uuid),
-  localplus_private.event_accepts_registrations(uuid),
-  localplus_private.caller_saved(uuid),
-  localplus_private.event_is_visible(uuid),
-  localplus_private.event_needs_review(public.events, public.events),
-  localplus_private.event_registrations_per_day(uuid),
-  localplus_private.listed_event_candidates(text[], text[], box, real),
-  localplus_private.tickets_held(uuid)
-  to anon, authenticated, service_role;
+revoke all on function
+  localplus_private.tickets_held(uuid),
+  localplus_private.reserve_order(uuid, text, jsonb, interval),
+  localplus_private.pay_order(uuid, uuid[], text[], text),
+  localplus_private.expire_orders(),
+  localplus_private.cancel_order(uuid),
+  localplus_private.refund_tickets(uuid, uuid[], text, uuid, boolean),
+  localplus_private.refund_payment(uuid, text),
+  localplus_private.close_refunded_order(uuid, bigint),
+  localplus_private.tickets_count_check_ins(),
+  localplus_private.refuse_deleting_sold()
+  from public, anon, authenticated, service_role;
+-- Availability is public: an aggregate that says nothing about who holds what.
+grant execute on function localplus_private.tickets_held(uuid) to anon, authenticated, service_role;
 -- The server's own writes, for service_role only (never anon or authenticated).
 grant execute on function
   localplus_private.reserve_order(uuid, text, jsonb, interval),
   localplus_private.pay_order(uuid, uuid[], text[], text),
   localplus_private.expire_orders(),
   localplus_private.cancel_order(uuid),
-  localplus_private.refund_tickets(uuid, uuid[], text, uuid),
+  localplus_private.refund_tickets(uuid, uuid[], text, uuid, boolean),
+  localplus_private.refund_payment(uuid, text),
   localplus_private.close_refunded_order(uuid, bigint)
   to service_role;

@@ -43,6 +43,9 @@ class Identity:
 
 
 ANONYMOUS = Identity(role="anon")
+# The server itself: for its own writes after the caller's access was checked, and for callers with no
+# user at all (Stripe's webhooks, the sweeper, the reconciler).
+SERVER = Identity(role="service_role", claims={"role": "service_role"})
 
 
 class TokenVerifier:

@@ -87,6 +87,19 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
     return pool
 
 
+async def act_as(conn: Connection, identity: Identity, *, event_id: UUID | None = None) -> None:
+    """Who the rest of the transaction runs as: its role and claims, as PostgREST sets them, and the
+    event the request names by id (see Database.run). A use case that has checked the caller's access
+    under row-level security switches to localplus_common.auth.SERVER for the server's own writes."""
+    await conn.execute(
+        "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true),"
+        " set_config('localplus.event_id', $3, true)",
+        identity.role,
+        identity.claims_json,
+        "" if event_id is None else str(event_id),
+    )
+
+
 class Database:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -102,13 +115,7 @@ class Database:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self._connection() as conn, conn.transaction():
-                    await conn.execute(
-                        "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true),"
-                        " set_config('localplus.event_id', $3, true)",
-                        who.role,
-                        who.claims_json,
-                        "" if event_id is None else str(event_id),
-                    )
+                    await act_as(conn, who, event_id=event_id)
                     return await work(conn)
             except asyncpg.PostgresError as error:
                 if error.sqlstate not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:

@@ -167,10 +167,14 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exceptio
 
 
 Register = Callable[[grpc.aio.Server, Database, Settings], None]
+Background = Callable[[Database], Awaitable[None]]
 
 
-async def serve(address: str, service_names: list[str], register: Register) -> None:
-    """Start a service on `address` and run until SIGTERM or SIGINT."""
+async def serve(
+    address: str, service_names: list[str], register: Register, background: Background | None = None
+) -> None:
+    """Start a service on `address` and run until SIGTERM or SIGINT, with `background` (a loop of the
+    service's own, e.g. expiring holds) beside it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
     pool = await create_pool(settings)
@@ -195,12 +199,15 @@ async def serve(address: str, service_names: list[str], register: Register) -> N
         raise SystemExit(f"cannot listen on {address}")
     await server.start()
     log.info("%s listening on %s", ", ".join(service_names), address)
+    task = asyncio.create_task(background(Database(pool))) if background is not None else None
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if task is not None:
+        task.cancel()
     for name in [*service_names, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.stop(grace=5)
