@@ -29,6 +29,8 @@ DEFINER_ALLOW_LIST: dict[str, str] = {
     "localplus_private.event_registrations_per_day(uuid)": "per-day counts, empty unless the caller is a viewer",
     "localplus_private.listed_event_candidates(text[],text[],box,real)": "ids of published public events only "
     "(search uses the trigram indexes, which RLS would rule out)",
+    "localplus_private.tickets_held(uuid)": "how many tickets of a type unexpired reservations hold: public, "
+    "like availability, and nothing about who holds them",
 }
 
 # Table privileges of each API role on each engine table: privilege -> ALL or the columns.
@@ -41,6 +43,12 @@ EVENT_INPUT = {
 TICKET_TYPE_INPUT = {
     "occurrence_id", "name", "description", "price_minor", "currency", "inventory", "min_per_order",
     "max_per_order", "sales_starts_at", "sales_ends_at", "hidden", "sort_order",
+}  # fmt: skip
+# Every column of an order but the payment secrets (client_secret, checkout_url).
+ORDER_COLUMNS = {
+    "id", "event_id", "occurrence_id", "buyer_id", "request_id", "status", "currency", "total_minor",
+    "refunded_minor", "expires_at", "confirmation_code", "payment_intent_id", "checkout_session_id",
+    "disputed_at", "paid_at", "created_at", "updated_at",
 }  # fmt: skip
 Grants = dict[str, str | set[str]]
 EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
@@ -87,6 +95,21 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     "public.event_counters": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
     "public.event_moderation_log": {"anon": {}, "authenticated": {"SELECT": ALL}},
     "localplus.schema_migrations": {"anon": {}, "authenticated": {}},
+    # Phase 2: only the server writes orders and tickets; buyers read theirs, editors their event's
+    # (row-level security), and nobody but the buyer sees an order's payment secrets.
+    "public.orders": {
+        "anon": {},
+        "authenticated": {
+            "SELECT": ORDER_COLUMNS,
+        },
+    },
+    "public.order_items": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.tickets": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.check_ins": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.refunds": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.ticket_holds": {"anon": {}, "authenticated": {}},
+    "public.stripe_events": {"anon": {}, "authenticated": {}},
+    "public.outbox": {"anon": {}, "authenticated": {}},
 }
 # Columns no API role may ever set or change (CONTRACT §3: status times, `source`, counters, `sold`).
 SERVER_OWNED: dict[str, set[str]] = {
@@ -100,7 +123,12 @@ SERVER_OWNED: dict[str, set[str]] = {
     "public.event_saves": {"created_at"},
     "public.event_counters": {
         "event_id", "going", "interested", "waitlisted", "cancelled", "attended", "guests", "saves", "popularity",
+        "checked_in",
     },
+    "public.orders": {"status", "total_minor", "refunded_minor", "expires_at", "paid_at", "confirmation_code"},
+    "public.ticket_holds": {"quantity", "expires_at"},
+    "public.tickets": {"status", "code", "checked_in_at", "holder_id"},
+    "public.refunds": {"status", "amount_minor"},
 }  # fmt: skip
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 

@@ -25,8 +25,8 @@ def main() -> None:
         with state.open("wb") as file:
             pickle.dump(dict(store), file, protocol=pickle.HIGHEST_PROTOCOL)
 
-    resources.Store.try_load_from_disk = load  # type: ignore[method-assign]
-    resources.Store.dump_to_disk = dump  # type: ignore[method-assign]
+    resources.Store.try_load_from_disk = load
+    resources.Store.dump_to_disk = dump
     sys.argv = [sys.argv[0], *args]
     server.start()
 

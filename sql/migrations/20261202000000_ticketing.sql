@@ -140,6 +140,27 @@ create index if not exists outbox_unpublished_idx on public.outbox (id) where pu
 
 alter table public.event_counters add column if not exists checked_in integer not null default 0;
 
+-- `sold` is the server's: the orders' functions below (service_role) change it, nobody else.
+create or replace function localplus_private.ticket_types_before_write() returns trigger
+  language plpgsql
+  set search_path = ''
+  as $$
+begin
+  if tg_op = 'UPDATE' then
+    new.id := old.id;
+    new.event_id := old.event_id;
+  end if;
+  if localplus_private.in_request() then
+    new.created_at := case when tg_op = 'INSERT' then now() else old.created_at end;
+  end if;
+  if not localplus_private.is_privileged() then
+    new.sold := case when tg_op = 'INSERT' then 0 else old.sold end;
+  end if;
+  new.updated_at := now();
+  return new;
+end
+$$;
+
 -- Tickets held by unexpired reservations of a ticket type: public, like availability.
 create or replace function localplus_private.tickets_held(p_ticket_type_id uuid) returns integer
   language sql stable security definer

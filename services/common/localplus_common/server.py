@@ -6,7 +6,7 @@ import logging
 import re
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import asyncpg
@@ -167,7 +167,7 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exceptio
 
 
 Register = Callable[[grpc.aio.Server, Database, Settings], None]
-Background = Callable[[Database], Awaitable[None]]
+Background = Callable[[Database], Coroutine[Any, Any, None]]
 
 
 async def serve(

@@ -71,7 +71,9 @@ def checkout_session(request: ticketing_pb2.CheckoutOrderRequest) -> tuple[str, 
     """(success_url, cancel_url) for a Checkout Session; None for a PaymentIntent."""
     if request.mode != ticketing_pb2.CHECKOUT_MODE_CHECKOUT_SESSION:
         if request.mode not in (ticketing_pb2.CHECKOUT_MODE_UNSPECIFIED, ticketing_pb2.CHECKOUT_MODE_PAYMENT_INTENT):
-            raise invalid_argument("mode", "mode must be CHECKOUT_MODE_PAYMENT_INTENT or CHECKOUT_MODE_CHECKOUT_SESSION")
+            raise invalid_argument(
+                "mode", "mode must be CHECKOUT_MODE_PAYMENT_INTENT or CHECKOUT_MODE_CHECKOUT_SESSION"
+            )
         return None
     for field in ("success_url", "cancel_url"):
         url: str = getattr(request, field)
@@ -143,7 +145,9 @@ def ticket_type_changes(request: ticketing_pb2.UpdateTicketTypeRequest) -> dict[
         if name in ("sales_starts_at", "sales_ends_at"):
             changes[name] = timestamp_or_none(wanted, name, f"ticket_type.{name}")
         elif name == "occurrence_id":
-            changes[name] = parse_uuid("ticket_type.occurrence_id", wanted.occurrence_id) if wanted.occurrence_id else None
+            changes[name] = (
+                parse_uuid("ticket_type.occurrence_id", wanted.occurrence_id) if wanted.occurrence_id else None
+            )
         else:
             changes[name] = getattr(wanted, name)
     return changes

@@ -4,6 +4,7 @@ Who may act is decided under row-level security as the caller (their event, thei
 writes are the server's own, through the SQL functions of the ticketing migration that lock what
 they count (so two buyers never get the same last ticket), run as service_role."""
 
+import json
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ async def create_order(db: Database, new: NewOrder, hold: timedelta) -> OrderVie
             "select localplus_private.reserve_order($1, $2, $3::jsonb, $4)",
             identity.user_id,
             new.request_id,
-            [{"ticket_type_id": str(type_id), "quantity": quantity} for type_id, quantity in new.items],
+            json.dumps([{"ticket_type_id": str(type_id), "quantity": quantity} for type_id, quantity in new.items]),
             hold,
         )
         return await _read(conn, order_id, with_secrets=True)

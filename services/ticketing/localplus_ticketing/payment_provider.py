@@ -9,6 +9,7 @@ from uuid import UUID
 
 import grpc
 import stripe
+from stripe._base_address import BaseAddresses
 
 from localplus_common.errors import ApiError, invalid_argument
 from localplus_ticketing.settings import TicketingSettings
@@ -41,10 +42,9 @@ class LineItem:
 
 class PaymentProvider:
     def __init__(self, settings: TicketingSettings) -> None:
-        base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
-        self._client = stripe.StripeClient(
-            settings.stripe_api_key, base_addresses=base or {}, http_client=stripe.HTTPXClient()
-        )
+        base: BaseAddresses = {"api": settings.stripe_api_base} if settings.stripe_api_base else {}
+        client = stripe.HTTPXClient()
+        self._client = stripe.StripeClient(settings.stripe_api_key, base_addresses=base, http_client=client)
         self._webhook_secret = settings.stripe_webhook_secret
 
     async def payment_intent(self, order_id: UUID, amount: int, currency: str) -> Checkout:

@@ -153,8 +153,7 @@ async def settle_refund(db: Database, payments: PaymentProvider, refund_id: UUID
     stripe_refund_id = await payments.refund(refund_id, refund["payment_intent_id"], refund["amount_minor"])
     await db.run(
         lambda conn: conn.execute(
-            "update public.refunds set status = 'succeeded', stripe_refund_id = $2, updated_at = now() "
-            "where id = $1",
+            "update public.refunds set status = 'succeeded', stripe_refund_id = $2, updated_at = now() where id = $1",
             refund_id,
             stripe_refund_id,
         ),
@@ -182,20 +181,30 @@ async def reconcile(db: Database, payments: PaymentProvider, signer: TicketSigne
     open_payments = await db.run(
         lambda conn: conn.fetch(
             "select id, payment_intent_id from public.orders where payment_intent_id is not null "
-            "and status in ('awaiting_payment', 'expired', 'cancelled') and updated_at <= now() - $1::interval",
+            "and status in ('awaiting_payment', 'expired', 'cancelled') and updated_at <= now() - $1::interval "
+            # Older than that, a payment nobody finished is not going to be.
+            "and updated_at > now() - interval '7 days'",
             settled_after,
         ),
         SERVER,
     )
     settled = len(pending)
     for order in open_payments:
-        status = await payments.payment_intent_status(order["payment_intent_id"])
-        if status == "succeeded":
-            refunds = await db.run(lambda conn: _paid(conn, signer, order["id"], order["payment_intent_id"]), SERVER)
-            for refund_id in refunds:
-                await settle_refund(db, payments, refund_id)
-            settled += 1
-        elif status == "canceled":
-            await db.run(lambda conn: conn.execute("select localplus_private.cancel_order($1)", order["id"]), SERVER)
+        if await _settle_from_stripe(db, payments, signer, order["id"], order["payment_intent_id"]):
             settled += 1
     return settled
+
+
+async def _settle_from_stripe(
+    db: Database, payments: PaymentProvider, signer: TicketSigner, order_id: UUID, payment_intent_id: str
+) -> bool:
+    """Settle one order as its missed webhook would have; whether Stripe's state settled it."""
+    status = await payments.payment_intent_status(payment_intent_id)
+    if status == "succeeded":
+        for refund_id in await db.run(lambda conn: _paid(conn, signer, order_id, payment_intent_id), SERVER):
+            await settle_refund(db, payments, refund_id)
+        return True
+    if status == "canceled":
+        await db.run(lambda conn: conn.execute("select localplus_private.cancel_order($1)", order_id), SERVER)
+        return True
+    return False
