@@ -1,5 +1,6 @@
 """Translation between the ticketing protos and what the use cases take and return."""
 
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -7,6 +8,7 @@ import asyncpg
 from localplus.ticketing.v1 import ticketing_pb2
 from localplus_common.errors import invalid_argument
 from localplus_common.requests import parse_uuid, set_timestamp, timestamp_or_none
+from localplus_ticketing.check_ins import ADMITTED, ALREADY_CHECKED_IN, INVALID, CheckIn, CheckInList, OfflineScan
 from localplus_ticketing.orders import NewOrder, OrderView
 from localplus_ticketing.ticket_types import EDITABLE_FIELDS, NewTicketType
 
@@ -151,3 +153,60 @@ def ticket_type_changes(request: ticketing_pb2.UpdateTicketTypeRequest) -> dict[
         else:
             changes[name] = getattr(wanted, name)
     return changes
+
+
+# Check-in
+
+CHECK_IN_RESULTS = {
+    ADMITTED: ticketing_pb2.CHECK_IN_RESULT_ADMITTED,
+    ALREADY_CHECKED_IN: ticketing_pb2.CHECK_IN_RESULT_ALREADY_CHECKED_IN,
+    INVALID: ticketing_pb2.CHECK_IN_RESULT_INVALID,
+}
+# Envoy's transcoder passes the path a JSON client asked for as this header (gRPC metadata).
+ORIGINAL_PATH = "x-envoy-original-path"
+
+
+def qr_kind(metadata: Iterable[tuple[str, Any]]) -> str:
+    """The QR image format the request asked for: png for `/api/tickets/{id}/qr.png`, else svg (also for
+    native gRPC callers, who have no path to ask with)."""
+    path = next((str(value) for key, value in metadata if key == ORIGINAL_PATH), "")
+    return "png" if path.partition("?")[0].endswith("/qr.png") else "svg"
+
+
+def offline_scans(request: ticketing_pb2.BatchCreateCheckInsRequest) -> list[OfflineScan]:
+    scans = []
+    for index, scan in enumerate(request.check_ins):
+        field = f"check_ins[{index}].scanned_at"
+        scanned_at = timestamp_or_none(scan, "scanned_at", field)
+        if scanned_at is None:
+            raise invalid_argument(field, f"{field} is required")
+        scans.append(OfflineScan(scan.code, scanned_at, scan.device_id))
+    return scans
+
+
+def check_in_to_proto(check_in: CheckIn) -> ticketing_pb2.CreateCheckInResponse:
+    response = ticketing_pb2.CreateCheckInResponse(result=CHECK_IN_RESULTS[check_in.result])
+    if check_in.ticket is not None:
+        response.ticket.CopyFrom(ticket_to_proto(check_in.ticket))
+    set_timestamp(response, "first_checked_in_at", check_in.first_checked_in_at)
+    return response
+
+
+def check_in_list_to_proto(listed: CheckInList) -> ticketing_pb2.CheckInList:
+    message = ticketing_pb2.CheckInList(
+        event_id=str(listed.event_id),
+        public_key=listed.public_key,
+        tickets=[
+            ticketing_pb2.CheckInListEntry(
+                ticket_id=str(row["id"]),
+                status=TICKET_STATUS_PREFIX + row["status"].upper(),
+                ticket_type_id=str(row["ticket_type_id"]),
+            )
+            for row in listed.tickets.items
+        ],
+        next_page_token=listed.tickets.next_page_token,
+    )
+    for entry, row in zip(message.tickets, listed.tickets.items, strict=True):
+        set_timestamp(entry, "checked_in_at", row["checked_in_at"])
+    set_timestamp(message, "generated_at", listed.generated_at)
+    return message

@@ -3,6 +3,7 @@ maps the result back to protos."""
 
 from typing import Any
 
+from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
 from grpc.aio import ServicerContext as Context
 
@@ -10,7 +11,7 @@ from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
 from localplus_common.db import Database
 from localplus_common.paging import page_request
 from localplus_common.requests import parse_uuid
-from localplus_ticketing import mapping, orders, payments, ticket_types, tickets
+from localplus_ticketing import check_ins, mapping, orders, payments, ticket_types, tickets
 from localplus_ticketing.codes import TicketSigner
 from localplus_ticketing.payment_provider import PaymentProvider
 from localplus_ticketing.settings import TicketingSettings
@@ -95,6 +96,29 @@ class TicketingService(ticketing_pb2_grpc.TicketingServiceServicer):
 
     async def GetTicket(self, request: ticketing_pb2.GetTicketRequest, context: Context) -> Any:
         return mapping.ticket_to_proto(await tickets.get_ticket(self.db, parse_uuid("id", request.id)))
+
+    # E-tickets and check-in
+
+    async def GetTicketQrCode(self, request: ticketing_pb2.GetTicketQrCodeRequest, context: Context) -> Any:
+        kind = mapping.qr_kind(context.invocation_metadata() or ())
+        content_type, image = await tickets.ticket_qr_code(self.db, parse_uuid("id", request.id), kind)
+        return httpbody_pb2.HttpBody(content_type=content_type, data=image)
+
+    async def CreateCheckIn(self, request: ticketing_pb2.CreateCheckInRequest, context: Context) -> Any:
+        event_id = parse_uuid("event_id", request.event_id)
+        return mapping.check_in_to_proto(await check_ins.check_in(self.db, self.signer, event_id, request.code))
+
+    async def BatchCreateCheckIns(self, request: ticketing_pb2.BatchCreateCheckInsRequest, context: Context) -> Any:
+        event_id = parse_uuid("event_id", request.event_id)
+        answers = await check_ins.upload_scans(self.db, self.signer, event_id, mapping.offline_scans(request))
+        return ticketing_pb2.BatchCreateCheckInsResponse(results=[mapping.check_in_to_proto(a) for a in answers])
+
+    async def GetCheckInList(self, request: ticketing_pb2.GetCheckInListRequest, context: Context) -> Any:
+        event_id = parse_uuid("event_id", request.event_id)
+        size = request.page_size or check_ins.MAX_LIST_PAGE
+        page = page_request(size, request.page_token, max_size=check_ins.MAX_LIST_PAGE)
+        listed = await check_ins.check_in_list(self.db, self.signer, event_id, page)
+        return mapping.check_in_list_to_proto(listed)
 
     # Stripe
 
