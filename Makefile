@@ -15,7 +15,7 @@ RUN := $(UV) run --frozen --no-sync
 PG15_BIN := /usr/lib/postgresql/15/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help setup up test bench bench-tools gen lint proto-baseline migrate token system-postgres
+.PHONY: help setup up test bench bench-tools gen lint proto-baseline migrate token system-postgres import
 
 help:
 	@echo "make up        run Postgres, the three services and the gateway on :8080 (Ctrl-C stops all)"
@@ -66,10 +66,11 @@ migrate: setup
 up: setup
 	$(RUN) python -m localplus_dev.stack up
 
-# The suite also runs its database tests on the machine's Postgres 15 (Supabase's major version).
+# The suite also runs its database tests on the machine's Postgres 15 (Supabase's major version), and
+# the services through PgBouncer in transaction mode (as behind Supabase's pooler).
 system-postgres:
-	@test -x $(PG15_BIN)/postgres || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	  apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-contrib >/dev/null; }
+	@test -x $(PG15_BIN)/postgres -a -x /usr/sbin/pgbouncer || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-contrib pgbouncer >/dev/null; }
 
 test: setup system-postgres
 	$(RUN) pytest $(PYTEST_ARGS)
@@ -83,6 +84,10 @@ bench-tools:
 
 bench: setup bench-tools
 	$(RUN) python -m bench $(ARGS)
+
+# Import a scraped feed (.json or .ics) through the gateway: make import FILE=feed.ics SOURCE=bangkok-listings
+import: setup
+	$(RUN) python -m localplus_dev.importer $(FILE) --source $(SOURCE)
 
 token: setup
 	@$(RUN) python -m localplus_dev.token $(ARGS)

@@ -19,7 +19,7 @@ import time
 
 import asyncpg
 
-from bench import phase0, search
+from bench import dedup, phase0, search
 from bench.harness import running_stack
 from bench.load import cpu_count, h2load_available, wrk_available
 from bench.runner import HEADER, Context, Report, Route, Scenario, run, unknown_selectors
@@ -132,6 +132,8 @@ def main(argv: list[str]) -> int:
         print(HEADER, flush=True)
         report = Report()
         run(chosen, context, report)
+    print()
+    print(dedup.report())
     print()
     took = time.monotonic() - began
     make = f"make bench ARGS={shlex.quote(shlex.join(argv))}" if argv else "make bench"

@@ -38,7 +38,7 @@ DEFINER_ALLOW_LIST: dict[str, str] = {
 EVENT_INPUT = {
     "business_id", "title", "description", "category", "tags", "starts_at", "ends_at", "timezone",
     "venue_name", "address", "latitude", "longitude", "capacity", "visibility", "status",
-    "registration_opens_at", "registration_closes_at", "city",
+    "registration_opens_at", "registration_closes_at", "city", "venue_id",
 }  # fmt: skip
 TICKET_TYPE_INPUT = {
     "occurrence_id", "name", "description", "price_minor", "currency", "inventory", "min_per_order",
@@ -50,6 +50,7 @@ ORDER_COLUMNS = {
     "refunded_minor", "expires_at", "confirmation_code", "payment_intent_id", "checkout_session_id",
     "disputed_at", "paid_at", "created_at", "updated_at",
 }  # fmt: skip
+VENUE_INPUT = {"city_id", "business_id", "name", "address", "latitude", "longitude"}
 Grants = dict[str, str | set[str]]
 EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     "public.events": {
@@ -110,13 +111,28 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     "public.ticket_holds": {"anon": {}, "authenticated": {}},
     "public.stripe_events": {"anon": {}, "authenticated": {}},
     "public.outbox": {"anon": {}, "authenticated": {}},
+    # Phase 3: scraped items are the server's; platform admins read them (row-level security).
+    "public.scraper_imports": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    # Phase 4: cities are the server's; venues are public, managed by admins and the business's partners.
+    "public.cities": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
+    "public.venues": {
+        "anon": {"SELECT": ALL},
+        "authenticated": {
+            "SELECT": ALL,
+            "DELETE": ALL,
+            "INSERT": VENUE_INPUT,
+            "UPDATE": VENUE_INPUT,
+        },
+    },
 }
 # Columns no API role may ever set or change (CONTRACT §3: status times, `source`, counters, `sold`).
 SERVER_OWNED: dict[str, set[str]] = {
     "public.events": {
         "id", "created_at", "updated_at", "version", "source", "submitted_at", "published_at",
-        "search_text", "search_keywords",
+        "search_text", "search_keywords", "city_id",
     },
+    "public.venues": {"id", "created_by", "created_at", "updated_at"},
+    "public.scraper_imports": {"status", "event_id", "duplicate_of", "score", "content_hash", "item"},
     "public.event_participants": {"created_at", "updated_at", "status_changed_at"},
     "public.event_permissions": {"granted_by", "created_at"},
     "public.ticket_types": {"id", "sold", "created_at", "updated_at"},

@@ -45,6 +45,21 @@ def new_city() -> str:
     return f"city-{uuid.uuid4().hex[:8]}"
 
 
+async def add_city(db: asyncpg.Pool | asyncpg.Connection, slug: str) -> str:
+    await db.execute(
+        "insert into public.cities (slug, name, country, timezone, latitude, longitude, bounds) "
+        "values ($1, $1, 'TH', 'Asia/Bangkok', 0, 0, box(point(0, 0), point(0, 0)))",
+        slug,
+    )
+    return slug
+
+
+@pytest.fixture
+async def city(db: asyncpg.Pool) -> str:
+    """A city of the test's own, so that its events are the only ones listed by `city=`."""
+    return await add_city(db, new_city())
+
+
 def when(days: float, hours: float = 0, length_hours: float = 2) -> dict[str, str]:
     """starts_at/ends_at `days` + `hours` from now (negative for the past)."""
     starts = datetime.now(UTC).replace(microsecond=0) + timedelta(days=days, hours=hours)
@@ -119,8 +134,7 @@ def starts(event: Json) -> datetime:
 # Free text: typos, partial words, case
 
 
-async def test_typos_and_partial_words_find_the_event(api: httpx.AsyncClient, user: User) -> None:
-    city = new_city()
+async def test_typos_and_partial_words_find_the_event(api: httpx.AsyncClient, user: User, city: str) -> None:
     await publish(api, user, city, "Jazz Festival")
     await publish(api, user, city, "Pottery Workshop")
     await publish(api, user, city, "Sunday Farmers Market")
@@ -136,9 +150,8 @@ async def test_typos_and_partial_words_find_the_event(api: httpx.AsyncClient, us
     assert await titles(api, city=city, q="jazz pottery") == []
 
 
-async def test_plus_in_the_query_string_is_a_space(api: httpx.AsyncClient, user: User) -> None:
+async def test_plus_in_the_query_string_is_a_space(api: httpx.AsyncClient, user: User, city: str) -> None:
     """Browsers (URLSearchParams, forms) and most HTTP clients send a space in a query as `+`."""
-    city = new_city()
     await publish(api, user, city, "Jazz Festival")
     await publish(api, user, city, "Pottery Workshop")
     for raw in ("jazz+pottery", "jazz%20pottery"):
@@ -152,9 +165,8 @@ async def test_plus_in_the_query_string_is_a_space(api: httpx.AsyncClient, user:
     assert (await api.get("/api/events", params={"city": city, "q": "jazz pottery"})).json()["events"] == []
 
 
-async def test_like_wildcards_in_q_are_not_wildcards(api: httpx.AsyncClient, user: User) -> None:
+async def test_like_wildcards_in_q_are_not_wildcards(api: httpx.AsyncClient, user: User, city: str) -> None:
     """`%` and `_` are ordinary characters to a person typing a search."""
-    city = new_city()
     await publish(api, user, city, "Jazz Festival")
     await publish(api, user, city, "Half price: 50% off everything")
     assert await titles(api, city=city, q="%") == ["Half price: 50% off everything"]
@@ -168,8 +180,7 @@ async def test_like_wildcards_in_q_are_not_wildcards(api: httpx.AsyncClient, use
 # Thai (no spaces between words)
 
 
-async def test_thai_titles(api: httpx.AsyncClient, user: User) -> None:
-    city = new_city()
+async def test_thai_titles(api: httpx.AsyncClient, user: User, city: str) -> None:
     concert = "คอนเสิร์ตดนตรีแจ๊สริมแม่น้ำ"  # jazz concert by the river
     market = "ตลาดนัดวันอาทิตย์"  # Sunday market
     food = "เทศกาลอาหารไทย"  # Thai food festival
@@ -188,8 +199,7 @@ async def test_thai_titles(api: httpx.AsyncClient, user: User) -> None:
     assert await titles(api, city=city, q="ฟุตบอล") == []  # football
 
 
-async def test_thai_typo_still_finds_the_event(api: httpx.AsyncClient, user: User) -> None:
-    city = new_city()
+async def test_thai_typo_still_finds_the_event(api: httpx.AsyncClient, user: User, city: str) -> None:
     concert = "คอนเสิร์ตดนตรีแจ๊สริมแม่น้ำ"
     await publish(api, user, city, concert)
     await publish(api, user, city, "ตลาดนัดวันอาทิตย์")
@@ -197,8 +207,7 @@ async def test_thai_typo_still_finds_the_event(api: httpx.AsyncClient, user: Use
     assert await titles(api, city=city, q="คอนเสิด") == [concert]
 
 
-async def test_mixed_thai_and_english(api: httpx.AsyncClient, user: User) -> None:
-    city = new_city()
+async def test_mixed_thai_and_english(api: httpx.AsyncClient, user: User, city: str) -> None:
     jazz = "Bangkok Jazz Night ดนตรีแจ๊สสด"
     food = "Street Food เทศกาลอาหารริมทาง"
     await publish(api, user, city, jazz, description="วงดนตรีจากเชียงใหม่ (a band from Chiang Mai)")
@@ -215,8 +224,7 @@ async def test_mixed_thai_and_english(api: httpx.AsyncClient, user: User) -> Non
 # Ranking
 
 
-async def test_title_matches_rank_above_description_matches(api: httpx.AsyncClient, user: User) -> None:
-    city = new_city()
+async def test_title_matches_rank_above_description_matches(api: httpx.AsyncClient, user: User, city: str) -> None:
     # The description-only match starts first, so a start-time order would put it on top.
     in_description = await publish(
         api, user, city, "Evening social", description="Drinks, snacks and a pottery corner.", **when(2)
@@ -237,8 +245,9 @@ async def test_title_matches_rank_above_description_matches(api: httpx.AsyncClie
     assert (await found(api, city=city, q="potery"))[0]["id"] == in_title["id"]
 
 
-async def test_thai_title_match_ranks_above_thai_description_match(api: httpx.AsyncClient, user: User) -> None:
-    city = new_city()
+async def test_thai_title_match_ranks_above_thai_description_match(
+    api: httpx.AsyncClient, user: User, city: str
+) -> None:
     described = await publish(api, user, city, "Night market", description="ร้านอาหารมากมาย", **when(2))
     titled = await publish(api, user, city, "เทศกาลอาหารไทย", **when(6))
     ranked = [event["id"] for event in await found(api, city=city, q="อาหาร")]
@@ -248,8 +257,7 @@ async def test_thai_title_match_ranks_above_thai_description_match(api: httpx.As
 # Geo
 
 
-async def test_near_radius_and_distance_order(api: httpx.AsyncClient, user: User) -> None:
-    city = new_city()
+async def test_near_radius_and_distance_order(api: httpx.AsyncClient, user: User, city: str) -> None:
     lat, lng = BANGKOK
     spots = {
         "Democracy Monument": (lat, lng),
@@ -317,8 +325,7 @@ async def test_bad_geo_parameters_are_400(api: httpx.AsyncClient, params: Params
 # Date range and the default "not ended yet"
 
 
-async def test_date_range_and_ended_events(api: httpx.AsyncClient, user: User) -> None:
-    city = new_city()
+async def test_date_range_and_ended_events(api: httpx.AsyncClient, user: User, city: str) -> None:
     ended = await publish(api, user, city, "Last week's fair", **when(-7))
     ongoing = await publish(api, user, city, "Happening now", **when(0, hours=-1, length_hours=3))
     tomorrow = await publish(api, user, city, "Tomorrow", **when(1))
@@ -365,8 +372,9 @@ async def test_bad_date_ranges_are_400(api: httpx.AsyncClient, params: Params) -
 # Category, tags, business, free only
 
 
-async def test_category_tags_business_and_free_only(api: httpx.AsyncClient, user: User, db: asyncpg.Pool) -> None:
-    city = new_city()
+async def test_category_tags_business_and_free_only(
+    api: httpx.AsyncClient, user: User, db: asyncpg.Pool, city: str
+) -> None:
     business_id = uuid.uuid4()
     await db.execute("insert into public.businesses (id, name) values ($1, 'Riverside Bar')", business_id)
     await db.execute(
@@ -406,8 +414,7 @@ async def test_category_tags_business_and_free_only(api: httpx.AsyncClient, user
 # Popularity
 
 
-async def test_popularity_order(api: httpx.AsyncClient, user: User, db: asyncpg.Pool) -> None:
-    city = new_city()
+async def test_popularity_order(api: httpx.AsyncClient, user: User, db: asyncpg.Pool, city: str) -> None:
     quiet = await publish(api, user, city, "Quiet one", **when(1))
     busy = await publish(api, user, city, "Busy one", **when(4))
     saved = await publish(api, user, city, "Saved one", **when(3))
@@ -463,8 +470,7 @@ def check_walk(seen: list[Json], initial: list[str], ahead: list[str], behind: l
     assert not set(behind) & set(ids), "an event added behind the cursor showed up"
 
 
-async def test_pagination_by_start_time_with_inserts(api: httpx.AsyncClient, user: User) -> None:
-    city = new_city()
+async def test_pagination_by_start_time_with_inserts(api: httpx.AsyncClient, user: User, city: str) -> None:
     base = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
 
     async def add(title: str, start: datetime) -> Json:
@@ -505,8 +511,7 @@ async def _nothing(page_number: int, page: list[Json]) -> None:
     return None
 
 
-async def test_pagination_by_relevance_with_inserts(api: httpx.AsyncClient, user: User) -> None:
-    city = new_city()
+async def test_pagination_by_relevance_with_inserts(api: httpx.AsyncClient, user: User, city: str) -> None:
     base = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
 
     async def add(title_match: bool, start: datetime) -> str:
@@ -548,8 +553,7 @@ async def test_pagination_by_relevance_with_inserts(api: httpx.AsyncClient, user
     assert [e["id"] for e in relevance] == [e["id"] for e in await walk(api, {"city": city, "q": "pottery"}, _nothing)]
 
 
-async def test_pagination_by_distance_with_inserts(api: httpx.AsyncClient, user: User) -> None:
-    city = new_city()
+async def test_pagination_by_distance_with_inserts(api: httpx.AsyncClient, user: User, city: str) -> None:
     lat, lng = BANGKOK
 
     async def at(latitude: float, title: str = "Spot") -> Json:
@@ -579,8 +583,9 @@ async def test_pagination_by_distance_with_inserts(api: httpx.AsyncClient, user:
     assert distances == sorted(distances)
 
 
-async def test_pagination_by_popularity_with_inserts(api: httpx.AsyncClient, user: User, db: asyncpg.Pool) -> None:
-    city = new_city()
+async def test_pagination_by_popularity_with_inserts(
+    api: httpx.AsyncClient, user: User, db: asyncpg.Pool, city: str
+) -> None:
     fans = [await create_user(db) for _ in range(2)]
 
     async def add(title: str, saves: int, days: float) -> str:
@@ -611,8 +616,7 @@ def encode_token(position: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
 
 
-async def test_page_tokens_are_checked(api: httpx.AsyncClient, user: User) -> None:
-    city = new_city()
+async def test_page_tokens_are_checked(api: httpx.AsyncClient, user: User, city: str) -> None:
     for i in range(3):
         await publish(api, user, city, f"Pottery night {i}", latitude=BANGKOK[0] + 0.01 * i, longitude=BANGKOK[1])
     near = f"{BANGKOK[0]},{BANGKOK[1]}"
@@ -629,8 +633,7 @@ async def test_page_tokens_are_checked(api: httpx.AsyncClient, user: User) -> No
     assert await list_status(api, city=city, q="pottery", page_token=tokens["starts_at"]) == 400
 
 
-async def test_garbage_page_tokens_are_400(api: httpx.AsyncClient) -> None:
-    city = new_city()
+async def test_garbage_page_tokens_are_400(api: httpx.AsyncClient, city: str) -> None:
     some_id = str(uuid.uuid4())
     garbage = [
         "garbage",
@@ -674,8 +677,9 @@ async def test_bad_list_parameters_are_400(api: httpx.AsyncClient, params: Param
 # Visibility: only published public events, whatever the filter, the sort or the caller
 
 
-async def test_hidden_events_never_appear(api: httpx.AsyncClient, user: User, admin: User, db: asyncpg.Pool) -> None:
-    city = new_city()
+async def test_hidden_events_never_appear(
+    api: httpx.AsyncClient, user: User, admin: User, db: asyncpg.Pool, city: str
+) -> None:
     business_id = uuid.uuid4()
     await db.execute("insert into public.businesses (id, name) values ($1, 'Harbour Co')", business_id)
     await db.execute(
@@ -840,10 +844,10 @@ async def test_thai_trigram_search_on_every_database(database_url: str) -> None:
 async def test_the_search_statement_finds_typos_and_thai_on_every_database(database_url: str) -> None:
     """The very statement the service runs for `q` (candidates from localplus_private.listed_event_candidates,
     ranked by trigram word similarity), in an anonymous request's transaction."""
-    city = new_city()
     jazz, pottery, concert = "Jazz Festival", "Pottery Workshop", "คอนเสิร์ตดนตรีแจ๊สริมแม่น้ำ"
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
     assert pool is not None
+    city = await add_city(pool, new_city())
     try:
         for title in (jazz, pottery, concert, "ตลาดนัดวันอาทิตย์"):
             await pool.execute(
@@ -869,4 +873,5 @@ async def test_the_search_statement_finds_typos_and_thai_on_every_database(datab
         assert {q: await search(q) for q in cases} == cases
     finally:
         await pool.execute("delete from public.events where city = $1", city)
+        await pool.execute("delete from public.cities where slug = $1", city)
         await pool.close()

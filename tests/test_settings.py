@@ -5,10 +5,8 @@ missing, before they connect anywhere. The real processes run here with a scrubb
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,18 +16,15 @@ import grpc
 import pytest
 import yaml
 from google.protobuf import descriptor_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_common.config import DEV_DATABASE_URL, DEV_JWT_SECRET, Settings
 from localplus_common.services import EVENTS, SERVICES, Service
-from localplus_dev.postgres import free_port
 from localplus_dev.stack import Stack
 from localplus_dev.token import mint
+from tests.service_process import SCRUBBED_ENV, running_service
 
 ROOT = Path(__file__).resolve().parent.parent
-# Just enough to find Python and this checkout's code: no LOCALPLUS_ENV, DATABASE_URL or JWT key.
-SCRUBBED_ENV = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(sys.path)}
 JWT_KEYS = "SUPABASE_JWT_SECRET or SUPABASE_JWKS"
 JWKS_URL = "https://project.supabase.example/auth/v1/.well-known/jwks.json"
 OTHER_SECRET = "a-production-secret-that-is-not-the-published-one"
@@ -81,33 +76,8 @@ def test_service_names_each_missing_setting(env: dict[str, str], named: str, not
 @contextmanager
 def running_events(env: dict[str, str], tmp_path: Path) -> Iterator[grpc.Channel]:
     """The events service started with `env` (plus a free address), once it reports SERVING."""
-    address = f"127.0.0.1:{free_port()}"
-    log = tmp_path / "events.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", EVENTS.module],
-            env={**SCRUBBED_ENV, EVENTS.addr_var: address, **env},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        with grpc.insecure_channel(address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            deadline = time.monotonic() + 30
-            while True:
-                assert process.poll() is None, f"exited {process.returncode}:\n{log.read_text()}"
-                try:
-                    request = health_pb2.HealthCheckRequest(service=EVENTS.grpc_service)
-                    if health.Check(request, timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.RpcError:
-                    pass
-                assert time.monotonic() < deadline, f"not serving after 30s:\n{log.read_text()}"
-                time.sleep(0.1)
-            yield channel
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    with running_service(EVENTS, env, tmp_path / "events.log") as address, grpc.insecure_channel(address) as channel:
+        yield channel
 
 
 def list_my_events(channel: grpc.Channel, token: str) -> None:

@@ -156,6 +156,30 @@ class PostgresServer:
         )
         self._wait_ready(timeout)
 
+    def start_as_replica_of(self, primary: PostgresServer, timeout: float = 60.0) -> None:
+        """A streaming replica of `primary` (hot standby: read-only queries), from a base backup of it."""
+        account = _server_account()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if account is not None:
+                _make_traversable(self.data_dir)
+                _chown_tree(self.data_dir, account)
+            argv = [str(self.bin / "pg_basebackup"), "-D", str(self.data_dir), "-R", "-X", "stream"]
+            argv += ["-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"]
+            result = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PGPASSWORD": PASSWORD},
+                user=None if account is None else account.pw_uid,
+                group=None if account is None else account.pw_gid,
+                extra_groups=None if account is None else [],
+                timeout=timeout,
+            )
+            if result.returncode != 0:
+                raise PostgresError(f"pg_basebackup failed ({result.returncode}):\n{result.stderr}")
+        self.start(timeout)
+
     def stop(self) -> None:
         if self.child is not None:
             self.child.stop()

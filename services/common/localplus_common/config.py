@@ -41,6 +41,8 @@ def exit_if_missing(settings: Mapping[str, str]) -> None:
 @dataclass(frozen=True)
 class Settings:
     database_url: str
+    # A streaming replica for reads that may lag a moment (DATABASE_READ_URL); "" for none.
+    database_read_url: str
     jwt_secret: str  # "" when only SUPABASE_JWKS is set
     jwks: str
     addresses: dict[str, str]  # service name -> host:port (localplus_common.services)
@@ -55,6 +57,7 @@ class Settings:
         exit_if_missing({"DATABASE_URL": database_url, JWT_KEY_VARS: jwt_secret or jwks})
         return cls(
             database_url=database_url,
+            database_read_url=env.get("DATABASE_READ_URL", ""),
             jwt_secret=jwt_secret,
             jwks=jwks,
             addresses=addresses_from_env(env),

@@ -73,9 +73,10 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute("rollback")
 
 
-async def create_pool(settings: Settings) -> asyncpg.Pool:
+async def create_pool(settings: Settings, url: str = "") -> asyncpg.Pool:
+    """A pool on the primary (or on `url`, e.g. the read replica) with the services' settings."""
     pool = await asyncpg.create_pool(
-        settings.database_url,
+        url or settings.database_url,
         min_size=1,
         max_size=settings.db_pool_max,
         statement_cache_size=settings.db_statement_cache_size,
@@ -101,11 +102,19 @@ async def act_as(conn: Connection, identity: Identity, *, event_id: UUID | None 
 
 
 class Database:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, replica_pool: asyncpg.Pool | None = None) -> None:
         self.pool = pool
+        # Without a replica, reads that could use one go to the primary.
+        self.replica_pool = replica_pool or pool
 
-    async def run(self, work: Work[T], identity: Identity | None = None, *, event_id: UUID | None = None) -> T:
+    async def run(
+        self, work: Work[T], identity: Identity | None = None, *, event_id: UUID | None = None, replica: bool = False
+    ) -> T:
         """Run `work` in one transaction as the caller (default: the current request's caller).
+
+        `replica`: the work only reads, and may read a moment in the past (a streaming replica's lag):
+        public discovery, and reads of anonymous callers, who cannot have written. Reads that must see
+        the caller's own writes stay on the primary.
 
         `event_id` is the event the request names by id: an unlisted event is readable by anyone
         who has its id (CONTRACT §3), so row-level security admits that one event for this
@@ -114,7 +123,8 @@ class Database:
         who = identity or current_identity.get()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                async with self._connection() as conn, conn.transaction():
+                pool = self.replica_pool if replica else self.pool
+                async with self._connection(pool) as conn, conn.transaction(readonly=replica):
                     await act_as(conn, who, event_id=event_id)
                     return await work(conn)
             except asyncpg.PostgresError as error:
@@ -126,14 +136,14 @@ class Database:
         raise AssertionError("unreachable")
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Connection]:
+    async def _connection(self, pool: asyncpg.Pool) -> AsyncIterator[Connection]:
         """A pooled connection; failing to get one (refused, unreachable, out of connections, shutting
         down) is DatabaseUnavailable, unlike any error of the work done on it."""
         try:
-            conn = await self.pool.acquire()
+            conn = await pool.acquire()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise DatabaseUnavailable("the database cannot be reached") from error
         try:
             yield conn
         finally:
-            await self.pool.release(conn)
+            await pool.release(conn)

@@ -78,6 +78,12 @@ def int64_value(value: Any) -> int:
     return value
 
 
+def text_value(value: Any) -> str:
+    if type(value) is not str:
+        raise ValueError(value)
+    return value
+
+
 def time_value(value: Any) -> datetime:
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:

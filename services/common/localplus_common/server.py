@@ -178,6 +178,7 @@ async def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
     pool = await create_pool(settings)
+    replica_pool = await create_pool(settings, settings.database_read_url) if settings.database_read_url else None
     server = grpc.aio.server(
         interceptors=[RequestInterceptor(TokenVerifier(settings))],
         options=[
@@ -189,7 +190,7 @@ async def serve(
             ("grpc.so_reuseport", 0),
         ],
     )
-    register(server, Database(pool), settings)
+    register(server, Database(pool, replica_pool), settings)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in [*service_names, ""]:
@@ -212,3 +213,5 @@ async def serve(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.stop(grace=5)
     await pool.close()
+    if replica_pool is not None:
+        await replica_pool.close()

@@ -33,6 +33,7 @@ EDITABLE_FIELDS = (
     "registration_opens_at",
     "registration_closes_at",
     "city",
+    "venue_id",
 )
 OUTPUT_ONLY_FIELDS = (
     "id",

@@ -7,8 +7,9 @@ from uuid import UUID
 import asyncpg
 
 from localplus_common.access import EDITOR, OWNER, check_etag, require_rank, signed_in, visible_event
-from localplus_common.db import Connection, Database
+from localplus_common.db import Connection, Database, current_identity
 from localplus_common.errors import aborted, permission_denied
+from localplus_events import places
 from localplus_events import repository as repo
 from localplus_events.domain import EDITABLE_FIELDS, validate_event
 
@@ -17,28 +18,37 @@ NEW_EVENT_DEFAULTS = {"visibility": "public", "status": "draft"}
 
 
 async def create_event(db: Database, values: dict[str, Any]) -> asyncpg.Record:
-    """Create an event from column values; the caller becomes its creator (owner)."""
+    """Create an event from column values; the caller becomes its creator (owner). At a venue, the
+    venue fills what the values leave unset (places.at_venue)."""
     identity = signed_in()
     values = NEW_EVENT_DEFAULTS | values
-    validate_event(values)
     if values["status"] not in ("draft", "pending_review") and not identity.is_platform_admin:
         raise permission_denied("new events start as drafts (or pending review); admins publish them")
     business_id: UUID | None = values.get("business_id")
+    venue_id: UUID | None = values.get("venue_id")
+    if venue_id is None:
+        validate_event(values)
 
     async def create(conn: Connection) -> asyncpg.Record:
+        filled = values
+        if venue_id is not None:
+            filled = await places.at_venue(conn, venue_id, values)
+            validate_event(filled)
         if (
             business_id is not None
             and not identity.is_platform_admin
             and not await repo.is_business_partner(conn, business_id, ("owner", "editor"))
         ):
             raise permission_denied("only owner or editor partners may create events for a business")
-        return await repo.insert_event(conn, identity.user_id, values)
+        return await repo.insert_event(conn, identity.user_id, filled)
 
     return await db.run(create)
 
 
 async def get_event(db: Database, event_id: UUID) -> asyncpg.Record:
-    return await db.run(lambda conn: visible_event(conn, event_id), event_id=event_id)
+    # Anonymous readers cannot have changed it: they may read a replica.
+    anonymous = not current_identity.get().is_signed_in
+    return await db.run(lambda conn: visible_event(conn, event_id), event_id=event_id, replica=anonymous)
 
 
 async def update_event(db: Database, event_id: UUID, changes: dict[str, Any], etag: str) -> asyncpg.Record:

@@ -1,15 +1,17 @@
 """Translation between protobuf messages and what the use cases take and return: requests become
 typed values (ids, column values, dataclasses), rows and results become messages."""
 
+import json
+import re
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 import asyncpg
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, json_format
 
 from localplus.events.v1 import events_pb2
-from localplus_common.errors import invalid_argument
+from localplus_common.errors import ApiError, invalid_argument
 from localplus_common.paging import Page, PageRequest, page_request
 from localplus_common.requests import optional_uuid, parse_uuid, set_timestamp, text, timestamp_or_none
 from localplus_events.discovery import SearchQuery
@@ -26,8 +28,10 @@ from localplus_events.domain import (
     enum_to_db,
     status_name,
 )
+from localplus_events.imports import Item, ItemResult, QueuedImport
 from localplus_events.moderation import QueueFilter
 from localplus_events.participants import ParticipantChanges
+from localplus_events.places import NewVenue
 from localplus_events.stats import BusinessStats, EventStats
 
 TIMESTAMP_FIELDS = ("starts_at", "ends_at", "registration_opens_at", "registration_closes_at")
@@ -94,9 +98,9 @@ def event_values(event: events_pb2.Event, fields: list[str]) -> dict[str, Any]:
             values[name] = timestamp_or_none(event, name)
         elif name in OPTIONAL_NUMBERS:
             values[name] = getattr(event, name) if event.HasField(name) else None
-        elif name == "business_id":
-            has_business = event.HasField("business_id") and event.business_id
-            values[name] = parse_uuid("business_id", event.business_id) if has_business else None
+        elif name in ("business_id", "venue_id"):
+            named = event.HasField(name) and getattr(event, name)
+            values[name] = parse_uuid(name, getattr(event, name)) if named else None
         elif name == "tags":
             values[name] = [text(name, tag) for tag in event.tags]
         elif name == "visibility":
@@ -208,6 +212,8 @@ def event_to_proto(row: asyncpg.Record | dict[str, Any]) -> events_pb2.Event:
     )
     if row["business_id"] is not None:
         event.business_id = str(row["business_id"])
+    if row["venue_id"] is not None:
+        event.venue_id = str(row["venue_id"])
     for name in OPTIONAL_NUMBERS:
         if row[name] is not None:
             setattr(event, name, row[name])
@@ -339,4 +345,147 @@ def list_participants_response(page: Page[asyncpg.Record]) -> events_pb2.ListPar
 def list_permissions_response(page: Page[asyncpg.Record]) -> events_pb2.ListPermissionsResponse:
     return events_pb2.ListPermissionsResponse(
         permissions=[permission_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+    )
+
+
+# Cities and venues
+
+
+def new_venue(request: events_pb2.CreateVenueRequest) -> NewVenue:
+    venue = request.venue
+    return NewVenue(
+        city=venue.city,
+        name=venue.name,
+        address=venue.address,
+        latitude=venue.latitude if venue.HasField("latitude") else None,
+        longitude=venue.longitude if venue.HasField("longitude") else None,
+        business_id=parse_uuid("venue.business_id", venue.business_id) if venue.business_id else None,
+    )
+
+
+def city_to_proto(row: asyncpg.Record) -> events_pb2.City:
+    return events_pb2.City(
+        id=str(row["id"]),
+        slug=row["slug"],
+        name=row["name"],
+        country=row["country"],
+        timezone=row["timezone"],
+        latitude=row["latitude"],
+        longitude=row["longitude"],
+    )
+
+
+def venue_to_proto(row: asyncpg.Record) -> events_pb2.Venue:
+    venue = events_pb2.Venue(id=str(row["id"]), city=row["city"], name=row["name"], address=row["address"])
+    if row["latitude"] is not None:
+        venue.latitude, venue.longitude = row["latitude"], row["longitude"]
+    if row["business_id"] is not None:
+        venue.business_id = str(row["business_id"])
+    return venue
+
+
+def list_cities_response(page: Page[asyncpg.Record]) -> events_pb2.ListCitiesResponse:
+    return events_pb2.ListCitiesResponse(
+        cities=[city_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+    )
+
+
+def list_venues_response(page: Page[asyncpg.Record]) -> events_pb2.ListVenuesResponse:
+    return events_pb2.ListVenuesResponse(
+        venues=[venue_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+    )
+
+
+# Imports
+
+SOURCE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+IMPORT_RESULT_PREFIX = "IMPORT_RESULT_"
+IMPORT_STATUS_PREFIX = "IMPORT_STATUS_"
+IMPORT_DECISIONS = {
+    events_pb2.IMPORT_DECISION_MERGE: "merge",
+    events_pb2.IMPORT_DECISION_KEEP_SEPARATE: "keep",
+    events_pb2.IMPORT_DECISION_REJECT: "reject",
+}
+
+
+def import_items(request: events_pb2.ImportEventsRequest) -> list[Item | ApiError]:
+    """Each item as the use case takes it, or the reason it cannot be read (reported for that item)."""
+    items: list[Item | ApiError] = []
+    for item in request.items:
+        try:
+            items.append(import_item(item))
+        except ApiError as error:
+            items.append(error)
+    return items
+
+
+def import_item(item: events_pb2.ImportItem) -> Item:
+    if not SOURCE.fullmatch(item.source):
+        raise invalid_argument("source", "source must be lower-case letters, digits, dots, dashes or underscores")
+    starts_at = timestamp_or_none(item, "starts_at")
+    if starts_at is None:
+        raise invalid_argument("starts_at", "starts_at is required")
+    return Item(
+        source=item.source,
+        external_id=text("external_id", item.external_id),
+        title=text("title", item.title),
+        description=text("description", item.description),
+        starts_at=starts_at,
+        ends_at=timestamp_or_none(item, "ends_at"),
+        timezone=text("timezone", item.timezone),
+        venue_name=text("venue_name", item.venue_name),
+        latitude=item.latitude if item.HasField("latitude") else None,
+        longitude=item.longitude if item.HasField("longitude") else None,
+        url=text("url", item.url),
+        price_minor=item.price_minor if item.HasField("price_minor") else None,
+        currency=text("currency", item.currency),
+        image_url=text("image_url", item.image_url),
+        raw=json_format.MessageToDict(item.raw) if item.HasField("raw") else None,
+    )
+
+
+def import_results_response(results: list[ItemResult]) -> events_pb2.ImportEventsResponse:
+    return events_pb2.ImportEventsResponse(
+        results=[
+            events_pb2.ImportItemResult(
+                external_id=result.external_id,
+                result=IMPORT_RESULT_PREFIX + result.result.upper(),
+                event_id=str(result.event_id or ""),
+                duplicate_of=str(result.duplicate_of or ""),
+                score=result.score,
+                error=result.error,
+            )
+            for result in results
+        ]
+    )
+
+
+def import_decision(request: events_pb2.ResolveImportRequest) -> str:
+    if request.decision not in IMPORT_DECISIONS:
+        raise invalid_argument("decision", f"decision must be one of {', '.join(events_pb2.ImportDecision.keys()[1:])}")
+    return IMPORT_DECISIONS[request.decision]
+
+
+def scraper_import_to_proto(queued: QueuedImport) -> events_pb2.ScraperImport:
+    record = queued.record
+    stored = json.loads(record["item"]) if isinstance(record["item"], str) else record["item"]
+    item = events_pb2.ImportItem()
+    json_format.ParseDict({k: v for k, v in stored.items() if v is not None}, item, ignore_unknown_fields=True)
+    message = events_pb2.ScraperImport(
+        id=str(record["id"]),
+        item=item,
+        status=IMPORT_STATUS_PREFIX + record["status"].upper(),
+        event_id=str(record["event_id"] or ""),
+        duplicate_of=str(record["duplicate_of"] or ""),
+        score=record["score"] or 0.0,
+    )
+    if queued.candidate is not None:
+        message.candidate.CopyFrom(event_to_proto(queued.candidate))
+    set_timestamp(message, "created_at", record["created_at"])
+    return message
+
+
+def list_moderation_imports_response(page: Page[QueuedImport]) -> events_pb2.ListModerationImportsResponse:
+    return events_pb2.ListModerationImportsResponse(
+        imports=[scraper_import_to_proto(queued) for queued in page.items], next_page_token=page.next_page_token
     )

@@ -13,6 +13,7 @@ from localplus_common.access import EDITOR, OWNER, check_etag, signed_in, visibl
 from localplus_common.db import Connection, Database
 from localplus_common.errors import ApiError, aborted, invalid_argument, not_found, permission_denied
 from localplus_common.paging import Page, PageRequest, decode_keyset, int64_value, page_of, time_value, uuid_value
+from localplus_events import places
 from localplus_events.domain import status_name
 
 
@@ -90,25 +91,27 @@ async def moderation_queue(db: Database, where: QueueFilter, page: PageRequest) 
     if not identity.is_platform_admin:
         raise permission_denied("the moderation queue is for platform admins")
     after = decode_keyset(page.token, QUEUE_KEYSET)
-    rows = await db.run(
-        lambda conn: conn.fetch(
+
+    async def queue(conn: Connection) -> list[asyncpg.Record]:
+        in_city = await places.city_id(conn, where.city) if where.city else None
+        return await conn.fetch(
             """
             select * from public.events
              where status = 'pending_review'
-               and ($2::text = '' or city = $2) and ($3::text = '' or category = $3)
+               and ($2::uuid is null or city_id = $2) and ($3::text = '' or category = $3)
                and ($4::text = '' or source = $4)
                and ($5::timestamptz is null or (submitted_at, id) > ($5, $6))
              order by submitted_at, id
              limit $1
             """,
             page.size + 1,
-            where.city.lower(),
+            in_city,
             where.category,
             where.source,
             *(after or (None, None)),
         )
-    )
-    return page_of(rows, page.size, QUEUE_KEYSET)
+
+    return page_of(await db.run(queue), page.size, QUEUE_KEYSET)
 
 
 async def moderation_log(db: Database, event_id: UUID, page: PageRequest) -> Page[asyncpg.Record]:

@@ -8,7 +8,17 @@ from grpc.aio import ServicerContext as Context
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_common.db import Database
 from localplus_common.requests import optional_uuid, parse_uuid, timestamp_or_none
-from localplus_events import discovery, events, mapping, moderation, participants, permissions, stats
+from localplus_events import (
+    discovery,
+    events,
+    imports,
+    mapping,
+    moderation,
+    participants,
+    permissions,
+    places,
+    stats,
+)
 
 
 class EventsService(events_pb2_grpc.EventsServiceServicer):
@@ -70,6 +80,23 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
     ) -> events_pb2.ListModerationEventsResponse:
         page = await moderation.moderation_queue(self.db, mapping.queue_filter(request), mapping.page(request))
         return mapping.list_moderation_events_response(page)
+
+    async def ImportEvents(
+        self, request: events_pb2.ImportEventsRequest, context: Context
+    ) -> events_pb2.ImportEventsResponse:
+        return mapping.import_results_response(await imports.import_items(self.db, mapping.import_items(request)))
+
+    async def ListModerationImports(
+        self, request: events_pb2.ListModerationImportsRequest, context: Context
+    ) -> events_pb2.ListModerationImportsResponse:
+        page = await imports.list_moderation_imports(self.db, request.source, mapping.page(request))
+        return mapping.list_moderation_imports_response(page)
+
+    async def ResolveImport(
+        self, request: events_pb2.ResolveImportRequest, context: Context
+    ) -> events_pb2.ResolveImportResponse:
+        resolved = await imports.resolve_import(self.db, parse_uuid("id", request.id), mapping.import_decision(request))
+        return events_pb2.ResolveImportResponse(scraper_import=mapping.scraper_import_to_proto(resolved))
 
     async def ListModerationLog(
         self, request: events_pb2.ListModerationLogRequest, context: Context
@@ -174,3 +201,20 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
         event_id = parse_uuid("event_id", request.event_id)
         await permissions.delete_permission(self.db, event_id, parse_uuid("user_id", request.user_id))
         return empty_pb2.Empty()
+
+    # Cities and venues
+
+    async def ListCities(
+        self, request: events_pb2.ListCitiesRequest, context: Context
+    ) -> events_pb2.ListCitiesResponse:
+        return mapping.list_cities_response(await places.list_cities(self.db, mapping.page(request)))
+
+    async def ListVenues(
+        self, request: events_pb2.ListVenuesRequest, context: Context
+    ) -> events_pb2.ListVenuesResponse:
+        business_id = optional_uuid("business_id", request.business_id)
+        page = await places.list_venues(self.db, request.city, business_id, mapping.page(request))
+        return mapping.list_venues_response(page)
+
+    async def CreateVenue(self, request: events_pb2.CreateVenueRequest, context: Context) -> events_pb2.Venue:
+        return mapping.venue_to_proto(await places.create_venue(self.db, mapping.new_venue(request)))

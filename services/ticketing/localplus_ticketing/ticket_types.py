@@ -13,7 +13,7 @@ from uuid import UUID
 import asyncpg
 
 from localplus_common.access import EDITOR, require_rank, signed_in, visible_event
-from localplus_common.db import Connection, Database
+from localplus_common.db import Connection, Database, current_identity
 from localplus_common.errors import ApiError, invalid_argument, not_found
 from localplus_common.paging import (
     Keyset,
@@ -82,7 +82,8 @@ async def list_ticket_types(db: Database, event_id: UUID, page: PageRequest) -> 
             page.size + 1,
         )
 
-    return page_of(await db.run(list_them, event_id=event_id), page.size, KEYSET)
+    anonymous = not current_identity.get().is_signed_in  # who cannot have changed them: a replica will do
+    return page_of(await db.run(list_them, event_id=event_id, replica=anonymous), page.size, KEYSET)
 
 
 async def create_ticket_type(db: Database, event_id: UUID, new: NewTicketType) -> asyncpg.Record:
