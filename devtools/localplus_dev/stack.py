@@ -128,6 +128,12 @@ class Stack:
     def stop(self) -> None:
         self.supervisor.stop_all()
 
+    def restart_service(self, name: str) -> None:
+        """Start one of the gRPC services again (after a crash, or to kill it first) and wait until it serves."""
+        (service,) = (service for service in SERVICES if service.name == name)
+        self.supervisor.restart(name)
+        self._wait_serving(service)
+
     def _service_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from localplus_common.config import dev_mode, exit_if_missing
+from localplus_ticketing.codes import TicketSigner
 
 DEV_STRIPE_API_KEY = "sk_test_localplus"
 DEV_STRIPE_API_BASE = "http://127.0.0.1:8420"
@@ -41,6 +42,7 @@ class TicketingSettings:
                 "TICKET_SIGNING_KEY": signing_key,
             }
         )
+        TicketSigner(signing_key)  # a malformed key stops the service here too, before it connects anywhere
         return cls(
             stripe_api_key=api_key,
             stripe_api_base=env.get("STRIPE_API_BASE") or (DEV_STRIPE_API_BASE if dev else ""),
