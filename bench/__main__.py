@@ -20,7 +20,7 @@ import time
 
 import asyncpg
 
-from bench import dedup, phase0, rush, search
+from bench import dedup, phase0, recurrence, rush, search
 from bench.harness import running_stack
 from bench.load import cpu_count, h2load_available, wrk_available
 from bench.runner import HEADER, Context, Report, Route, Scenario, run, unknown_selectors
@@ -43,7 +43,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument(
         "--only",
-        help="comma-separated scenarios (get, list, register, reg-hot, rush, s-...), routes "
+        help="comma-separated scenarios (get, list, register, reg-hot, rush, s-*, recurrence), routes "
         f"({', '.join(r.value for r in Route)}) or scenario:route pairs",
     )
     parser.add_argument(
@@ -107,6 +107,11 @@ def main(argv: list[str]) -> int:
     exit_on_sigterm()
     args = parse_args(argv)
     chosen = all_scenarios(args)
+    only = [part.strip() for part in (args.only or "").split(",") if part.strip()]
+    with_recurrence = not only or "recurrence" in only
+    if "recurrence" in only:
+        args.only = ",".join(part for part in only if part != "recurrence") or None
+        chosen = chosen if args.only else []
     unknown = unknown_selectors(args.only, chosen)
     if unknown:
         print(f"--only: unknown {', '.join(unknown)}", file=sys.stderr)
@@ -134,6 +139,9 @@ def main(argv: list[str]) -> int:
         print(HEADER, flush=True)
         report = Report()
         run(chosen, context, report)
+        if with_recurrence:
+            print()
+            asyncio.run(recurrence.run(endpoints))
     print()
     print(dedup.report())
     print()

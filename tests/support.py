@@ -83,3 +83,13 @@ async def create_event(api: httpx.AsyncClient, owner: User, **overrides: Any) ->
     assert approved.status_code == 200, approved.text
     published: dict[str, Any] = approved.json()["event"]
     return published
+
+
+async def add_city(db: asyncpg.Pool | asyncpg.Connection, slug: str) -> str:
+    """A city of a test's own (a fresh slug), so that its events are the only ones a `city=` filter lists."""
+    await db.execute(
+        "insert into public.cities (slug, name, country, timezone, latitude, longitude, bounds) "
+        "values ($1, $1, 'TH', 'Asia/Bangkok', 0, 0, box(point(0, 0), point(0, 0)))",
+        slug,
+    )
+    return slug

@@ -39,6 +39,7 @@ EVENT_INPUT = {
     "business_id", "title", "description", "category", "tags", "starts_at", "ends_at", "timezone",
     "venue_name", "address", "latitude", "longitude", "capacity", "visibility", "status",
     "registration_opens_at", "registration_closes_at", "city", "venue_id",
+    "recurrence_rrule", "recurrence_exdates", "recurrence_rdates",
 }  # fmt: skip
 TICKET_TYPE_INPUT = {
     "occurrence_id", "name", "description", "price_minor", "currency", "inventory", "min_per_order",
@@ -67,8 +68,8 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
         "authenticated": {
             "SELECT": ALL,
             "DELETE": ALL,
-            "INSERT": {"event_id", "user_id", "status", "guest_count"},
-            "UPDATE": {"status", "guest_count"},
+            "INSERT": {"event_id", "user_id", "status", "guest_count", "occurrence_id"},
+            "UPDATE": {"status", "guest_count", "occurrence_id"},
         },
     },
     "public.event_permissions": {
@@ -94,6 +95,10 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
         "authenticated": {"SELECT": ALL, "DELETE": ALL, "INSERT": {"user_id", "event_id"}},
     },
     "public.event_counters": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
+    # Phase 3: occurrences are read with their event and written by the recurrence service alone;
+    # what they were built from is the service's bookkeeping.
+    "public.event_occurrences": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
+    "public.event_series": {"anon": {}, "authenticated": {}},
     "public.event_moderation_log": {"anon": {}, "authenticated": {"SELECT": ALL}},
     "localplus.schema_migrations": {"anon": {}, "authenticated": {}},
     # Phase 2: only the server writes orders and tickets; buyers read theirs, editors their event's
@@ -137,6 +142,10 @@ SERVER_OWNED: dict[str, set[str]] = {
     "public.event_permissions": {"granted_by", "created_at"},
     "public.ticket_types": {"id", "sold", "created_at", "updated_at"},
     "public.event_saves": {"created_at"},
+    "public.event_occurrences": {
+        "id", "event_id", "original_starts_at", "starts_at", "ends_at", "moved", "cancelled", "in_series",
+        "status", "capacity", "note", "created_at", "updated_at",
+    },
     "public.event_counters": {
         "event_id", "going", "interested", "waitlisted", "cancelled", "attended", "guests", "saves", "popularity",
         "checked_in",

@@ -22,7 +22,7 @@ from localplus_common.auth import ANONYMOUS
 from localplus_common.db import Database
 from localplus_events.discovery import plan_search
 from localplus_events.mapping import search_query
-from tests.support import User, create_event, create_user, iso
+from tests.support import User, add_city, create_event, create_user, iso
 
 Json = dict[str, Any]
 Params = dict[str, Any]
@@ -43,15 +43,6 @@ ORDERS = ("starts_at", "relevance", "distance", "popularity")
 
 def new_city() -> str:
     return f"city-{uuid.uuid4().hex[:8]}"
-
-
-async def add_city(db: asyncpg.Pool | asyncpg.Connection, slug: str) -> str:
-    await db.execute(
-        "insert into public.cities (slug, name, country, timezone, latitude, longitude, bounds) "
-        "values ($1, $1, 'TH', 'Asia/Bangkok', 0, 0, box(point(0, 0), point(0, 0)))",
-        slug,
-    )
-    return slug
 
 
 @pytest.fixture

@@ -43,6 +43,8 @@ class StackConfig:
     stripe_state: Path = ROOT / ".data" / "localstripe.pickle"
     stripe_from_scratch: bool = False
     jwt_secret: str = DEV_JWT_SECRET
+    # Settings for the services beyond the environment's (the tests run the horizon job every second).
+    service_settings: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -80,6 +82,7 @@ class StackConfig:
             stripe_port=free_port(),
             stripe_state=base_dir / "localstripe.pickle",
             stripe_from_scratch=True,
+            service_settings={"RECURRENCE_JOB_SECONDS": "1"},
         )
 
 
@@ -145,6 +148,7 @@ class Stack:
             PYTHONUNBUFFERED="1",
         )
         env.update({service.addr_var: self.address(service.name) for service in SERVICES})
+        env.update(self.config.service_settings)
         return env
 
     def _wait_serving(self, service: Service, timeout: float = 30.0) -> None:

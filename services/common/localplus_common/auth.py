@@ -4,7 +4,10 @@ Envoy already checks tokens at the edge, but internal gRPC callers bypass it, so
 verifies again here. No token means anonymous; a bad token is always an error, never anonymous.
 """
 
+import hashlib
 import json
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,9 @@ from localplus_common.config import Settings
 from localplus_common.errors import unauthenticated
 
 AUDIENCE = "authenticated"
+# How many verified tokens are remembered, and how long a fetched JWKS is trusted before it is fetched again.
+VERIFIED_CACHE_SIZE = 10_000
+JWKS_LIFESPAN_S = 300.0
 ASYMMETRIC_ALGORITHMS = ["ES256", "RS256"]
 DATABASE_ROLES = {"anon", "authenticated", "service_role"}
 
@@ -48,17 +54,35 @@ ANONYMOUS = Identity(role="anon")
 SERVER = Identity(role="service_role", claims={"role": "service_role"})
 
 
-class TokenVerifier:
-    """HS256 with the project's JWT secret, plus ES256/RS256 keys from SUPABASE_JWKS."""
+@dataclass(frozen=True)
+class _Verified:
+    """A token verified before: who it is, until when (its `exp`), and the asymmetric key that signed it."""
 
-    def __init__(self, settings: Settings) -> None:
+    identity: Identity
+    expires_at: float
+    key_id: str | None
+
+
+class TokenVerifier:
+    """HS256 with the project's JWT secret, plus ES256/RS256 keys from SUPABASE_JWKS.
+
+    A verified token is remembered (by its sha256, in a bounded LRU) until its `exp`, so a client's
+    repeated calls skip PyJWT's parsing and signature check; an entry signed by a JWKS key is trusted
+    only while that key is still in the set (JWKS_LIFESPAN_S after a rotation at the latest). Nothing
+    that failed is remembered, and a token that differs in one byte is a different entry.
+    """
+
+    def __init__(self, settings: Settings, *, jwks_lifespan_s: float = JWKS_LIFESPAN_S) -> None:
         self._secret = settings.jwt_secret
         self._jwk_client: jwt.PyJWKClient | None = None
         self._jwk_set: jwt.PyJWKSet | None = None
         if settings.jwks.startswith(("http://", "https://")):
-            self._jwk_client = jwt.PyJWKClient(settings.jwks, cache_keys=True)
+            # Keys are looked up in the fetched set each time (cached for the lifespan), not kept on their
+            # own by kid: PyJWT's `cache_keys` would go on trusting a key after it left the set.
+            self._jwk_client = jwt.PyJWKClient(settings.jwks, cache_keys=False, lifespan=jwks_lifespan_s)
         elif settings.jwks:
             self._jwk_set = jwt.PyJWKSet.from_json(Path(settings.jwks).read_text())
+        self._verified: OrderedDict[bytes, _Verified] = OrderedDict()
 
     def identify(self, authorization: str | None) -> Identity:
         if not authorization:
@@ -66,7 +90,29 @@ class TokenVerifier:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthenticated("authorization must be 'Bearer <jwt>'")
-        claims = self._decode(token.strip())
+        token = token.strip()
+        digest = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(digest)
+        if known is not None and known.expires_at > time.time() and self._key_still_in_set(known.key_id):
+            self._verified.move_to_end(digest)
+            return known.identity
+        self._verified.pop(digest, None)
+        identity, key_id = self._identity_of(token)
+        self._verified[digest] = _Verified(identity, float(identity.claims["exp"]), key_id)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return identity
+
+    def _key_still_in_set(self, key_id: str | None) -> bool:
+        if key_id is None or self._jwk_client is None:
+            return True  # the HS256 secret and a JWKS file stay until the process restarts
+        try:
+            return any(key.key_id == key_id for key in self._jwk_client.get_signing_keys())
+        except jwt.PyJWKClientError:
+            return False
+
+    def _identity_of(self, token: str) -> tuple[Identity, str | None]:
+        claims = self._decode(token)
         role = claims.get("role")
         if role not in DATABASE_ROLES:
             raise unauthenticated("token role must be authenticated or service_role")
@@ -78,7 +124,9 @@ class TokenVerifier:
                 raise unauthenticated("token sub must be a user id (UUID)") from None
         if role == "authenticated" and user_id is None:
             raise unauthenticated("token has no sub")
-        return Identity(role=role, user_id=user_id, claims=claims)
+        header = jwt.get_unverified_header(token)
+        signed_by_jwks = self._jwk_client is not None and header.get("alg") in ASYMMETRIC_ALGORITHMS
+        return Identity(role=role, user_id=user_id, claims=claims), header.get("kid") if signed_by_jwks else None
 
     def _decode(self, token: str) -> dict[str, Any]:
         try:

@@ -41,13 +41,16 @@ def timestamp_or_none(message: Any, field: str, name: str = "") -> datetime | No
     field's path in the request for errors (default: `field`), e.g. `ticket_type.sales_ends_at`."""
     if not message.HasField(field):
         return None
-    stamp: timestamp_pb2.Timestamp = getattr(message, field)
+    return timestamp_value(getattr(message, field), name or field)
+
+
+def timestamp_value(stamp: timestamp_pb2.Timestamp, name: str) -> datetime:
+    """A Timestamp (e.g. an element of a repeated field) as an aware datetime in the accepted range."""
     try:
         value = stamp.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
         value = None
     if value is None or not EARLIEST_TIMESTAMP <= value < LATEST_TIMESTAMP:
-        name = name or field
         raise invalid_argument(
             name, f"{name} must be from {EARLIEST_TIMESTAMP:%Y-%m-%d} up to {LATEST_TIMESTAMP:%Y-%m-%d} (UTC)"
         )

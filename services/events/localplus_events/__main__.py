@@ -8,12 +8,14 @@ from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_common.config import Settings
 from localplus_common.db import Database
 from localplus_common.server import serve
-from localplus_common.services import EVENTS
+from localplus_common.services import EVENTS, RECURRENCE
+from localplus_events.schedules import Schedules
 from localplus_events.service import EventsService
 
 
 def register(server: grpc.aio.Server, db: Database, settings: Settings) -> None:
-    events_pb2_grpc.add_EventsServiceServicer_to_server(EventsService(db), server)
+    schedules = Schedules(grpc.aio.insecure_channel(settings.addresses[RECURRENCE.name]))
+    events_pb2_grpc.add_EventsServiceServicer_to_server(EventsService(db, schedules), server)
 
 
 if __name__ == "__main__":

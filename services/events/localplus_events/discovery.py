@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from localplus_common.access import signed_in, visible_event
+from localplus_common.cities import city_id
 from localplus_common.db import Connection, Database
 from localplus_common.errors import invalid_argument
 from localplus_common.paging import (
@@ -27,7 +28,6 @@ from localplus_common.paging import (
     token_value,
     uuid_value,
 )
-from localplus_events import places
 
 ORDERS = ("relevance", "starts_at", "distance", "popularity")
 # Lower than pg_trgm's default 0.6 so one typo per word still matches ("festval" ~ "festival" is 0.55).
@@ -129,7 +129,7 @@ async def search(db: Database, query: SearchQuery) -> Page[asyncpg.Record]:
 
     async def run(conn: Connection) -> list[asyncpg.Record]:
         if query.city:
-            await places.city_id(conn, query.city)
+            await city_id(conn, query.city)
         return await conn.fetch(plan.query, *plan.params)
 
     # Only published public events: a moment's replica lag is fine for everyone.
@@ -336,8 +336,8 @@ async def my_events(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
     rows = await db.run(
         lambda conn: conn.fetch(
             """
-            select e.*, p.user_id, p.status as participant_status, p.guest_count, p.created_at as registered_at,
-                   p.updated_at as registration_updated_at
+            select e.*, p.user_id, p.status as participant_status, p.guest_count, p.occurrence_id,
+                   p.created_at as registered_at, p.updated_at as registration_updated_at
               from public.event_participants p join public.events e on e.id = p.event_id
              where p.user_id = $1 and ($3::timestamptz is null or (e.starts_at, e.id) > ($3, $4))
              order by e.starts_at, e.id

@@ -34,7 +34,13 @@ EDITABLE_FIELDS = (
     "registration_closes_at",
     "city",
     "venue_id",
+    "recurrence",
 )
+# The columns the `recurrence` field is stored in, the columns of all editable fields, and those an
+# event's occurrences are built from.
+RECURRENCE_COLUMNS = ("recurrence_rrule", "recurrence_exdates", "recurrence_rdates")
+EDITABLE_COLUMNS = tuple(c for f in EDITABLE_FIELDS for c in (RECURRENCE_COLUMNS if f == "recurrence" else (f,)))
+SCHEDULE_COLUMNS = ("starts_at", "ends_at", "timezone", *RECURRENCE_COLUMNS)
 OUTPUT_ONLY_FIELDS = (
     "id",
     "created_by",
@@ -49,7 +55,7 @@ OUTPUT_ONLY_FIELDS = (
 )
 # What an update of a registration may write, and what a mask may name but an update never writes.
 PARTICIPANT_EDITABLE_FIELDS = ("status", "guest_count")
-PARTICIPANT_FIXED_FIELDS = ("event_id", "user_id", "created_at", "updated_at")
+PARTICIPANT_FIXED_FIELDS = ("event_id", "user_id", "occurrence_id", "created_at", "updated_at")
 # The longest IANA name is 32 characters ("America/Argentina/ComodRivadavia").
 MAX_TIMEZONE_LENGTH = 64
 

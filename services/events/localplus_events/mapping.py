@@ -4,16 +4,25 @@ typed values (ids, column values, dataclasses), rows and results become messages
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 from google.protobuf import field_mask_pb2, json_format
 
-from localplus.events.v1 import events_pb2
+from localplus.events.v1 import events_pb2, schedule_pb2
 from localplus_common.errors import ApiError, invalid_argument
 from localplus_common.paging import Page, PageRequest, page_request
-from localplus_common.requests import optional_uuid, parse_uuid, set_timestamp, text, timestamp_or_none
+from localplus_common.requests import (
+    optional_uuid,
+    parse_uuid,
+    set_timestamp,
+    text,
+    timestamp_or_none,
+    timestamp_value,
+)
 from localplus_events.discovery import SearchQuery
 from localplus_events.domain import (
     EDITABLE_FIELDS,
@@ -28,6 +37,7 @@ from localplus_events.domain import (
     enum_to_db,
     status_name,
 )
+from localplus_events.events import Split
 from localplus_events.imports import Item, ItemResult, QueuedImport
 from localplus_events.moderation import QueueFilter
 from localplus_events.participants import ParticipantChanges
@@ -107,7 +117,43 @@ def event_values(event: events_pb2.Event, fields: list[str]) -> dict[str, Any]:
             values[name] = _enum_value(event, name, events_pb2.EventVisibility, VISIBILITY_PREFIX)
         elif name == "status":
             values[name] = _enum_value(event, name, events_pb2.EventStatus, STATUS_PREFIX)
+        elif name == "recurrence":
+            values |= recurrence_values(event.recurrence if event.HasField("recurrence") else None)
     return values
+
+
+def recurrence_values(recurrence: schedule_pb2.Recurrence | None, field: str = "recurrence") -> dict[str, Any]:
+    """The recurrence columns for a Recurrence (None: a one-off event)."""
+    if recurrence is None:
+        return {"recurrence_rrule": None, "recurrence_exdates": [], "recurrence_rdates": []}
+    return {
+        "recurrence_rrule": text(f"{field}.rrule", recurrence.rrule),
+        "recurrence_exdates": _times(recurrence.exdates, f"{field}.exdates"),
+        "recurrence_rdates": _times(recurrence.rdates, f"{field}.rdates"),
+    }
+
+
+def _times(stamps: Sequence[Any], field: str) -> list[datetime]:
+    return [timestamp_value(stamp, f"{field}[{i}]") for i, stamp in enumerate(stamps)]
+
+
+def split(request: events_pb2.SplitEventRequest) -> Split:
+    def required(name: str) -> datetime:
+        value = timestamp_or_none(request, name)
+        if value is None:
+            raise invalid_argument(name, f"{name} is required")
+        return value
+
+    return Split(
+        event_id=parse_uuid("id", request.id),
+        split_at=required("split_at"),
+        before=recurrence_values(request.recurrence_before, "recurrence_before"),
+        starts_at=required("starts_at"),
+        ends_at=required("ends_at"),
+        after=recurrence_values(request.recurrence_after, "recurrence_after"),
+        capacity=request.capacity if request.HasField("capacity") else None,
+        etag=request.etag,
+    )
 
 
 def _enum_value(event: events_pb2.Event, field: str, enum: Any, prefix: str) -> str:
@@ -159,7 +205,8 @@ def queue_filter(request: events_pb2.ListModerationEventsRequest) -> QueueFilter
 
 def new_participant(participant: events_pb2.Participant) -> ParticipantChanges:
     """What a registration starts with: the fields the client set (the rest take their defaults)."""
-    return participant_changes(participant, populated_fields(participant, PARTICIPANT_EDITABLE_FIELDS))
+    changes = participant_changes(participant, populated_fields(participant, PARTICIPANT_EDITABLE_FIELDS))
+    return replace(changes, occurrence_id=optional_uuid("occurrence_id", participant.occurrence_id))
 
 
 def participant_update(request: events_pb2.UpdateParticipantRequest) -> ParticipantChanges:
@@ -221,6 +268,11 @@ def event_to_proto(row: asyncpg.Record | dict[str, Any]) -> events_pb2.Event:
         set_timestamp(event, name, row[name])
     if row.get("distance_km") is not None:
         event.distance_km = float(row["distance_km"])
+    if row["recurrence_rrule"] is not None:
+        event.recurrence.rrule = row["recurrence_rrule"]
+        for name in ("exdates", "rdates"):
+            for moment in row[f"recurrence_{name}"]:
+                getattr(event.recurrence, name).add().FromDatetime(moment)
     return event
 
 
@@ -230,6 +282,7 @@ def participant_to_proto(row: asyncpg.Record | dict[str, Any]) -> events_pb2.Par
         user_id=str(row["user_id"]),
         status=db_to_enum(PARTICIPANT_PREFIX, row["status"]),
         guest_count=row["guest_count"],
+        occurrence_id=str(row.get("occurrence_id") or ""),
     )
     set_timestamp(participant, "created_at", row["created_at"])
     set_timestamp(participant, "updated_at", row["updated_at"])
@@ -261,6 +314,7 @@ def my_event_to_proto(row: asyncpg.Record) -> events_pb2.MyEvent:
         "user_id": row["user_id"],
         "status": row["participant_status"],
         "guest_count": row["guest_count"],
+        "occurrence_id": row["occurrence_id"],
         "created_at": row["registered_at"],
         "updated_at": row["registration_updated_at"],
     }

@@ -10,10 +10,10 @@ from uuid import UUID
 import asyncpg
 
 from localplus_common.access import EDITOR, OWNER, check_etag, signed_in, visible_event
+from localplus_common.cities import city_id
 from localplus_common.db import Connection, Database
 from localplus_common.errors import ApiError, aborted, invalid_argument, not_found, permission_denied
 from localplus_common.paging import Page, PageRequest, decode_keyset, int64_value, page_of, time_value, uuid_value
-from localplus_events import places
 from localplus_events.domain import status_name
 
 
@@ -93,7 +93,7 @@ async def moderation_queue(db: Database, where: QueueFilter, page: PageRequest) 
     after = decode_keyset(page.token, QUEUE_KEYSET)
 
     async def queue(conn: Connection) -> list[asyncpg.Record]:
-        in_city = await places.city_id(conn, where.city) if where.city else None
+        in_city = await city_id(conn, where.city) if where.city else None
         return await conn.fetch(
             """
             select * from public.events

@@ -21,6 +21,8 @@ class ParticipantChanges:
 
     status: str | None = None
     guest_count: int | None = None
+    # Only when registering: the occurrence the registration is for (None: the whole event).
+    occurrence_id: UUID | None = None
 
 
 async def list_participants(db: Database, event_id: UUID, page: PageRequest) -> Page[asyncpg.Record]:
@@ -67,7 +69,7 @@ async def create_participant(
             raise invalid_argument("status", "register as PARTICIPANT_STATUS_GOING or _INTERESTED")
         if event["caller_rank"] < EDITOR:
             await _check_registration_open(conn, event)
-        row = await repo.register(conn, event_id, target, status, guest_count)
+        row = await repo.register(conn, event_id, target, status, guest_count, wanted.occurrence_id)
         if row is None:
             raise already_exists("already registered; update the registration instead")
         return row

@@ -8,6 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from localplus_common.access import signed_in
+from localplus_common.cities import city_id
 from localplus_common.db import Connection, Database
 from localplus_common.errors import invalid_argument, permission_denied
 from localplus_common.paging import Keyset, Page, PageRequest, decode_keyset, page_of, text_value, uuid_value
@@ -27,14 +28,6 @@ class NewVenue:
     latitude: float | None
     longitude: float | None
     business_id: UUID | None
-
-
-async def city_id(conn: Connection, slug: str, field: str = "city") -> UUID:
-    """The city a slug names, or a 400 naming the slug."""
-    found: UUID | None = await conn.fetchval("select id from public.cities where slug = $1", slug.strip().lower())
-    if found is None:
-        raise invalid_argument(field, f"there is no city {slug[:64]!r}; GET /api/cities lists them")
-    return found
 
 
 async def list_cities(db: Database, page: PageRequest) -> Page[asyncpg.Record]:

@@ -48,6 +48,16 @@ async def delete_event(conn: Connection, event_id: UUID, version: int) -> bool:
     return bool(deleted)
 
 
+async def copy_permissions(conn: Connection, from_event: UUID, to_event: UUID) -> None:
+    """Give an event the permissions another one has (the server's own write, keeping who granted them)."""
+    await conn.execute(
+        "insert into public.event_permissions (event_id, user_id, role, granted_by, expires_at)"
+        " select $2, user_id, role, granted_by, expires_at from public.event_permissions where event_id = $1",
+        from_event,
+        to_event,
+    )
+
+
 async def is_business_partner(conn: Connection, business_id: UUID, roles: Sequence[str]) -> bool:
     """Whether the caller is a partner of the business in one of `roles`."""
     return bool(
@@ -66,18 +76,19 @@ async def registrations_per_day(conn: Connection, event_id: UUID) -> list[asyncp
 
 
 async def register(
-    conn: Connection, event_id: UUID, user_id: UUID, status: str, guest_count: int
+    conn: Connection, event_id: UUID, user_id: UUID, status: str, guest_count: int, occurrence_id: UUID | None
 ) -> asyncpg.Record | None:
-    """Insert a registration, or revive a cancelled one; None if one is already active.
+    """Insert a registration (for the whole event or one occurrence), or revive a cancelled one; None
+    if one is already active.
 
-    The capacity trigger may turn "going" into "waitlisted" when the event is full.
+    The capacity trigger may turn "going" into "waitlisted" when the event (or occurrence) is full.
     """
     return await conn.fetchrow(
         """
-        insert into public.event_participants as p (event_id, user_id, status, guest_count)
-        values ($1, $2, $3, $4)
+        insert into public.event_participants as p (event_id, user_id, status, guest_count, occurrence_id)
+        values ($1, $2, $3, $4, $5)
         on conflict (event_id, user_id) do update
-          set status = excluded.status, guest_count = excluded.guest_count
+          set status = excluded.status, guest_count = excluded.guest_count, occurrence_id = excluded.occurrence_id
           where p.status = 'cancelled'
         returning *
         """,
@@ -85,6 +96,7 @@ async def register(
         user_id,
         status,
         guest_count,
+        occurrence_id,
     )
 
 

@@ -6,6 +6,7 @@ from google.protobuf import empty_pb2
 from grpc.aio import ServicerContext as Context
 
 from localplus.events.v1 import events_pb2, events_pb2_grpc
+from localplus_common.calls import Forward
 from localplus_common.db import Database
 from localplus_common.requests import optional_uuid, parse_uuid, timestamp_or_none
 from localplus_events import (
@@ -19,11 +20,13 @@ from localplus_events import (
     places,
     stats,
 )
+from localplus_events.events import SchedulesPort
 
 
 class EventsService(events_pb2_grpc.EventsServiceServicer):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, schedules: SchedulesPort) -> None:
         self.db = db
+        self.schedules = schedules
 
     # Events
 
@@ -36,12 +39,26 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
         return mapping.event_to_proto(await events.get_event(self.db, parse_uuid("id", request.id)))
 
     async def CreateEvent(self, request: events_pb2.CreateEventRequest, context: Context) -> events_pb2.Event:
-        return mapping.event_to_proto(await events.create_event(self.db, mapping.new_event(request)))
+        row = await events.create_event(self.db, self.schedules, Forward.of(context), mapping.new_event(request))
+        return mapping.event_to_proto(row)
 
     async def UpdateEvent(self, request: events_pb2.UpdateEventRequest, context: Context) -> events_pb2.Event:
         event_id = parse_uuid("event.id", request.event.id)
-        row = await events.update_event(self.db, event_id, mapping.event_changes(request), request.event.etag)
+        changes = mapping.event_changes(request)
+        row = await events.update_event(
+            self.db, self.schedules, Forward.of(context), event_id, changes, request.event.etag
+        )
         return mapping.event_to_proto(row)
+
+    async def SplitEvent(
+        self, request: events_pb2.SplitEventRequest, context: Context
+    ) -> events_pb2.SplitEventResponse:
+        updated, created = await events.split_event(
+            self.db, self.schedules, Forward.of(context), mapping.split(request)
+        )
+        return events_pb2.SplitEventResponse(
+            event=mapping.event_to_proto(updated), new_event=mapping.event_to_proto(created)
+        )
 
     async def DeleteEvent(self, request: events_pb2.DeleteEventRequest, context: Context) -> empty_pb2.Empty:
         await events.delete_event(self.db, parse_uuid("id", request.id), request.etag)

@@ -1,6 +1,9 @@
-"""Run the recurrence service: `python -m localplus_recurrence` (address from RECURRENCE_ADDR)."""
+"""Run the recurrence service: `python -m localplus_recurrence` (address from RECURRENCE_ADDR). Beside
+the gRPC server runs the horizon job: at start and every RECURRENCE_JOB_SECONDS it builds the
+occurrences of every event whose occurrences are missing, stale or short of the horizon."""
 
 import asyncio
+import logging
 
 import grpc
 
@@ -8,14 +11,37 @@ from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
 from localplus_common.config import Settings
 from localplus_common.db import Database
 from localplus_common.server import serve
-from localplus_common.services import RECURRENCE
+from localplus_common.services import EVENTS, RECURRENCE
+from localplus_recurrence import materialise
+from localplus_recurrence.events_client import EventsClient
 from localplus_recurrence.service import RecurrenceService
+from localplus_recurrence.settings import RecurrenceSettings
+
+log = logging.getLogger("localplus_recurrence")
 
 
-def register(server: grpc.aio.Server, db: Database, settings: Settings) -> None:
-    recurrence_pb2_grpc.add_RecurrenceServiceServicer_to_server(RecurrenceService(db), server)
+def main() -> None:
+    settings = Settings.from_env()
+    recurrence = RecurrenceSettings.from_env()
+
+    def register(server: grpc.aio.Server, db: Database, _: Settings) -> None:
+        events = EventsClient(grpc.aio.insecure_channel(settings.addresses[EVENTS.name]))
+        recurrence_pb2_grpc.add_RecurrenceServiceServicer_to_server(RecurrenceService(db, recurrence, events), server)
+
+    async def horizon_job(db: Database) -> None:
+        while True:
+            try:
+                built = await materialise.repair(db, recurrence)
+            except Exception:  # the next run tries again
+                log.exception("the horizon job failed")
+            else:
+                if built:
+                    log.info("built the occurrences of %d events", built)
+            await asyncio.sleep(recurrence.job_every.total_seconds())
+
+    service_name = recurrence_pb2.DESCRIPTOR.services_by_name["RecurrenceService"].full_name
+    asyncio.run(serve(settings.addresses[RECURRENCE.name], [service_name], register, background=horizon_job))
 
 
 if __name__ == "__main__":
-    service_name = recurrence_pb2.DESCRIPTOR.services_by_name["RecurrenceService"].full_name
-    asyncio.run(serve(Settings.from_env().addresses[RECURRENCE.name], [service_name], register))
+    main()

@@ -1,18 +1,47 @@
-"""Occurrences of an event, listed a page at a time in one request transaction (row-level
-security decides which events the caller sees)."""
+"""Use cases on occurrences: an event's list, one occurrence's exceptions and "this and following"
+splits, and "what's on" across published public events. Each runs in one request transaction;
+row-level security decides which events (and so which occurrences) the caller sees."""
 
-from datetime import datetime
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
 
-from localplus_common.access import visible_event
-from localplus_common.db import Connection, Database, current_identity
-from localplus_common.errors import invalid_argument
+from localplus_common.access import EDITOR, require_rank, signed_in, visible_event
+from localplus_common.auth import SERVER
+from localplus_common.calls import Forward
+from localplus_common.cities import city_id
+from localplus_common.db import Connection, Database, act_as, current_identity
+from localplus_common.errors import aborted, failed_precondition, invalid_argument, not_found
 from localplus_common.paging import Keyset, Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
+from localplus_recurrence import materialise, rules
+from localplus_recurrence.settings import RecurrenceSettings
 
 # The list order, which page tokens hold the position in.
 KEYSET: Keyset = {"starts_at": time_value, "id": uuid_value}
+# "What's on": the widest window one request may ask for, and the default.
+MAX_SEARCH_WINDOW = timedelta(days=31)
+DEFAULT_SEARCH_WINDOW = timedelta(days=7)
+
+# An occurrence as clients see it: its event's cancellation cancels it, and its capacity defaults to
+# the event's. `o` is event_occurrences, `e` its event.
+OCCURRENCE_COLUMNS = """
+    o.id, o.event_id, o.original_starts_at, o.starts_at, o.ends_at, o.moved, o.note,
+    case when e.status = 'cancelled' then 'cancelled' else o.status end as status,
+    coalesce(o.capacity, e.capacity) as capacity
+"""
+# With the event, for listings and feeds.
+LISTED_COLUMNS = (
+    OCCURRENCE_COLUMNS
+    + """,
+    e.business_id, e.title, e.category, e.city, e.timezone, e.venue_name, e.address, e.latitude, e.longitude,
+    e.recurrence_rrule is not null as recurring
+"""
+)
 
 
 async def list_occurrences(
@@ -25,23 +54,16 @@ async def list_occurrences(
 
     async def list_them(conn: Connection) -> list[asyncpg.Record]:
         await visible_event(conn, event_id)
-        # Phase 0: a one-off event is its own single occurrence, under the event's id. Phase 3 puts
-        # a series' occurrences in `occurrences`; the paging below stays as it is.
         return await conn.fetch(
-            """
-            with occurrences as (
-              select e.id, e.id as event_id, e.starts_at, e.ends_at, e.starts_at as original_starts_at,
-                     case when e.status = 'cancelled' then 'cancelled' else 'scheduled' end as status,
-                     e.capacity, '' as note
-              from public.events e
-              where e.id = $1
-            )
-            select * from occurrences
-            where ($2::timestamptz is null or starts_at >= $2)
-              and ($3::timestamptz is null or starts_at < $3)
-              and ($4::timestamptz is null or (starts_at, id) > ($4, $5::uuid))
-            order by starts_at, id
-            limit $6
+            f"""
+            select {OCCURRENCE_COLUMNS}
+              from public.event_occurrences o join public.events e on e.id = o.event_id
+             where o.event_id = $1
+               and ($2::timestamptz is null or o.starts_at >= $2)
+               and ($3::timestamptz is null or o.starts_at < $3)
+               and ($4::timestamptz is null or (o.starts_at, o.id) > ($4, $5::uuid))
+             order by o.starts_at, o.id
+             limit $6
             """,
             event_id,
             start,
@@ -52,3 +74,271 @@ async def list_occurrences(
 
     anonymous = not current_identity.get().is_signed_in  # who cannot have changed them: a replica will do
     return page_of(await db.run(list_them, event_id=event_id, replica=anonymous), page.size, KEYSET)
+
+
+@dataclass(frozen=True)
+class OccurrenceChanges:
+    """What a PATCH sets; None leaves a value as it is. `capacity` is a pair (set, value): clearing
+    it falls back to the event's."""
+
+    cancelled: bool | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    capacity: tuple[bool, int | None] = (False, None)
+    note: str | None = None
+
+    @property
+    def moves(self) -> bool:
+        return self.starts_at is not None or self.ends_at is not None
+
+
+class EventsPort(Protocol):
+    """What this service asks the events service for (over gRPC, as the caller)."""
+
+    async def split_event(self, forward: Forward, split: Split) -> UUID: ...
+
+    async def end_series(self, forward: Forward, event_id: UUID, recurrence: rules.Recurrence) -> None: ...
+
+
+@dataclass(frozen=True)
+class Split:
+    """A "this and following" edit as the events service carries it out."""
+
+    event_id: UUID
+    split_at: datetime
+    before: rules.Recurrence
+    starts_at: datetime
+    ends_at: datetime
+    after: rules.Recurrence
+    capacity: int | None
+
+
+async def update_occurrence(
+    db: Database,
+    events: EventsPort,
+    settings: RecurrenceSettings,
+    forward: Forward,
+    event_id: UUID,
+    occurrence_id: UUID,
+    changes: OccurrenceChanges,
+    this_and_following: bool,
+) -> asyncpg.Record | dict[str, Any]:
+    signed_in()
+    if this_and_following:
+        return await _update_following(db, events, settings, forward, event_id, occurrence_id, changes)
+
+    async def update(conn: Connection) -> asyncpg.Record:
+        event, occurrence = await _editable(conn, event_id, occurrence_id)
+        if event["recurrence_rrule"] is None:
+            raise failed_precondition("a one-off event's occurrence is the event: edit the event", "NOT_RECURRING")
+        starts_at = changes.starts_at or occurrence["starts_at"]
+        ends_at = changes.ends_at or (starts_at + (occurrence["ends_at"] - occurrence["starts_at"]))
+        if ends_at <= starts_at:
+            raise invalid_argument("occurrence.ends_at", "ends_at must be after starts_at")
+        set_capacity, capacity = changes.capacity
+        await act_as(conn, SERVER, event_id=event_id)
+        await conn.execute(
+            """
+            update public.event_occurrences set
+              cancelled = coalesce($2, cancelled),
+              moved = moved or $3, starts_at = $4, ends_at = $5,
+              capacity = case when $6 then $7 else capacity end,
+              note = coalesce($8, note), updated_at = now()
+             where id = $1
+            """,
+            occurrence_id,
+            changes.cancelled,
+            changes.moves,
+            starts_at,
+            ends_at,
+            set_capacity,
+            capacity,
+            changes.note,
+        )
+        return await _read(conn, occurrence_id)
+
+    return await db.run(update, event_id=event_id)
+
+
+async def _editable(conn: Connection, event_id: UUID, occurrence_id: UUID) -> tuple[asyncpg.Record, asyncpg.Record]:
+    event = await visible_event(conn, event_id)
+    occurrence = await conn.fetchrow(
+        "select * from public.event_occurrences where id = $1 and event_id = $2", occurrence_id, event_id
+    )
+    if occurrence is None:
+        raise not_found("occurrence not found")
+    require_rank(event, EDITOR, "change the occurrences of")
+    if event["status"] == "cancelled":
+        raise failed_precondition("a cancelled event can no longer be changed", "INVALID_STATE")
+    if not occurrence["in_series"]:
+        raise failed_precondition("this occurrence is no longer part of the series", "NOT_IN_SERIES")
+    return event, occurrence
+
+
+async def _read(conn: Connection, occurrence_id: UUID) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        f"select {OCCURRENCE_COLUMNS} from public.event_occurrences o join public.events e on e.id = o.event_id"
+        " where o.id = $1",
+        occurrence_id,
+    )
+    assert row is not None
+    return row
+
+
+EXCEPTION_COLUMNS = "original_starts_at, moved, starts_at, ends_at, cancelled, capacity, note"
+
+
+async def _update_following(
+    db: Database,
+    events: EventsPort,
+    settings: RecurrenceSettings,
+    forward: Forward,
+    event_id: UUID,
+    occurrence_id: UUID,
+    changes: OccurrenceChanges,
+) -> asyncpg.Record | dict[str, Any]:
+    """Split the series at this occurrence: the events service ends the event before it and copies
+    it into a new event from it on (with the new times or capacity); here, in one transaction, both
+    series are rebuilt and the exceptions of the later occurrences move to the new one."""
+    if changes.note is not None:
+        raise invalid_argument("occurrence.note", "a note is for one occurrence: use scope UPDATE_SCOPE_THIS")
+    if changes.cancelled is False:
+        raise invalid_argument("occurrence.status", "restore occurrences one at a time (scope UPDATE_SCOPE_THIS)")
+
+    async def plan(conn: Connection) -> tuple[asyncpg.Record, asyncpg.Record, list[asyncpg.Record]]:
+        event, occurrence = await _editable(conn, event_id, occurrence_id)
+        if event["recurrence_rrule"] is None:
+            raise failed_precondition("a one-off event has nothing following", "NOT_RECURRING")
+        if occurrence["original_starts_at"] <= datetime.now(UTC):
+            raise failed_precondition("only future occurrences split a series", "OCCURRENCE_STARTED")
+        referenced = await conn.fetchval(
+            f"""
+            select count(*) from public.event_occurrences o
+             where o.event_id = $1 and o.original_starts_at >= $2 and not ({materialise.UNREFERENCED})
+            """,
+            event_id,
+            occurrence["original_starts_at"],
+        )
+        if referenced:
+            raise aborted(
+                "registrations or ticket types name occurrences from this one on; moving them along with a split"
+                " is not supported yet",
+                "OCCURRENCES_IN_USE",
+            )
+        following = await conn.fetch(
+            f"select {EXCEPTION_COLUMNS} from public.event_occurrences"
+            " where event_id = $1 and original_starts_at >= $2 and in_series"
+            "   and (moved or cancelled or capacity is not null or note <> '')",
+            event_id,
+            occurrence["original_starts_at"],
+        )
+        return event, occurrence, following
+
+    event, occurrence, following = await db.run(plan, event_id=event_id)
+    schedule = materialise.schedule_of(event)
+    series = rules.compile_schedule(schedule)
+    assert schedule.recurrence is not None
+    split_at: datetime = occurrence["original_starts_at"]
+    before_rule, after_rule = rules.split_rules(series, split_at)
+    recurrence = schedule.recurrence
+    before = rules.Recurrence(
+        before_rule,
+        tuple(d for d in recurrence.exdates if d < split_at),
+        tuple(d for d in recurrence.rdates if d < split_at),
+    )
+    if changes.cancelled:
+        await events.end_series(forward, event_id, before)
+        # The occurrence is no longer in the series (gone, with the later ones): as it was, called off.
+        capacity = occurrence["capacity"] if occurrence["capacity"] is not None else event["capacity"]
+        return {**dict(occurrence), "status": "cancelled", "capacity": capacity}
+
+    starts_at = changes.starts_at or split_at
+    ends_at = changes.ends_at or starts_at + schedule.duration
+    if ends_at <= starts_at:
+        raise invalid_argument("occurrence.ends_at", "ends_at must be after starts_at")
+    # How the new series' wall-clock times differ from the old one's (e.g. 19:00 -> 20:00 local).
+    zone = series.zone
+    shift = rules.to_wall(starts_at, zone) - rules.to_wall(split_at, zone)
+
+    def moved(instant: datetime) -> datetime:
+        return rules.shift(instant, shift, zone)
+
+    after = rules.Recurrence(
+        after_rule,
+        tuple(moved(d) for d in recurrence.exdates if d >= split_at),
+        tuple(moved(d) for d in recurrence.rdates if d >= split_at),
+    )
+    set_capacity, capacity = changes.capacity
+    split = Split(
+        event_id, split_at, before, starts_at, ends_at, after, capacity if set_capacity else event["capacity"]
+    )
+    new_event_id = await events.split_event(forward, split)
+
+    async def rebuild(conn: Connection) -> asyncpg.Record:
+        await act_as(conn, SERVER)
+        await materialise.build(conn, event_id, settings)
+        await materialise.build(conn, new_event_id, settings)
+        for exception in following:
+            await conn.execute(
+                """
+                update public.event_occurrences set moved = $3,
+                  starts_at = case when $3 then $4 else starts_at end, ends_at = case when $3 then $5 else ends_at end,
+                  cancelled = $6, capacity = $7, note = $8
+                 where event_id = $1 and original_starts_at = $2
+                """,
+                new_event_id,
+                moved(exception["original_starts_at"]),
+                exception["moved"] and exception["original_starts_at"] != split_at,
+                exception["starts_at"],
+                exception["ends_at"],
+                exception["cancelled"],
+                exception["capacity"],
+                exception["note"],
+            )
+        first = await conn.fetchval(
+            "select id from public.event_occurrences where event_id = $1 and original_starts_at = $2",
+            new_event_id,
+            starts_at,
+        )
+        return await _read(conn, first)
+
+    return await db.run(rebuild)
+
+
+# "What's on": $1 city (null: all), [$2, $3) the window, ($4, $5) the keyset, $6 the limit.
+SEARCH = f"""
+    select {LISTED_COLUMNS}
+      from public.events e join public.event_occurrences o on o.event_id = e.id
+     where e.status = 'published' and e.visibility = 'public' and ($1::uuid is null or e.city_id = $1)
+       and o.starts_at >= $2 and o.starts_at < $3 and o.status = 'scheduled'
+       and ($4::timestamptz is null or (o.starts_at, o.id) > ($4, $5::uuid))
+     order by o.starts_at, o.id
+     limit $6
+"""
+
+
+@dataclass(frozen=True)
+class OccurrenceSearch:
+    city: str
+    start: datetime | None
+    end: datetime | None
+    page: PageRequest
+
+
+async def search(db: Database, query: OccurrenceSearch) -> Page[asyncpg.Record]:
+    """Scheduled occurrences of published public events in [start, end), soonest first. The plan:
+    the city's listed events (events_listed_city_id_idx), then each one's occurrences in the window
+    (event_occurrences_event_starts_idx), merged in time order."""
+    start = query.start or datetime.now(UTC)
+    end = query.end or start + DEFAULT_SEARCH_WINDOW
+    if end <= start:
+        raise invalid_argument("end", "end must be after start")
+    if end - start > MAX_SEARCH_WINDOW:
+        raise invalid_argument("end", f"end may be at most {MAX_SEARCH_WINDOW.days} days after start")
+    after = decode_keyset(query.page.token, KEYSET)
+
+    async def find(conn: Connection) -> list[asyncpg.Record]:
+        in_city = await city_id(conn, query.city) if query.city.strip() else None
+        return await conn.fetch(SEARCH, in_city, start, end, *(after or (None, None)), query.page.size + 1)
+
+    return page_of(await db.run(find), query.page.size, KEYSET)

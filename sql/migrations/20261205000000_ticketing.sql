@@ -35,7 +35,10 @@ create table if not exists public.orders (
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   constraint orders_refunded_within_total check (refunded_minor between 0 and total_minor),
-  constraint orders_request_id_key unique (buyer_id, request_id)
+  constraint orders_request_id_key unique (buyer_id, request_id),
+  -- One occurrence of a recurring event, of this event (as its ticket types name it).
+  constraint orders_occurrence_fkey foreign key (occurrence_id, event_id)
+    references public.event_occurrences (id, event_id)
 );
 
 create index if not exists orders_buyer_recent_idx on public.orders (buyer_id, created_at desc, id);
@@ -78,7 +81,9 @@ create table if not exists public.tickets (
   status text not null default 'valid' check (status in ('valid', 'checked_in', 'void')),
   checked_in_at timestamptz,
   voided_at timestamptz,
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default now(),
+  constraint tickets_occurrence_fkey foreign key (occurrence_id, event_id)
+    references public.event_occurrences (id, event_id)
 );
 
 create index if not exists tickets_holder_idx on public.tickets (holder_id, created_at, id);
@@ -197,9 +202,12 @@ begin
     return v_order;
   end if;
   for v_type in
-    select t.*, e.status as event_status, e.ends_at as event_ends_at, i.quantity as wanted
+    -- A type for one occurrence of a recurring event sells until that occurrence ends, unless cancelled.
+    select t.*, e.status as event_status, coalesce(oc.ends_at, e.ends_at) as admits_until,
+           coalesce(oc.status, 'scheduled') as occurrence_status, i.quantity as wanted
       from public.ticket_types t
       join public.events e on e.id = t.event_id
+      left join public.event_occurrences oc on oc.id = t.occurrence_id
       join (select (item ->> 'ticket_type_id')::uuid as id, (item ->> 'quantity')::integer as quantity
               from jsonb_array_elements(p_items) as item) i on i.id = t.id
      order by t.id
@@ -216,7 +224,7 @@ begin
     elsif v_currency <> v_type.currency then
       raise exception 'one order is paid in one currency' using errcode = 'P0001', hint = 'INVALID_ORDER';
     end if;
-    if v_type.event_status <> 'published' or v_type.event_ends_at <= now()
+    if v_type.event_status <> 'published' or v_type.occurrence_status <> 'scheduled' or v_type.admits_until <= now()
        or (v_type.sales_starts_at is not null and v_type.sales_starts_at > now())
        or (v_type.sales_ends_at is not null and v_type.sales_ends_at <= now()) then
       raise exception '% is not on sale now', v_type.name using errcode = 'P0001', hint = 'SALES_CLOSED';

@@ -1,0 +1,448 @@
+"""Recurring events through the gateway: occurrences built when the event is written, exceptions per
+occurrence that survive rule edits, "this and following" splits, what's on in a city, iCalendar and
+JSON feeds with their cache headers, registrations for one occurrence, and bad recurrences as 400s."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import httpx
+import icalendar
+
+from tests.support import User, add_city, create_event, create_user, iso, service_role_token
+from tests.ticketing_support import checkout, my_tickets, reserve
+
+LONDON = ZoneInfo("Europe/London")
+BACKEND = {"authorization": f"Bearer {service_role_token()}"}
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def next_weekday(zone: ZoneInfo, weekday: int, hour: int, *, after_days: int = 2) -> datetime:
+    """The first `weekday` (0 = Monday) at `hour` local time at least `after_days` from now, in UTC."""
+    day = (datetime.now(zone) + timedelta(days=after_days)).date()
+    day += timedelta(days=(weekday - day.weekday()) % 7)
+    return datetime(day.year, day.month, day.day, hour, tzinfo=zone).astimezone(UTC)
+
+
+async def weekly_event(
+    api: httpx.AsyncClient, owner: User, rule: str = "FREQ=WEEKLY;BYDAY=TU;COUNT=6", **overrides: Any
+) -> dict[str, Any]:
+    starts = next_weekday(LONDON, 1, 19)
+    body: dict[str, Any] = {
+        "starts_at": iso(starts),
+        "ends_at": iso(starts + timedelta(hours=2)),
+        "timezone": "Europe/London",
+        "recurrence": {"rrule": rule},
+        "status": "EVENT_STATUS_PUBLISHED",
+    }
+    return await create_event(api, owner, **(body | overrides))
+
+
+async def occurrences(api: httpx.AsyncClient, event_id: str, **params: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        response = await api.get(
+            f"/api/events/{event_id}/occurrences", params={"page_size": 100, "page_token": token, **params}
+        )
+        assert response.status_code == 200, response.text
+        found += response.json()["occurrences"]
+        token = response.json()["next_page_token"]
+        if not token:
+            return found
+
+
+async def patch(
+    api: httpx.AsyncClient, user: User, event_id: str, occurrence_id: str, body: dict[str, Any], **params: str
+) -> httpx.Response:
+    return await api.patch(
+        f"/api/events/{event_id}/occurrences/{occurrence_id}", json=body, params=params, headers=user.headers
+    )
+
+
+async def set_rule(api: httpx.AsyncClient, user: User, event_id: str, rule: str) -> httpx.Response:
+    body = {"recurrence": {"rrule": rule}}
+    return await api.patch(
+        f"/api/events/{event_id}", params={"update_mask": "recurrence"}, json=body, headers=user.headers
+    )
+
+
+def local(occurrence: dict[str, Any], field: str = "starts_at") -> str:
+    return parse_time(occurrence[field]).astimezone(LONDON).strftime("%a %H:%M")
+
+
+async def test_a_weekly_series_has_a_year_of_occurrences_at_19_00_local(api: httpx.AsyncClient, user: User) -> None:
+    event = await weekly_event(api, user, rule="rrule:freq=weekly;byday=tu")
+    assert event["recurrence"]["rrule"] == "FREQ=WEEKLY;BYDAY=TU"  # stored normalised
+    found = await occurrences(api, event["id"])
+    # Unbounded: materialised for the rolling horizon (365 days), never beyond it.
+    assert 52 <= len(found) <= 53
+    assert parse_time(found[-1]["starts_at"]) < datetime.now(UTC) + timedelta(days=365)
+    assert {local(o) for o in found} == {"Tue 19:00"}  # across both DST changes of the year
+    assert {parse_time(o["ends_at"]) - parse_time(o["starts_at"]) for o in found} == {timedelta(hours=2)}
+    assert found[0]["starts_at"] == event["starts_at"]
+    assert len({o["id"] for o in found}) == len(found)
+
+
+async def test_bad_recurrences_are_400s_and_nothing_is_written(api: httpx.AsyncClient, user: User) -> None:
+    starts = next_weekday(LONDON, 1, 19)
+    cases = [
+        ({"rrule": "FREQ=WEEKLY;BYDAY=ZZ"}, "recurrence.rrule"),
+        ({"rrule": "FREQ=SECONDLY"}, "recurrence.rrule"),
+        ({"rrule": "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"}, "recurrence.rrule"),
+        ({"rrule": "FREQ=WEEKLY;BYDAY=WE"}, "recurrence.rrule"),
+        # A week later at 19:00 as Paris tells it (an hour ahead of London): no occurrence starts then.
+        (
+            {"rrule": "FREQ=WEEKLY", "exdates": [iso(starts + timedelta(days=7, hours=-1))]},
+            "recurrence.exdates[0]",
+        ),
+        ({"rrule": ""}, "recurrence.rrule"),
+    ]
+    title = f"bad recurrence {uuid.uuid4()}"
+    for recurrence, field in cases:
+        body = {"title": title, "starts_at": iso(starts), "ends_at": iso(starts + timedelta(hours=2)),
+                "timezone": "Europe/London", "recurrence": recurrence}  # fmt: skip
+        response = await api.post("/api/events", json=body, headers=user.headers)
+        assert response.status_code == 400, (recurrence, response.text)
+        violations = [d for d in response.json()["details"] if "fieldViolations" in d or "field_violations" in d]
+        assert field in response.text and violations, response.text
+    mine = await api.get("/api/me/events", headers=user.headers)
+    assert title not in mine.text
+
+
+async def test_exceptions_survive_a_rule_change_where_their_occurrence_does(api: httpx.AsyncClient, user: User) -> None:
+    event = await weekly_event(api, user)
+    first = await occurrences(api, event["id"])
+    assert len(first) == 6
+    cancel = await patch(api, user, event["id"], first[1]["id"], {"status": "OCCURRENCE_STATUS_CANCELLED"})
+    assert cancel.status_code == 200, cancel.text
+    assert cancel.json()["status"] == "OCCURRENCE_STATUS_CANCELLED"
+    later = parse_time(first[2]["starts_at"]) + timedelta(hours=1)
+    moved_to = {"starts_at": iso(later), "ends_at": iso(later + timedelta(hours=2)), "note": "An hour later"}
+    move = await patch(api, user, event["id"], first[2]["id"], moved_to)
+    assert move.status_code == 200, move.text
+    assert move.json()["moved"] and move.json()["original_starts_at"] == first[2]["starts_at"]
+    small = await patch(api, user, event["id"], first[4]["id"], {"capacity": 5}, update_mask="capacity")
+    assert small.json()["capacity"] == 5
+
+    # Four instead of six: the fifth and sixth go, with the fifth's capacity.
+    shorter = await set_rule(api, user, event["id"], "FREQ=WEEKLY;BYDAY=TU;COUNT=4")
+    assert shorter.status_code == 200, shorter.text
+    after = await occurrences(api, event["id"])
+    assert [o["id"] for o in after] == [first[0]["id"], first[1]["id"], first[2]["id"], first[3]["id"]]
+    assert after[1]["status"] == "OCCURRENCE_STATUS_CANCELLED"
+    assert after[2]["note"] == "An hour later" and parse_time(after[2]["starts_at"]) == later
+    # Back to six: the fifth is a new occurrence, without the exception.
+    longer = await set_rule(api, user, event["id"], "FREQ=WEEKLY;BYDAY=TU;COUNT=6")
+    assert longer.status_code == 200
+    again = await occurrences(api, event["id"])
+    assert len(again) == 6 and again[4]["id"] != first[4]["id"] and "capacity" not in again[4]
+    # Moving the whole series to 20:00 changes every original start: no exception survives.
+    starts = parse_time(event["starts_at"]) + timedelta(hours=1)
+    moved = await api.patch(f"/api/events/{event['id']}", params={"update_mask": "starts_at,ends_at"},
+                            json={"starts_at": iso(starts), "ends_at": iso(starts + timedelta(hours=2))},
+                            headers=user.headers)  # fmt: skip
+    assert moved.status_code == 200, moved.text
+    final = await occurrences(api, event["id"])
+    assert {local(o) for o in final} == {"Tue 20:00"}
+    assert {o["status"] for o in final} == {"OCCURRENCE_STATUS_SCHEDULED"} and not any(o["note"] for o in final)
+
+
+async def test_only_editors_change_occurrences_and_one_offs_are_edited_as_events(
+    api: httpx.AsyncClient, user: User, other_user: User
+) -> None:
+    event = await weekly_event(api, user)
+    (occurrence, *_) = await occurrences(api, event["id"])
+    denied = await patch(api, other_user, event["id"], occurrence["id"], {"note": "mine"})
+    assert denied.status_code == 403, denied.text
+    anonymous = await api.patch(f"/api/events/{event['id']}/occurrences/{occurrence['id']}", json={"note": "x"})
+    assert anonymous.status_code == 401
+    missing = await patch(api, user, event["id"], str(uuid.uuid4()), {"note": "x"})
+    assert missing.status_code == 404
+    one_off = await create_event(api, user, status="EVENT_STATUS_PUBLISHED")
+    (single,) = await occurrences(api, one_off["id"])
+    assert single["id"] == one_off["id"]
+    refused = await patch(api, user, one_off["id"], single["id"], {"note": "x"})
+    assert refused.status_code == 400 and "NOT_RECURRING" in refused.text
+
+
+async def test_this_and_following_splits_the_series_and_leaves_the_earlier_ones_alone(
+    api: httpx.AsyncClient, user: User
+) -> None:
+    event = await weekly_event(api, user)
+    before = await occurrences(api, event["id"])
+    await patch(api, user, event["id"], before[0]["id"], {"note": "first night"})
+    await patch(api, user, event["id"], before[3]["id"], {"note": "guest band"})
+    earlier = await occurrences(api, event["id"])
+    later = parse_time(before[2]["starts_at"]) + timedelta(hours=1)
+    split = await patch(api, user, event["id"], before[2]["id"],
+                        {"starts_at": iso(later), "ends_at": iso(later + timedelta(hours=3))},
+                        scope="UPDATE_SCOPE_THIS_AND_FOLLOWING")  # fmt: skip
+    assert split.status_code == 200, split.text
+    new_event_id = split.json()["event_id"]
+    assert new_event_id != event["id"] and parse_time(split.json()["starts_at"]) == later
+
+    kept = await occurrences(api, event["id"])
+    assert kept == earlier[:2]  # the same rows, ids, times and notes
+    old = (await api.get(f"/api/events/{event['id']}")).json()
+    assert "UNTIL=" in old["recurrence"]["rrule"] and "COUNT" not in old["recurrence"]["rrule"]
+    new = (await api.get(f"/api/events/{new_event_id}")).json()
+    assert new["recurrence"]["rrule"] == "FREQ=WEEKLY;BYDAY=TU;COUNT=4"
+    assert (new["title"], new["status"], new["created_by"]) == (event["title"], event["status"], event["created_by"])
+    following = await occurrences(api, new_event_id)
+    assert [local(o) for o in following] == ["Tue 20:00"] * 4
+    assert {parse_time(o["ends_at"]) - parse_time(o["starts_at"]) for o in following} == {timedelta(hours=3)}
+    assert [o["note"] for o in following] == ["", "guest band", "", ""]  # the exception moved along
+    # The owner may edit the new event as the old one.
+    edit = await patch(api, user, new_event_id, following[1]["id"], {"note": "changed"})
+    assert edit.status_code == 200, edit.text
+
+
+async def test_cancelling_this_and_following_ends_the_series(api: httpx.AsyncClient, user: User) -> None:
+    event = await weekly_event(api, user)
+    found = await occurrences(api, event["id"])
+    ended = await patch(api, user, event["id"], found[3]["id"], {"status": "OCCURRENCE_STATUS_CANCELLED"},
+                        scope="UPDATE_SCOPE_THIS_AND_FOLLOWING")  # fmt: skip
+    assert ended.status_code == 200, ended.text
+    assert [o["id"] for o in await occurrences(api, event["id"])] == [o["id"] for o in found[:3]]
+
+
+async def test_whats_on_lists_published_public_occurrences_in_the_city(
+    api: httpx.AsyncClient, user: User, db: asyncpg.Pool
+) -> None:
+    city = await add_city(db, f"city-{uuid.uuid4().hex[:8]}")
+    await add_city(db, f"{city}-other")
+    series = await weekly_event(api, user, city=city)
+    once = await create_event(api, user, status="EVENT_STATUS_PUBLISHED", city=city,
+                              starts_at=iso(parse_time(series["starts_at"]) + timedelta(days=1, hours=1)),
+                              ends_at=iso(parse_time(series["starts_at"]) + timedelta(days=1, hours=3)))  # fmt: skip
+    await weekly_event(api, user, city=city, status="EVENT_STATUS_DRAFT")
+    await weekly_event(api, user, city=city, visibility="EVENT_VISIBILITY_UNLISTED")
+    elsewhere = await weekly_event(api, user, city=f"{city}-other")
+    found = await occurrences(api, series["id"])
+    await patch(api, user, series["id"], found[1]["id"], {"status": "OCCURRENCE_STATUS_CANCELLED"})
+
+    start = parse_time(series["starts_at"]) - timedelta(hours=1)
+    params = {"city": city, "start": iso(start), "end": iso(start + timedelta(days=15)), "page_size": "2"}
+    listed, token = [], ""
+    while True:
+        response = await api.get("/api/occurrences", params={**params, "page_token": token})
+        assert response.status_code == 200, response.text
+        listed += response.json()["occurrences"]
+        token = response.json()["next_page_token"]
+        if not token:
+            break
+    assert [(item["event"]["id"], item["occurrence"]["id"]) for item in listed] == [
+        (series["id"], found[0]["id"]), (once["id"], once["id"]), (series["id"], found[2]["id"]),
+    ]  # fmt: skip
+    assert listed[0]["event"]["title"] == series["title"] and listed[0]["event"]["recurring"]
+    unknown = await api.get("/api/occurrences", params={**params, "city": "atlantis"})
+    assert unknown.status_code == 400 and "atlantis" in unknown.json()["message"]
+    assert (await api.get("/api/cities/atlantis/calendar.ics")).status_code == 400
+    everywhere = await api.get("/api/occurrences", params={**params, "city": "", "page_size": "100"})
+    assert elsewhere["id"] in everywhere.text
+    too_wide = await api.get("/api/occurrences", params={**params, "end": iso(start + timedelta(days=40))})
+    assert too_wide.status_code == 400
+
+
+async def test_event_calendar_is_icalendar_with_rrule_exdate_and_overrides(api: httpx.AsyncClient, user: User) -> None:
+    starts = next_weekday(LONDON, 1, 19)
+    skipped = starts + timedelta(days=7)
+    event = await weekly_event(
+        api, user, recurrence={"rrule": "FREQ=WEEKLY;BYDAY=TU;COUNT=6", "exdates": [iso(skipped)]}
+    )
+    found = await occurrences(api, event["id"])
+    assert len(found) == 5
+    await patch(api, user, event["id"], found[1]["id"], {"status": "OCCURRENCE_STATUS_CANCELLED"})
+    moved_to = parse_time(found[2]["starts_at"]) + timedelta(days=1)
+    await patch(
+        api,
+        user,
+        event["id"],
+        found[2]["id"],
+        {"starts_at": iso(moved_to), "ends_at": iso(moved_to + timedelta(hours=2))},
+    )
+
+    response = await api.get(f"/api/events/{event['id']}/calendar.ics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/calendar")
+    calendar = icalendar.Calendar.from_ical(response.text)
+    assert [tz["TZID"] for tz in calendar.walk("VTIMEZONE")] == ["Europe/London"]
+    master, *overrides = calendar.walk("VEVENT")
+    assert isinstance(master, icalendar.Event)
+    assert master.uid == f"{event['id']}@localplus"
+    (rule,) = master.rrules
+    assert (rule["FREQ"], rule["BYDAY"], rule["COUNT"]) == (["WEEKLY"], ["TU"], [6])
+    assert master.start == starts and str(master.decoded("DTSTART").tzinfo) == "Europe/London"
+    assert master.exdates == [skipped]
+    by_id = {o.decoded("RECURRENCE-ID"): o for o in overrides}
+    assert set(by_id) == {parse_time(found[1]["starts_at"]), parse_time(found[2]["starts_at"])}
+    assert by_id[parse_time(found[1]["starts_at"])]["STATUS"] == "CANCELLED"
+    assert by_id[parse_time(found[2]["starts_at"])].decoded("DTSTART") == moved_to
+    assert all(o["UID"] == master["UID"] for o in overrides)
+
+
+async def test_feeds_have_etags_and_answer_304_while_nothing_changed(
+    api: httpx.AsyncClient, user: User, db: asyncpg.Pool
+) -> None:
+    business_id = await db.fetchval("insert into public.businesses (name) values ('Feed test') returning id")
+    await db.execute(
+        "insert into public.partners (business_id, user_id, role) values ($1, $2, 'owner')", business_id, user.id
+    )
+    city = await add_city(db, f"city-{uuid.uuid4().hex[:8]}")
+    await add_city(db, f"{city}-b")
+    event = await weekly_event(api, user, city=city, business_id=str(business_id))
+    other = await weekly_event(api, user, city=f"{city}-b")
+    for path in (f"/api/events/{event['id']}/calendar.ics", f"/api/businesses/{business_id}/calendar.ics",
+                 f"/api/businesses/{business_id}/calendar.json", f"/api/cities/{city}/calendar.ics",
+                 f"/api/cities/{city}/calendar.json"):  # fmt: skip
+        first = await api.get(path)
+        assert first.status_code == 200, (path, first.text)
+        etag = first.headers["etag"]
+        assert first.headers["last-modified"] and "max-age" in first.headers["cache-control"]
+        assert event["id"] in first.text and other["id"] not in first.text
+        if path.endswith(".ics"):
+            assert len(icalendar.Calendar.from_ical(first.text).walk("VEVENT")) == 1
+        else:
+            feed = first.json()
+            assert len(feed["occurrences"]) == 6 and feed["occurrences"][0]["event"]["id"] == event["id"]
+        cached = await api.get(path, headers={"if-none-match": etag})
+        assert cached.status_code == 304, (path, cached.status_code)
+        assert cached.content == b"" and cached.headers["etag"] == etag
+        assert (await api.get(path, headers={"if-none-match": '"stale"'})).status_code == 200
+    (occurrence, *_) = await occurrences(api, event["id"])
+    before = (await api.get(f"/api/cities/{city}/calendar.ics")).headers["etag"]
+    await patch(api, user, event["id"], occurrence["id"], {"note": "doors at 18:30"})
+    changed = await api.get(f"/api/cities/{city}/calendar.ics", headers={"if-none-match": before})
+    assert changed.status_code == 200 and changed.headers["etag"] != before and "doors at 18:30" in changed.text
+
+
+async def test_feeds_show_only_what_the_caller_may_see(api: httpx.AsyncClient, user: User, other_user: User) -> None:
+    draft = await weekly_event(api, user, status="EVENT_STATUS_DRAFT")
+    assert (await api.get(f"/api/events/{draft['id']}/calendar.ics")).status_code == 404
+    assert (await api.get(f"/api/events/{draft['id']}/calendar.ics", headers=user.headers)).status_code == 200
+    assert (await api.get(f"/api/events/{draft['id']}/occurrences", headers=other_user.headers)).status_code == 404
+    assert (await api.get("/api/cities/%20/calendar.ics")).status_code == 400
+
+
+async def test_a_registration_for_one_occurrence_takes_that_occurrences_place(
+    api: httpx.AsyncClient, user: User, db: asyncpg.Pool
+) -> None:
+    event = await weekly_event(api, user, capacity=10)
+    found = await occurrences(api, event["id"])
+    await patch(api, user, event["id"], found[1]["id"], {"capacity": 1}, update_mask="capacity")
+    first, waiting_user, third = [await create_user(db) for _ in range(3)]
+    going = await api.post(
+        f"/api/events/{event['id']}/participants", json={"occurrence_id": found[1]["id"]}, headers=first.headers
+    )
+    assert going.status_code == 200, going.text
+    assert going.json()["status"] == "PARTICIPANT_STATUS_GOING" and going.json()["occurrence_id"] == found[1]["id"]
+    waiting = await api.post(
+        f"/api/events/{event['id']}/participants", json={"occurrence_id": found[1]["id"]}, headers=waiting_user.headers
+    )
+    assert waiting.json()["status"] == "PARTICIPANT_STATUS_WAITLISTED"
+    # Another occurrence has the event's ten places.
+    elsewhere = await api.post(
+        f"/api/events/{event['id']}/participants", json={"occurrence_id": found[2]["id"]}, headers=third.headers
+    )
+    assert elsewhere.json()["status"] == "PARTICIPANT_STATUS_GOING"
+    going_user = going.json()["user_id"]
+    cancel = await api.delete(f"/api/events/{event['id']}/participants/{going_user}", headers=user.headers)
+    assert cancel.status_code == 200, cancel.text
+    promoted = await api.get(f"/api/events/{event['id']}/participants", headers=waiting_user.headers)
+    assert promoted.json()["participants"][0]["status"] == "PARTICIPANT_STATUS_GOING"
+    # An occurrence of another event is refused, and so is a cancelled one.
+    other = await weekly_event(api, user)
+    (foreign, *_) = await occurrences(api, other["id"])
+    stranger = await create_user(db)
+    refused = await api.post(
+        f"/api/events/{event['id']}/participants", json={"occurrence_id": foreign["id"]}, headers=stranger.headers
+    )
+    assert refused.status_code == 400, refused.text
+    await patch(api, user, event["id"], found[3]["id"], {"status": "OCCURRENCE_STATUS_CANCELLED"})
+    called_off = await api.post(
+        f"/api/events/{event['id']}/participants", json={"occurrence_id": found[3]["id"]}, headers=stranger.headers
+    )
+    assert called_off.status_code == 400 and "OCCURRENCE_CANCELLED" in called_off.text
+
+
+async def test_referenced_occurrences_stay_cancelled_when_the_rule_drops_them(
+    api: httpx.AsyncClient, user: User, db: asyncpg.Pool
+) -> None:
+    event = await weekly_event(api, user)
+    found = await occurrences(api, event["id"])
+    guest = await create_user(db)
+    registered = await api.post(
+        f"/api/events/{event['id']}/participants", json={"occurrence_id": found[5]["id"]}, headers=guest.headers
+    )
+    assert registered.status_code == 200, registered.text
+    shorter = await set_rule(api, user, event["id"], "FREQ=WEEKLY;BYDAY=TU;COUNT=4")
+    assert shorter.status_code == 200
+    after = await occurrences(api, event["id"])
+    assert [o["id"] for o in after] == [o["id"] for o in found[:4]] + [found[5]["id"]]
+    assert after[-1]["status"] == "OCCURRENCE_STATUS_CANCELLED"
+    # ...and a split is refused while later occurrences are in use.
+    refused = await patch(
+        api,
+        user,
+        event["id"],
+        found[2]["id"],
+        {"capacity": 3},
+        update_mask="capacity",
+        scope="UPDATE_SCOPE_THIS_AND_FOLLOWING",
+    )
+    assert refused.status_code in (400, 409), refused.text
+
+
+async def test_a_ticket_type_for_an_occurrence_of_another_event_is_refused(api: httpx.AsyncClient, user: User) -> None:
+    event = await weekly_event(api, user)
+    other = await weekly_event(api, user)
+    (mine, *_) = await occurrences(api, event["id"])
+    (theirs, *_) = await occurrences(api, other["id"])
+    body = {"name": "Door", "price_minor": "0", "currency": "THB", "inventory": 10}
+    ok = await api.post(
+        f"/api/events/{event['id']}/ticket-types", json={**body, "occurrence_id": mine["id"]}, headers=user.headers
+    )
+    assert ok.status_code == 200, ok.text
+    bad = await api.post(
+        f"/api/events/{event['id']}/ticket-types", json={**body, "occurrence_id": theirs["id"]}, headers=user.headers
+    )
+    assert bad.status_code == 400, bad.text
+
+
+async def test_tickets_for_one_occurrence_carry_it_and_stop_selling_when_it_is_cancelled(
+    api: httpx.AsyncClient, user: User, other_user: User
+) -> None:
+    event = await weekly_event(api, user)
+    first, second, *_ = await occurrences(api, event["id"])
+    body = {"name": "Door", "price_minor": "0", "currency": "THB", "inventory": 10}
+    types: dict[str, str] = {}
+    for occurrence in (first, second):
+        created = await api.post(
+            f"/api/events/{event['id']}/ticket-types",
+            json={**body, "occurrence_id": occurrence["id"]},
+            headers=user.headers,
+        )
+        assert created.status_code == 200, created.text
+        types[occurrence["id"]] = created.json()["id"]
+
+    reserved = await reserve(api, other_user, types[first["id"]], 2)
+    assert reserved.status_code == 200, reserved.text
+    assert reserved.json()["occurrence_id"] == first["id"]
+    paid = await checkout(api, other_user, reserved.json()["id"])
+    assert paid.json()["order"]["status"] == "ORDER_STATUS_PAID", paid.text
+    assert {t["occurrence_id"] for t in await my_tickets(api, other_user)} == {first["id"]}
+
+    cancelled = await patch(api, user, event["id"], second["id"], {"status": "OCCURRENCE_STATUS_CANCELLED"})
+    assert cancelled.status_code == 200, cancelled.text
+    refused = await reserve(api, other_user, types[second["id"]])
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["details"][0]["reason"] == "SALES_CLOSED"
+    assert (await reserve(api, other_user, types[first["id"]])).status_code == 200
