@@ -230,7 +230,11 @@ async def refund_order(db: Database, order_id: UUID, ticket_ids: list[UUID], rea
             raise permission_denied("only the event's owner or a platform admin may refund orders")
         await act_as(conn, SERVER)
         refund_id = await conn.fetchval(
-            "select localplus_private.refund_tickets($1, $2, $3, $4)", order_id, ticket_ids, reason, identity.user_id
+            "select localplus_private.refund_tickets($1, $2, $3, $4, false)",
+            order_id,
+            ticket_ids,
+            reason,
+            identity.user_id,
         )
         refunded = await conn.fetch(
             "select t.* from public.tickets t join public.refunds r on t.id = any (r.ticket_ids) "
