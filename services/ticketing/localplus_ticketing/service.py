@@ -10,7 +10,7 @@ from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
 from localplus_common.db import Database
 from localplus_common.paging import page_request
 from localplus_common.requests import parse_uuid
-from localplus_ticketing import mapping, orders, payments, ticket_types, tickets
+from localplus_ticketing import mapping, orders, payments, sales, ticket_types, tickets
 from localplus_ticketing.codes import TicketSigner
 from localplus_ticketing.payment_provider import PaymentProvider
 from localplus_ticketing.settings import TicketingSettings
@@ -95,6 +95,12 @@ class TicketingService(ticketing_pb2_grpc.TicketingServiceServicer):
 
     async def GetTicket(self, request: ticketing_pb2.GetTicketRequest, context: Context) -> Any:
         return mapping.ticket_to_proto(await tickets.get_ticket(self.db, parse_uuid("id", request.id)))
+
+    # Sales
+
+    async def GetEventSales(self, request: ticketing_pb2.GetEventSalesRequest, context: Context) -> Any:
+        figures = await sales.event_sales(self.db, parse_uuid("event_id", request.event_id))
+        return mapping.event_sales_to_proto(figures)
 
     # Stripe
 
