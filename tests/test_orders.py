@@ -131,3 +131,42 @@ async def test_buyers_see_only_their_own_orders(api: httpx.AsyncClient, db: asyn
     # The event's owner sees it (for refunds and the door), without the buyer's payment secrets.
     seen = (await api.get(f"/api/orders/{order['id']}", headers=owner.headers)).json()
     assert seen["id"] == order["id"] and seen["client_secret"] == ""
+
+
+async def test_editors_change_and_delete_ticket_types_but_sold_is_the_servers(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    owner, buyer, stranger = await create_user(db), await create_user(db), await create_user(db)
+    event, ticket_type = await event_with_tickets(api, owner, inventory=5)
+    path = f"/api/ticket-types/{ticket_type['id']}"
+
+    assert (
+        await api.patch(path, params={"update_mask": "name"}, json={"name": "x"}, headers=stranger.headers)
+    ).status_code == 403
+    assert (await api.delete(path, headers=stranger.headers)).status_code == 403
+    renamed = await api.patch(
+        path, params={"update_mask": "name,hidden"}, json={"name": "Early bird", "hidden": True}, headers=owner.headers
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert (renamed.json()["name"], renamed.json()["hidden"]) == ("Early bird", True)
+    # Hidden types are the editors' alone: others do not see them at all.
+    assert (await api.get(f"/api/events/{event['id']}/ticket-types")).json()["ticket_types"] == []
+    for server_owned in ("sold", "available"):
+        refused = await api.patch(
+            path, params={"update_mask": server_owned}, json={server_owned: 0}, headers=owner.headers
+        )
+        assert refused.status_code == 400, refused.text
+
+    await api.patch(path, params={"update_mask": "hidden"}, json={"hidden": False}, headers=owner.headers)
+    assert (await reserve(api, buyer, ticket_type["id"], quantity=3)).status_code == 200
+    shrunk = await api.patch(path, params={"update_mask": "inventory"}, json={"inventory": 2}, headers=owner.headers)
+    assert shrunk.status_code == 400, shrunk.text
+    assert [v["field"] for d in shrunk.json()["details"] for v in d.get("field_violations", [])] == [
+        "ticket_type.inventory"
+    ]
+    ordered = await api.delete(path, headers=owner.headers)
+    assert ordered.status_code == 400 and ordered.json()["details"][0]["reason"] == "HAS_ORDERS", ordered.text
+
+    _, unsold = await event_with_tickets(api, owner, inventory=5)
+    assert (await api.delete(f"/api/ticket-types/{unsold['id']}", headers=owner.headers)).status_code == 200
+    assert (await api.delete(f"/api/ticket-types/{unsold['id']}", headers=owner.headers)).status_code == 404

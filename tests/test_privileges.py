@@ -153,7 +153,7 @@ SERVER_OWNED: dict[str, set[str]] = {
     "public.orders": {"status", "total_minor", "refunded_minor", "expires_at", "paid_at", "confirmation_code"},
     "public.ticket_holds": {"quantity", "expires_at"},
     "public.tickets": {"status", "code", "checked_in_at", "holder_id"},
-    "public.refunds": {"status", "amount_minor"},
+    "public.refunds": {"status", "amount_minor", "payment_intent_id"},
     "public.check_ins": {"ticket_id", "result", "scanned_at", "offline"},
 }  # fmt: skip
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")

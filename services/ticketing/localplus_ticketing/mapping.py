@@ -10,6 +10,7 @@ from localplus_common.errors import invalid_argument
 from localplus_common.requests import parse_uuid, set_timestamp, timestamp_or_none
 from localplus_ticketing.check_ins import ADMITTED, ALREADY_CHECKED_IN, INVALID, CheckIn, CheckInList, OfflineScan
 from localplus_ticketing.orders import NewOrder, OrderView
+from localplus_ticketing.sales import EventSales
 from localplus_ticketing.ticket_types import EDITABLE_FIELDS, NewTicketType
 
 ORDER_STATUS_PREFIX = "ORDER_STATUS_"
@@ -209,4 +210,53 @@ def check_in_list_to_proto(listed: CheckInList) -> ticketing_pb2.CheckInList:
     for entry, row in zip(message.tickets, listed.tickets.items, strict=True):
         set_timestamp(entry, "checked_in_at", row["checked_in_at"])
     set_timestamp(message, "generated_at", listed.generated_at)
+    return message
+
+
+# Sales
+
+
+def event_sales_to_proto(sales: EventSales) -> ticketing_pb2.EventSales:
+    message = ticketing_pb2.EventSales(
+        event_id=str(sales.event_id),
+        currency=sales.currency,
+        gross_minor=sales.gross_minor,
+        refunded_minor=sales.refunded_minor,
+        net_minor=sales.gross_minor - sales.refunded_minor,
+        tickets_sold=sales.total("sold"),
+        tickets_available=sales.total("available"),
+        tickets_held=sales.total("held"),
+        checked_in=sales.total("checked_in"),
+        orders_created=sales.orders_created,
+        orders_paid=sales.orders_paid,
+        ticket_types=[
+            ticketing_pb2.TicketTypeSales(
+                ticket_type_id=str(row["id"]),
+                name=row["name"],
+                price_minor=row["price_minor"],
+                sold=row["sold"],
+                refunded=row["refunded"],
+                held=row["held"],
+                available=row["available"],
+                gross_minor=row["gross_minor"],
+                refunded_minor=row["refunded_minor"],
+                net_minor=row["gross_minor"] - row["refunded_minor"],
+                checked_in=row["checked_in"],
+            )
+            for row in sales.ticket_types
+        ],
+        days=[
+            ticketing_pb2.DailySales(
+                date=row["day"].isoformat(),
+                orders=row["orders"],
+                tickets=row["tickets"],
+                gross_minor=row["gross_minor"],
+                refunded_minor=row["refunded_minor"],
+                net_minor=row["gross_minor"] - row["refunded_minor"],
+            )
+            for row in sales.days
+        ],
+    )
+    if sales.conversion_rate is not None:
+        message.conversion_rate = sales.conversion_rate
     return message

@@ -99,7 +99,17 @@ class PaymentProvider:
             log.warning("could not cancel %s: %s", payment_intent_id, error.user_message or error)
 
     async def refund(self, refund_id: UUID, payment_intent_id: str, amount: int) -> str:
-        """Refund `amount` of a payment; the same refund id never refunds twice."""
+        """Refund `amount` of a payment, once per refund id. Stripe keeps idempotency keys for 24 hours
+        (localstripe not at all), so a refund already made under this id, found by its metadata, is
+        answered as it is: a retry days after a crash between refunding and recording never refunds twice."""
+        try:
+            made = await self._client.v1.refunds.list_async({"payment_intent": payment_intent_id, "limit": 100})
+            async for existing in made.auto_paging_iter():
+                if (existing.to_dict().get("metadata") or {}).get("refund_id") == str(refund_id):
+                    return str(existing.id)
+        except stripe.StripeError as error:
+            log.warning("could not list the refunds of %s: %s", payment_intent_id, error)
+            raise PROVIDER_UNAVAILABLE from None
         refund = await self._call(
             self._client.v1.refunds.create_async,
             {"payment_intent": payment_intent_id, "amount": amount, "metadata": {"refund_id": str(refund_id)}},
@@ -108,7 +118,11 @@ class PaymentProvider:
         return str(refund.id)
 
     async def payment_intent_status(self, payment_intent_id: str) -> str:
-        intent = await self._client.v1.payment_intents.retrieve_async(payment_intent_id)
+        try:
+            intent = await self._client.v1.payment_intents.retrieve_async(payment_intent_id)
+        except stripe.StripeError as error:
+            log.warning("could not read %s: %s", payment_intent_id, error)
+            raise PROVIDER_UNAVAILABLE from None
         return str(intent.status)
 
     def verified_event(self, payload: bytes, signature: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
 from localplus_common.db import Database
 from localplus_common.paging import page_request
 from localplus_common.requests import parse_uuid
-from localplus_ticketing import check_ins, mapping, orders, payments, ticket_types, tickets
+from localplus_ticketing import check_ins, mapping, orders, payments, sales, ticket_types, tickets
 from localplus_ticketing.codes import TicketSigner
 from localplus_ticketing.payment_provider import PaymentProvider
 from localplus_ticketing.settings import TicketingSettings
@@ -119,6 +119,12 @@ class TicketingService(ticketing_pb2_grpc.TicketingServiceServicer):
         page = page_request(size, request.page_token, max_size=check_ins.MAX_LIST_PAGE)
         listed = await check_ins.check_in_list(self.db, self.signer, event_id, page)
         return mapping.check_in_list_to_proto(listed)
+
+    # Sales
+
+    async def GetEventSales(self, request: ticketing_pb2.GetEventSalesRequest, context: Context) -> Any:
+        figures = await sales.event_sales(self.db, parse_uuid("event_id", request.event_id))
+        return mapping.event_sales_to_proto(figures)
 
     # Stripe
 
