@@ -15,7 +15,7 @@ RUN := $(UV) run --frozen --no-sync
 PG15_BIN := /usr/lib/postgresql/15/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help setup up test fuzz bench bench-tools gen lint proto-baseline migrate token system-postgres system-chromium import
+.PHONY: help setup up test fuzz bench bench-tools gen lint proto-baseline migrate reconcile token system-postgres system-chromium import
 
 help:
 	@echo "make up        run Postgres, the three services and the gateway on :8080 (Ctrl-C stops all)"
@@ -26,6 +26,7 @@ help:
 	@echo "make lint      buf lint and breaking, ruff, mypy"
 	@echo "make proto-baseline REF=<tag>  record the released protos that buf breaking compares with"
 	@echo "make migrate   apply sql/migrations to DATABASE_URL (default: the embedded database)"
+	@echo "make reconcile settle payments whose webhook was missed and refunds left pending (ARGS='--older-than 0')"
 	@echo "make token     print a dev JWT, e.g. make token ARGS='--admin'"
 
 $(UV):
@@ -63,6 +64,10 @@ proto-baseline: .venv/.synced
 
 migrate: setup
 	$(RUN) python -m localplus_common.migrate
+
+# Stripe against DATABASE_URL (dev defaults: the embedded database, localstripe); cron it in production.
+reconcile: setup
+	$(RUN) python -m localplus_ticketing.reconcile $(ARGS)
 
 up: setup
 	$(RUN) python -m localplus_dev.stack up

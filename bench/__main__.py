@@ -5,6 +5,7 @@ same RLS context), with the ratios between routes measured in the same run.
     make bench
     make bench ARGS="--duration 10 --concurrency 64 --only get,register"
     make bench ARGS="--only list:json-gw,list:grpc --http-client aiohttp"
+    make bench ARGS="--only rush"
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ import time
 
 import asyncpg
 
-from bench import dedup, phase0, recurrence, search
+from bench import dedup, phase0, recurrence, rush, search
 from bench.harness import running_stack
 from bench.load import cpu_count, h2load_available, wrk_available
 from bench.runner import HEADER, Context, Report, Route, Scenario, run, unknown_selectors
 from localplus_dev.processes import exit_on_sigterm
 
 LEGEND = """\
-  CPU us/req: CPU time per successful request of the load generator, Envoy, the events service, Postgres, and
-  the stack (Envoy + service + Postgres). cores: ours = all of that per second; other = the rest of the machine
-  meanwhile (other jobs: a row with other above ~0.2 was disturbed). Ratios compare routes in this run: by
-  req/s (higher is faster), and by stack CPU per request (higher is costlier; the load generators differ)."""
+  CPU us/req: CPU time per successful request of the load generator, Envoy, the scenario's service (events;
+  ticketing for rush), Postgres, and the stack (Envoy + service + Postgres). cores: ours = all of that per
+  second; other = the rest of the machine meanwhile (other jobs: a row with other above ~0.2 was disturbed).
+  Ratios compare routes in this run: by req/s (higher is faster), and by stack CPU per request (higher is
+  costlier; the load generators differ)."""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -41,7 +43,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument(
         "--only",
-        help="comma-separated scenarios (get, list, register, reg-hot, s-*, recurrence), routes "
+        help="comma-separated scenarios (get, list, register, reg-hot, rush, s-*, recurrence), routes "
         f"({', '.join(r.value for r in Route)}) or scenario:route pairs",
     )
     parser.add_argument(
@@ -98,7 +100,7 @@ def describe_machine(database_url: str) -> str:
 
 def all_scenarios(args: argparse.Namespace) -> list[Scenario]:
     """Every scenario module's scenarios, in order."""
-    return [*phase0.scenarios(hot=args.hot), *search.scenarios()]
+    return [*phase0.scenarios(hot=args.hot), *search.scenarios(), *rush.scenarios()]
 
 
 def main(argv: list[str]) -> int:

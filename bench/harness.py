@@ -26,6 +26,7 @@ import asyncpg
 
 from localplus_common.auth import Identity
 from localplus_common.config import DEV_JWT_SECRET
+from localplus_common.services import SERVICES
 from localplus_dev.stack import Stack, StackConfig
 from localplus_dev.token import mint
 
@@ -80,8 +81,8 @@ class BenchStack:
 
     def component_pids(self) -> dict[str, int]:
         """Root pid of each measured component; CPU is summed over each one's process tree."""
-        wanted = {"envoy": "envoy", "events": "events svc", "postgres": "postgres"}
-        return {wanted[c.name]: c.pid for c in self.stack.supervisor.children if c.name in wanted and c.alive}
+        wanted = {"envoy", "postgres", *(service.name for service in SERVICES)}
+        return {c.name: c.pid for c in self.stack.supervisor.children if c.name in wanted and c.alive}
 
 
 @contextmanager

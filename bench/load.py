@@ -58,6 +58,7 @@ class LoadResult:
     exhausted: bool = False  # a bounded workload ran out of distinct requests early
     p50_override: float | None = None  # wrk reports percentiles itself
     p95_override: float | None = None
+    p99_override: float | None = None
 
     @property
     def rate(self) -> float:
@@ -70,6 +71,10 @@ class LoadResult:
     @property
     def p95(self) -> float:
         return self.p95_override if self.p95_override is not None else percentile(self.latencies, 0.95)
+
+    @property
+    def p99(self) -> float:
+        return self.p99_override if self.p99_override is not None else percentile(self.latencies, 0.99)
 
     @property
     def cores(self) -> float:
@@ -446,9 +451,9 @@ function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     'WRK_RESULT {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, ' ..
-    '"timeout": %d, "p50_us": %d, "p95_us": %d}\n',
+    '"timeout": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d}\n',
     summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(95)))
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
 end
 """
 
@@ -542,6 +547,7 @@ def run_wrk(
         exhausted=workload.unique and next_start + measured["requests"] > len(workload.items),
         p50_override=measured["p50_us"] / 1e6,
         p95_override=measured["p95_us"] / 1e6,
+        p99_override=measured["p99_us"] / 1e6,
     )
 
 

@@ -48,13 +48,15 @@ RATIOS = [
 class Context:
     endpoints: Endpoints
     args: argparse.Namespace
-    components: dict[str, int]  # component name -> root pid, for CPU accounting
+    components: dict[str, int]  # component (envoy, postgres, each service by name) -> root pid, for CPU accounting
 
 
 class Scenario(ABC):
     name: str
     description: str
     routes: tuple[Route, ...] = tuple(Route)
+    # The service whose CPU the table shows (localplus_common.services name).
+    service: str = "events"
     # Requests in flight for this scenario; None: --concurrency. A latency scenario (e.g. search p50/p95
     # at low load) sets its own.
     concurrency: int | None = None
@@ -67,6 +69,10 @@ class Scenario(ABC):
     def workload(self, route: Route, context: Context) -> Workload:
         """The requests to send along `route`."""
 
+    def route_title(self, route: Route) -> str:
+        """How the table names `route` for this scenario (e.g. a bare-SQL ceiling instead of the use case)."""
+        return route.title
+
     def check(self, context: Context) -> None:  # noqa: B027 - optional hook
         """Fail early if a route answers wrongly (a fast error must not pass for a fast success)."""
 
@@ -76,6 +82,7 @@ class Row:
     scenario: str
     route: Route
     result: LoadResult
+    title: str  # the route as this scenario takes it
 
 
 @dataclass
@@ -115,13 +122,14 @@ def unknown_selectors(only: str | None, scenarios: list[Scenario]) -> list[str]:
     return unknown
 
 
-def measure(workload: Workload, route: Route, context: Context, concurrency: int | None = None) -> LoadResult:
+def measure(workload: Workload, route: Route, context: Context, scenario: Scenario) -> LoadResult:
     args = context.args
+    components = context.components
     common = {
-        "concurrency": concurrency or args.concurrency,
+        "concurrency": scenario.concurrency or args.concurrency,
         "warmup": args.warmup,
         "duration": args.duration,
-        "components": context.components,
+        "components": {"envoy": components["envoy"], "svc": components[scenario.service], "pg": components["postgres"]},
     }
     if isinstance(workload, HttpWorkload) and args.http_client == "wrk":
         return run_wrk(workload, threads=args.wrk_threads, **common)
@@ -144,13 +152,14 @@ def run(scenarios: list[Scenario], context: Context, report: Report) -> None:
         best: dict[Route, LoadResult] = {}
         for round_number in range(1, rounds + 1):
             for route in routes:
-                result = measure(scenario.workload(route, context), route, context, scenario.concurrency)
+                result = measure(scenario.workload(route, context), route, context, scenario)
                 if rounds > 1:
-                    print(format_row(Row(scenario.name, route, result), note=f"(round {round_number})"), flush=True)
+                    row = Row(scenario.name, route, result, scenario.route_title(route))
+                    print(format_row(row, note=f"(round {round_number})"), flush=True)
                 if route not in best or result.rate > best[route].rate:
                     best[route] = result
         for route in routes:
-            row = Row(scenario.name, route, best[route])
+            row = Row(scenario.name, route, best[route], scenario.route_title(route))
             report.rows.append(row)
             print(format_row(row, note=f"(best of {rounds})" if rounds > 1 else ""), flush=True)
         print(format_ratios(report, scenario.name), flush=True)
@@ -158,9 +167,10 @@ def run(scenarios: list[Scenario], context: Context, report: Report) -> None:
 
 # Printing
 
-COMPONENTS = ("load", "envoy", "events svc", "postgres")
+COMPONENTS = ("load", "envoy", "svc", "pg")
 HEADER = (
-    f"{'scenario':<9} {'route':<17} {'load generator':<13} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'errors':>6}"
+    f"{'scenario':<9} {'route':<17} {'load generator':<13} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"
+    f" {'errors':>6}"
     f" | CPU us/req: {'load':>5} {'envoy':>5} {'svc':>5} {'pg':>5} {'stack':>5} | cores: {'ours':>4} {'other':>5}"
 )
 
@@ -179,8 +189,9 @@ def format_row(row: Row, note: str = "") -> str:
     if result.exhausted:
         notes.append("(ran out of distinct requests)")
     line = (
-        f"{row.scenario:<9} {row.route.title:<17} {result.generator:<13} {_number(result.rate, 0):>7} "
-        f"{_number(result.p50 * 1e3, 2):>7} {_number(result.p95 * 1e3, 2):>7} {result.errors:>6}"
+        f"{row.scenario:<9} {row.title:<17} {result.generator:<13} {_number(result.rate, 0):>7} "
+        f"{_number(result.p50 * 1e3, 2):>7} {_number(result.p95 * 1e3, 2):>7} {_number(result.p99 * 1e3, 2):>7}"
+        f" {result.errors:>6}"
         f" | {'':<11} {per[0]:>5} {per[1]:>5} {per[2]:>5} {per[3]:>5} {_number(result.stack_cpu_per_request, 0):>5}"
         f" | {'':<6} {result.cores:>4.2f} "
         f"{result.other_cores:>5.2f}"

@@ -31,7 +31,7 @@ DEFAULT_DESCRIPTOR = Path(__file__).resolve().parents[1] / "gen" / "descriptor.p
 OPENAPI_NAME = "openapi.json"
 DOCS_PAGE = Path(__file__).resolve().parent / "docs.html"
 # gRPC methods that take no token at all, e.g. a webhook whose caller authenticates by signature.
-PUBLIC_METHODS: frozenset[str] = frozenset()
+PUBLIC_METHODS: frozenset[str] = frozenset({"/localplus.ticketing.v1.TicketingService/HandleStripeWebhook"})
 HS256_PROVIDER = "supabase"
 JWKS_PROVIDER = "supabase_jwks"
 # Envoy's own error replies (not upstream ones) to JSON: HTTP status -> gRPC-style code name.

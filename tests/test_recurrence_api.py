@@ -14,6 +14,7 @@ import httpx
 import icalendar
 
 from tests.support import User, add_city, create_event, create_user, iso, service_role_token
+from tests.ticketing_support import checkout, my_tickets, reserve
 
 LONDON = ZoneInfo("Europe/London")
 BACKEND = {"authorization": f"Bearer {service_role_token()}"}
@@ -414,3 +415,34 @@ async def test_a_ticket_type_for_an_occurrence_of_another_event_is_refused(api: 
         f"/api/events/{event['id']}/ticket-types", json={**body, "occurrence_id": theirs["id"]}, headers=user.headers
     )
     assert bad.status_code == 400, bad.text
+
+
+async def test_tickets_for_one_occurrence_carry_it_and_stop_selling_when_it_is_cancelled(
+    api: httpx.AsyncClient, user: User, other_user: User
+) -> None:
+    event = await weekly_event(api, user)
+    first, second, *_ = await occurrences(api, event["id"])
+    body = {"name": "Door", "price_minor": "0", "currency": "THB", "inventory": 10}
+    types: dict[str, str] = {}
+    for occurrence in (first, second):
+        created = await api.post(
+            f"/api/events/{event['id']}/ticket-types",
+            json={**body, "occurrence_id": occurrence["id"]},
+            headers=user.headers,
+        )
+        assert created.status_code == 200, created.text
+        types[occurrence["id"]] = created.json()["id"]
+
+    reserved = await reserve(api, other_user, types[first["id"]], 2)
+    assert reserved.status_code == 200, reserved.text
+    assert reserved.json()["occurrence_id"] == first["id"]
+    paid = await checkout(api, other_user, reserved.json()["id"])
+    assert paid.json()["order"]["status"] == "ORDER_STATUS_PAID", paid.text
+    assert {t["occurrence_id"] for t in await my_tickets(api, other_user)} == {first["id"]}
+
+    cancelled = await patch(api, user, event["id"], second["id"], {"status": "OCCURRENCE_STATUS_CANCELLED"})
+    assert cancelled.status_code == 200, cancelled.text
+    refused = await reserve(api, other_user, types[second["id"]])
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["details"][0]["reason"] == "SALES_CLOSED"
+    assert (await reserve(api, other_user, types[first["id"]])).status_code == 200

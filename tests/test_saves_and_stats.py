@@ -296,6 +296,7 @@ async def test_event_stats_counts_capacity_fill_rate_saves_and_days(
         "fill_rate": 1.0,
         "saves": 2,
         "registrations_per_day": [{"date": today_in("Asia/Bangkok"), "registrations": 7}],
+        "checked_in": 0,  # tickets scanned at the door (tests/test_check_ins.py)
     }
     for caller in (user, viewer, admin):
         response = await stats(api, event, caller)

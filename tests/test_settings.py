@@ -1,6 +1,7 @@
-"""Dev defaults only in dev mode (CONTRACT §2): outside LOCALPLUS_ENV=dev a service, the gateway renderer
-and the migration runner refuse to start without their settings, exiting with one line that names what is
-missing, before they connect anywhere. The real processes run here with a scrubbed environment."""
+"""Dev defaults only in dev mode (CONTRACT §2): outside LOCALPLUS_ENV=dev a service (the ticketing service
+also without Stripe's keys and its ticket signing key), the gateway renderer and the migration runner refuse
+to start without their settings, exiting with one line that names what is missing, before they connect
+anywhere. The real processes run here with a scrubbed environment."""
 
 from __future__ import annotations
 
@@ -19,9 +20,16 @@ from google.protobuf import descriptor_pb2
 
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_common.config import DEV_DATABASE_URL, DEV_JWT_SECRET, Settings
-from localplus_common.services import EVENTS, SERVICES, Service
+from localplus_common.services import EVENTS, SERVICES, TICKETING, Service
 from localplus_dev.stack import Stack
 from localplus_dev.token import mint
+from localplus_ticketing.settings import (
+    DEV_STRIPE_API_BASE,
+    DEV_STRIPE_API_KEY,
+    DEV_STRIPE_WEBHOOK_SECRET,
+    DEV_TICKET_SIGNING_KEY,
+    TicketingSettings,
+)
 from tests.service_process import SCRUBBED_ENV, running_service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,6 +123,57 @@ def test_dev_mode_defaults() -> None:
         "ticketing": "0.0.0.0:6000",
         "recurrence": "127.0.0.1:50053",
     }
+
+
+# --- the ticketing service's own settings ------------------------------------------------------------
+
+TICKETING_KEYS = ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "TICKET_SIGNING_KEY")
+# Everything the shared settings need, and a database nothing listens on: a refusal must come before connecting.
+PRODUCTION = {
+    "LOCALPLUS_ENV": "production",
+    "DATABASE_URL": "postgresql://postgres:postgres@127.0.0.1:1/postgres",
+    "SUPABASE_JWT_SECRET": OTHER_SECRET,
+}
+TICKETING_VALUES = {
+    "STRIPE_API_KEY": "sk_live_not_the_dev_key",
+    "STRIPE_WEBHOOK_SECRET": "whsec_not_the_dev_secret",
+    "TICKET_SIGNING_KEY": base64.urlsafe_b64encode(bytes(range(32))).decode().rstrip("="),
+}
+
+
+def test_ticketing_refuses_to_start_without_its_settings() -> None:
+    line = refusal(run(TICKETING.module, PRODUCTION))
+    assert all(key in line for key in TICKETING_KEYS), line
+    assert "DATABASE_URL" not in line and "SUPABASE" not in line
+
+
+@pytest.mark.parametrize("missing", TICKETING_KEYS)
+def test_ticketing_names_each_missing_setting(missing: str) -> None:
+    given = {key: value for key, value in TICKETING_VALUES.items() if key != missing}
+    line = refusal(run(TICKETING.module, {**PRODUCTION, **given}))
+    assert missing in line and not any(key in line for key in given), line
+
+
+@pytest.mark.parametrize("key", ["REPLACE_ME", base64.urlsafe_b64encode(bytes(31)).decode(), "not base64!"])
+def test_ticketing_refuses_a_malformed_signing_key_at_start(key: str) -> None:
+    result = run(TICKETING.module, {**PRODUCTION, **TICKETING_VALUES, "TICKET_SIGNING_KEY": key})
+    assert result.returncode != 0
+    (line,) = result.stderr.splitlines()  # one line, before connecting to the database
+    assert line.startswith("TICKET_SIGNING_KEY "), line
+
+
+def test_ticketing_dev_mode_defaults() -> None:
+    dev = TicketingSettings.from_env({"LOCALPLUS_ENV": "dev"})
+    assert (dev.stripe_api_key, dev.stripe_api_base, dev.stripe_webhook_secret, dev.ticket_signing_key) == (
+        DEV_STRIPE_API_KEY,
+        DEV_STRIPE_API_BASE,
+        DEV_STRIPE_WEBHOOK_SECRET,
+        DEV_TICKET_SIGNING_KEY,
+    )
+    # Outside dev mode nothing is localstripe: no STRIPE_API_BASE is the real Stripe API.
+    production = TicketingSettings.from_env({"LOCALPLUS_ENV": "production", **TICKETING_VALUES})
+    assert production.stripe_api_base == ""
+    assert production.stripe_api_key == TICKETING_VALUES["STRIPE_API_KEY"]
 
 
 # --- gateway and migrations -------------------------------------------------------------------------

@@ -70,6 +70,8 @@ class Child:
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
         self.stopping = False
+        # How it was started, so that Supervisor.restart can start it again the same way.
+        self.env, self.cwd, self.user, self.group = env, cwd, user, group
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {' '.join(self.argv)}\n".encode())
@@ -161,6 +163,32 @@ class Supervisor:
         )
         self.children.append(child)
         return child
+
+    def child(self, name: str) -> Child:
+        """The child most recently started under `name`."""
+        for child in reversed(self.children):
+            if child.name == name:
+                return child
+        raise KeyError(name)
+
+    def restart(self, name: str) -> Child:
+        """Stop the child `name` (if it still runs: it may have been killed) and start it again exactly as
+        it was started, in its place, so that `check` watches the new process and `stop_all` keeps its order."""
+        old = self.child(name)
+        old.stop()
+        new = Child(
+            old.name,
+            old.argv,
+            old.log_path,
+            env=old.env,
+            cwd=old.cwd,
+            stop_signal=old.stop_signal,
+            stop_timeout=old.stop_timeout,
+            user=old.user,
+            group=old.group,
+        )
+        self.children[self.children.index(old)] = new
+        return new
 
     def check(self) -> None:
         """Raise `ChildExited` for the first child that died without `stop()`."""

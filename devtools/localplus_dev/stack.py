@@ -40,6 +40,7 @@ class StackConfig:
     postgres_settings: dict[str, str] = field(default_factory=dict)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     stripe_port: int = 8420
+    stripe_state: Path = ROOT / ".data" / "localstripe.pickle"
     stripe_from_scratch: bool = False
     jwt_secret: str = DEV_JWT_SECRET
     # Settings for the services beyond the environment's (the tests run the horizon job every second).
@@ -50,9 +51,12 @@ class StackConfig:
         env = os.environ
         defaults = cls()
         gateway = GatewaySettings.from_env()
+        data_dir = Path(env.get("LOCALPLUS_DATA_DIR") or defaults.data_dir)
         return cls(
-            data_dir=Path(env.get("LOCALPLUS_DATA_DIR") or defaults.data_dir),
+            data_dir=data_dir,
             run_dir=Path(env.get("LOCALPLUS_RUN_DIR") or defaults.run_dir),
+            # Beside the database's directory: `.data/localstripe.pickle` by default.
+            stripe_state=data_dir.parent / "localstripe.pickle",
             database_url=env.get("DATABASE_URL") or None,
             postgres_port=int(env.get("POSTGRES_PORT") or defaults.postgres_port),
             gateway=gateway,
@@ -76,6 +80,7 @@ class StackConfig:
             postgres_settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
             gateway=gateway,
             stripe_port=free_port(),
+            stripe_state=base_dir / "localstripe.pickle",
             stripe_from_scratch=True,
             service_settings={"RECURRENCE_JOB_SECONDS": "1"},
         )
@@ -88,7 +93,9 @@ class Stack:
         self.postgres: PostgresServer | None = None
         self.database_url = config.database_url or ""
         self.gateway = Gateway(config.run_dir, self.supervisor, replace(config.gateway, jwt_secret=config.jwt_secret))
-        self.stripe = LocalStripe(self.supervisor, port=config.stripe_port, from_scratch=config.stripe_from_scratch)
+        self.stripe = LocalStripe(
+            self.supervisor, config.stripe_state, port=config.stripe_port, from_scratch=config.stripe_from_scratch
+        )
 
     @property
     def gateway_url(self) -> str:
@@ -115,12 +122,20 @@ class Stack:
             for service in SERVICES:
                 self._wait_serving(service)
             self.gateway.start()
+            # A PaymentIntent confirmed at localstripe reaches the ticketing service like Stripe's would.
+            self.stripe.send_webhooks_to(f"{self.gateway_url}/api/webhooks/stripe")
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
         self.supervisor.stop_all()
+
+    def restart_service(self, name: str) -> None:
+        """Start one of the gRPC services again (after a crash, or to kill it first) and wait until it serves."""
+        (service,) = (service for service in SERVICES if service.name == name)
+        self.supervisor.restart(name)
+        self._wait_serving(service)
 
     def _service_env(self) -> dict[str, str]:
         env = dict(os.environ)

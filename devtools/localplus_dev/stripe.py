@@ -1,27 +1,35 @@
-"""Run localstripe, a fake Stripe API, as a supervised child.
-
-localstripe keeps its state in /tmp/localstripe.pickle (a fixed path): it survives restarts unless
-started `from_scratch`, and two instances on one machine share it.
+"""Run localstripe, a fake Stripe API, as a supervised child, with its state in the stack's own file
+(it survives restarts unless started `from_scratch`), and point its webhooks at the gateway.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import httpx
 
-from localplus_dev.processes import Child, Supervisor, venv_binary
+from localplus_dev.processes import Child, Supervisor
 
 DEV_API_KEY = "sk_test_localplus"
+DEV_WEBHOOK_SECRET = "whsec_localplus"
 
 
 class LocalStripe:
     """localstripe on `port` (it binds every interface, IPv4 and IPv6)."""
 
     def __init__(
-        self, supervisor: Supervisor, *, port: int = 8420, api_key: str = DEV_API_KEY, from_scratch: bool = False
+        self,
+        supervisor: Supervisor,
+        state: Path,
+        *,
+        port: int = 8420,
+        api_key: str = DEV_API_KEY,
+        from_scratch: bool = False,
     ) -> None:
         self.supervisor = supervisor
+        self.state = state
         self.port = port
         self.api_key = api_key
         self.from_scratch = from_scratch
@@ -33,11 +41,18 @@ class LocalStripe:
 
     def start(self, timeout: float = 30.0) -> None:
         self.stop()  # a restart after a crash replaces the dead child
-        argv = [venv_binary("localstripe"), "--port", str(self.port)]
+        self.state.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "localplus_dev.localstripe_server", "--port", str(self.port)]
+        argv += ["--state", str(self.state)]
         if self.from_scratch:
             argv.append("--from-scratch")
         self.child = self.supervisor.spawn("localstripe", argv)
         self._wait_ready(timeout)
+
+    def send_webhooks_to(self, url: str, secret: str = DEV_WEBHOOK_SECRET) -> None:
+        """Every event localstripe makes goes to `url`, signed with `secret` (kept in memory only)."""
+        response = httpx.post(f"{self.url}/_config/webhooks/localplus", data={"url": url, "secret": secret})
+        response.raise_for_status()
 
     def stop(self) -> None:
         if self.child is not None:

@@ -6,7 +6,8 @@ input; Envoy renders both as JSON.
 
 What Postgres says is for the server's log, not for clients, with one exception: a message our
 own PL/pgSQL raises (`raise exception '...' using errcode = ..., hint = '<REASON>'`) is written
-for users and passed on, its HINT (when set) as the ErrorInfo reason. Everything else becomes a
+for users and passed on, its HINT (when set) as the ErrorInfo reason; errcode P0001 is a 400
+(FAILED_PRECONDITION), LP409 a 409 (ABORTED). Everything else becomes a
 stable message built from the SQLSTATE and the column or constraint Postgres names.
 """
 
@@ -19,6 +20,9 @@ from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "localplus.app"
 REQUEST_ID_KEY = "x-request-id"
+# What our own RAISEs use for a conflict with what others did meanwhile (sold out, taken): a 409,
+# where P0001 (a state that forbids the request) is a 400.
+CONFLICT_SQLSTATE = "LP409"
 # grpc's key for the serialized google.rpc.Status, which Envoy's transcoder renders as the JSON body.
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
@@ -134,6 +138,8 @@ def _stable_error(error: asyncpg.PostgresError) -> ApiError:
         return aborted("the record changed concurrently; try again", "CONCURRENT_MODIFICATION")
     if sqlstate == "P0001":
         return failed_precondition("not allowed now", "FAILED_PRECONDITION")
+    if sqlstate == CONFLICT_SQLSTATE:
+        return aborted("that conflicts with a change made meanwhile", "CONFLICT")
     if sqlstate == "57014":
         return ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "the request took too long", "DEADLINE_EXCEEDED")
     # Connection lost, the server shutting down or starting up, out of connections or resources.

@@ -341,6 +341,7 @@ def event_stats_to_proto(stats: EventStats) -> events_pb2.EventStats:
             events_pb2.DailyCount(date=day.isoformat(), registrations=count)
             for day, count in stats.registrations_per_day
         ],
+        checked_in=stats.checked_in,
         **stats.counts,
     )
     if stats.capacity is not None:

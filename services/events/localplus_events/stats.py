@@ -23,6 +23,8 @@ class EventStats:
     # Places taken (going and attended people plus their guests) over capacity; None without one.
     fill_rate: float | None
     registrations_per_day: list[tuple[date, int]]
+    # Tickets checked in at the door (the ticketing service keeps the counter).
+    checked_in: int
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ async def event_stats(db: Database, event_id: UUID) -> EventStats:
         capacity=capacity,
         fill_rate=round(taken / capacity, 4) if capacity is not None else None,
         registrations_per_day=[(row["day"], row["registrations"]) for row in per_day],
+        checked_in=counters["checked_in"] if counters else 0,
     )
 
 

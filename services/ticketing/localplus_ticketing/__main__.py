@@ -1,6 +1,8 @@
-"""Run the ticketing service: `python -m localplus_ticketing` (address from TICKETING_ADDR)."""
+"""Run the ticketing service: `python -m localplus_ticketing` (address from TICKETING_ADDR). Beside the
+gRPC server it expires unpaid orders whose hold ran out, every ORDER_SWEEP_SECONDS."""
 
 import asyncio
+import logging
 
 import grpc
 
@@ -9,13 +11,34 @@ from localplus_common.config import Settings
 from localplus_common.db import Database
 from localplus_common.server import serve
 from localplus_common.services import TICKETING
+from localplus_ticketing import payments
 from localplus_ticketing.service import TicketingService
+from localplus_ticketing.settings import TicketingSettings
+
+log = logging.getLogger("localplus_ticketing")
 
 
-def register(server: grpc.aio.Server, db: Database, settings: Settings) -> None:
-    ticketing_pb2_grpc.add_TicketingServiceServicer_to_server(TicketingService(db), server)
+def main() -> None:
+    settings = Settings.from_env()
+    ticketing = TicketingSettings.from_env()
+
+    def register(server: grpc.aio.Server, db: Database, _: Settings) -> None:
+        ticketing_pb2_grpc.add_TicketingServiceServicer_to_server(TicketingService(db, ticketing), server)
+
+    async def sweep(db: Database) -> None:
+        while True:
+            await asyncio.sleep(ticketing.sweep_every.total_seconds())
+            try:
+                expired = await payments.expire_orders(db)
+            except Exception:  # the next sweep tries again
+                log.exception("expiring orders failed")
+                continue
+            if expired:
+                log.info("expired %d unpaid orders", expired)
+
+    service_name = ticketing_pb2.DESCRIPTOR.services_by_name["TicketingService"].full_name
+    asyncio.run(serve(settings.addresses[TICKETING.name], [service_name], register, background=sweep))
 
 
 if __name__ == "__main__":
-    service_name = ticketing_pb2.DESCRIPTOR.services_by_name["TicketingService"].full_name
-    asyncio.run(serve(Settings.from_env().addresses[TICKETING.name], [service_name], register))
+    main()

@@ -1,17 +1,20 @@
-"""Ticket types of an event: list them a page at a time, create one. Each use case runs in one
-request transaction, so row-level security decides what the caller sees and may change."""
+"""Ticket types of an event: list them a page at a time, create, change and delete them. Each use
+case runs in one request transaction, so row-level security decides what the caller sees and may
+change; `sold` is the server's (only the orders' functions change it) and `available` is computed:
+inventory minus sold minus what unexpired reservations hold."""
 
 import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from localplus_common.access import EDITOR, require_rank, signed_in, visible_event
 from localplus_common.db import Connection, Database, current_identity
-from localplus_common.errors import ApiError, invalid_argument
+from localplus_common.errors import ApiError, invalid_argument, not_found
 from localplus_common.paging import (
     Keyset,
     Page,
@@ -25,6 +28,13 @@ from localplus_common.paging import (
 
 # The list order, which page tokens hold the position in.
 KEYSET: Keyset = {"sort_order": int32_value, "created_at": time_value, "id": uuid_value}
+# Every ticket type as clients see it.
+COLUMNS = "t.*, greatest(0, t.inventory - t.sold - localplus_private.tickets_held(t.id)) as available"
+# What an editor may change, in the order of the proto's fields.
+EDITABLE_FIELDS = (
+    "occurrence_id", "name", "description", "price_minor", "currency", "inventory", "min_per_order",
+    "max_per_order", "sales_starts_at", "sales_ends_at", "hidden", "sort_order",
+)  # fmt: skip
 
 # The limits of public.ticket_types' CHECKs, checked here first to name the field at fault.
 MAX_NAME = 100
@@ -60,8 +70,8 @@ async def list_ticket_types(db: Database, event_id: UUID, page: PageRequest) -> 
     async def list_them(conn: Connection) -> list[asyncpg.Record]:
         await visible_event(conn, event_id)
         return await conn.fetch(
-            """
-            select * from public.ticket_types
+            f"""
+            select {COLUMNS} from public.ticket_types t
             where event_id = $1
               and ($2::integer is null or (sort_order, created_at, id) > ($2, $3::timestamptz, $4::uuid))
             order by sort_order, created_at, id
@@ -82,13 +92,13 @@ async def create_ticket_type(db: Database, event_id: UUID, new: NewTicketType) -
 
     async def create(conn: Connection) -> asyncpg.Record:
         require_rank(await visible_event(conn, event_id), EDITOR, "add ticket types to")
-        row = await conn.fetchrow(
+        created = await conn.fetchval(
             """
             insert into public.ticket_types (event_id, occurrence_id, name, description, price_minor,
               currency, inventory, min_per_order, max_per_order, sales_starts_at, sales_ends_at,
               hidden, sort_order)
             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-            returning *
+            returning id
             """,
             event_id,
             new.occurrence_id,
@@ -104,10 +114,69 @@ async def create_ticket_type(db: Database, event_id: UUID, new: NewTicketType) -
             new.hidden,
             new.sort_order,
         )
-        assert row is not None
-        return row
+        return await _read(conn, created)
 
     return await db.run(create, event_id=event_id)
+
+
+async def update_ticket_type(db: Database, ticket_type_id: UUID, changes: dict[str, Any]) -> asyncpg.Record:
+    """Change the named fields (editor and up). Inventory cannot go below what is sold and held, and
+    the currency stays once orders were made in it."""
+    signed_in()
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise _invalid(sorted(unknown)[0], "that field cannot be changed")
+
+    async def update(conn: Connection) -> asyncpg.Record:
+        current = await _editable(conn, ticket_type_id)
+        merged = {name: current[name] for name in EDITABLE_FIELDS} | changes
+        _checked(NewTicketType(**merged))
+        if not changes:
+            return await _read(conn, ticket_type_id)
+        # Locked first: reservations lock the row too, so what is held cannot change under the check.
+        await conn.execute("select 1 from public.ticket_types where id = $1 for update", ticket_type_id)
+        taken = await conn.fetchval(
+            "select sold + localplus_private.tickets_held(id) from public.ticket_types where id = $1", ticket_type_id
+        )
+        if merged["inventory"] < taken:
+            raise _invalid("inventory", f"inventory cannot be below the {taken} tickets sold and held")
+        if merged["currency"] != current["currency"] and await conn.fetchval(
+            "select exists (select 1 from public.order_items where ticket_type_id = $1)", ticket_type_id
+        ):
+            raise _invalid("currency", "the currency cannot change once tickets were ordered")
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=2))
+        await conn.execute(
+            f"update public.ticket_types set {assignments} where id = $1", ticket_type_id, *changes.values()
+        )
+        return await _read(conn, ticket_type_id)
+
+    return await db.run(update)
+
+
+async def delete_ticket_type(db: Database, ticket_type_id: UUID) -> None:
+    """Delete a ticket type nobody ordered (editor and up); the database refuses once one was ordered."""
+    signed_in()
+
+    async def delete(conn: Connection) -> None:
+        await _editable(conn, ticket_type_id)
+        await conn.execute("delete from public.ticket_types where id = $1", ticket_type_id)
+
+    await db.run(delete)
+
+
+async def _editable(conn: Connection, ticket_type_id: UUID) -> asyncpg.Record:
+    """The ticket type, if the caller sees it (404) and edits its event (403)."""
+    row = await conn.fetchrow("select * from public.ticket_types where id = $1", ticket_type_id)
+    if row is None:
+        raise not_found("ticket type not found")
+    require_rank(await visible_event(conn, row["event_id"]), EDITOR, "change the ticket types of")
+    return row
+
+
+async def _read(conn: Connection, ticket_type_id: UUID) -> asyncpg.Record:
+    row = await conn.fetchrow(f"select {COLUMNS} from public.ticket_types t where t.id = $1", ticket_type_id)
+    assert row is not None
+    return row
 
 
 def _checked(new: NewTicketType) -> NewTicketType:

@@ -1,0 +1,335 @@
+"""Orders: reserve tickets (a hold that expires), read them, pay for them, give them up, refund them.
+
+Who may act is decided under row-level security as the caller (their event, their order); the
+writes are the server's own, through the SQL functions of the ticketing migration that lock what
+they count (so two buyers never get the same last ticket), run as service_role."""
+
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from localplus_common.access import OWNER, signed_in, visible_event
+from localplus_common.auth import SERVER, Identity
+from localplus_common.db import Connection, Database, act_as
+from localplus_common.errors import aborted, failed_precondition, invalid_argument, not_found, permission_denied
+from localplus_common.paging import Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
+from localplus_common.requests import text
+from localplus_ticketing.codes import TicketSigner
+from localplus_ticketing.payment_provider import Checkout, LineItem, PaymentProvider
+
+MAX_ITEMS = 20
+MAX_QUANTITY = 100
+MAX_REQUEST_ID = 100
+MAX_REASON = 500
+# Confirmation codes: no 0/O or 1/I, so people can read them out.
+CONFIRMATION_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+MY_ORDERS_KEYSET = {"created_at": time_value, "id": uuid_value}
+
+# What a client sees of an order; client_secret and checkout_url are added for the buyer only.
+ORDER_COLUMNS = """
+  o.id, o.event_id, o.occurrence_id, o.buyer_id, o.request_id, o.currency, o.total_minor, o.refunded_minor,
+  o.expires_at, o.confirmation_code, o.payment_intent_id, o.checkout_session_id, o.paid_at, o.created_at,
+  -- An unpaid order past its hold is expired whether or not the sweeper has been by.
+  case when o.status in ('reserved', 'awaiting_payment') and o.expires_at <= now() then 'expired'
+       else o.status end as status
+"""
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    request_id: str
+    items: tuple[tuple[UUID, int], ...]  # (ticket type, quantity)
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """An order with its items, as its reader may see it."""
+
+    order: dict[str, Any]
+    items: list[asyncpg.Record]
+
+
+def confirmation_code() -> str:
+    return "LP-" + "".join(secrets.choice(CONFIRMATION_ALPHABET) for _ in range(8))
+
+
+def buyer() -> Identity:
+    identity = signed_in()
+    if identity.user_id is None:
+        raise permission_denied("orders are made by people: sign in as one")
+    return identity
+
+
+async def create_order(db: Database, new: NewOrder, hold: timedelta) -> OrderView:
+    """Hold the tickets for `hold`; the same request_id from the same buyer answers with the same order."""
+    identity = buyer()
+    _check(new)
+    type_ids = [type_id for type_id, _ in new.items]
+
+    async def reserve(conn: Connection) -> OrderView:
+        # Which event the types are for: the buyer may know an unlisted one only by its link.
+        await act_as(conn, SERVER)
+        events = await conn.fetch("select distinct event_id from public.ticket_types where id = any($1)", type_ids)
+        if len(events) > 1:
+            raise invalid_argument("order.items", "one order holds tickets of one event")
+        if not events:
+            raise not_found("ticket type not found")
+        event_id = events[0]["event_id"]
+        await act_as(conn, identity, event_id=event_id)
+        await visible_event(conn, event_id)
+        # Hidden types are visible to the event's editors only (row-level security).
+        visible = await conn.fetchval("select count(*) from public.ticket_types where id = any($1)", type_ids)
+        if visible < len(type_ids):
+            raise not_found("ticket type not found")
+        await act_as(conn, SERVER)
+        order_id = await conn.fetchval(
+            "select localplus_private.reserve_order($1, $2, $3::jsonb, $4)",
+            identity.user_id,
+            new.request_id,
+            json.dumps([{"ticket_type_id": str(type_id), "quantity": quantity} for type_id, quantity in new.items]),
+            hold,
+        )
+        return await _read(conn, order_id, with_secrets=True)
+
+    return await db.run(reserve)
+
+
+async def get_order(db: Database, order_id: UUID) -> OrderView:
+    identity = signed_in()
+
+    async def get(conn: Connection) -> OrderView:
+        view = await _visible(conn, order_id)
+        if view.order["buyer_id"] == identity.user_id:
+            await act_as(conn, SERVER)
+            return await _read(conn, order_id, with_secrets=True)
+        return view
+
+    return await db.run(get)
+
+
+async def list_my_orders(db: Database, page: PageRequest) -> Page[OrderView]:
+    identity = signed_in()
+    after = decode_keyset(page.token, MY_ORDERS_KEYSET)
+
+    async def list_them(conn: Connection) -> Page[OrderView]:
+        rows = await conn.fetch(
+            f"""
+            select {ORDER_COLUMNS} from public.orders o
+             where o.buyer_id = $1 and ($3::timestamptz is null or (o.created_at, o.id) < ($3, $4))
+             order by o.created_at desc, o.id desc
+             limit $2
+            """,
+            identity.user_id,
+            page.size + 1,
+            *(after or (None, None)),
+        )
+        listed = page_of(rows, page.size, MY_ORDERS_KEYSET)
+        items = await _items(conn, [row["id"] for row in listed.items])
+        return Page([OrderView(dict(row), items.get(row["id"], [])) for row in listed.items], listed.next_page_token)
+
+    return await db.run(list_them)
+
+
+async def checkout_order(
+    db: Database,
+    payments: PaymentProvider,
+    signer: TicketSigner,
+    order_id: UUID,
+    session: tuple[str, str] | None,
+) -> OrderView:
+    """Start paying: a PaymentIntent, or with `session` = (success_url, cancel_url) a Checkout Session.
+    A free order is paid at once. Asking again returns the checkout already started."""
+    identity = signed_in()
+    view = await db.run(lambda conn: _own_unpaid(conn, order_id, identity))
+    order = view.order
+    if order["status"] in ("paid", "partially_refunded"):
+        return view
+    if order["total_minor"] == 0:
+        await db.run(lambda conn: pay(conn, signer, order_id), SERVER)
+        return await db.run(lambda conn: _read(conn, order_id, with_secrets=True), SERVER)
+    if order["payment_intent_id"] and session is None and order.get("client_secret"):
+        return view
+    if order["checkout_session_id"] and session is not None and order.get("checkout_url"):
+        return view
+    if session is None:
+        checkout = await payments.payment_intent(order_id, order["total_minor"], order["currency"])
+    else:
+        names = await db.run(lambda conn: _line_items(conn, order_id), SERVER)
+        checkout = await payments.checkout_session(order_id, names, order["currency"], *session)
+    started = await db.run(lambda conn: _start_payment(conn, order_id, checkout), SERVER)
+    if not started:
+        if checkout.payment_intent_id:
+            await payments.cancel_payment_intent(checkout.payment_intent_id)
+        raise aborted("the reservation ran out meanwhile; reserve again", "HOLD_EXPIRED")
+    return await db.run(lambda conn: _read(conn, order_id, with_secrets=True), SERVER)
+
+
+async def cancel_order(db: Database, payments: PaymentProvider, order_id: UUID) -> OrderView:
+    """Give up an unpaid order; its tickets go back on sale at once."""
+    identity = signed_in()
+
+    async def cancel(conn: Connection) -> OrderView:
+        view = await _visible(conn, order_id)
+        if view.order["buyer_id"] != identity.user_id:
+            raise permission_denied("only the buyer may cancel an order")
+        await act_as(conn, SERVER)
+        outcome = await conn.fetchval("select localplus_private.cancel_order($1)", order_id)
+        if outcome in ("paid", "partially_refunded", "refunded"):
+            raise failed_precondition("a paid order is refunded, not cancelled", "INVALID_STATE")
+        return await _read(conn, order_id, with_secrets=True)
+
+    view = await db.run(cancel)
+    if view.order["payment_intent_id"]:
+        await payments.cancel_payment_intent(view.order["payment_intent_id"])
+    return view
+
+
+async def pay(conn: Connection, signer: TicketSigner, order_id: UUID) -> str:
+    """Pay an order and issue its tickets (as the server, in the caller's transaction): one ticket per
+    admission, each with its signed code. Answers localplus_private.pay_order's outcome."""
+    event_id, admissions = await conn.fetchrow(
+        "select o.event_id, coalesce(sum(i.quantity), 0)::integer from public.orders o "
+        "left join public.order_items i on i.order_id = o.id where o.id = $1 group by o.event_id",
+        order_id,
+    ) or (None, 0)
+    if event_id is None:
+        return "no_order"
+    ticket_ids = [uuid.uuid4() for _ in range(admissions)]
+    codes = [signer.sign(ticket_id, event_id) for ticket_id in ticket_ids]
+    outcome: str = await conn.fetchval(
+        "select localplus_private.pay_order($1, $2, $3, $4)", order_id, ticket_ids, codes, confirmation_code()
+    )
+    return outcome
+
+
+@dataclass(frozen=True)
+class Refunded:
+    view: OrderView
+    tickets: list[asyncpg.Record]
+    refund_id: UUID | None  # None when nothing was left to refund
+
+
+async def refund_order(db: Database, order_id: UUID, ticket_ids: list[UUID], reason: str) -> Refunded:
+    """Void tickets of a paid order (all its remaining ones when `ticket_ids` is empty) and record the
+    refund; the money goes back through Stripe afterwards (payments.settle_refund)."""
+    identity = signed_in()
+    text("reason", reason)
+    if len(reason) > MAX_REASON:
+        raise invalid_argument("reason", f"reason must be at most {MAX_REASON} characters")
+
+    async def refund(conn: Connection) -> Refunded:
+        view = await _visible(conn, order_id)
+        event = await visible_event(conn, view.order["event_id"])
+        if event["caller_rank"] < OWNER:
+            raise permission_denied("only the event's owner or a platform admin may refund orders")
+        await act_as(conn, SERVER)
+        refund_id = await conn.fetchval(
+            "select localplus_private.refund_tickets($1, $2, $3, $4, false)",
+            order_id,
+            ticket_ids,
+            reason,
+            identity.user_id,
+        )
+        refunded = await conn.fetch(
+            "select t.* from public.tickets t join public.refunds r on t.id = any (r.ticket_ids) "
+            "where r.id = $1 order by t.id",
+            refund_id,
+        )
+        return Refunded(await _read(conn, order_id, with_secrets=False), list(refunded), refund_id)
+
+    return await db.run(refund)
+
+
+# Reading
+
+
+async def _visible(conn: Connection, order_id: UUID) -> OrderView:
+    """The order as the caller may see it (theirs, or of an event they edit); 404 otherwise."""
+    row = await conn.fetchrow(f"select {ORDER_COLUMNS} from public.orders o where o.id = $1", order_id)
+    if row is None:
+        raise not_found("order not found")
+    items = await _items(conn, [order_id])
+    return OrderView(dict(row), items.get(order_id, []))
+
+
+async def _read(conn: Connection, order_id: UUID, *, with_secrets: bool) -> OrderView:
+    """The order as the server reads it (after the caller's access was checked)."""
+    secrets_sql = ", o.client_secret, o.checkout_url" if with_secrets else ""
+    row = await conn.fetchrow(f"select {ORDER_COLUMNS}{secrets_sql} from public.orders o where o.id = $1", order_id)
+    assert row is not None
+    items = await _items(conn, [order_id])
+    return OrderView(dict(row), items.get(order_id, []))
+
+
+async def _items(conn: Connection, order_ids: list[UUID]) -> dict[UUID, list[asyncpg.Record]]:
+    rows = await conn.fetch(
+        "select * from public.order_items where order_id = any($1) order by order_id, ticket_type_id", order_ids
+    )
+    by_order: dict[UUID, list[asyncpg.Record]] = {}
+    for row in rows:
+        by_order.setdefault(row["order_id"], []).append(row)
+    return by_order
+
+
+async def _own_unpaid(conn: Connection, order_id: UUID, identity: Identity) -> OrderView:
+    """The caller's own order, still payable (or already paid); the right error otherwise."""
+    view = await _visible(conn, order_id)
+    order = view.order
+    if order["buyer_id"] != identity.user_id:
+        raise permission_denied("only the buyer may pay for an order")
+    if order["status"] == "expired":
+        raise aborted("the reservation ran out; reserve again", "HOLD_EXPIRED")
+    if order["status"] in ("cancelled", "refunded"):
+        raise failed_precondition(f"the order is {order['status']}", "INVALID_STATE")
+    await act_as(conn, SERVER)
+    return await _read(conn, order_id, with_secrets=True)
+
+
+async def _line_items(conn: Connection, order_id: UUID) -> list[LineItem]:
+    rows = await conn.fetch(
+        "select t.name, i.unit_price_minor, i.quantity from public.order_items i "
+        "join public.ticket_types t on t.id = i.ticket_type_id where i.order_id = $1 order by i.ticket_type_id",
+        order_id,
+    )
+    return [LineItem(row["name"], row["unit_price_minor"], row["quantity"]) for row in rows]
+
+
+async def _start_payment(conn: Connection, order_id: UUID, checkout: Checkout) -> bool:
+    """Record the checkout on the order, unless its hold ran out (or it was given up) meanwhile."""
+    status = await conn.execute(
+        """
+        update public.orders set status = 'awaiting_payment', updated_at = now(),
+               payment_intent_id = coalesce(nullif($2, ''), payment_intent_id),
+               client_secret = coalesce(nullif($3, ''), client_secret),
+               checkout_session_id = coalesce(nullif($4, ''), checkout_session_id),
+               checkout_url = coalesce(nullif($5, ''), checkout_url)
+         where id = $1 and status in ('reserved', 'awaiting_payment') and expires_at > now()
+        """,
+        order_id,
+        checkout.payment_intent_id,
+        checkout.client_secret,
+        checkout.checkout_session_id,
+        checkout.checkout_url,
+    )
+    return status == "UPDATE 1"
+
+
+def _check(new: NewOrder) -> None:
+    text("order.request_id", new.request_id)
+    if not 1 <= len(new.request_id) <= MAX_REQUEST_ID:
+        raise invalid_argument("order.request_id", f"request_id is required, at most {MAX_REQUEST_ID} characters")
+    if not new.items:
+        raise invalid_argument("order.items", "an order holds at least one item")
+    if len(new.items) > MAX_ITEMS:
+        raise invalid_argument("order.items", f"an order holds at most {MAX_ITEMS} items")
+    if len({type_id for type_id, _ in new.items}) < len(new.items):
+        raise invalid_argument("order.items", "each ticket type at most once per order")
+    for _, quantity in new.items:
+        if not 1 <= quantity <= MAX_QUANTITY:
+            raise invalid_argument("order.items.quantity", f"quantity must be between 1 and {MAX_QUANTITY}")

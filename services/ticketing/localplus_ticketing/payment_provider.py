@@ -1,0 +1,144 @@
+"""Stripe, as the ticketing service uses it (the `stripe` package, async over httpx). Every write
+carries an idempotency key derived from our own ids, so a retry after a timeout or a crash never
+charges or refunds twice. localstripe stands in for Stripe in dev mode and in the tests."""
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import grpc
+import stripe
+from stripe._base_address import BaseAddresses
+
+from localplus_common.errors import ApiError, invalid_argument
+from localplus_ticketing.settings import TicketingSettings
+
+log = logging.getLogger(__name__)
+# How far a webhook's signed timestamp may lag (Stripe's default): older deliveries are replays.
+WEBHOOK_TOLERANCE_S = 300
+
+PROVIDER_UNAVAILABLE = ApiError(
+    grpc.StatusCode.UNAVAILABLE, "the payment provider did not answer; try again", "PAYMENT_PROVIDER_UNAVAILABLE"
+)
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """What the buyer pays with: a PaymentIntent's client secret or a Checkout Session's page."""
+
+    payment_intent_id: str = ""
+    client_secret: str = ""
+    checkout_session_id: str = ""
+    checkout_url: str = ""
+
+
+@dataclass(frozen=True)
+class LineItem:
+    name: str
+    unit_amount: int
+    quantity: int
+
+
+class PaymentProvider:
+    def __init__(self, settings: TicketingSettings) -> None:
+        base: BaseAddresses = {"api": settings.stripe_api_base} if settings.stripe_api_base else {}
+        client = stripe.HTTPXClient()
+        self._client = stripe.StripeClient(settings.stripe_api_key, base_addresses=base, http_client=client)
+        self._webhook_secret = settings.stripe_webhook_secret
+
+    async def payment_intent(self, order_id: UUID, amount: int, currency: str) -> Checkout:
+        intent = await self._call(
+            self._client.v1.payment_intents.create_async,
+            {
+                "amount": amount,
+                "currency": currency.lower(),
+                "payment_method_types": ["card"],
+                "metadata": {"order_id": str(order_id)},
+            },
+            f"order-{order_id}-payment-intent",
+        )
+        return Checkout(payment_intent_id=intent.id, client_secret=intent.client_secret or "")
+
+    async def checkout_session(
+        self, order_id: UUID, items: list[LineItem], currency: str, success_url: str, cancel_url: str
+    ) -> Checkout:
+        session = await self._call(
+            self._client.v1.checkout.sessions.create_async,
+            {
+                "mode": "payment",
+                "client_reference_id": str(order_id),
+                "success_url": success_url,
+                "cancel_url": cancel_url,
+                "line_items": [
+                    {
+                        "quantity": item.quantity,
+                        "price_data": {
+                            "currency": currency.lower(),
+                            "unit_amount": item.unit_amount,
+                            "product_data": {"name": item.name},
+                        },
+                    }
+                    for item in items
+                ],
+                "metadata": {"order_id": str(order_id)},
+                "payment_intent_data": {"metadata": {"order_id": str(order_id)}},
+            },
+            f"order-{order_id}-checkout-session",
+        )
+        return Checkout(checkout_session_id=session.id, checkout_url=session.url or "")
+
+    async def cancel_payment_intent(self, payment_intent_id: str) -> None:
+        """Best effort, so that a buyer cannot pay for an order that is gone; a payment that got
+        through anyway is refunded when its webhook arrives."""
+        try:
+            await self._client.v1.payment_intents.cancel_async(
+                payment_intent_id, options={"idempotency_key": f"{payment_intent_id}-cancel"}
+            )
+        except stripe.StripeError as error:
+            log.warning("could not cancel %s: %s", payment_intent_id, error.user_message or error)
+
+    async def refund(self, refund_id: UUID, payment_intent_id: str, amount: int) -> str:
+        """Refund `amount` of a payment, once per refund id. Stripe keeps idempotency keys for 24 hours
+        (localstripe not at all), so a refund already made under this id, found by its metadata, is
+        answered as it is: a retry days after a crash between refunding and recording never refunds twice."""
+        try:
+            made = await self._client.v1.refunds.list_async({"payment_intent": payment_intent_id, "limit": 100})
+            async for existing in made.auto_paging_iter():
+                if (existing.to_dict().get("metadata") or {}).get("refund_id") == str(refund_id):
+                    return str(existing.id)
+        except stripe.StripeError as error:
+            log.warning("could not list the refunds of %s: %s", payment_intent_id, error)
+            raise PROVIDER_UNAVAILABLE from None
+        refund = await self._call(
+            self._client.v1.refunds.create_async,
+            {"payment_intent": payment_intent_id, "amount": amount, "metadata": {"refund_id": str(refund_id)}},
+            f"refund-{refund_id}",
+        )
+        return str(refund.id)
+
+    async def payment_intent_status(self, payment_intent_id: str) -> str:
+        try:
+            intent = await self._client.v1.payment_intents.retrieve_async(payment_intent_id)
+        except stripe.StripeError as error:
+            log.warning("could not read %s: %s", payment_intent_id, error)
+            raise PROVIDER_UNAVAILABLE from None
+        return str(intent.status)
+
+    def verified_event(self, payload: bytes, signature: str) -> dict[str, Any]:
+        """The event Stripe signed, or a 400 for a forged, altered or replayed delivery."""
+        try:
+            event = stripe.Webhook.construct_event(payload, signature, self._webhook_secret, WEBHOOK_TOLERANCE_S)
+        except stripe.SignatureVerificationError:
+            raise invalid_argument("stripe-signature", "the webhook signature is not valid") from None
+        except ValueError:
+            raise invalid_argument("payload", "the webhook body is not a Stripe event") from None
+        result: dict[str, Any] = event.to_dict()
+        return result
+
+    async def _call(self, create: Any, params: dict[str, Any], idempotency_key: str) -> Any:
+        try:
+            return await create(params, options={"idempotency_key": idempotency_key})
+        except stripe.StripeError as error:
+            log.warning("stripe refused %s: %s", idempotency_key, error)
+            raise PROVIDER_UNAVAILABLE from None

@@ -1,0 +1,303 @@
+"""What Stripe tells us, and what we tell Stripe after the fact: webhooks, refunds, reconciliation.
+
+Each Stripe event is processed exactly once: its id goes into `stripe_events` in the transaction of
+its effect, so a repeated (or concurrent) delivery of the same event finds the row and does nothing.
+Events may arrive in any order; each handler acts on the order's state as it is, under the order's
+lock (a refund before the payment's success closes the order, so the success issues nothing; a
+success after the hold expired pays if the tickets are still there and is refunded otherwise; a
+second payment of an order already paid is refunded). Money going back out (refunds) is recorded as
+a pending `refunds` row in the same transaction and sent to Stripe after commit with the row's id as
+idempotency key; the reconciler sends what a crash or an unreachable Stripe left pending."""
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from localplus_common.auth import SERVER
+from localplus_common.db import Connection, Database
+from localplus_common.errors import ApiError
+from localplus_ticketing.codes import TicketSigner
+from localplus_ticketing.orders import pay
+from localplus_ticketing.payment_provider import PaymentProvider
+
+log = logging.getLogger(__name__)
+# Older than that, a payment nobody finished is not going to be: the reconciler stops asking Stripe.
+RECONCILE_WINDOW = timedelta(days=7)
+
+
+async def handle_webhook(
+    db: Database, payments: PaymentProvider, signer: TicketSigner, payload: bytes, signature: str
+) -> None:
+    event = payments.verified_event(payload, signature)
+    refunds = await db.run(lambda conn: _apply(conn, signer, event), SERVER)
+    for refund_id in refunds:
+        await settle_refund(db, payments, refund_id)
+
+
+async def _apply(conn: Connection, signer: TicketSigner, event: dict[str, Any]) -> list[UUID]:
+    """The event's effect, once; answers the refunds to send to Stripe after commit."""
+    subject: dict[str, Any] = event.get("data", {}).get("object", {})
+    first = await conn.fetchval(
+        "insert into public.stripe_events (id, type, object_id) values ($1, $2, $3) on conflict (id) do nothing "
+        "returning id",
+        event["id"],
+        event.get("type", ""),
+        subject.get("id"),
+    )
+    if first is None:
+        return []  # processed before
+    match event.get("type"):
+        case "payment_intent.succeeded":
+            amount = subject.get("amount_received") or subject.get("amount")
+            return await _paid(conn, signer, await _order_of(conn, subject), subject["id"], amount)
+        case "checkout.session.completed" if subject.get("payment_status") == "paid":
+            order_id = await _order_of(conn, subject)
+            return await _paid(conn, signer, order_id, subject.get("payment_intent") or "", subject.get("amount_total"))
+        case "payment_intent.canceled":
+            await _payment_ended(conn, await _order_of(conn, subject), subject["id"], "")
+        case "checkout.session.expired":
+            await _payment_ended(
+                conn, await _order_of(conn, subject), subject.get("payment_intent") or "", subject["id"]
+            )
+        case "charge.refunded":
+            await _refunded_at_stripe(conn, subject)
+        case "charge.dispute.created":
+            await conn.execute(
+                "update public.orders set disputed_at = coalesce(disputed_at, now()), updated_at = now() "
+                "where payment_intent_id = $1",
+                subject.get("payment_intent"),
+            )
+    return []
+
+
+async def _order_of(conn: Connection, subject: dict[str, Any]) -> UUID | None:
+    """Our order a PaymentIntent or Checkout Session is for: by the metadata we gave it, else by its id."""
+    named = (subject.get("metadata") or {}).get("order_id") or subject.get("client_reference_id")
+    if named:
+        try:
+            order_id = UUID(str(named))
+        except ValueError:
+            return None
+        exists = await conn.fetchval("select id from public.orders where id = $1", order_id)
+        return order_id if exists else None
+    found: UUID | None = await conn.fetchval(
+        "select id from public.orders where payment_intent_id = $1 or checkout_session_id = $1", subject.get("id")
+    )
+    return found
+
+
+async def _paid(
+    conn: Connection, signer: TicketSigner, order_id: UUID | None, payment_intent_id: str, amount: int | None = None
+) -> list[UUID]:
+    """A payment of `amount` (default: the order's total) by `payment_intent_id` succeeded."""
+    if order_id is None:
+        return []  # not one of ours
+    # Also when the process died between creating the PaymentIntent and recording it.
+    recorded = await conn.fetchval(
+        "update public.orders set payment_intent_id = coalesce(payment_intent_id, nullif($2, '')) where id = $1 "
+        "returning payment_intent_id",
+        order_id,
+        payment_intent_id,
+    )
+    outcome = await pay(conn, signer, order_id)
+    if not payment_intent_id or payment_intent_id == recorded:
+        if outcome in ("sold_out", "cancelled"):
+            reason = "sold out after the hold expired" if outcome == "sold_out" else "paid after it was cancelled"
+            refund_id = await conn.fetchval("select localplus_private.refund_payment($1, $2)", order_id, reason)
+            log.info("order %s paid but %s: refunding", order_id, reason)
+            return [refund_id] if refund_id is not None else []
+        return []  # paid now, paid before by this payment, or refunded before its success arrived
+    if outcome == "paid":
+        # Paid by another payment than the one recorded (e.g. the web's Checkout Session while the app's
+        # PaymentIntent is open): the order's refunds go to the payment that holds its money.
+        await conn.execute("update public.orders set payment_intent_id = $2 where id = $1", order_id, payment_intent_id)
+        return []
+    # A second payment of one order: it goes back whole, to that payment.
+    second: UUID = await conn.fetchval(
+        """
+        insert into public.refunds (order_id, amount_minor, reason, status, payment_intent_id)
+        select id, coalesce($2, total_minor), 'a second payment of this order', 'pending', $3
+          from public.orders where id = $1
+        returning id
+        """,
+        order_id,
+        amount,
+        payment_intent_id,
+    )
+    log.info("order %s paid again by %s: refunding that payment", order_id, payment_intent_id)
+    return [second]
+
+
+async def _payment_ended(
+    conn: Connection, order_id: UUID | None, payment_intent_id: str, checkout_session_id: str
+) -> None:
+    """A PaymentIntent cancelled or a Checkout Session expired: the order is given up (its holds
+    released at once), unless the buyer still has another way to pay it open."""
+    if order_id is None:
+        return
+    other_open = await conn.fetchval(
+        "select coalesce(payment_intent_id, $2) <> $2 or coalesce(checkout_session_id, $3) <> $3 "
+        "from public.orders where id = $1 for update",
+        order_id,
+        payment_intent_id,
+        checkout_session_id,
+    )
+    if not other_open:
+        await conn.execute("select localplus_private.cancel_order($1)", order_id)
+
+
+async def _refunded_at_stripe(conn: Connection, charge: dict[str, Any]) -> None:
+    """A charge refunded at Stripe: ours (already recorded), or made there (the dashboard)."""
+    # The order's lock: two refunds' events (each with Stripe's running total) or a refund's and the
+    # payment's success, processed at once, must each see what the other recorded.
+    order = await conn.fetchrow(
+        "select id, status, total_minor from public.orders where payment_intent_id = $1 for update",
+        charge.get("payment_intent"),
+    )
+    if order is None:
+        return
+    refunded_at_stripe = int(charge.get("amount_refunded") or 0)
+    if order["status"] not in ("paid", "partially_refunded", "refunded"):
+        await conn.execute("select localplus_private.close_refunded_order($1, $2)", order["id"], refunded_at_stripe)
+        return
+    ours = await conn.fetchval(
+        "select coalesce(sum(amount_minor), 0) from public.refunds where order_id = $1 and payment_intent_id is null",
+        order["id"],
+    )
+    if refunded_at_stripe <= ours:
+        return
+    if refunded_at_stripe >= int(charge.get("amount") or order["total_minor"]):
+        await conn.execute(
+            "select localplus_private.refund_tickets($1, '{}', 'refunded at Stripe', null, true)", order["id"]
+        )
+    else:
+        # A partial refund made at Stripe does not say which tickets: the money is recorded, the tickets stay.
+        await conn.execute(
+            """
+            with recorded as (
+              insert into public.refunds (order_id, amount_minor, reason, status)
+              values ($1, $2, 'refunded at Stripe', 'succeeded')
+            )
+            update public.orders set refunded_minor = least(total_minor, refunded_minor + $2),
+                   status = 'partially_refunded', updated_at = now()
+             where id = $1
+            """,
+            order["id"],
+            refunded_at_stripe - ours,
+        )
+
+
+async def settle_refund(db: Database, payments: PaymentProvider, refund_id: UUID) -> str | None:
+    """Send a pending refund to Stripe (its id is the idempotency key) and record that it went.
+    Answers Stripe's refund id, or None when it was not pending or could not be sent (it stays
+    pending for the reconciler: the request that recorded it has succeeded all the same)."""
+    refund = await db.run(
+        lambda conn: conn.fetchrow(
+            "select r.amount_minor, coalesce(r.payment_intent_id, o.payment_intent_id) as payment_intent_id "
+            "from public.refunds r join public.orders o on o.id = r.order_id where r.id = $1 and r.status = 'pending'",
+            refund_id,
+        ),
+        SERVER,
+    )
+    if refund is None:
+        return None
+    if not refund["payment_intent_id"]:
+        log.error("refund %s has no payment to refund", refund_id)
+        return None
+    try:
+        stripe_refund_id = await payments.refund(refund_id, refund["payment_intent_id"], refund["amount_minor"])
+    except ApiError:
+        log.warning("refund %s not sent to Stripe; it stays pending for the reconciler", refund_id)
+        return None
+    await db.run(
+        lambda conn: conn.execute(
+            "update public.refunds set status = 'succeeded', stripe_refund_id = $2, updated_at = now() "
+            "where id = $1 and status = 'pending'",
+            refund_id,
+            stripe_refund_id,
+        ),
+        SERVER,
+    )
+    return stripe_refund_id
+
+
+async def expire_orders(db: Database) -> int:
+    expired: int = await db.run(lambda conn: conn.fetchval("select localplus_private.expire_orders()"), SERVER)
+    return expired
+
+
+@dataclass(frozen=True)
+class Settled:
+    """One thing the reconciler settled, or tried to: a refund or an order, and what became of it."""
+
+    kind: str  # "refund" | "order"
+    id: UUID
+    outcome: str
+    failed: bool = False
+
+
+async def reconcile(
+    db: Database, payments: PaymentProvider, signer: TicketSigner, older_than: timedelta
+) -> list[Settled]:
+    """Settle from Stripe's own state what missed webhooks and crashes left open, older than
+    `older_than` (younger ones may still be on their way): pending refunds are sent, and orders whose
+    PaymentIntent succeeded (or was cancelled) at Stripe are paid (or given up) as its webhook would
+    have. Answers what changed and what could not be done (retried on the next run)."""
+    settled: list[Settled] = []
+    pending = await db.run(
+        lambda conn: conn.fetch(
+            "select id from public.refunds where status = 'pending' and created_at <= now() - $1::interval "
+            "order by created_at",
+            older_than,
+        ),
+        SERVER,
+    )
+    for refund in pending:
+        stripe_refund_id = await settle_refund(db, payments, refund["id"])
+        if stripe_refund_id is None:
+            settled.append(Settled("refund", refund["id"], "not sent, still pending", failed=True))
+        else:
+            settled.append(Settled("refund", refund["id"], f"sent to Stripe as {stripe_refund_id}"))
+    open_payments = await db.run(
+        lambda conn: conn.fetch(
+            "select id, payment_intent_id from public.orders where payment_intent_id is not null "
+            "and status in ('reserved', 'awaiting_payment', 'expired', 'cancelled') "
+            "and updated_at <= now() - $1::interval and updated_at > now() - $2::interval order by updated_at",
+            older_than,
+            RECONCILE_WINDOW,
+        ),
+        SERVER,
+    )
+    for order in open_payments:
+        try:
+            outcome = await _settle_from_stripe(db, payments, signer, order["id"], order["payment_intent_id"])
+        except ApiError as error:
+            settled.append(Settled("order", order["id"], f"not settled: {error.message}", failed=True))
+            continue
+        if outcome is not None:
+            settled.append(Settled("order", order["id"], outcome))
+    return settled
+
+
+async def _settle_from_stripe(
+    db: Database, payments: PaymentProvider, signer: TicketSigner, order_id: UUID, payment_intent_id: str
+) -> str | None:
+    """Settle one order as its missed webhook would have; its new status, None when nothing changed."""
+    status = await payments.payment_intent_status(payment_intent_id)
+
+    async def settle(conn: Connection) -> tuple[str, str, list[UUID]]:
+        before = await conn.fetchval("select status from public.orders where id = $1 for update", order_id)
+        refunds: list[UUID] = []
+        if status == "succeeded":
+            refunds = await _paid(conn, signer, order_id, payment_intent_id)
+        elif status == "canceled":
+            await conn.execute("select localplus_private.cancel_order($1)", order_id)
+        after = await conn.fetchval("select status from public.orders where id = $1", order_id)
+        return before, after, refunds
+
+    before, after, refunds = await db.run(settle, SERVER)
+    for refund_id in refunds:
+        await settle_refund(db, payments, refund_id)
+    return after if after != before else None

@@ -1,0 +1,60 @@
+"""Issued tickets, as their holders (and the event's editors) read them, and their QR codes."""
+
+import io
+from uuid import UUID
+
+import asyncpg
+import segno
+
+from localplus_common.access import signed_in
+from localplus_common.db import Connection, Database
+from localplus_common.errors import not_found
+from localplus_common.paging import Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
+
+MY_TICKETS_KEYSET = {"created_at": time_value, "id": uuid_value}
+# QR image formats: segno's `kind` -> content type.
+QR_CONTENT_TYPES = {"svg": "image/svg+xml", "png": "image/png"}
+# Error correction M (15% of the symbol may be lost: a scratched screen), 8 pixels a module, and the
+# four-module quiet zone the QR standard asks for.
+QR_ERROR, QR_SCALE, QR_BORDER = "m", 8, 4
+
+
+async def list_my_tickets(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
+    """The caller's tickets, in the order they were issued."""
+    identity = signed_in()
+    after = decode_keyset(page.token, MY_TICKETS_KEYSET)
+    rows = await db.run(
+        lambda conn: conn.fetch(
+            """
+            select * from public.tickets
+             where holder_id = $1 and ($3::timestamptz is null or (created_at, id) > ($3, $4))
+             order by created_at, id
+             limit $2
+            """,
+            identity.user_id,
+            page.size + 1,
+            *(after or (None, None)),
+        )
+    )
+    return page_of(rows, page.size, MY_TICKETS_KEYSET)
+
+
+async def get_ticket(db: Database, ticket_id: UUID) -> asyncpg.Record:
+    """A ticket its holder, or an editor of its event, may read (row-level security); 404 otherwise."""
+    signed_in()
+
+    async def get(conn: Connection) -> asyncpg.Record:
+        row = await conn.fetchrow("select * from public.tickets where id = $1", ticket_id)
+        if row is None:
+            raise not_found("ticket not found")
+        return row
+
+    return await db.run(get)
+
+
+async def ticket_qr_code(db: Database, ticket_id: UUID, kind: str) -> tuple[str, bytes]:
+    """The ticket's code as a QR image (`kind` svg or png): its content type and bytes."""
+    ticket = await get_ticket(db, ticket_id)
+    image = io.BytesIO()
+    segno.make_qr(ticket["code"], error=QR_ERROR).save(image, kind=kind, scale=QR_SCALE, border=QR_BORDER)
+    return QR_CONTENT_TYPES[kind], image.getvalue()

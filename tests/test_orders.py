@@ -1,0 +1,172 @@
+"""Orders through the JSON gateway: reserve, pay through localstripe (its webhook reaches the
+service), get the tickets; free orders; idempotent reservations; holds that expire; cancelling."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import httpx
+
+from localplus_dev.stack import Stack
+from tests.support import User, create_user
+from tests.ticketing_support import (
+    checkout,
+    event_with_tickets,
+    my_tickets,
+    pay_at_stripe,
+    reserve,
+    wait_for_status,
+)
+
+
+async def test_reserve_pay_at_stripe_and_get_tickets(api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool) -> None:
+    owner, buyer = await create_user(db), await create_user(db)
+    event, ticket_type = await event_with_tickets(api, owner, price_minor=75_000, inventory=10)
+
+    reserved = await reserve(api, buyer, ticket_type["id"], quantity=2)
+    assert reserved.status_code == 200, reserved.text
+    order = reserved.json()
+    assert order["status"] == "ORDER_STATUS_RESERVED"
+    assert order["total_minor"] == "150000" and order["currency"] == "THB"
+    assert order["event_id"] == event["id"] and order["buyer_id"] == str(buyer.id)
+    types = await api.get(f"/api/events/{event['id']}/ticket-types")
+    assert types.json()["ticket_types"][0]["available"] == 8  # held, not sold
+
+    started = await checkout(api, buyer, order["id"], mode="CHECKOUT_MODE_PAYMENT_INTENT")
+    assert started.status_code == 200, started.text
+    awaiting = started.json()["order"]
+    assert awaiting["status"] == "ORDER_STATUS_AWAITING_PAYMENT"
+    assert awaiting["payment_intent_id"].startswith("pi_") and awaiting["client_secret"]
+
+    await pay_at_stripe(stack, awaiting["payment_intent_id"])
+    paid = await wait_for_status(api, buyer, order["id"], "ORDER_STATUS_PAID")
+    assert paid["confirmation_code"].startswith("LP-") and paid["paid_at"]
+
+    tickets = await my_tickets(api, buyer)
+    assert len(tickets) == 2
+    assert {t["order_id"] for t in tickets} == {order["id"]}
+    assert all(t["status"] == "TICKET_STATUS_VALID" and t["code"].startswith("LP1.") for t in tickets)
+    types = await api.get(f"/api/events/{event['id']}/ticket-types")
+    assert types.json()["ticket_types"][0]["sold"] == 2
+    assert types.json()["ticket_types"][0]["available"] == 8
+
+
+async def test_a_free_order_is_paid_at_checkout(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    owner, buyer = await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, price_minor=0, inventory=5)
+    order = (await reserve(api, buyer, ticket_type["id"], quantity=3)).json()
+    paid = (await checkout(api, buyer, order["id"])).json()["order"]
+    assert paid["status"] == "ORDER_STATUS_PAID" and not paid["payment_intent_id"]
+    assert len(await my_tickets(api, buyer)) == 3
+    # Checking out again changes nothing.
+    again = (await checkout(api, buyer, order["id"])).json()["order"]
+    assert again["confirmation_code"] == paid["confirmation_code"]
+    assert len(await my_tickets(api, buyer)) == 3
+
+
+async def test_the_same_request_id_reserves_once(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    owner, buyer = await create_user(db), await create_user(db)
+    event, ticket_type = await event_with_tickets(api, owner, inventory=5)
+    request_id = str(uuid.uuid4())
+    first = await reserve(api, buyer, ticket_type["id"], quantity=2, request_id=request_id)
+    second = await reserve(api, buyer, ticket_type["id"], quantity=2, request_id=request_id)
+    assert first.status_code == second.status_code == 200
+    assert first.json()["id"] == second.json()["id"]
+    types = await api.get(f"/api/events/{event['id']}/ticket-types")
+    assert types.json()["ticket_types"][0]["available"] == 3
+
+
+async def test_sold_out_is_a_409_with_its_reason(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    owner, first, second = await create_user(db), await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, inventory=2)
+    assert (await reserve(api, first, ticket_type["id"], quantity=2)).status_code == 200
+    refused = await reserve(api, second, ticket_type["id"])
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["details"][0]["reason"] == "SOLD_OUT"
+
+
+async def test_an_expired_hold_frees_its_tickets_at_once(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    """Before any sweeper runs: availability never counts an expired hold, and its checkout is HOLD_EXPIRED."""
+    owner, late, next_buyer = await create_user(db), await create_user(db), await create_user(db)
+    event, ticket_type = await event_with_tickets(api, owner, inventory=1)
+    order = (await reserve(api, late, ticket_type["id"])).json()
+    await db.execute(
+        "update public.ticket_holds set expires_at = now() - interval '1 second' where order_id = $1",
+        uuid.UUID(order["id"]),
+    )
+    await db.execute(
+        "update public.orders set expires_at = now() - interval '1 second' where id = $1", uuid.UUID(order["id"])
+    )
+    types = await api.get(f"/api/events/{event['id']}/ticket-types")
+    assert types.json()["ticket_types"][0]["available"] == 1
+    expired = await checkout(api, late, order["id"])
+    assert expired.status_code == 409 and expired.json()["details"][0]["reason"] == "HOLD_EXPIRED"
+    assert (await api.get(f"/api/orders/{order['id']}", headers=late.headers)).json()["status"] == (
+        "ORDER_STATUS_EXPIRED"
+    )
+    assert (await reserve(api, next_buyer, ticket_type["id"])).status_code == 200
+
+
+async def test_cancelling_releases_the_hold(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    owner, buyer, other = await create_user(db), await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, inventory=1)
+    order = (await reserve(api, buyer, ticket_type["id"])).json()
+    assert (await reserve(api, other, ticket_type["id"])).status_code == 409
+    not_theirs = await api.post(f"/api/orders/{order['id']}:cancel", json={}, headers=other.headers)
+    assert not_theirs.status_code == 404
+    cancelled = await api.post(f"/api/orders/{order['id']}:cancel", json={}, headers=buyer.headers)
+    assert cancelled.json()["order"]["status"] == "ORDER_STATUS_CANCELLED"
+    assert (await reserve(api, other, ticket_type["id"])).status_code == 200
+
+
+async def test_buyers_see_only_their_own_orders(api: httpx.AsyncClient, db: asyncpg.Pool, user: User) -> None:
+    owner, buyer = await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, inventory=5)
+    order = (await reserve(api, buyer, ticket_type["id"])).json()
+    assert (await api.get(f"/api/orders/{order['id']}", headers=user.headers)).status_code == 404
+    assert (await api.get(f"/api/orders/{order['id']}")).status_code == 401
+    mine = (await api.get("/api/me/orders", headers=buyer.headers)).json()["orders"]
+    assert [o["id"] for o in mine] == [order["id"]]
+    # The event's owner sees it (for refunds and the door), without the buyer's payment secrets.
+    seen = (await api.get(f"/api/orders/{order['id']}", headers=owner.headers)).json()
+    assert seen["id"] == order["id"] and seen["client_secret"] == ""
+
+
+async def test_editors_change_and_delete_ticket_types_but_sold_is_the_servers(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    owner, buyer, stranger = await create_user(db), await create_user(db), await create_user(db)
+    event, ticket_type = await event_with_tickets(api, owner, inventory=5)
+    path = f"/api/ticket-types/{ticket_type['id']}"
+
+    assert (
+        await api.patch(path, params={"update_mask": "name"}, json={"name": "x"}, headers=stranger.headers)
+    ).status_code == 403
+    assert (await api.delete(path, headers=stranger.headers)).status_code == 403
+    renamed = await api.patch(
+        path, params={"update_mask": "name,hidden"}, json={"name": "Early bird", "hidden": True}, headers=owner.headers
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert (renamed.json()["name"], renamed.json()["hidden"]) == ("Early bird", True)
+    # Hidden types are the editors' alone: others do not see them at all.
+    assert (await api.get(f"/api/events/{event['id']}/ticket-types")).json()["ticket_types"] == []
+    for server_owned in ("sold", "available"):
+        refused = await api.patch(
+            path, params={"update_mask": server_owned}, json={server_owned: 0}, headers=owner.headers
+        )
+        assert refused.status_code == 400, refused.text
+
+    await api.patch(path, params={"update_mask": "hidden"}, json={"hidden": False}, headers=owner.headers)
+    assert (await reserve(api, buyer, ticket_type["id"], quantity=3)).status_code == 200
+    shrunk = await api.patch(path, params={"update_mask": "inventory"}, json={"inventory": 2}, headers=owner.headers)
+    assert shrunk.status_code == 400, shrunk.text
+    assert [v["field"] for d in shrunk.json()["details"] for v in d.get("field_violations", [])] == [
+        "ticket_type.inventory"
+    ]
+    ordered = await api.delete(path, headers=owner.headers)
+    assert ordered.status_code == 400 and ordered.json()["details"][0]["reason"] == "HAS_ORDERS", ordered.text
+
+    _, unsold = await event_with_tickets(api, owner, inventory=5)
+    assert (await api.delete(f"/api/ticket-types/{unsold['id']}", headers=owner.headers)).status_code == 200
+    assert (await api.delete(f"/api/ticket-types/{unsold['id']}", headers=owner.headers)).status_code == 404
