@@ -148,9 +148,12 @@ class Stack:
     def stop(self) -> None:
         self.supervisor.stop_all()
 
-    def restart_service(self, name: str) -> None:
-        """Start one of the gRPC services again (after a crash, or to kill it first) and wait until it serves."""
+    def restart_service(self, name: str, settings: dict[str, str] | None = None) -> None:
+        """Start one of the gRPC services again (after a crash, or to kill it first) and wait until it serves;
+        with `settings`, over its usual environment (else as it was started)."""
         (service,) = (service for service in SERVICES if service.name == name)
+        if settings is not None:
+            self.supervisor.child(name).env = self._service_env() | settings
         self.supervisor.restart(name)
         self._wait_serving(service)
 

@@ -112,7 +112,9 @@ class Database:
         self.pool = pool
         # Without a replica, reads that could use one go to the primary.
         self.replica_pool = replica_pool or pool
-        self._pool_metrics = {self.replica_pool: PoolMetrics("replica"), pool: PoolMetrics("primary")}
+        self._pool_metrics = {pool: PoolMetrics("primary")} | (
+            {replica_pool: PoolMetrics("replica")} if replica_pool else {}
+        )
 
     async def run(
         self, work: Work[T], identity: Identity | None = None, *, event_id: UUID | None = None, replica: bool = False
