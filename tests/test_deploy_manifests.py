@@ -227,7 +227,11 @@ def test_grpc_service_deployment(service: Service) -> None:
     deployment = resources[("Deployment", service.name)]
     (container,) = pod_spec(deployment)["containers"]
     assert container["command"] == ["python", "-m", service.module]
-    assert [p["containerPort"] for p in container["ports"]] == [service.port]
+    assert [p["containerPort"] for p in container["ports"]] == [service.port, service.metrics_port]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(service.metrics_port)
+    assert k8s_env(container, resources)[service.metrics_var] == f"0.0.0.0:{service.metrics_port}"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == service.port, probe
     ticketing = assert_service_env(service, k8s_env(container, resources))
@@ -569,7 +573,8 @@ def test_compose_services_and_ports() -> None:
     }
     for name, ports in expected.items():
         published = published_ports(services[name])
-        assert published == (set() if ports is None else {("127.0.0.1", *ports)}), name
+        metrics = {("127.0.0.1", s.metrics_port, s.metrics_port) for s in SERVICES if s.name == name}
+        assert published == (set() if ports is None else {("127.0.0.1", *ports)} | metrics), name
     for name in APP_SERVICES:
         assert services[name]["image"].split(":")[0] == IMAGE, name
         assert services[name]["build"] == ".", name
@@ -588,6 +593,8 @@ def test_compose_service_env(service: Service) -> None:
     assert compose_entry["command"] == ["python", "-m", service.module]
     env = compose_entry["environment"]
     ticketing = assert_service_env(service, env)
+    assert env[service.metrics_var] == f"0.0.0.0:{service.metrics_port}"
+    assert compose_entry["labels"]["prometheus.io/port"] == str(service.metrics_port)
     assert_database_url(env["DATABASE_URL"])
     assert env["SUPABASE_JWT_SECRET"] == DEV_JWT_SECRET
     assert env["SUPABASE_JWKS"] == ""

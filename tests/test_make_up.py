@@ -45,18 +45,32 @@ class Ports:
     recurrence: int
     postgres: int
     stripe: int
+    events_metrics: int
+    ticketing_metrics: int
+    recurrence_metrics: int
 
     @classmethod
     def free(cls) -> Ports:
         ports: list[int] = []
-        while len(ports) < 7:
+        while len(ports) < 10:
             port = free_port()
             if port not in ports:
                 ports.append(port)
         return cls(*ports)
 
     def all(self) -> list[int]:
-        return [self.gateway, self.admin, self.events, self.ticketing, self.recurrence, self.postgres, self.stripe]
+        return [
+            self.gateway,
+            self.admin,
+            self.events,
+            self.ticketing,
+            self.recurrence,
+            self.postgres,
+            self.stripe,
+            self.events_metrics,
+            self.ticketing_metrics,
+            self.recurrence_metrics,
+        ]
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,9 @@ class Up:
             EVENTS_ADDR=f"127.0.0.1:{self.ports.events}",
             TICKETING_ADDR=f"127.0.0.1:{self.ports.ticketing}",
             RECURRENCE_ADDR=f"127.0.0.1:{self.ports.recurrence}",
+            EVENTS_METRICS_ADDR=f"127.0.0.1:{self.ports.events_metrics}",
+            TICKETING_METRICS_ADDR=f"127.0.0.1:{self.ports.ticketing_metrics}",
+            RECURRENCE_METRICS_ADDR=f"127.0.0.1:{self.ports.recurrence_metrics}",
             POSTGRES_PORT=str(self.ports.postgres),
             STRIPE_PORT=str(self.ports.stripe),
             LOCALPLUS_DATA_DIR=str(self.base / "data" / "postgres"),

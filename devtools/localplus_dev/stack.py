@@ -45,6 +45,10 @@ class StackConfig:
     jwt_secret: str = DEV_JWT_SECRET
     # Settings for the services beyond the environment's (the tests run the horizon job every second).
     service_settings: dict[str, str] = field(default_factory=dict)
+    # Service name -> where it serves Prometheus /metrics ("off": none).
+    metrics_addresses: dict[str, str] = field(
+        default_factory=lambda: {service.name: service.default_metrics_addr for service in SERVICES}
+    )
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -62,6 +66,9 @@ class StackConfig:
             gateway=gateway,
             stripe_port=int(env.get("STRIPE_PORT") or defaults.stripe_port),
             jwt_secret=gateway.jwt_secret,
+            metrics_addresses={
+                service.name: env.get(service.metrics_var) or service.default_metrics_addr for service in SERVICES
+            },
         )
 
     @classmethod
@@ -83,6 +90,7 @@ class StackConfig:
             stripe_state=base_dir / "localstripe.pickle",
             stripe_from_scratch=True,
             service_settings={"RECURRENCE_JOB_SECONDS": "1"},
+            metrics_addresses={service.name: f"127.0.0.1:{free_port()}" for service in SERVICES},
         )
 
 
@@ -103,6 +111,15 @@ class Stack:
 
     def address(self, service: str) -> str:
         return self.config.gateway.addresses[service]
+
+    def metrics_url(self, service: str) -> str | None:
+        """Where `service`'s Prometheus metrics are, or None when they are off."""
+        address = self.config.metrics_addresses[service]
+        return None if address == "off" else f"http://{address}/metrics"
+
+    @property
+    def envoy_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.gateway.admin_port}/stats/prometheus"
 
     def start(self) -> None:
         try:
@@ -131,9 +148,12 @@ class Stack:
     def stop(self) -> None:
         self.supervisor.stop_all()
 
-    def restart_service(self, name: str) -> None:
-        """Start one of the gRPC services again (after a crash, or to kill it first) and wait until it serves."""
+    def restart_service(self, name: str, settings: dict[str, str] | None = None) -> None:
+        """Start one of the gRPC services again (after a crash, or to kill it first) and wait until it serves;
+        with `settings`, over its usual environment (else as it was started)."""
         (service,) = (service for service in SERVICES if service.name == name)
+        if settings is not None:
+            self.supervisor.child(name).env = self._service_env() | settings
         self.supervisor.restart(name)
         self._wait_serving(service)
 
@@ -148,6 +168,7 @@ class Stack:
             PYTHONUNBUFFERED="1",
         )
         env.update({service.addr_var: self.address(service.name) for service in SERVICES})
+        env.update({service.metrics_var: self.config.metrics_addresses[service.name] for service in SERVICES})
         env.update(self.config.service_settings)
         return env
 
@@ -194,6 +215,14 @@ def up() -> int:
     print(
         f"ready: gateway {stack.gateway_url} (JSON and gRPC), database {where}, {services}, "
         f"stripe {stack.stripe.url}. Ctrl-C stops everything.",
+        flush=True,
+    )
+    metrics = ", ".join(f"{service.name} {stack.metrics_url(service.name) or 'off'}" for service in SERVICES)
+    otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    print(
+        f"metrics (Prometheus): {metrics}, envoy {stack.envoy_metrics_url}; JSON logs, one line per request "
+        f"(Envoy's access log too): {stack.config.run_dir}/*.log; traces: "
+        f"{f'OTLP to {otlp}' if otlp else 'off (set OTEL_EXPORTER_OTLP_ENDPOINT)'}",
         flush=True,
     )
     exit_code = 0

@@ -7,6 +7,7 @@ Like PostgREST, every request runs in a single transaction as `anon`, `authentic
 import asyncio
 import contextlib
 import contextvars
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeAlias, TypeVar
@@ -17,6 +18,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from localplus_common.auth import Identity
 from localplus_common.config import Settings
+from localplus_common.telemetry import PoolMetrics
 
 T = TypeVar("T")
 # What request code gets: a pooled connection inside the request transaction.
@@ -33,6 +35,8 @@ MICROSECOND = timedelta(microseconds=1)
 EARLIEST, LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
 current_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("current_identity")
+# The request's id (Envoy's x-request-id), set as `localplus.request_id` in its transactions.
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("current_request_id", default="")
 
 
 class DatabaseUnavailable(Exception):
@@ -89,15 +93,17 @@ async def create_pool(settings: Settings, url: str = "") -> asyncpg.Pool:
 
 
 async def act_as(conn: Connection, identity: Identity, *, event_id: UUID | None = None) -> None:
-    """Who the rest of the transaction runs as: its role and claims, as PostgREST sets them, and the
-    event the request names by id (see Database.run). A use case that has checked the caller's access
-    under row-level security switches to localplus_common.auth.SERVER for the server's own writes."""
+    """Who the rest of the transaction runs as: its role and claims, as PostgREST sets them, the event
+    the request names by id (see Database.run), and the request's id (audit rows record it). A use case
+    that has checked the caller's access under row-level security switches to
+    localplus_common.auth.SERVER for the server's own writes."""
     await conn.execute(
         "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true),"
-        " set_config('localplus.event_id', $3, true)",
+        " set_config('localplus.event_id', $3, true), set_config('localplus.request_id', $4, true)",
         identity.role,
         identity.claims_json,
         "" if event_id is None else str(event_id),
+        current_request_id.get(),
     )
 
 
@@ -106,6 +112,9 @@ class Database:
         self.pool = pool
         # Without a replica, reads that could use one go to the primary.
         self.replica_pool = replica_pool or pool
+        self._pool_metrics = {pool: PoolMetrics("primary")} | (
+            {replica_pool: PoolMetrics("replica")} if replica_pool else {}
+        )
 
     async def run(
         self, work: Work[T], identity: Identity | None = None, *, event_id: UUID | None = None, replica: bool = False
@@ -139,10 +148,16 @@ class Database:
     async def _connection(self, pool: asyncpg.Pool) -> AsyncIterator[Connection]:
         """A pooled connection; failing to get one (refused, unreachable, out of connections, shutting
         down) is DatabaseUnavailable, unlike any error of the work done on it."""
+        metrics = self._pool_metrics[pool]
+        metrics.waiting.inc()
+        started = time.perf_counter()
         try:
             conn = await pool.acquire()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise DatabaseUnavailable("the database cannot be reached") from error
+        finally:
+            metrics.waiting.dec()
+        metrics.acquire.observe(time.perf_counter() - started)
         try:
             yield conn
         finally:
