@@ -114,6 +114,8 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     "public.check_ins": {"anon": {}, "authenticated": {"SELECT": ALL}},
     "public.refunds": {"anon": {}, "authenticated": {"SELECT": ALL}},
     "public.ticket_holds": {"anon": {}, "authenticated": {}},
+    # Rush scale: a ticket type's inventory in buckets, the server's alone.
+    "public.ticket_type_buckets": {"anon": {}, "authenticated": {}},
     "public.stripe_events": {"anon": {}, "authenticated": {}},
     "public.outbox": {"anon": {}, "authenticated": {}},
     # Phase 3: scraped items are the server's; platform admins read them (row-level security).
