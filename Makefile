@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 # uv from PATH, else installed from PyPI into .tools/ (no root, venv or --user site needed).
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
-export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)/services/common:$(CURDIR)/services/events:$(CURDIR)/services/ticketing:$(CURDIR)/services/recurrence:$(CURDIR)/gateway:$(CURDIR)/devtools:$(CURDIR)
+export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)/services/common:$(CURDIR)/services/events:$(CURDIR)/services/ticketing:$(CURDIR)/services/recurrence:$(CURDIR)/services/notifications:$(CURDIR)/gateway:$(CURDIR)/devtools:$(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 # Everything make runs is local development, so dev mode (CONTRACT §2): the services, the gateway, migrate
 # and token may fall back to the dev database URL and JWT secret. Anything but `dev` refuses those defaults.

@@ -118,6 +118,19 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     "public.ticket_type_buckets": {"anon": {}, "authenticated": {}},
     "public.stripe_events": {"anon": {}, "authenticated": {}},
     "public.outbox": {"anon": {}, "authenticated": {}},
+    # Phase 5: the notifications outbox is the server's (users read their own, admins all); users keep
+    # their own preferences and read and remove their own push subscriptions, which the server writes.
+    "public.notifications": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.notification_settings": {
+        "anon": {},
+        "authenticated": {
+            "SELECT": ALL,
+            "DELETE": ALL,
+            "INSERT": {"user_id", "kind", "channel", "enabled"},
+            "UPDATE": {"enabled"},
+        },
+    },
+    "public.push_subscriptions": {"anon": {}, "authenticated": {"SELECT": ALL, "DELETE": ALL}},
     # Phase 3: scraped items are the server's; platform admins read them (row-level security).
     "public.scraper_imports": {"anon": {}, "authenticated": {"SELECT": ALL}},
     # Phase 4: cities are the server's; venues are public, managed by admins and the business's partners.
@@ -157,6 +170,9 @@ SERVER_OWNED: dict[str, set[str]] = {
     "public.tickets": {"status", "code", "checked_in_at", "holder_id"},
     "public.refunds": {"status", "amount_minor", "payment_intent_id"},
     "public.check_ins": {"ticket_id", "result", "scanned_at", "offline"},
+    "public.notifications": {"status", "attempts", "send_after", "sent_at", "last_error", "user_id", "payload"},
+    "public.notification_settings": {"updated_at"},
+    "public.push_subscriptions": {"user_id", "endpoint", "p256dh", "auth"},
 }  # fmt: skip
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
