@@ -12,9 +12,9 @@ import httpx
 from tests.support import User, create_event
 
 
-def row_of(name: str, count: int, category: str, y: float = 0.0, **seat: Any) -> dict[str, Any]:
-    """A row of `count` seats numbered from 1, a unit apart."""
-    seats = [{"number": str(n), "x": float(n), "y": y, "category": category} | seat for n in range(1, count + 1)]
+def row_of(name: str, count: int, category: str, y: float = 0.0, x0: float = 0.0, **seat: Any) -> dict[str, Any]:
+    """A row of `count` seats numbered from 1, a unit apart (the first at x0 + 1)."""
+    seats = [{"number": str(n), "x": x0 + n, "y": y, "category": category} | seat for n in range(1, count + 1)]
     return {"name": name, "seats": seats}
 
 

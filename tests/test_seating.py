@@ -5,6 +5,11 @@ refund freeing seats, plan changes after sales, and best-available on small plan
 from __future__ import annotations
 
 import re
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,6 +28,7 @@ from tests.seating_support import (
     statuses,
 )
 from tests.support import User, create_user
+from tests.test_openapi import CHROMIUM_FLAGS
 from tests.ticketing_support import checkout, my_tickets, pay_at_stripe, wait_for_status
 
 TWO_ZONES = [
@@ -274,3 +280,100 @@ async def test_the_seat_map_is_an_svg_of_every_seat(api: httpx.AsyncClient, db: 
     held = seated.seats["Stalls A-1"]["id"]
     circle = re.search(rf'<circle class="([^"]*)"[^>]*data-seat="{held}"', svg.text)
     assert circle is not None and "held" in circle[1].split()
+
+
+def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
+    """Width, height and rows of RGB(A) bytes of an 8-bit, non-interlaced PNG (Chromium's screenshots)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    at, chunks, header = 8, b"", b""
+    while at < len(data):
+        (length,), kind = struct.unpack(">I", data[at : at + 4]), data[at + 4 : at + 8]
+        body = data[at + 8 : at + 8 + length]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            chunks += body
+        at += 12 + length
+    width, height, depth, colour = struct.unpack(">IIBB", header[:10])
+    assert depth == 8 and colour in (2, 6), (depth, colour)
+    step = 3 if colour == 2 else 4
+    raw, rows, previous = zlib.decompress(chunks), [], bytearray(width * step)
+    stride = width * step + 1
+    for y in range(height):
+        kind, line = raw[y * stride], bytearray(raw[y * stride + 1 : (y + 1) * stride])
+        for i in range(len(line)):
+            left = line[i - step] if i >= step else 0
+            up, corner = previous[i], previous[i - step] if i >= step else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 255
+            elif kind == 2:
+                line[i] = (line[i] + up) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 255
+            elif kind == 4:
+                guess = left + up - corner
+                nearest = min((abs(guess - left), 0, left), (abs(guess - up), 1, up), (abs(guess - corner), 2, corner))
+                line[i] = (line[i] + nearest[2]) & 255
+        rows.append(bytes(line))
+        previous = line
+    return width, height, [bytes(r) for r in rows] if step == 3 else [bytes(_rgb(r)) for r in rows]
+
+
+def _rgb(rgba: bytes) -> bytearray:
+    return bytearray(b for i, b in enumerate(rgba) if i % 4 != 3)
+
+
+def screenshot(url: str, tmp_path: Path, width: int, height: int) -> Path:
+    """Chromium's rendering of `url` in a window of that size, as a PNG."""
+    shot = tmp_path / "seat-map.png"
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: `make test` installs it"
+    profile = f"--user-data-dir={tmp_path / 'profile'}"
+    window = f"--window-size={width},{height}"
+    done = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, profile, "--hide-scrollbars", window, f"--screenshot={shot}", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return shot
+
+
+async def test_the_seat_map_renders_in_chromium_with_sold_seats_apart(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool, admin: User, tmp_path: Path
+) -> None:
+    owner, buyer = await create_user(db), await create_user(db)
+    stalls = [row_of(r, 12, "premium" if r in "AB" else "standard", y=float(i)) for i, r in enumerate("ABCDEF")]
+    balcony = [row_of(r, 14, "balcony", y=8.0 + i, x0=-1.0) for i, r in enumerate("GHJ")]
+    zones = [{"name": "Stalls", "rows": stalls}, {"name": "Balcony", "rows": balcony}]
+    seated = await seated_event(api, admin, owner, zones, prices={"premium": 0, "standard": 0, "balcony": 0})
+    sold = seated.ids("Stalls A-5", "Stalls A-6", "Stalls A-7", "Stalls C-3", "Balcony H-8", "Balcony H-9")
+    bought = (await order_seats(api, buyer, sold)).json()
+    assert (await checkout(api, buyer, bought["id"])).json()["order"]["status"] == "ORDER_STATUS_PAID"
+    await order_seats(api, buyer, seated.ids("Stalls D-10", "Stalls D-11"))
+    house = {"seat_ids": seated.ids("Stalls B-1", "Stalls B-12")}
+    assert (
+        await api.post(f"/api/events/{seated.event['id']}/seats:block", json=house, headers=owner.headers)
+    ).is_success
+
+    url = f"{stack.gateway_url}/api/events/{seated.event['id']}/seat-map.svg"
+    svg = (await api.get(url)).text
+    size = re.search(r'width="(\d+)" height="(\d+)"', svg)
+    assert size is not None
+    width, height = int(size[1]), int(size[2])
+    shot = screenshot(url, tmp_path, width, height)
+    _, _, pixels = png_pixels(shot.read_bytes())
+
+    def colour(seat_id: str) -> tuple[int, ...]:
+        found = re.search(rf'cx="([\d.]+)" cy="([\d.]+)" r="[\d.]+" data-seat="{seat_id}"', svg)
+        assert found is not None
+        x, y = round(float(found[1])), round(float(found[2]))
+        return tuple(pixels[y][3 * x : 3 * x + 3])
+
+    premium, sold_premium = colour(seated.ids("Stalls A-1")[0]), colour(sold[0])
+    assert premium == (0x00, 0x72, 0xB2)  # the first category's colour
+    assert sold_premium == (0xC8, 0xC8, 0xC8) and colour(sold[-1]) == sold_premium  # sold: grey, any category
+    assert colour(seated.ids("Stalls C-1")[0]) == (0xE6, 0x9F, 0x00)
+    assert colour(seated.ids("Stalls D-10")[0]) not in (premium, sold_premium)  # held: faint
+    assert colour(seated.ids("Stalls B-1")[0]) == (0xFF, 0xFF, 0xFF)  # blocked: hollow

@@ -282,14 +282,16 @@ async def seat_map(db: Database, event_id: UUID, occurrence_id: UUID | None) -> 
 
 def render_seat_map(seats: list[asyncpg.Record]) -> bytes:
     """The seats as SVG: one circle per seat (`data-seat` its id, `data-label` its name) coloured by
-    category; held ones faint, sold ones grey, blocked ones hollow; a legend below."""
+    category; held ones faint, sold ones grey, blocked ones hollow; row names on the left (at each
+    row's first seat), a legend below."""
     categories = list(dict.fromkeys(seat["category"] for seat in seats))
     colours = {category: PALETTE[i % len(PALETTE)] for i, category in enumerate(categories)}
     xs, ys = [seat["x"] for seat in seats] or [0.0], [seat["y"] for seat in seats] or [0.0]
     unit = _seat_spacing(seats)
     scale = CELL / unit
     radius = CELL * 0.4
-    width = (max(xs) - min(xs)) * scale + 2 * CELL
+    left = 2 * CELL  # room for the row names
+    width = (max(xs) - min(xs)) * scale + left + CELL
     height = (max(ys) - min(ys)) * scale + 2 * CELL
     legend_rows = len(categories) + 4
     total_height = height + legend_rows * 18 + 10
@@ -303,9 +305,14 @@ def render_seat_map(seats: list[asyncpg.Record]) -> bytes:
         '<rect width="100%" height="100%" fill="#fff"/>',
     ]
     index = {category: i for i, category in enumerate(categories)}
+    named: set[tuple[str, str]] = set()
     for seat in seats:
-        x = (seat["x"] - min(xs)) * scale + CELL
+        x = (seat["x"] - min(xs)) * scale + left
         y = (seat["y"] - min(ys)) * scale + CELL
+        if (seat["zone"], seat["row_name"]) not in named:
+            named.add((seat["zone"], seat["row_name"]))
+            row_name = html.escape(seat["row_name"])
+            parts.append(f'<text x="{x - CELL * 0.8:.1f}" y="{y + 4:.1f}" text-anchor="end">{row_name}</text>')
         classes = f"k{index[seat['category']]}" + ("" if seat["status"] == "available" else f" {seat['status']}")
         if seat["accessible"]:
             classes += " acc"
