@@ -39,11 +39,11 @@ EVENT_INPUT = {
     "business_id", "title", "description", "category", "tags", "starts_at", "ends_at", "timezone",
     "venue_name", "address", "latitude", "longitude", "capacity", "visibility", "status",
     "registration_opens_at", "registration_closes_at", "city", "venue_id",
-    "recurrence_rrule", "recurrence_exdates", "recurrence_rdates",
+    "recurrence_rrule", "recurrence_exdates", "recurrence_rdates", "seating_plan_id",
 }  # fmt: skip
 TICKET_TYPE_INPUT = {
     "occurrence_id", "name", "description", "price_minor", "currency", "inventory", "min_per_order",
-    "max_per_order", "sales_starts_at", "sales_ends_at", "hidden", "sort_order",
+    "max_per_order", "sales_starts_at", "sales_ends_at", "hidden", "sort_order", "seat_category",
 }  # fmt: skip
 # Every column of an order but the payment secrets (client_secret, checkout_url).
 ORDER_COLUMNS = {
@@ -144,6 +144,13 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
             "UPDATE": VENUE_INPUT,
         },
     },
+    # Phase 5: seating plans are public and written by the server for a venue's managers; an event's
+    # seats are seen with the event; seat claims only within an order one may see (never who holds a
+    # seat otherwise); nobody but the server writes any of them.
+    "public.seating_plans": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
+    "public.plan_seats": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
+    "public.event_seats": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
+    "public.seat_claims": {"anon": {}, "authenticated": {"SELECT": ALL}},
 }
 # Columns no API role may ever set or change (CONTRACT §3: status times, `source`, counters, `sold`).
 SERVER_OWNED: dict[str, set[str]] = {
