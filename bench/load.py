@@ -304,8 +304,13 @@ async def _worker(share: _Share, conn: Connection) -> None:
                         samples.append(failure[:300])
 
     clock_task = asyncio.create_task(clock())
-    await asyncio.gather(*(loop() for _ in range(share.concurrency)))
+    loops = [asyncio.create_task(loop()) for _ in range(share.concurrency)]
     await clock_task
+    # What is still in flight when the window closes cannot count: cancelled, not waited for (with
+    # thousands in flight, draining them took longer than the run).
+    for task in loops:
+        task.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
     await close()
     client_cpu = cpu[1] - cpu[0] if len(cpu) == 2 else 0.0
     conn.send(("done", (latencies.tobytes(), errors, samples, exhausted, client_cpu)))

@@ -11,19 +11,26 @@ different rows, and still the total is exact.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import shutil
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 
+from localplus_common.migrate import MIGRATIONS_DIR, migrate
 from localplus_dev.stack import Stack
+from tests.databases import Server
 from tests.support import User, create_user
 from tests.test_rush import many_buyers
 from tests.ticketing_support import checkout, event_with_tickets, reserve
 
 BUCKETS = 16
+BUCKETS_MIGRATION = "20261210000000_rush_buckets.sql"
 
 # One snapshot of a type's books: sold and held against the inventory, and the buckets against both.
 BOOKS = """
@@ -176,3 +183,74 @@ async def test_a_busy_bucket_is_waited_for_not_taken_for_sold_out(
     bought = await pending
     assert bought.status_code == 200, bought.text
     await books(db, str(type_id))
+
+
+@pytest.mark.parametrize("server", ["embedded"], indirect=True)
+async def test_the_migration_gives_existing_ticket_types_their_buckets(server: Server, tmp_path: Path) -> None:
+    """On a database with sales and holds (one of them expired) from before buckets, the migration splits
+    each type keeping what is sold and held: exactly the tickets that were left can be reserved."""
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if path.name < BUCKETS_MIGRATION:
+            shutil.copy(path, before / path.name)
+    scratch = f"rush_migrate_{uuid.uuid4().hex[:8]}"
+    url = await server.create_database(scratch)
+    try:
+        await migrate(url, before)
+        conn = await asyncpg.connect(url)
+        try:
+            owner, buyer, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+            await conn.executemany("insert into auth.users (id) values ($1)", [(owner,), (buyer,), (other,)])
+            event_id = await conn.fetchval(
+                "insert into public.events (created_by, title, starts_at, ends_at, timezone, status) values "
+                "($1, 'old', now() + interval '1 day', now() + interval '2 days', 'UTC', 'published') returning id",
+                owner,
+            )
+            type_id = await conn.fetchval(
+                "insert into public.ticket_types (event_id, name, price_minor, currency, inventory) "
+                "values ($1, 'GA', 0, 'THB', 10) returning id",
+                event_id,
+            )
+            await conn.execute("update public.ticket_types set sold = 3 where id = $1", type_id)
+            for holder, quantity, expires in ((buyer, 2, "1 hour"), (other, 4, "-1 hour")):
+                order_id = await conn.fetchval(
+                    "insert into public.orders (event_id, buyer_id, request_id, currency, total_minor, expires_at) "
+                    "values ($1, $2, 'old', 'THB', 0, now() + $3::text::interval) returning id",
+                    event_id,
+                    holder,
+                    expires,
+                )
+                await conn.execute("insert into public.order_items values ($1, $2, $3, 0)", order_id, type_id, quantity)
+                await conn.execute(
+                    "insert into public.ticket_holds values ($1, $2, $3, now() + $4::text::interval)",
+                    order_id,
+                    type_id,
+                    quantity,
+                    expires,
+                )
+        finally:
+            await conn.close()
+
+        assert await migrate(url) == [BUCKETS_MIGRATION.split("_")[0]]
+
+        conn = await asyncpg.connect(url)
+        try:
+            counts = await conn.fetchrow(
+                "select count(*) as buckets, sum(capacity) as capacity, sum(taken) as taken "
+                "from public.ticket_type_buckets where ticket_type_id = $1",
+                type_id,
+            )
+            assert dict(counts or {}) == {"buckets": BUCKETS, "capacity": 10, "taken": 3 + 2}
+            reserve_sql = "select localplus_private.reserve_order($1, $2, $3::jsonb, interval '10 minutes')"
+            newcomer = uuid.uuid4()
+            await conn.execute("insert into auth.users (id) values ($1)", newcomer)
+            six, five = ([{"ticket_type_id": str(type_id), "quantity": n}] for n in (6, 5))
+            with pytest.raises(asyncpg.PostgresError) as refused:
+                await conn.fetchval(reserve_sql, newcomer, "six", json.dumps(six))
+            assert (refused.value.sqlstate, refused.value.hint) == ("LP409", "SOLD_OUT")
+            assert await conn.fetchval(reserve_sql, newcomer, "five", json.dumps(five))
+        finally:
+            await conn.close()
+    finally:
+        await server.drop_database(scratch)

@@ -75,8 +75,7 @@ async def create_order(db: Database, new: NewOrder, hold: timedelta) -> OrderVie
     type_ids = [type_id for type_id, _ in new.items]
 
     async def reserve(conn: Connection) -> OrderView:
-        # Which event the types are for: the buyer may know an unlisted one only by its link.
-        await act_as(conn, SERVER)
+        # Which event the types are for (as the server: the buyer may know an unlisted one only by its link).
         events = await conn.fetch("select distinct event_id from public.ticket_types where id = any($1)", type_ids)
         if len(events) > 1:
             raise invalid_argument("order.items", "one order holds tickets of one event")
@@ -84,9 +83,16 @@ async def create_order(db: Database, new: NewOrder, hold: timedelta) -> OrderVie
             raise not_found("ticket type not found")
         event_id = events[0]["event_id"]
         await act_as(conn, identity, event_id=event_id)
-        await visible_event(conn, event_id)
-        # Hidden types are visible to the event's editors only (row-level security).
-        visible = await conn.fetchval("select count(*) from public.ticket_types where id = any($1)", type_ids)
+        # The event and its types as the buyer sees them, in one query (a rush pays for each round trip):
+        # hidden types are visible to the event's editors only (row-level security).
+        visible = await conn.fetchval(
+            "select (select count(*) from public.ticket_types where id = any($2))"
+            "  from public.events e where e.id = $1",
+            event_id,
+            type_ids,
+        )
+        if visible is None:
+            raise not_found("event not found")
         if visible < len(type_ids):
             raise not_found("ticket type not found")
         await act_as(conn, SERVER)
@@ -99,7 +105,7 @@ async def create_order(db: Database, new: NewOrder, hold: timedelta) -> OrderVie
         )
         return await _read(conn, order_id, with_secrets=True)
 
-    return await db.run(reserve)
+    return await db.run(reserve, SERVER)
 
 
 async def get_order(db: Database, order_id: UUID) -> OrderView:
@@ -152,7 +158,7 @@ async def checkout_order(
     """Start paying: a PaymentIntent, or with `session` = (success_url, cancel_url) a Checkout Session.
     A free order is paid at once. Asking again returns the checkout already started."""
     identity = signed_in()
-    view = await db.run(lambda conn: _own_unpaid(conn, order_id, identity))
+    view = await db.run(lambda conn: _own_unpaid(conn, order_id, identity), SERVER)
     order = view.order
     if order["status"] in ("paid", "partially_refunded"):
         return view
@@ -293,17 +299,22 @@ async def _items(conn: Connection, order_ids: list[UUID]) -> dict[UUID, list[asy
 
 
 async def _own_unpaid(conn: Connection, order_id: UUID, identity: Identity) -> OrderView:
-    """The caller's own order, still payable (or already paid); the right error otherwise."""
-    view = await _visible(conn, order_id)
-    order = view.order
-    if order["buyer_id"] != identity.user_id:
+    """The caller's own order, still payable (or already paid); the right error otherwise. Read once as
+    the server (a buyer may read their own order, secrets and all); anyone else's is checked as them."""
+    row = await conn.fetchrow(
+        f"select {ORDER_COLUMNS}, o.client_secret, o.checkout_url from public.orders o where o.id = $1", order_id
+    )
+    if row is None or row["buyer_id"] != identity.user_id:
+        await act_as(conn, identity)
+        await _visible(conn, order_id)  # not found, unless the caller may read it (an editor of the event)
         raise permission_denied("only the buyer may pay for an order")
+    order = dict(row)
     if order["status"] == "expired":
         raise aborted("the reservation ran out; reserve again", "HOLD_EXPIRED")
     if order["status"] in ("cancelled", "refunded"):
         raise failed_precondition(f"the order is {order['status']}", "INVALID_STATE")
-    await act_as(conn, SERVER)
-    return await _read(conn, order_id, with_secrets=True)
+    items = await _items(conn, [order_id])
+    return OrderView(order, items.get(order_id, []))
 
 
 async def _line_items(conn: Connection, order_id: UUID) -> list[LineItem]:
