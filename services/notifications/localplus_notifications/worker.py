@@ -15,6 +15,7 @@ import random
 import smtplib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 from pywebpush import WebPushException
@@ -47,6 +48,13 @@ class Worker:
         self.pool = pool
         self.wake = asyncio.Event()
         self.stats = Stats()
+        self.last_beat = 0.0
+
+    def beat(self) -> None:
+        """Touch the heartbeat file (at most once a second): the loop is alive and reaching the database."""
+        if self.settings.heartbeat_file and time.monotonic() - self.last_beat > 1:
+            Path(self.settings.heartbeat_file).touch()
+            self.last_beat = time.monotonic()
 
     async def deliver(self, sender: mail.SmtpSender, message: Message) -> None:
         try:
@@ -78,6 +86,9 @@ class Worker:
                 )
             else:
                 self.stats.retried += 1
+                log.info(
+                    "notification %s: attempt %d failed, retry in %.1fs: %s", message.id, message.attempt, delay, error
+                )
             return
         await outbox.mark_sent(self.pool, message)
         self.stats.sent += 1
@@ -107,6 +118,7 @@ class Worker:
                     log.warning("claiming failed: %s", error)
                     await asyncio.sleep(self.settings.poll_seconds)
                     continue
+                self.beat()
                 if not messages:
                     sender.close()
                     self.wake.clear()
