@@ -68,7 +68,7 @@ async def deliver(stack: Stack, conn: asyncpg.Connection, workers: int) -> tuple
         while True:
             if maildir_count(stack.config.maildir) - before >= MESSAGES:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
         took = time.perf_counter() - began
     finally:
         for child in extra:

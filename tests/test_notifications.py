@@ -26,7 +26,8 @@ from tests.notifications_support import (
     wait_sql,
     wait_until,
 )
-from tests.support import User, create_event, iso
+from tests.support import User, create_event, create_user, iso
+from tests.test_recurrence_api import occurrences, patch, weekly_event
 from tests.ticketing_support import checkout, event_with_tickets, reserve
 
 
@@ -206,3 +207,39 @@ async def test_a_paid_order_emails_its_e_tickets_and_a_refund_is_told(
     refunded = await api.post(f"/api/orders/{order['id']}:refund", json={"ticket_ids": []}, headers=user.headers)
     assert refunded.status_code == 200, refunded.text
     await wait_for_mail(stack, lambda m: m.kind == "refund_issued" and m.to == buyer, 1)
+
+
+async def test_a_cancelled_or_moved_occurrence_tells_its_own_registrations(
+    stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User, other_user: User
+) -> None:
+    owner = await create_user(db)
+    title = f"Weekly {uuid.uuid4().hex[:8]}"
+    event = await weekly_event(api, owner, title=title)
+    found = await occurrences(api, event["id"])
+    for who, occurrence in ((user, found[1]), (other_user, found[2])):
+        body = {"occurrence_id": occurrence["id"]}
+        response = await api.post(f"/api/events/{event['id']}/participants", json=body, headers=who.headers)
+        assert response.status_code == 200, response.text
+
+    async def reminder(who: User) -> list[datetime]:
+        rows = await db.fetch(
+            "select send_after from public.notifications where user_id = $1 and kind = 'event_reminder'"
+            " and channel = 'email' and status = 'pending'",
+            who.id,
+        )
+        return [row["send_after"] for row in rows]
+
+    assert len(await reminder(user)) == len(await reminder(other_user)) == 1
+    cancelled = await patch(api, owner, event["id"], found[1]["id"], {"status": "OCCURRENCE_STATUS_CANCELLED"})
+    assert cancelled.status_code == 200, cancelled.text
+    (told,) = await wait_for_mail(stack, lambda m: m.kind == "occurrence_cancelled" and title in m.subject, 1)
+    assert told.to == f"{user.id}@example.test"
+    assert await reminder(user) == []
+
+    later = datetime.fromisoformat(found[2]["starts_at"]) + timedelta(hours=1)
+    body = {"starts_at": iso(later), "ends_at": iso(later + timedelta(hours=2))}
+    moved = await patch(api, owner, event["id"], found[2]["id"], body, update_mask="starts_at,ends_at")
+    assert moved.status_code == 200, moved.text
+    (told,) = await wait_for_mail(stack, lambda m: m.kind == "occurrence_moved" and title in m.subject, 1)
+    assert told.to == f"{other_user.id}@example.test"
+    assert await reminder(other_user) == [later - timedelta(days=1)]  # no DST change in between

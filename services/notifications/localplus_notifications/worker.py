@@ -49,6 +49,7 @@ class Worker:
         self.wake = asyncio.Event()
         self.stats = Stats()
         self.last_beat = 0.0
+        self.vapid = push.load_vapid(settings.vapid_private_key)
 
     def beat(self) -> None:
         """Touch the heartbeat file (at most once a second): the loop is alive and reaching the database."""
@@ -63,9 +64,9 @@ class Worker:
                     raise mail.PermanentFailure("the user has no email address")
                 await asyncio.to_thread(sender.send, mail.build(self.settings, message))
             else:
-                if not self.settings.vapid_private_key:
+                if self.vapid is None:
                     raise mail.PermanentFailure("web push is not configured (VAPID_PRIVATE_KEY)")
-                result = await asyncio.to_thread(push.send, self.settings, message)
+                result = await asyncio.to_thread(push.send, self.settings, self.vapid, message)
                 if result.gone:
                     await self.pool.execute(
                         "delete from public.push_subscriptions where endpoint = any($1)", result.gone
