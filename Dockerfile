@@ -3,6 +3,7 @@
 # localstripe (docker-compose.yml and k8s/ pick the command):
 #   python -m localplus_events | localplus_ticketing | localplus_recurrence   gRPC services (*_ADDR)
 #   python -m localplus_common.migrate                                        apply sql/migrations
+#   python -m localplus_notifications                                         the notifications worker
 #   python -m localplus_gateway render > envoy.yaml && envoy -c envoy.yaml    the gateway
 #   localstripe --port 8420                                                   fake Stripe (dev only)
 # Build: docker build -t localplus-event-engine .   No secret is baked in: every setting is an env var, and
@@ -60,7 +61,7 @@ COPY sql ./sql
 # Bytecode compiled now: containers run with a read-only root filesystem.
 RUN /opt/venv/bin/python -m compileall -q gen services gateway
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/app/gen:/app/services/common:/app/services/events:/app/services/ticketing:/app/services/recurrence:/app/gateway
+    PYTHONPATH=/app/gen:/app/services/common:/app/services/events:/app/services/ticketing:/app/services/recurrence:/app/services/notifications:/app/gateway
 # Everything is owned by root and read-only for the service user.
 USER 10001:10001
 EXPOSE 8080 50051 50052 50053 8420

@@ -7,6 +7,7 @@ same RLS context), with the ratios between routes measured in the same run.
     make bench ARGS="--only list:json-gw,list:grpc --http-client aiohttp"
     make bench ARGS="--only rush"
     make bench ARGS="--only telemetry --rounds 3"
+    make bench ARGS="--only notifications"
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 
 import asyncpg
 
-from bench import dedup, phase0, recurrence, rush, search, telemetry
+from bench import dedup, notifications, phase0, recurrence, rush, search, telemetry
 from bench.harness import running_stack
 from bench.load import cpu_count, h2load_available, wrk_available
 from bench.runner import HEADER, Context, Report, Route, Scenario, run, unknown_selectors
@@ -44,7 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument(
         "--only",
-        help="comma-separated scenarios (get, list, register, reg-hot, rush, s-*, recurrence, telemetry), routes "
+        help="comma-separated scenarios (get, list, register, reg-hot, rush, s-*, recurrence, telemetry, notifications), routes "
         f"({', '.join(r.value for r in Route)}) or scenario:route pairs",
     )
     parser.add_argument(
@@ -112,7 +113,8 @@ def main(argv: list[str]) -> int:
     # recurrence and telemetry are sections of their own, after the scenarios' table.
     with_recurrence = not only or "recurrence" in only
     with_telemetry = not only or "telemetry" in only
-    sections = {"recurrence", "telemetry"}
+    with_notifications = not only or "notifications" in only
+    sections = {"recurrence", "telemetry", "notifications"}
     if sections & set(only):
         args.only = ",".join(part for part in only if part not in sections) or None
         chosen = chosen if args.only else []
@@ -151,6 +153,9 @@ def main(argv: list[str]) -> int:
         if with_recurrence:
             print()
             asyncio.run(recurrence.run(endpoints))
+        if with_notifications:
+            print()
+            asyncio.run(notifications.run(bench_stack.stack))
     print()
     print(dedup.report())
     print()

@@ -30,8 +30,14 @@ DEFAULT_DESCRIPTOR = Path(__file__).resolve().parents[1] / "gen" / "descriptor.p
 # `make gen` writes the OpenAPI document beside the descriptor set (localplus_openapi).
 OPENAPI_NAME = "openapi.json"
 DOCS_PAGE = Path(__file__).resolve().parent / "docs.html"
-# gRPC methods that take no token at all, e.g. a webhook whose caller authenticates by signature.
-PUBLIC_METHODS: frozenset[str] = frozenset({"/localplus.ticketing.v1.TicketingService/HandleStripeWebhook"})
+# gRPC methods that take no token at all, e.g. a webhook whose caller authenticates by signature, or
+# an email's one-click unsubscribe (a mail client's POST, authenticated by the link's signed token).
+PUBLIC_METHODS: frozenset[str] = frozenset(
+    {
+        "/localplus.ticketing.v1.TicketingService/HandleStripeWebhook",
+        "/localplus.events.v1.EventsService/Unsubscribe",
+    }
+)
 HS256_PROVIDER = "supabase"
 JWKS_PROVIDER = "supabase_jwks"
 # Envoy's own error replies (not upstream ones) to JSON: HTTP status -> gRPC-style code name.

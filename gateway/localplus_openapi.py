@@ -30,6 +30,8 @@ FieldProto = descriptor_pb2.FieldDescriptorProto
 MessageProto = descriptor_pb2.DescriptorProto
 
 HTTP_BODY = "google.api.HttpBody"
+# Raw responses whose path does not end in a file name (that says its media type): their media type.
+RAW_MEDIA_TYPES = {"/api/unsubscribe/{token}": "text/html"}
 INT32: Schema = {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1}
 UINT32: Schema = {"type": "integer", "minimum": 0, "maximum": 2**32 - 1}
 # 64-bit integers print as JSON strings (and are accepted as strings or numbers).
@@ -343,7 +345,8 @@ class Generator:
         if body:
             operation["requestBody"] = self.request_body(request, body, frozenset(bound))
         if response == HTTP_BODY:
-            kind = mimetypes.guess_type(template.rsplit("/", 1)[-1])[0] or "application/octet-stream"
+            guessed = mimetypes.guess_type(template.rsplit("/", 1)[-1])[0]
+            kind = RAW_MEDIA_TYPES.get(template) or guessed or "application/octet-stream"
             # A JSON feed is still JSON to a client; images and calendars are bytes.
             raw: Schema = {"type": "object"} if kind == "application/json" else {"type": "string", "format": "binary"}
             content: Schema = {kind: {"schema": raw}}

@@ -30,10 +30,12 @@ from kubernetes_validate import utils as kubernetes_validate
 
 from localplus_common.config import DEV_DATABASE_URL, DEV_JWT_SECRET, Settings
 from localplus_common.services import SERVICES, TICKETING, Service
+from localplus_common.unsubscribe import SECRET_VAR
 from localplus_dev.postgres import INITDB_LOCALE, free_port
 from localplus_dev.processes import venv_binary
 from localplus_dev.stack import Stack
 from localplus_dev.stripe import DEV_API_KEY as STRIPE_DEV_API_KEY
+from localplus_notifications.config import WorkerSettings
 from localplus_ticketing.settings import DEV_TICKET_SIGNING_KEY, TicketingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -303,7 +305,10 @@ def test_k8s_settings() -> None:
     config = resources[("ConfigMap", "localplus-config")]["data"]
     assert config["LOCALPLUS_ENV"] == "production"
     secrets = {name: doc["stringData"] for (kind, name), doc in resources.items() if kind == "Secret"}
-    assert set(secrets) == {"localplus-secrets", "localplus-ticketing-secrets"}
+    assert set(secrets) == {
+        "localplus-secrets", "localplus-ticketing-secrets", "localplus-notifications-secrets",
+        "localplus-unsubscribe-secret",
+    }  # fmt: skip
     assert set(secrets["localplus-secrets"]) == {"DATABASE_URL", "SUPABASE_JWT_SECRET"}
     assert set(secrets["localplus-ticketing-secrets"]) == TICKETING_SECRETS
     for data in secrets.values():
@@ -330,7 +335,9 @@ def test_k8s_runs_the_listed_services() -> None:
     """One Deployment and one Service per listed service (plus the gateway), each addressed in the ConfigMap."""
     resources = k8s_resources()
     for kind in ("Deployment", "Service"):
-        assert {name for (k, name) in resources if k == kind} == {*SERVICE_NAMES, "gateway"}, kind
+        # The notifications worker serves no port: a Deployment without a Service.
+        expected = {*SERVICE_NAMES, "gateway", *(["notifications"] if kind == "Deployment" else [])}
+        assert {name for (k, name) in resources if k == kind} == expected, kind
     config = resources[("ConfigMap", "localplus-config")]["data"]
     assert {key for key in config if key.endswith("_ADDR")} == {service.addr_var for service in SERVICES}
     for service in SERVICES:
@@ -552,13 +559,31 @@ def test_network_policies_allow_only_the_intended_paths() -> None:
     # The way in, from outside the namespace (an Ingress controller, a load balancer, the internet).
     assert network_allows(policies, internet, pods["gateway"], GATEWAY_PORT)
     assert not network_allows(policies, internet, pods["gateway"], 9901)
+def test_notifications_worker_deployment() -> None:
+    """The worker runs with every setting it needs in production; it and the events service (which checks
+    the unsubscribe links it signs) share the signing secret, from a Secret."""
+    resources = k8s_resources()
+    deployment = resources[("Deployment", "notifications")]
+    (container,) = pod_spec(deployment)["containers"]
+    assert container["command"] == ["python", "-m", "localplus_notifications"]
+    worker = k8s_env(container, resources)
+    settings = WorkerSettings.from_env(worker)  # exits naming what is missing
+    assert settings.heartbeat_file.startswith("/tmp/") and settings.public_url.startswith("https://")
+    assert container["livenessProbe"]["exec"]["command"] == ["python", "-m", "localplus_notifications.alive"]
+    assert not TICKETING_SECRETS & set(worker)
+    (events,) = pod_spec(resources[("Deployment", "events")])["containers"]
+    assert k8s_env(events, resources)[SECRET_VAR] == worker[SECRET_VAR]
+    compose_worker = compose_service("notifications")
+    assert compose_worker["command"] == ["python", "-m", "localplus_notifications"]
+    WorkerSettings.from_env(compose_worker["environment"])
+    assert compose_service("events")["environment"][SECRET_VAR] == compose_worker["environment"][SECRET_VAR]
 
 
 # --- docker-compose ---------------------------------------------------------------------------------
 
 # Run once and exit: no healthcheck, no restart.
 ONE_SHOT = ("migrate", "stripe-webhooks")
-APP_SERVICES = (*ONE_SHOT, *SERVICE_NAMES, "gateway", "localstripe")
+APP_SERVICES = (*ONE_SHOT, *SERVICE_NAMES, "gateway", "localstripe", "notifications")
 
 
 def test_compose_services_and_ports() -> None:
@@ -569,7 +594,7 @@ def test_compose_services_and_ports() -> None:
         **{service.name: (service.port, service.port) for service in SERVICES},
         "localstripe": (STRIPE_PORT, STRIPE_PORT),
         "postgres": (POSTGRES_HOST_PORT, 5432),
-        **dict.fromkeys(ONE_SHOT),
+        **dict.fromkeys((*ONE_SHOT, "notifications")),
     }
     for name, ports in expected.items():
         published = published_ports(services[name])

@@ -42,6 +42,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from localplus_common.unsubscribe import sign, signing_secret_from_env
 from localplus_dev.stack import Stack
 from tests.support import User, event_body, service_role_token
 
@@ -114,7 +115,7 @@ class Finding:
 
 def published_event(session: requests.Session, base_url: str, owner: User) -> dict[str, str]:
     """Path parameters naming a new published event of `owner` (and `owner` as the user and business, its
-    occurrence, a city)."""
+    occurrence, a city, an unsubscribe link of `owner`'s)."""
     created = session.post(f"{base_url}/api/events", json=event_body(capacity=10), headers=owner.headers)
     assert created.status_code == 200, created.text
     event_id = created.json()["id"]
@@ -128,6 +129,7 @@ def published_event(session: requests.Session, base_url: str, owner: User) -> di
         "user_id": str(owner.id),
         "business_id": str(owner.id),
         "slug": "bangkok",
+        "token": sign(signing_secret_from_env(), owner.id, "event_reminder", "email"),
     }
 
 

@@ -4,12 +4,14 @@ worker over SMTP into the stack's Maildir exactly once, even when a worker is ki
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 
 from localplus_common.config import DEV_JWT_SECRET
+from localplus_dev.push import PushEndpoint
 from localplus_dev.stack import Stack
 from localplus_dev.token import mint
 from tests.notifications_support import (
@@ -24,7 +26,9 @@ from tests.notifications_support import (
     wait_sql,
     wait_until,
 )
-from tests.support import User, create_event
+from tests.support import User, create_event, create_user, iso
+from tests.test_recurrence_api import occurrences, patch, weekly_event
+from tests.ticketing_support import checkout, event_with_tickets, reserve
 
 
 def titled(title: str) -> Any:
@@ -87,9 +91,16 @@ async def test_cancelling_an_event_emails_every_going_and_waitlisted_person_once
 
 
 async def test_a_worker_killed_mid_batch_loses_and_repeats_nothing(stack: Stack, db: asyncpg.Pool, user: User) -> None:
-    """1,000 messages, two workers, one of them SIGKILLed while sending and started again: every
-    message reaches the Maildir exactly once, and the server saw at most the few in flight twice."""
+    """1,000 people (200 of them with a push subscription too), two workers, one of them SIGKILLed
+    while sending and started again: every message reaches the Maildir or the push endpoint exactly
+    once, and they saw at most the few in flight twice."""
     people = await create_users(db, 1000)
+    push = PushEndpoint()
+    subscriptions = {person: push.subscribe() for person in people[:200]}
+    await db.executemany(
+        "insert into public.push_subscriptions (user_id, endpoint, p256dh, auth) values ($1, $2, $3, $4)",
+        [(p, s["endpoint"], s["keys"]["p256dh"], s["keys"]["auth"]) for p, s in subscriptions.items()],
+    )
     title = f"Batch {uuid.uuid4().hex[:8]}"
     event_id = await db.fetchval(
         "insert into public.events (title, starts_at, ends_at, timezone, created_by, status)"
@@ -104,7 +115,7 @@ async def test_a_worker_killed_mid_batch_loses_and_repeats_nothing(stack: Stack,
     await db.execute(
         "select localplus_private.notify('event_cancelled', $1::uuid[], $2, null, null, '{}', null)", people, event_id
     )
-    assert await db.fetchval("select count(*) from public.notifications where event_id = $1", event_id) == 1000
+    assert await db.fetchval("select count(*) from public.notifications where event_id = $1", event_id) == 1200
     second = spawn_worker(stack, "notifications-2", NOTIFICATIONS_BATCH_SIZE="20")
     try:
         stack.supervisor.restart(WORKER)
@@ -117,14 +128,118 @@ async def test_a_worker_killed_mid_batch_loses_and_repeats_nothing(stack: Stack,
         await wait_until(lambda: delivered() >= 500, what="half delivered")
         stack.supervisor.restart(WORKER)
         await wait_sql(
-            db, "select count(*) = 1000 from public.notifications where event_id = $1 and status = 'sent'", event_id
+            db, "select count(*) = 1200 from public.notifications where event_id = $1 and status = 'sent'", event_id
         )
     finally:
         second.stop()
+        push.stop()
     mails = [mail for mail in read_maildir(stack.config.maildir) if title in mail.subject]
     ids = [mail.message_id for mail in mails]
     assert len(ids) == 1000 and len(set(ids)) == 1000
     assert {mail.to for mail in mails} == {f"{person}@example.test" for person in people}
+    assert all([m["kind"] for m in push.messages(s)] == ["event_cancelled"] for s in subscriptions.values())
     # What the killed worker was sending when it died: at most one message per delivery task.
-    assert duplicates_dropped(stack) - before <= 4
+    assert duplicates_dropped(stack) - before + push.duplicates <= 4
     assert worker is not stack.supervisor.child(WORKER)
+
+
+async def test_reminders_follow_the_events_wall_clock_and_its_moves(
+    stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User, other_user: User
+) -> None:
+    # 12:00 in London the day after the clocks go forward (BST, 11:00 UTC): the reminder is at 12:00
+    # the day before (GMT, 12:00 UTC), 23 hours ahead, not 24.
+    starts = datetime(2027, 3, 28, 11, 0, tzinfo=UTC)
+    title = f"Reminder {uuid.uuid4().hex[:8]}"
+    event = await create_event(
+        api, user, title=title, timezone="Europe/London", starts_at=iso(starts),
+        ends_at=iso(starts + timedelta(hours=2)), capacity=1, status="EVENT_STATUS_PUBLISHED",
+    )  # fmt: skip
+    event_id = uuid.UUID(event["id"])
+
+    async def reminders(status: str = "pending") -> list[tuple[uuid.UUID, datetime]]:
+        rows = await db.fetch(
+            "select user_id, send_after from public.notifications"
+            " where event_id = $1 and kind = 'event_reminder' and status = $2 order by send_after",
+            event_id,
+            status,
+        )
+        return [(row["user_id"], row["send_after"]) for row in rows]
+
+    for who in (user, other_user):  # the second one is waitlisted (capacity 1)
+        response = await api.post(f"/api/events/{event['id']}/participants", json={}, headers=who.headers)
+        assert response.status_code == 200, response.text
+    assert await reminders() == [(user.id, datetime(2027, 3, 27, 12, 0, tzinfo=UTC))]
+
+    moved_to = starts + timedelta(days=7)  # 12:00 BST a week later: the reminder at 12:00 BST the day before
+    response = await api.patch(
+        f"/api/events/{event['id']}", params={"update_mask": "starts_at,ends_at"},
+        json={"starts_at": iso(moved_to), "ends_at": iso(moved_to + timedelta(hours=2))}, headers=user.headers,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert await reminders() == [(user.id, datetime(2027, 4, 3, 11, 0, tzinfo=UTC))]
+    moved = await wait_for_mail(stack, lambda m: m.kind == "event_moved" and title in m.subject, 2)
+    assert {mail.to for mail in moved} == {f"{user.id}@example.test", f"{other_user.id}@example.test"}
+    assert "2027-04-04 12:00" in moved[0].message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+    # The first one cancels: their reminder goes, the waitlisted one is promoted, told, and reminded.
+    response = await api.delete(f"/api/events/{event['id']}/participants", headers=user.headers)
+    assert response.status_code == 200, response.text
+    assert await reminders() == [(other_user.id, datetime(2027, 4, 3, 11, 0, tzinfo=UTC))]
+    (promoted,) = await wait_for_mail(stack, lambda m: m.kind == "waitlist_promoted" and title in m.subject, 1)
+    assert promoted.to == f"{other_user.id}@example.test"
+    # Cancelling the event cancels the reminders that were still to come.
+    assert (await api.post(f"/api/events/{event['id']}:cancel", json={}, headers=user.headers)).status_code == 200
+    assert await reminders() == []
+
+
+async def test_a_paid_order_emails_its_e_tickets_and_a_refund_is_told(
+    stack: Stack, api: httpx.AsyncClient, user: User, other_user: User
+) -> None:
+    event, ticket_type = await event_with_tickets(api, user, price_minor=0)
+    order = (await reserve(api, other_user, ticket_type["id"], quantity=2)).json()
+    paid = await checkout(api, other_user, order["id"])
+    assert paid.status_code == 200, paid.text
+    buyer = f"{other_user.id}@example.test"
+    (mail,) = await wait_for_mail(stack, lambda m: m.kind == "order_paid" and m.to == buyer, 1)
+    assert event["title"] in mail.subject
+    images = [part for part in mail.message.iter_attachments() if part.get_content_type() == "image/png"]
+    assert len(images) == 2
+    refunded = await api.post(f"/api/orders/{order['id']}:refund", json={"ticket_ids": []}, headers=user.headers)
+    assert refunded.status_code == 200, refunded.text
+    await wait_for_mail(stack, lambda m: m.kind == "refund_issued" and m.to == buyer, 1)
+
+
+async def test_a_cancelled_or_moved_occurrence_tells_its_own_registrations(
+    stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User, other_user: User
+) -> None:
+    owner = await create_user(db)
+    title = f"Weekly {uuid.uuid4().hex[:8]}"
+    event = await weekly_event(api, owner, title=title)
+    found = await occurrences(api, event["id"])
+    for who, occurrence in ((user, found[1]), (other_user, found[2])):
+        body = {"occurrence_id": occurrence["id"]}
+        response = await api.post(f"/api/events/{event['id']}/participants", json=body, headers=who.headers)
+        assert response.status_code == 200, response.text
+
+    async def reminder(who: User) -> list[datetime]:
+        rows = await db.fetch(
+            "select send_after from public.notifications where user_id = $1 and kind = 'event_reminder'"
+            " and channel = 'email' and status = 'pending'",
+            who.id,
+        )
+        return [row["send_after"] for row in rows]
+
+    assert len(await reminder(user)) == len(await reminder(other_user)) == 1
+    cancelled = await patch(api, owner, event["id"], found[1]["id"], {"status": "OCCURRENCE_STATUS_CANCELLED"})
+    assert cancelled.status_code == 200, cancelled.text
+    (told,) = await wait_for_mail(stack, lambda m: m.kind == "occurrence_cancelled" and title in m.subject, 1)
+    assert told.to == f"{user.id}@example.test"
+    assert await reminder(user) == []
+
+    later = datetime.fromisoformat(found[2]["starts_at"]) + timedelta(hours=1)
+    body = {"starts_at": iso(later), "ends_at": iso(later + timedelta(hours=2))}
+    moved = await patch(api, owner, event["id"], found[2]["id"], body, update_mask="starts_at,ends_at")
+    assert moved.status_code == 200, moved.text
+    (told,) = await wait_for_mail(stack, lambda m: m.kind == "occurrence_moved" and title in m.subject, 1)
+    assert told.to == f"{other_user.id}@example.test"
+    assert await reminder(other_user) == [later - timedelta(days=1)]  # no DST change in between

@@ -33,12 +33,13 @@ def dev_vapid_key(path: Path) -> Path:
 class PushEndpoint:
     """A push service on 127.0.0.1 for the tests: `subscribe()` makes a browser-like subscription (its
     own P-256 key and auth secret); every message posted to it is decrypted (RFC 8291, aes128gcm) with
-    them and kept, once per push `Topic` (a resend with the same Topic replaces, as push services do)."""
+    them and kept, once per subscription and push `Topic` (a resend with the same Topic replaces an
+    undelivered one at a push service)."""
 
     def __init__(self) -> None:
         self.keys: dict[str, tuple[ec.EllipticCurvePrivateKey, bytes]] = {}
         self.received: dict[str, list[dict[str, Any]]] = {}
-        self.topics: set[str] = set()
+        self.topics: set[tuple[str, str]] = set()  # (subscription path, Topic)
         self.duplicates = 0
         self.lock = threading.Lock()
         endpoint = self
@@ -83,10 +84,10 @@ class PushEndpoint:
         plain = http_ece.decrypt(body, private_key=key, auth_secret=auth, version="aes128gcm")
         topic = lowered.get("topic", "")
         with self.lock:
-            if topic and topic in self.topics:
+            if topic and (path, topic) in self.topics:
                 self.duplicates += 1
                 return 201
-            self.topics.add(topic)
+            self.topics.add((path, topic))
             self.received.setdefault(path, []).append(json.loads(plain))
         return 201
 

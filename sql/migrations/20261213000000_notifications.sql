@@ -191,7 +191,8 @@ begin
     end if;
     update public.notifications set status = 'cancelled', updated_at = now()
      where event_id = new.id and kind = 'event_reminder' and status = 'pending';
-  elsif new.status = 'published' and (new.starts_at <> old.starts_at or new.timezone <> old.timezone) then
+  elsif old.status = 'published' and (new.starts_at <> old.starts_at or new.timezone <> old.timezone) then
+    -- (Still published, or back in review for another change made with it: the move is news either way.)
     if new.starts_at <> old.starts_at then
       select array_agg(p.user_id) into v_users from public.event_participants p
        where p.event_id = new.id and p.occurrence_id is null and p.status in ('going', 'waitlisted');
@@ -226,15 +227,15 @@ declare
   v_users uuid[];
   v_kind text;
 begin
-  if (select e.status from public.events e where e.id = new.event_id) is distinct from 'published' then
-    return null;  -- a cancelled event has told its own news
-  end if;
   if new.status = 'cancelled' and old.status <> 'cancelled' then
     v_kind := 'occurrence_cancelled';
   elsif new.status = 'scheduled' and new.starts_at <> old.starts_at then
     v_kind := 'occurrence_moved';
   else
-    return null;
+    return null;  -- (the horizon job rewrites occurrences unchanged)
+  end if;
+  if (select e.status from public.events e where e.id = new.event_id) is distinct from 'published' then
+    return null;  -- a cancelled event has told its own news
   end if;
   select array_agg(p.user_id) into v_users from public.event_participants p
    where p.event_id = new.event_id and p.occurrence_id = new.id and p.status in ('going', 'waitlisted');

@@ -23,6 +23,7 @@ from localplus_common.requests import (
     timestamp_or_none,
     timestamp_value,
 )
+from localplus_events import notifications
 from localplus_events.discovery import SearchQuery
 from localplus_events.domain import (
     EDITABLE_FIELDS,
@@ -544,4 +545,87 @@ def scraper_import_to_proto(queued: QueuedImport) -> events_pb2.ScraperImport:
 def list_moderation_imports_response(page: Page[QueuedImport]) -> events_pb2.ListModerationImportsResponse:
     return events_pb2.ListModerationImportsResponse(
         imports=[scraper_import_to_proto(queued) for queued in page.items], next_page_token=page.next_page_token
+    )
+
+
+# Notifications: enum names are these prefixes plus the database value in capitals.
+KIND_PREFIX = "NOTIFICATION_KIND_"
+CHANNEL_PREFIX = "NOTIFICATION_CHANNEL_"
+NOTIFICATION_STATUS_PREFIX = "NOTIFICATION_STATUS_"
+
+
+def push_subscription_to_proto(row: asyncpg.Record) -> events_pb2.PushSubscription:
+    subscription = events_pb2.PushSubscription(
+        endpoint=row["endpoint"], keys=events_pb2.PushSubscriptionKeys(p256dh=row["p256dh"], auth=row["auth"])
+    )
+    set_timestamp(subscription, "created_at", row["created_at"])
+    return subscription
+
+
+def _enum_db(enum: Any, prefix: str, number: int) -> str:
+    """The database value of an enum number; "" for unspecified or a number the proto does not name."""
+    try:
+        return enum_to_db(prefix, enum.Name(number)) if number else ""
+    except ValueError:
+        return ""
+
+
+def preference_changes(request: events_pb2.UpdateNotificationSettingsRequest) -> list[notifications.Preference]:
+    changes = []
+    for index, preference in enumerate(request.settings.preferences):
+        kind = _enum_db(events_pb2.NotificationKind, KIND_PREFIX, preference.kind)
+        channel = _enum_db(events_pb2.NotificationChannel, CHANNEL_PREFIX, preference.channel)
+        if kind not in notifications.KINDS:
+            raise invalid_argument(f"settings.preferences[{index}].kind", "kind is required")
+        if channel not in notifications.CHANNELS:
+            raise invalid_argument(f"settings.preferences[{index}].channel", "channel is required")
+        changes.append(notifications.Preference(kind, channel, preference.enabled))
+    return changes
+
+
+def notification_settings_to_proto(preferences: list[notifications.Preference]) -> events_pb2.NotificationSettings:
+    return events_pb2.NotificationSettings(
+        preferences=[
+            events_pb2.NotificationPreference(
+                kind=db_to_enum(KIND_PREFIX, preference.kind),
+                channel=db_to_enum(CHANNEL_PREFIX, preference.channel),
+                enabled=preference.enabled,
+            )
+            for preference in preferences
+        ]
+    )
+
+
+def notification_status(request: events_pb2.ListNotificationsRequest) -> str | None:
+    if request.status == events_pb2.NOTIFICATION_STATUS_UNSPECIFIED:
+        return None
+    status = _enum_db(events_pb2.NotificationStatus, NOTIFICATION_STATUS_PREFIX, request.status)
+    if not status:
+        raise invalid_argument("status", "status is not a NotificationStatus")
+    return status
+
+
+def notification_to_proto(row: asyncpg.Record) -> events_pb2.Notification:
+    notification = events_pb2.Notification(
+        id=str(row["id"]),
+        user_id=str(row["user_id"]),
+        kind=db_to_enum(KIND_PREFIX, row["kind"]),
+        channel=db_to_enum(CHANNEL_PREFIX, row["channel"]),
+        status=db_to_enum(NOTIFICATION_STATUS_PREFIX, row["status"]),
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        event_id=str(row["event_id"] or ""),
+        occurrence_id=str(row["occurrence_id"] or ""),
+        order_id=str(row["order_id"] or ""),
+    )
+    if row["status"] == "pending":
+        set_timestamp(notification, "next_attempt_at", row["send_after"])
+    set_timestamp(notification, "created_at", row["created_at"])
+    set_timestamp(notification, "sent_at", row["sent_at"])
+    return notification
+
+
+def list_notifications_response(page: Page[asyncpg.Record]) -> events_pb2.ListNotificationsResponse:
+    return events_pb2.ListNotificationsResponse(
+        notifications=[notification_to_proto(row) for row in page.items], next_page_token=page.next_page_token
     )

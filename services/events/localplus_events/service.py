@@ -2,6 +2,7 @@
 `mapping`), runs one use case (events, participants, permissions, moderation, discovery, stats),
 which opens the request transaction, and maps the result back to a message."""
 
+from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
 from grpc.aio import ServicerContext as Context
 
@@ -15,6 +16,7 @@ from localplus_events import (
     imports,
     mapping,
     moderation,
+    notifications,
     participants,
     permissions,
     places,
@@ -235,3 +237,56 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
 
     async def CreateVenue(self, request: events_pb2.CreateVenueRequest, context: Context) -> events_pb2.Venue:
         return mapping.venue_to_proto(await places.create_venue(self.db, mapping.new_venue(request)))
+
+    # Notifications
+
+    async def PutPushSubscription(
+        self, request: events_pb2.PutPushSubscriptionRequest, context: Context
+    ) -> events_pb2.PushSubscription:
+        subscription = request.subscription
+        row = await notifications.put_push_subscription(
+            self.db, subscription.endpoint, subscription.keys.p256dh, subscription.keys.auth
+        )
+        return mapping.push_subscription_to_proto(row)
+
+    async def DeletePushSubscription(
+        self, request: events_pb2.DeletePushSubscriptionRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await notifications.delete_push_subscription(self.db, request.endpoint)
+        return empty_pb2.Empty()
+
+    async def GetNotificationSettings(
+        self, request: events_pb2.GetNotificationSettingsRequest, context: Context
+    ) -> events_pb2.NotificationSettings:
+        return mapping.notification_settings_to_proto(await notifications.notification_settings(self.db))
+
+    async def UpdateNotificationSettings(
+        self, request: events_pb2.UpdateNotificationSettingsRequest, context: Context
+    ) -> events_pb2.NotificationSettings:
+        changes = mapping.preference_changes(request)
+        return mapping.notification_settings_to_proto(
+            await notifications.update_notification_settings(self.db, changes)
+        )
+
+    async def GetUnsubscribePage(
+        self, request: events_pb2.GetUnsubscribePageRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        page = notifications.unsubscribe_page(request.token)
+        return httpbody_pb2.HttpBody(content_type="text/html; charset=utf-8", data=page.encode())
+
+    async def Unsubscribe(self, request: events_pb2.UnsubscribeRequest, context: Context) -> httpbody_pb2.HttpBody:
+        page = await notifications.unsubscribe(self.db, request.token)
+        return httpbody_pb2.HttpBody(content_type="text/html; charset=utf-8", data=page.encode())
+
+    async def ListNotifications(
+        self, request: events_pb2.ListNotificationsRequest, context: Context
+    ) -> events_pb2.ListNotificationsResponse:
+        status = mapping.notification_status(request)
+        page = await notifications.list_notifications(self.db, status, mapping.page(request))
+        return mapping.list_notifications_response(page)
+
+    async def RetryNotification(
+        self, request: events_pb2.RetryNotificationRequest, context: Context
+    ) -> events_pb2.RetryNotificationResponse:
+        row = await notifications.retry_notification(self.db, parse_uuid("id", request.id))
+        return events_pb2.RetryNotificationResponse(notification=mapping.notification_to_proto(row))

@@ -56,6 +56,8 @@ class WorkerSettings:
     backoff_max_seconds: float
     poll_seconds: float
     db_statement_cache_size: int
+    # Touched while the delivery loop runs (the container's liveness probe reads it); "" for none.
+    heartbeat_file: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerSettings:
@@ -79,4 +81,5 @@ class WorkerSettings:
             backoff_max_seconds=float(env.get("NOTIFICATIONS_BACKOFF_MAX_SECONDS") or 3600),
             poll_seconds=float(env.get("NOTIFICATIONS_POLL_SECONDS") or 2),
             db_statement_cache_size=int(env.get("DB_STATEMENT_CACHE_SIZE") or 100),
+            heartbeat_file=env.get("NOTIFICATIONS_HEARTBEAT_FILE", ""),
         )

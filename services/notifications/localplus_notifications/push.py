@@ -5,8 +5,11 @@ copy replaces it with a resend instead of delivering both."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
+import http_ece
+from py_vapid import Vapid
 from pywebpush import WebPushException, webpush
 
 from localplus_notifications.config import WorkerSettings
@@ -32,7 +35,18 @@ def payload(message: Message) -> bytes:
     ).encode()
 
 
-def send(settings: WorkerSettings, message: Message) -> PushResult:
+def load_vapid(key: str) -> Vapid | None:
+    """The VAPID key (a PEM file, or the raw key in base64url); None when unset. A bad one stops the
+    worker at start, naming the setting."""
+    if not key:
+        return None
+    try:
+        return Vapid.from_file(key) if os.path.isfile(key) else Vapid.from_string(key)
+    except (ValueError, TypeError, OSError) as error:
+        raise SystemExit(f"VAPID_PRIVATE_KEY is not a usable P-256 key: {error}") from None
+
+
+def send(settings: WorkerSettings, vapid: Vapid, message: Message) -> PushResult:
     """Blocking (run it in a thread). Raises WebPushException when a subscription's service failed
     in a way worth retrying."""
     data = payload(message)
@@ -47,7 +61,7 @@ def send(settings: WorkerSettings, message: Message) -> PushResult:
             webpush(
                 info,
                 data=data,
-                vapid_private_key=settings.vapid_private_key,
+                vapid_private_key=vapid,
                 vapid_claims={"sub": settings.vapid_subject},
                 ttl=TTL_SECONDS,
                 headers={"Topic": message.id.hex, "Urgency": "normal"},
@@ -55,9 +69,13 @@ def send(settings: WorkerSettings, message: Message) -> PushResult:
             )
             delivered += 1
         except WebPushException as error:
-            status = error.response.status_code if error.response is not None else None
-            if status in (404, 410):
+            # No response: pywebpush refused the subscription's keys before sending (our own VAPID
+            # key was checked at start, by load_vapid); 404/410: the push service forgot it.
+            if error.response is None or error.response.status_code in (404, 410):
                 gone.append(subscription["endpoint"])
                 continue
             raise
+        except (ValueError, TypeError, http_ece.ECEException):
+            # Keys nothing can encrypt to (cryptography refuses them): never deliverable.
+            gone.append(subscription["endpoint"])
     return PushResult(delivered=delivered, gone=gone)

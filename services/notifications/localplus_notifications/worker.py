@@ -15,6 +15,7 @@ import random
 import smtplib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 from pywebpush import WebPushException
@@ -47,6 +48,14 @@ class Worker:
         self.pool = pool
         self.wake = asyncio.Event()
         self.stats = Stats()
+        self.last_beat = 0.0
+        self.vapid = push.load_vapid(settings.vapid_private_key)
+
+    def beat(self) -> None:
+        """Touch the heartbeat file (at most once a second): the loop is alive and reaching the database."""
+        if self.settings.heartbeat_file and time.monotonic() - self.last_beat > 1:
+            Path(self.settings.heartbeat_file).touch()
+            self.last_beat = time.monotonic()
 
     async def deliver(self, sender: mail.SmtpSender, message: Message) -> None:
         try:
@@ -55,9 +64,9 @@ class Worker:
                     raise mail.PermanentFailure("the user has no email address")
                 await asyncio.to_thread(sender.send, mail.build(self.settings, message))
             else:
-                if not self.settings.vapid_private_key:
+                if self.vapid is None:
                     raise mail.PermanentFailure("web push is not configured (VAPID_PRIVATE_KEY)")
-                result = await asyncio.to_thread(push.send, self.settings, message)
+                result = await asyncio.to_thread(push.send, self.settings, self.vapid, message)
                 if result.gone:
                     await self.pool.execute(
                         "delete from public.push_subscriptions where endpoint = any($1)", result.gone
@@ -78,6 +87,9 @@ class Worker:
                 )
             else:
                 self.stats.retried += 1
+                log.info(
+                    "notification %s: attempt %d failed, retry in %.1fs: %s", message.id, message.attempt, delay, error
+                )
             return
         await outbox.mark_sent(self.pool, message)
         self.stats.sent += 1
@@ -107,6 +119,7 @@ class Worker:
                     log.warning("claiming failed: %s", error)
                     await asyncio.sleep(self.settings.poll_seconds)
                     continue
+                self.beat()
                 if not messages:
                     sender.close()
                     self.wake.clear()
