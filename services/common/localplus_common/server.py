@@ -1,5 +1,5 @@
 """Server bootstrap shared by the three services: auth and error mapping in one interceptor,
-health and reflection, graceful shutdown."""
+health and reflection, worker processes, graceful drain on SIGTERM."""
 
 import asyncio
 import logging
@@ -26,12 +26,17 @@ from localplus_common.errors import (
     from_database_error,
     invalid_argument,
 )
+from localplus_common.workers import is_worker, supervise
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # What we accept as a caller's request id (Envoy sends a UUID); anything else is replaced, as it goes
 # into the log.
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Clients balancing on their own (localplus_common.calls) resolve the name again when a connection ends:
+# ending each one after 5 minutes (with GOAWAY; calls in flight, streams too, are left to finish) lets
+# them find pods added meanwhile.
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
@@ -177,6 +182,11 @@ async def serve(
     service's own, e.g. expiring holds) beside it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
+    if settings.workers > 1 and not is_worker():
+        code = await supervise(settings.workers)
+        if code:
+            raise SystemExit(code)
+        return
     pool = await create_pool(settings)
     replica_pool = await create_pool(settings, settings.database_read_url) if settings.database_read_url else None
     server = grpc.aio.server(
@@ -187,7 +197,10 @@ async def serve(
             # up to 60 KiB of headers; grpc's 8 KiB default turned long URLs into random 429s.
             ("grpc.max_metadata_size", 64 * 1024),
             ("grpc.absolute_max_metadata_size", 96 * 1024),
-            ("grpc.so_reuseport", 0),
+            # Workers share the port; a lone process must find it free (a clash is an error, not a silent
+            # share with a stale process).
+            ("grpc.so_reuseport", 1 if is_worker() else 0),
+            ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
         ],
     )
     register(server, Database(pool, replica_pool), settings)
@@ -209,9 +222,14 @@ async def serve(
     await stop.wait()
     if task is not None:
         task.cancel()
-    for name in [*service_names, ""]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(grace=5)
+    # Drain: NOT_SERVING first (every name, for good) while calls are still taken, so that probes and
+    # health-checking clients move on; then no new calls or connections, and those in flight may finish.
+    await health_servicer.enter_graceful_shutdown()
+    log.info(
+        "draining: NOT_SERVING for %gs, then %gs for calls in flight", settings.drain_seconds, settings.grace_seconds
+    )
+    await asyncio.sleep(settings.drain_seconds)
+    await server.stop(grace=settings.grace_seconds)
     await pool.close()
     if replica_pool is not None:
         await replica_pool.close()
