@@ -2,11 +2,12 @@
 (localplus_common.workers): a real events service, updates of events held in flight by a lock on their
 table, then SIGTERM. Health turns NOT_SERVING first while the process still runs; then new
 connections are refused while the calls are still in flight; once the lock goes, every one of those
-calls completes OK, and the process exits 0."""
+calls completes OK, and the process exits 0. Workers whose supervisor is killed stop too."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import signal
@@ -162,3 +163,27 @@ async def test_sigterm_drains_calls_in_flight(
         pool.shutdown(wait=False, cancel_futures=True)
         for channel in channels:
             channel.close()
+
+
+def test_workers_stop_when_their_supervisor_is_killed(stack: Stack) -> None:
+    """A supervisor killed outright (SIGKILL: no signal passed on) leaves no worker serving: they notice,
+    drain and exit."""
+    address = f"127.0.0.1:{free_port()}"
+    process = start_events(stack, address, workers=2)
+    try:
+        wait_for(lambda: health(address) == SERVING, "the service to serve")
+        process.kill()
+        process.wait()
+        wait_for(lambda: health(address) is None, "the workers to stop serving")
+
+        def workers_gone() -> bool:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        wait_for(workers_gone, "the workers to exit")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)

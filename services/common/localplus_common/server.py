@@ -26,7 +26,7 @@ from localplus_common.errors import (
     from_database_error,
     invalid_argument,
 )
-from localplus_common.workers import is_worker, supervise
+from localplus_common.workers import is_worker, stop_when_orphaned, supervise
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -219,7 +219,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    orphan_watch = asyncio.create_task(stop_when_orphaned(stop.set)) if is_worker() else None
     await stop.wait()
+    if orphan_watch is not None:
+        orphan_watch.cancel()
     if task is not None:
         task.cancel()
     # Drain: NOT_SERVING first (every name, for good) while calls are still taken, so that probes and

@@ -15,11 +15,12 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-# Set by the supervisor in each worker's environment: its number (0..N-1). A worker shares its port.
-WORKER_INDEX_VAR = "LOCALPLUS_WORKER_INDEX"
+# Set by the supervisor in each worker's environment: its own pid. A worker shares its port.
+SUPERVISOR_VAR = "LOCALPLUS_SUPERVISOR_PID"
 
 
 def available_cpus() -> int:
@@ -46,18 +47,25 @@ def _cgroup_quota() -> float | None:
 
 def is_worker() -> bool:
     """Whether this process is one of a supervisor's workers (which share their port)."""
-    return WORKER_INDEX_VAR in os.environ
+    return SUPERVISOR_VAR in os.environ
+
+
+async def stop_when_orphaned(stop: Callable[[], None]) -> None:
+    """Call `stop` (drain and exit) once the supervisor is gone without passing a signal on (it was
+    killed): a worker must not serve on with nobody watching it."""
+    supervisor = int(os.environ[SUPERVISOR_VAR])  # not getppid() now: it may be gone already
+    # Nothing to wait on: the kernel only reparents an orphan.
+    while os.getppid() == supervisor:  # noqa: ASYNC110
+        await asyncio.sleep(1)
+    log.warning("the supervisor (pid %d) is gone; stopping", supervisor)
+    stop()
 
 
 async def supervise(workers: int) -> int:
     """Run this process's command `workers` times as workers until they exit; the exit status."""
     command = [sys.executable, *sys.orig_argv[1:]]
-    children = [
-        await asyncio.create_subprocess_exec(
-            *command, env={**os.environ, "LOCALPLUS_WORKERS": "1", WORKER_INDEX_VAR: str(index)}
-        )
-        for index in range(workers)
-    ]
+    env = {**os.environ, "LOCALPLUS_WORKERS": "1", SUPERVISOR_VAR: str(os.getpid())}
+    children = [await asyncio.create_subprocess_exec(*command, env=env) for _ in range(workers)]
     log.info("%d workers: %s", workers, ", ".join(str(child.pid) for child in children))
     stopping = False
 
