@@ -67,7 +67,7 @@ def measure(
     address = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen(
         [sys.executable, "-m", EVENTS.module],
-        env={**env, EVENTS.addr_var: address, "LOCALPLUS_WORKERS": str(workers)},
+        env={**env, EVENTS.addr_var: address, EVENTS.metrics_var: "off", "LOCALPLUS_WORKERS": str(workers)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

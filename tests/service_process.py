@@ -29,7 +29,8 @@ def running_service(service: Service, env: dict[str, str], log: Path) -> Iterato
     with log.open("wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", service.module],
-            env={**SCRUBBED_ENV, service.addr_var: address, **env},
+            # Its metrics on a free port too: the default one may be taken by `make up` on this machine.
+            env={**SCRUBBED_ENV, service.addr_var: address, service.metrics_var: f"127.0.0.1:{free_port()}", **env},
             stdout=output,
             stderr=subprocess.STDOUT,
         )

@@ -227,7 +227,11 @@ def test_grpc_service_deployment(service: Service) -> None:
     deployment = resources[("Deployment", service.name)]
     (container,) = pod_spec(deployment)["containers"]
     assert container["command"] == ["python", "-m", service.module]
-    assert [p["containerPort"] for p in container["ports"]] == [service.port]
+    assert [p["containerPort"] for p in container["ports"]] == [service.port, service.metrics_port]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(service.metrics_port)
+    assert k8s_env(container, resources)[service.metrics_var] == f"0.0.0.0:{service.metrics_port}"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == service.port, probe
     ticketing = assert_service_env(service, k8s_env(container, resources))
@@ -545,6 +549,14 @@ def test_network_policies_allow_only_the_intended_paths() -> None:
         assert not network_allows(policies, pod, internet, 5432), name  # only the database's range
         assert network_allows(policies, pod, internet, 443) == (name in SCALED), name
         assert network_allows(policies, pod, dns, 53, "UDP") and network_allows(policies, pod, dns, 53, "TCP")
+    # Prometheus, from its own namespace, scrapes the services' /metrics; nothing else reaches those ports.
+    prometheus = Peer((("app.kubernetes.io/name", "prometheus"),), namespace="monitoring")
+    for service in SERVICES:
+        env = k8s_env(main_container(workloads_by_name[service.name]), k8s_resources())
+        metrics_port = int(env[service.metrics_var].rsplit(":", 1)[1])
+        assert network_allows(policies, prometheus, pods[service.name], metrics_port), service.name
+        assert not network_allows(policies, pods["stranger"], pods[service.name], metrics_port), service.name
+        assert not network_allows(policies, prometheus, pods[service.name], service.port), service.name
     # The way in, from outside the namespace (an Ingress controller, a load balancer, the internet).
     assert network_allows(policies, internet, pods["gateway"], GATEWAY_PORT)
     assert not network_allows(policies, internet, pods["gateway"], 9901)
@@ -569,7 +581,8 @@ def test_compose_services_and_ports() -> None:
     }
     for name, ports in expected.items():
         published = published_ports(services[name])
-        assert published == (set() if ports is None else {("127.0.0.1", *ports)}), name
+        metrics = {("127.0.0.1", s.metrics_port, s.metrics_port) for s in SERVICES if s.name == name}
+        assert published == (set() if ports is None else {("127.0.0.1", *ports)} | metrics), name
     for name in APP_SERVICES:
         assert services[name]["image"].split(":")[0] == IMAGE, name
         assert services[name]["build"] == ".", name
@@ -588,6 +601,8 @@ def test_compose_service_env(service: Service) -> None:
     assert compose_entry["command"] == ["python", "-m", service.module]
     env = compose_entry["environment"]
     ticketing = assert_service_env(service, env)
+    assert env[service.metrics_var] == f"0.0.0.0:{service.metrics_port}"
+    assert compose_entry["labels"]["prometheus.io/port"] == str(service.metrics_port)
     assert_database_url(env["DATABASE_URL"])
     assert env["SUPABASE_JWT_SECRET"] == DEV_JWT_SECRET
     assert env["SUPABASE_JWKS"] == ""

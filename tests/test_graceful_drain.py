@@ -71,6 +71,7 @@ def start_events(stack: Stack, address: str, workers: int) -> subprocess.Popen[b
         EVENTS.addr_var: address,
         RECURRENCE.addr_var: stack.address(RECURRENCE.name),
         "LOCALPLUS_WORKERS": str(workers),
+        EVENTS.metrics_var: "off",  # not the default port, which `make up` may hold
         "LOCALPLUS_DRAIN_SECONDS": "3",
         "LOCALPLUS_GRACE_SECONDS": "60",
     }

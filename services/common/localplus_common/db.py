@@ -7,6 +7,7 @@ Like PostgREST, every request runs in a single transaction as `anon`, `authentic
 import asyncio
 import contextlib
 import contextvars
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeAlias, TypeVar
@@ -17,6 +18,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from localplus_common.auth import Identity
 from localplus_common.config import Settings
+from localplus_common.telemetry import PoolMetrics
 
 T = TypeVar("T")
 # What request code gets: a pooled connection inside the request transaction.
@@ -32,7 +34,12 @@ POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 EARLIEST, LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
+# How Database.run starts a transaction: read-only work can go to a read replica.
+BEGIN, BEGIN_READ_ONLY = "begin", "begin read only"
+
 current_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("current_identity")
+# The request's id (Envoy's x-request-id), set as `localplus.request_id` in its transactions.
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("current_request_id", default="")
 
 
 class DatabaseUnavailable(Exception):
@@ -88,17 +95,38 @@ async def create_pool(settings: Settings, url: str = "") -> asyncpg.Pool:
     return pool
 
 
+def literal(value: str) -> str:
+    """`value` as an SQL string literal, written as libpq's PQescapeLiteral writes one: quotes doubled,
+    and an E'' string with backslashes doubled when it holds any, so it reads back the same whatever
+    standard_conforming_strings says. For the request context only (see request_context)."""
+    if "\x00" in value:
+        raise ValueError("Postgres text cannot hold NUL characters")
+    quoted = "'" + value.replace("'", "''") + "'"
+    return "E" + quoted.replace("\\", "\\\\") if "\\" in value else quoted
+
+
+def request_context(identity: Identity, *, event_id: UUID | None = None) -> str:
+    """The statement that sets who a transaction runs as, every setting transaction-local: its role and
+    claims, as PostgREST sets them, the event the request names by id (see Database.run), and the
+    request's id (Envoy's x-request-id; audit rows record it).
+
+    Its values are literals rather than parameters so that it can travel in one simple-protocol
+    message with the BEGIN (Database.run): one round trip for both. A new setting is one more entry."""
+    settings = {
+        "role": identity.role,
+        "request.jwt.claims": identity.claims_json,
+        "localplus.event_id": "" if event_id is None else str(event_id),
+        "localplus.request_id": current_request_id.get(),
+    }
+    calls = (f"set_config({literal(name)}, {literal(value)}, true)" for name, value in settings.items())
+    return "select " + ", ".join(calls)
+
+
 async def act_as(conn: Connection, identity: Identity, *, event_id: UUID | None = None) -> None:
-    """Who the rest of the transaction runs as: its role and claims, as PostgREST sets them, and the
-    event the request names by id (see Database.run). A use case that has checked the caller's access
-    under row-level security switches to localplus_common.auth.SERVER for the server's own writes."""
-    await conn.execute(
-        "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true),"
-        " set_config('localplus.event_id', $3, true)",
-        identity.role,
-        identity.claims_json,
-        "" if event_id is None else str(event_id),
-    )
+    """Switch the rest of the transaction to another caller. A use case that has checked the caller's
+    access under row-level security switches to localplus_common.auth.SERVER for the server's own
+    writes. (A request's first caller is set by Database.run, with its BEGIN.)"""
+    await conn.execute(request_context(identity, event_id=event_id))
 
 
 class Database:
@@ -106,6 +134,9 @@ class Database:
         self.pool = pool
         # Without a replica, reads that could use one go to the primary.
         self.replica_pool = replica_pool or pool
+        self._pool_metrics = {pool: PoolMetrics("primary")} | (
+            {replica_pool: PoolMetrics("replica")} if replica_pool else {}
+        )
 
     async def run(
         self, work: Work[T], identity: Identity | None = None, *, event_id: UUID | None = None, replica: bool = False
@@ -124,9 +155,21 @@ class Database:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 pool = self.replica_pool if replica else self.pool
-                async with self._connection(pool) as conn, conn.transaction(readonly=replica):
-                    await act_as(conn, who, event_id=event_id)
-                    return await work(conn)
+                async with self._connection(pool) as conn:
+                    # The transaction starts and the caller is set in one round trip: one simple-protocol
+                    # message of two statements. Not in the same statement as the work's first query:
+                    # row-level security is decided when a statement is planned, as whoever the session
+                    # is then.
+                    begin = BEGIN_READ_ONLY if replica else BEGIN
+                    await conn.execute(f"{begin}; {request_context(who, event_id=event_id)}")
+                    try:
+                        result = await work(conn)
+                        await conn.execute("commit")
+                    except BaseException:
+                        if conn.is_in_transaction():
+                            await conn.execute("rollback")
+                        raise
+                    return result
             except asyncpg.PostgresError as error:
                 if error.sqlstate not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
                     raise
@@ -139,10 +182,16 @@ class Database:
     async def _connection(self, pool: asyncpg.Pool) -> AsyncIterator[Connection]:
         """A pooled connection; failing to get one (refused, unreachable, out of connections, shutting
         down) is DatabaseUnavailable, unlike any error of the work done on it."""
+        metrics = self._pool_metrics[pool]
+        metrics.waiting.inc()
+        started = time.perf_counter()
         try:
             conn = await pool.acquire()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise DatabaseUnavailable("the database cannot be reached") from error
+        finally:
+            metrics.waiting.dec()
+        metrics.acquire.observe(time.perf_counter() - started)
         try:
             yield conn
         finally:

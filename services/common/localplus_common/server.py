@@ -5,6 +5,7 @@ import asyncio
 import logging
 import re
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
@@ -17,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from localplus_common.auth import TokenVerifier, bearer_from_metadata
 from localplus_common.config import Settings
-from localplus_common.db import Database, DatabaseUnavailable, create_pool, current_identity
+from localplus_common.db import Database, DatabaseUnavailable, create_pool, current_identity, current_request_id
 from localplus_common.errors import (
     INTERNAL,
     REQUEST_ID_KEY,
@@ -25,6 +26,18 @@ from localplus_common.errors import (
     ApiError,
     from_database_error,
     invalid_argument,
+)
+from localplus_common.services import SERVICES
+from localplus_common.telemetry import (
+    MethodMetrics,
+    configure_logging,
+    current_trace_id,
+    log_request,
+    metrics_address,
+    start_metrics_server,
+    start_tracing,
+    tracing_interceptor,
+    watch_pools,
 )
 from localplus_common.workers import is_worker, stop_when_orphaned, supervise
 
@@ -39,13 +52,31 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
 
 
+class _Call:
+    """One call being served: when it started, its request id, and the status it ends with."""
+
+    __slots__ = ("code", "request_id", "started")
+
+    def __init__(self, request_id: str) -> None:
+        self.started = time.perf_counter()
+        self.request_id = request_id
+        # Until the handler returns or fails: an async generator closed early, or the task cancelled,
+        # means the client went away.
+        self.code = grpc.StatusCode.CANCELLED
+
+
 class RequestInterceptor(grpc.aio.ServerInterceptor):
     """Identify the caller once per call and map every failure to a deliberate status, for unary and
     streaming methods alike (streaming handlers are async generators and read their requests by
-    iterating, not with `context.read()`)."""
+    iterating, not with `context.read()`); count the call, and write its one log line.
 
-    def __init__(self, verifier: TokenVerifier) -> None:
+    `metrics`: record the grpc_server_* series (off when the service serves no /metrics); `tracing`:
+    an OpenTelemetry interceptor runs outside this one, so the log line names the trace."""
+
+    def __init__(self, verifier: TokenVerifier, *, metrics: bool = True, tracing: bool = False) -> None:
         self._verifier = verifier
+        self._metrics = metrics
+        self._tracing = tracing
         # The wrapped handler of each method, built on its first call rather than on every call.
         self._guarded: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -67,6 +98,25 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         # Requests are decoded here rather than by grpc, so a malformed message is a clear
         # INVALID_ARGUMENT instead of UNKNOWN with a Python class name in it.
         deserialize = handler.request_deserializer
+        metrics = (
+            MethodMetrics(method, handler.request_streaming, handler.response_streaming) if self._metrics else None
+        )
+        tracing = self._tracing
+
+        def begin(context: grpc.aio.ServicerContext) -> _Call:
+            if metrics is not None:
+                metrics.started()
+            call = _Call(_request_id_of(context))
+            current_request_id.set(call.request_id)
+            return call
+
+        def end(call: _Call) -> None:
+            if metrics is not None:
+                metrics.handled(call.code, time.perf_counter() - call.started)
+            identity = current_identity.get(None)
+            user_id = None if identity is None else identity.user_id
+            trace_id = current_trace_id() if tracing else ""
+            log_request(method, call.code, call.started, call.request_id, user_id, trace_id)
 
         def decode(raw_request: bytes) -> Any:
             try:
@@ -83,23 +133,32 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             unary_unary = handler.unary_unary
 
             async def guarded_unary_unary(raw_request: bytes, context: grpc.aio.ServicerContext) -> Any:
+                call = begin(context)
                 try:
                     self._identify(context)
-                    return await unary_unary(decode(raw_request), context)
+                    response = await unary_unary(decode(raw_request), context)
+                    call.code = grpc.StatusCode.OK
+                    return response
                 except Exception as error:
-                    await _abort(context, method, error)
+                    await _abort(context, method, error, call)
+                finally:
+                    end(call)
 
             return grpc.unary_unary_rpc_method_handler(guarded_unary_unary, response_serializer=serialize)
         if handler.unary_stream is not None:
             unary_stream = handler.unary_stream
 
             async def guarded_unary_stream(raw_request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                call = begin(context)
                 try:
                     self._identify(context)
                     async for response in unary_stream(decode(raw_request), context):
                         yield response
+                    call.code = grpc.StatusCode.OK
                 except Exception as error:
-                    await _abort(context, method, error)
+                    await _abort(context, method, error, call)
+                finally:
+                    end(call)
 
             return grpc.unary_stream_rpc_method_handler(guarded_unary_stream, response_serializer=serialize)
         if handler.stream_unary is not None:
@@ -108,11 +167,16 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             async def guarded_stream_unary(
                 raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
             ) -> Any:
+                call = begin(context)
                 try:
                     self._identify(context)
-                    return await stream_unary(decoded(raw_requests), context)
+                    response = await stream_unary(decoded(raw_requests), context)
+                    call.code = grpc.StatusCode.OK
+                    return response
                 except Exception as error:
-                    await _abort(context, method, error)
+                    await _abort(context, method, error, call)
+                finally:
+                    end(call)
 
             return grpc.stream_unary_rpc_method_handler(guarded_stream_unary, response_serializer=serialize)
         stream_stream = handler.stream_stream
@@ -120,12 +184,16 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         async def guarded_stream_stream(
             raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
+            call = begin(context)
             try:
                 self._identify(context)
                 async for response in stream_stream(decoded(raw_requests), context):
                     yield response
+                call.code = grpc.StatusCode.OK
             except Exception as error:
-                await _abort(context, method, error)
+                await _abort(context, method, error, call)
+            finally:
+                end(call)
 
         return grpc.stream_stream_rpc_method_handler(guarded_stream_stream, response_serializer=serialize)
 
@@ -141,34 +209,36 @@ def _request_id_of(context: grpc.aio.ServicerContext) -> str:
     return str(uuid.uuid4())
 
 
-async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exception) -> None:
+async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exception, call: _Call) -> None:
     """End the call with the status `error` deserves; the log keeps the detail under the request id
-    the client gets back (looked up only here, so successful calls pay nothing for it)."""
+    the client gets back."""
     if isinstance(error, grpc.aio.AbortError):
+        code = context.code()
+        call.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
         raise error  # the handler ended the call itself
-    request_id = _request_id_of(context)
+    where = {"method": method, "request_id": call.request_id}
     if isinstance(error, ApiError):
         failure = error
     elif isinstance(error, asyncpg.PostgresError):
         failure = from_database_error(error)
         log.log(
             logging.ERROR if failure is INTERNAL else logging.WARNING,
-            "request_id=%s %s: database refused: sqlstate %s, table %s, column %s, constraint %s: %s",
-            request_id,
-            method,
+            "database refused: sqlstate %s, table %s, column %s, constraint %s: %s",
             error.sqlstate,
             getattr(error, "table_name", None),
             getattr(error, "column_name", None),
             getattr(error, "constraint_name", None),
             error.message,
+            extra={"fields": where},
         )
     elif isinstance(error, DatabaseUnavailable):
-        log.error("request_id=%s %s: database unavailable", request_id, method, exc_info=error)
+        log.error("database unavailable", exc_info=error, extra={"fields": where})
         failure = UNAVAILABLE
     else:
-        log.error("request_id=%s %s: unexpected error", request_id, method, exc_info=error)
+        log.error("unexpected error", exc_info=error, extra={"fields": where})
         failure = INTERNAL
-    await context.abort(failure.code, failure.message, failure.trailing_metadata(request_id))
+    call.code = failure.code
+    await context.abort(failure.code, failure.message, failure.trailing_metadata(call.request_id))
 
 
 Register = Callable[[grpc.aio.Server, Database, Settings], None]
@@ -180,17 +250,32 @@ async def serve(
 ) -> None:
     """Start a service on `address` and run until SIGTERM or SIGINT, with `background` (a loop of the
     service's own, e.g. expiring holds) beside it."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    (service,) = (service for service in SERVICES if service.grpc_service in service_names)
+    configure_logging(service.name)
     settings = Settings.from_env()
     if settings.workers > 1 and not is_worker():
-        code = await supervise(settings.workers)
+        # /metrics is per process and its port is one: the workers do without rather than clash on it.
+        if metrics_address(service) is not None:
+            log.warning("%d workers: %s=off (metrics are per process)", settings.workers, service.metrics_var)
+        code = await supervise(settings.workers, {service.metrics_var: "off"})
         if code:
             raise SystemExit(code)
         return
+    metrics_at = metrics_address(service)
+    tracer_provider = start_tracing(service.name)
     pool = await create_pool(settings)
     replica_pool = await create_pool(settings, settings.database_read_url) if settings.database_read_url else None
+    watch_pools({"primary": pool} | ({"replica": replica_pool} if replica_pool else {}))
+    if metrics_at is not None:
+        start_metrics_server(metrics_at)
+    interceptors: list[grpc.aio.ServerInterceptor] = (
+        [] if tracer_provider is None else [tracing_interceptor(tracer_provider)]
+    )
+    interceptors.append(
+        RequestInterceptor(TokenVerifier(settings), metrics=metrics_at is not None, tracing=tracer_provider is not None)
+    )
     server = grpc.aio.server(
-        interceptors=[RequestInterceptor(TokenVerifier(settings))],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             # Envoy forwards the whole original URL as a header (x-envoy-original-path) and allows
@@ -212,7 +297,13 @@ async def serve(
     if server.add_insecure_port(address) == 0:
         raise SystemExit(f"cannot listen on {address}")
     await server.start()
-    log.info("%s listening on %s", ", ".join(service_names), address)
+    log.info(
+        "%s listening on %s; metrics %s; traces %s",
+        ", ".join(service_names),
+        address,
+        f"http://{metrics_at}/metrics" if metrics_at else "off",
+        "exported by OTLP" if tracer_provider else "off",
+    )
     task = asyncio.create_task(background(Database(pool))) if background is not None else None
 
     stop = asyncio.Event()
@@ -236,3 +327,5 @@ async def serve(
     await pool.close()
     if replica_pool is not None:
         await replica_pool.close()
+    if tracer_provider is not None:
+        tracer_provider.shutdown()  # sends the spans still buffered

@@ -14,17 +14,33 @@ class Service:
     addr_var: str  # where it listens, and where the others reach it
     port: int
     grpc_service: str  # the full proto service name, which grpc.health.v1 reports SERVING
+    metrics_port: int  # Prometheus text at /metrics (localplus_common.telemetry)
 
     @property
     def default_addr(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def metrics_var(self) -> str:
+        return f"{self.name.upper()}_METRICS_ADDR"
+
+    @property
+    def default_metrics_addr(self) -> str:
+        return f"127.0.0.1:{self.metrics_port}"
+
 
 SERVICES = (
-    Service("events", "localplus_events", "EVENTS_ADDR", 50051, "localplus.events.v1.EventsService"),
-    Service("ticketing", "localplus_ticketing", "TICKETING_ADDR", 50052, "localplus.ticketing.v1.TicketingService"),
+    Service("events", "localplus_events", "EVENTS_ADDR", 50051, "localplus.events.v1.EventsService", 9101),
     Service(
-        "recurrence", "localplus_recurrence", "RECURRENCE_ADDR", 50053, "localplus.recurrence.v1.RecurrenceService"
+        "ticketing", "localplus_ticketing", "TICKETING_ADDR", 50052, "localplus.ticketing.v1.TicketingService", 9102
+    ),
+    Service(
+        "recurrence",
+        "localplus_recurrence",
+        "RECURRENCE_ADDR",
+        50053,
+        "localplus.recurrence.v1.RecurrenceService",
+        9103,
     ),
 )
 EVENTS, TICKETING, RECURRENCE = SERVICES

@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,11 @@ async def stop_when_orphaned(stop: Callable[[], None]) -> None:
     stop()
 
 
-async def supervise(workers: int) -> int:
-    """Run this process's command `workers` times as workers until they exit; the exit status."""
+async def supervise(workers: int, settings: Mapping[str, str]) -> int:
+    """Run this process's command `workers` times as workers, with `settings` added to their environment,
+    until they exit; the exit status."""
     command = [sys.executable, *sys.orig_argv[1:]]
-    env = {**os.environ, "LOCALPLUS_WORKERS": "1", SUPERVISOR_VAR: str(os.getpid())}
+    env = {**os.environ, **settings, "LOCALPLUS_WORKERS": "1", SUPERVISOR_VAR: str(os.getpid())}
     children = [await asyncio.create_subprocess_exec(*command, env=env) for _ in range(workers)]
     log.info("%d workers: %s", workers, ", ".join(str(child.pid) for child in children))
     stopping = False

@@ -14,6 +14,7 @@ from localplus_common.cities import city_id
 from localplus_common.db import Connection, Database
 from localplus_common.errors import ApiError, aborted, invalid_argument, not_found, permission_denied
 from localplus_common.paging import Page, PageRequest, decode_keyset, int64_value, page_of, time_value, uuid_value
+from localplus_common.telemetry import MODERATION_DECISIONS
 from localplus_events.domain import status_name
 
 
@@ -77,7 +78,9 @@ async def transition(db: Database, event_id: UUID, etag: str, change: Transition
             raise _wrong_state(now, change, concurrent=True)
         return updated
 
-    return await db.run(run, event_id=event_id)
+    updated = await db.run(run, event_id=event_id)
+    MODERATION_DECISIONS.labels(change.verb).inc()
+    return updated
 
 
 def _wrong_state(status: str, change: Transition, concurrent: bool = False) -> ApiError:

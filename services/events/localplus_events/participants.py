@@ -11,6 +11,7 @@ from localplus_common.auth import Identity
 from localplus_common.db import Connection, Database
 from localplus_common.errors import already_exists, failed_precondition, invalid_argument, not_found, permission_denied
 from localplus_common.paging import Page, PageRequest, decode_keyset, page_of
+from localplus_common.telemetry import REGISTRATIONS
 from localplus_events import repository as repo
 from localplus_events.domain import SELF_SERVICE_STATUSES
 
@@ -74,7 +75,9 @@ async def create_participant(
             raise already_exists("already registered; update the registration instead")
         return row
 
-    return await db.run(register, event_id=event_id)
+    row = await db.run(register, event_id=event_id)
+    REGISTRATIONS.labels(row["status"]).inc()
+    return row
 
 
 async def update_participant(

@@ -18,6 +18,7 @@ from uuid import UUID
 from localplus_common.auth import SERVER
 from localplus_common.db import Connection, Database
 from localplus_common.errors import ApiError
+from localplus_common.telemetry import WEBHOOKS
 from localplus_ticketing.codes import TicketSigner
 from localplus_ticketing.orders import pay
 from localplus_ticketing.payment_provider import PaymentProvider
@@ -32,6 +33,7 @@ async def handle_webhook(
 ) -> None:
     event = payments.verified_event(payload, signature)
     refunds = await db.run(lambda conn: _apply(conn, signer, event), SERVER)
+    WEBHOOKS.labels(event.get("type", "")).inc()
     for refund_id in refunds:
         await settle_refund(db, payments, refund_id)
 

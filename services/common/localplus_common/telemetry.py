@@ -1,0 +1,225 @@
+"""What a service tells the people who run it (README "Operability"): Prometheus metrics on its own HTTP
+port, one JSON log line per request, and OpenTelemetry traces exported by OTLP when
+OTEL_EXPORTER_OTLP_ENDPOINT is set (nothing of OpenTelemetry is loaded otherwise).
+
+RPC metrics follow the grpc-ecosystem names (`grpc_server_started_total`, `grpc_server_handled_total`,
+`grpc_server_handling_seconds`), so the usual gRPC dashboards work unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from localplus_common.services import Service
+
+if TYPE_CHECKING:
+    import asyncpg
+    from opentelemetry.sdk.trace import TracerProvider
+
+# `*_created` series double every counter and histogram and no dashboard reads them.
+disable_created_metrics()
+
+RPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", RPC_LABELS)
+HANDLED = Counter(
+    "grpc_server_handled_total", "RPCs completed on the server, whatever their status.", (*RPC_LABELS, "grpc_code")
+)
+HANDLING = Histogram(
+    "grpc_server_handling_seconds",
+    "How long the server took to answer RPCs, from the request to the status.",
+    RPC_LABELS,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+POOL_WAITING = Gauge("localplus_db_pool_waiting", "Requests waiting for a pooled database connection.", ["pool"])
+POOL_ACQUIRE = Histogram(
+    "localplus_db_pool_acquire_seconds",
+    "How long a request waited for a pooled database connection.",
+    ["pool"],
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+)
+# What the services did, counted after the transaction that did it committed.
+REGISTRATIONS = Counter("localplus_registrations_total", "Registrations made, by the status they got.", ["status"])
+MODERATION_DECISIONS = Counter(
+    "localplus_moderation_decisions_total", "Lifecycle and moderation transitions of events.", ["action"]
+)
+WEBHOOKS = Counter(
+    "localplus_webhooks_processed_total", "Stripe webhooks verified and applied (a repeat changes nothing).", ["type"]
+)
+
+ACCESS_LOG = logging.getLogger("localplus.access")
+GRPC_TYPES = {
+    (False, False): "unary",
+    (False, True): "server_stream",
+    (True, False): "client_stream",
+    (True, True): "bidi_stream",
+}
+
+
+def metrics_address(service: Service, env: Mapping[str, str] = os.environ) -> str | None:
+    """Where `service` serves /metrics (`<NAME>_METRICS_ADDR`, default 127.0.0.1:91xx); None for `off`,
+    which also stops recording the RPC metrics."""
+    address = env.get(service.metrics_var) or service.default_metrics_addr
+    return None if address == "off" else address
+
+
+def start_metrics_server(address: str) -> None:
+    """Serve the default registry's text format at http://<address>/metrics, from a daemon thread."""
+    host, _, port = address.rpartition(":")
+    try:
+        start_http_server(int(port), addr=host or "0.0.0.0")
+    except OSError as error:
+        raise SystemExit(f"cannot serve metrics on {address}: {error}") from None
+
+
+class PoolCollector(Collector):
+    """Connections of each pool, read when scraped (asyncpg counts them; nothing to do per request)."""
+
+    def __init__(self, pools: Mapping[str, asyncpg.Pool]) -> None:
+        self._pools = pools
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        in_use = GaugeMetricFamily(
+            "localplus_db_pool_connections_in_use", "Pooled database connections lent out.", labels=["pool"]
+        )
+        size = GaugeMetricFamily("localplus_db_pool_connections", "Open pooled database connections.", labels=["pool"])
+        limit = GaugeMetricFamily("localplus_db_pool_max_connections", "The pool's connection cap.", labels=["pool"])
+        for name, pool in self._pools.items():
+            in_use.add_metric([name], pool.get_size() - pool.get_idle_size())
+            size.add_metric([name], pool.get_size())
+            limit.add_metric([name], pool.get_max_size())
+        return [in_use, size, limit]
+
+
+def watch_pools(pools: Mapping[str, asyncpg.Pool]) -> None:
+    REGISTRY.register(PoolCollector(pools))
+
+
+class PoolMetrics:
+    """Waiting for a connection of one pool: how many wait now, and how long each waited."""
+
+    def __init__(self, name: str) -> None:
+        self.waiting = POOL_WAITING.labels(name)
+        self.acquire = POOL_ACQUIRE.labels(name)
+
+
+class MethodMetrics:
+    """One RPC method's metric series, bound to their labels once (binding costs more than counting)."""
+
+    def __init__(self, method: str, request_streaming: bool, response_streaming: bool) -> None:
+        service, _, name = method.lstrip("/").partition("/")
+        self._labels = (GRPC_TYPES[request_streaming, response_streaming], service, name)
+        self._started = STARTED.labels(*self._labels)
+        self._handling = HANDLING.labels(*self._labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def started(self) -> None:
+        self._started.inc()
+
+    def handled(self, code: grpc.StatusCode, seconds: float) -> None:
+        self._handling.observe(seconds)
+        counter = self._handled.get(code)
+        if counter is None:
+            counter = self._handled[code] = HANDLED.labels(*self._labels, code.name)
+        counter.inc()
+
+
+class JsonFormatter(logging.Formatter):
+    """Every log line as one JSON object: time, level, service, logger, message, and the record's `fields`
+    (the request line's method, status, duration, request id and user id). Never pass a token or card
+    data in a message or field."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self._service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "service": self._service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            entry.update(fields)
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(service: str) -> None:
+    """JSON lines on stdout for the whole process (LOG_LEVEL, default INFO; WARNING drops request lines)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("LOG_LEVEL") or logging.INFO)
+
+
+def log_request(
+    method: str, code: grpc.StatusCode, started: float, request_id: str, user_id: object, trace_id: str
+) -> None:
+    """The one line of a request, written when it ends."""
+    if not ACCESS_LOG.isEnabledFor(logging.INFO):
+        return
+    fields = {
+        "method": method,
+        "status": code.name,
+        "duration_ms": round((time.perf_counter() - started) * 1e3, 3),
+        "request_id": request_id,
+        "user_id": None if user_id is None else str(user_id),
+    }
+    if trace_id:
+        fields["trace_id"] = trace_id
+    ACCESS_LOG.info("request", extra={"fields": fields})
+
+
+def start_tracing(service: str, env: Mapping[str, str] = os.environ) -> TracerProvider | None:
+    """With OTEL_EXPORTER_OTLP_ENDPOINT set: a tracer provider exporting spans by OTLP/HTTP (protobuf) in
+    batches (the standard OTEL_* variables tune it), and a span per SQL statement (asyncpg). Else None
+    and nothing of OpenTelemetry is imported."""
+    if not env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return None
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or service}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    AsyncPGInstrumentor().instrument(tracer_provider=provider)
+    return provider
+
+
+def tracing_interceptor(provider: TracerProvider) -> grpc.aio.ServerInterceptor:
+    """A server span per RPC (health checks aside), continuing the caller's W3C `traceparent`."""
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(
+        tracer_provider=provider, filter_=filters.negate(filters.health_check())
+    )
+    return interceptor
+
+
+def current_trace_id() -> str:
+    """The current span's trace id (hex), for the request's log line; "" outside a trace."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else ""

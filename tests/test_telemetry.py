@@ -1,0 +1,295 @@
+"""Operability (README "Operability"): a request through the gateway is one JSON log line per hop (Envoy's
+access log and the service's log) under one request id, which the error body returns and Postgres sees;
+it moves the right Prometheus series; and, with OTLP on, it is one connected trace from the server span
+down to its SQL statements, received by a real OTLP/HTTP endpoint in the test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from prometheus_client.parser import text_string_to_metric_families
+
+from localplus_common.config import DEV_JWT_SECRET
+from localplus_common.services import EVENTS, RECURRENCE
+from localplus_dev.envoy import Gateway
+from localplus_dev.postgres import free_port
+from localplus_dev.processes import Supervisor
+from localplus_dev.stack import Stack
+from tests.service_process import running_service
+from tests.support import User, create_event
+from tests.test_errors import error_info
+
+EVENTS_SERVICE = "localplus.events.v1.EventsService"
+
+
+def _read_lines(log: Path) -> list[str]:
+    return log.read_text(errors="replace").splitlines()
+
+
+async def json_lines(log: Path, request_id: str, wanted: int = 1) -> list[dict[str, Any]]:
+    """The JSON lines of `log` with this request id, once there are `wanted` (each hop writes its line
+    as the request ends, Envoy's access log a moment after the response)."""
+    found: list[dict[str, Any]] = []
+    for _ in range(100):
+        lines = _read_lines(log)
+        found = [json.loads(line) for line in lines if request_id in line and line.startswith("{")]
+        if len(found) >= wanted:
+            break
+        await asyncio.sleep(0.05)
+    return found
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(url: str) -> Samples:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(url)
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    """How much the series `name{labels}` grew between two scrapes."""
+    key = (name, frozenset(labels.items()))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def rpc(method: str, **labels: str) -> dict[str, str]:
+    return {"grpc_type": "unary", "grpc_service": EVENTS_SERVICE, "grpc_method": method, **labels}
+
+
+async def test_a_request_is_one_line_per_hop_under_one_request_id(
+    api: httpx.AsyncClient, stack: Stack, user: User
+) -> None:
+    event = await create_event(api, user)
+    response = await api.get(f"/api/events/{event['id']}", headers=user.headers)
+    assert response.status_code == 200, response.text
+    request_id = response.headers["x-request-id"]  # Envoy made it, and returns it on every response
+    assert uuid.UUID(request_id)
+
+    (envoy,) = await json_lines(stack.config.run_dir / "envoy.log", request_id)
+    assert envoy["service"] == "envoy"
+    assert envoy["path"] == f"/api/events/{event['id']}"
+    assert envoy["grpc_method"] == f"/{EVENTS_SERVICE}/GetEvent"
+    assert envoy["method"] == "GET"
+    assert envoy["status"] == 200
+    assert isinstance(envoy["duration_ms"], int)
+
+    (line,) = await json_lines(stack.config.run_dir / "events.log", request_id)
+    assert line["service"] == "events" and line["message"] == "request"
+    assert line["method"] == f"/{EVENTS_SERVICE}/GetEvent"
+    assert line["status"] == "OK"
+    assert line["user_id"] == str(user.id)
+    assert 0 < line["duration_ms"] < 60_000
+    assert line["time"].endswith("+00:00")
+    for hop in (envoy, line):
+        assert user.token not in json.dumps(hop) and user.token.split(".")[1] not in json.dumps(hop)
+
+
+async def test_an_error_body_carries_the_request_id_of_both_hops_lines(
+    api: httpx.AsyncClient, stack: Stack, user: User
+) -> None:
+    response = await api.get(f"/api/events/{uuid.uuid4()}", headers=user.headers)
+    assert response.status_code == 404, response.text
+    request_id = error_info(response.json())["metadata"]["request_id"]
+    assert request_id == response.headers["x-request-id"]
+    (envoy,) = await json_lines(stack.config.run_dir / "envoy.log", request_id)
+    assert envoy["status"] == 404
+    (line,) = await json_lines(stack.config.run_dir / "events.log", request_id)
+    assert line["status"] == "NOT_FOUND"
+
+
+async def test_postgres_sees_the_request_id(api: httpx.AsyncClient, db: asyncpg.Pool, user: User) -> None:
+    """The request's transaction has `localplus.request_id` set, and the moderation log keeps it with
+    the change the request made."""
+    event = await create_event(api, user)
+    response = await api.post(f"/api/events/{event['id']}:submit", json={}, headers=user.headers)
+    assert response.status_code == 200, response.text
+    rows = await db.fetch(
+        "select to_status, request_id from public.event_moderation_log where event_id = $1 order by id", event["id"]
+    )
+    created, submitted = rows
+    assert submitted["to_status"] == "pending_review"
+    assert submitted["request_id"] == response.headers["x-request-id"]
+    assert created["request_id"] not in (None, submitted["request_id"])  # the create was another request
+    # Outside a request there is none.
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("update public.events set status = 'cancelled' where id = $1", event["id"])
+    last = await db.fetchrow(
+        "select to_status, request_id from public.event_moderation_log where event_id = $1 order by id desc limit 1",
+        event["id"],
+    )
+    assert last is not None and (last["to_status"], last["request_id"]) == ("cancelled", None)
+
+
+async def test_a_request_moves_its_metrics(api: httpx.AsyncClient, stack: Stack, user: User, admin: User) -> None:
+    metrics_url = stack.metrics_url("events")
+    assert metrics_url is not None
+    event = await create_event(api, user)
+    before = await scrape(metrics_url)
+    envoy_before = await scrape(stack.envoy_metrics_url)
+
+    assert (await api.get(f"/api/events/{event['id']}", headers=user.headers)).status_code == 200
+    assert (await api.get(f"/api/events/{uuid.uuid4()}", headers=user.headers)).status_code == 404
+    submitted = await api.post(f"/api/events/{event['id']}:submit", json={}, headers=user.headers)
+    assert submitted.status_code == 200, submitted.text
+    approved = await api.post(f"/api/events/{event['id']}:approve", json={}, headers=admin.headers)
+    assert approved.status_code == 200, approved.text
+    registered = await api.post(f"/api/events/{event['id']}/participants", json={}, headers=admin.headers)
+    assert registered.status_code == 200, registered.text
+
+    after = await scrape(metrics_url)
+    assert moved(before, after, "grpc_server_started_total", **rpc("GetEvent")) == 2
+    assert moved(before, after, "grpc_server_handled_total", **rpc("GetEvent", grpc_code="OK")) == 1
+    assert moved(before, after, "grpc_server_handled_total", **rpc("GetEvent", grpc_code="NOT_FOUND")) == 1
+    assert moved(before, after, "grpc_server_handling_seconds_count", **rpc("GetEvent")) == 2
+    assert moved(before, after, "grpc_server_handling_seconds_bucket", **rpc("GetEvent", le="+Inf")) == 2
+    assert moved(before, after, "grpc_server_handled_total", **rpc("SubmitEvent", grpc_code="OK")) == 1
+    assert moved(before, after, "localplus_moderation_decisions_total", action="submit") == 1
+    assert moved(before, after, "localplus_moderation_decisions_total", action="approve") == 1
+    assert moved(before, after, "localplus_registrations_total", status="going") == 1
+    # Every one of those requests took a connection from the primary pool; none is held now.
+    assert moved(before, after, "localplus_db_pool_acquire_seconds_count", pool="primary") >= 5
+    assert after[("localplus_db_pool_waiting", frozenset({("pool", "primary")}))] == 0
+    assert after[("localplus_db_pool_connections_in_use", frozenset({("pool", "primary")}))] == 0
+    assert after[("localplus_db_pool_max_connections", frozenset({("pool", "primary")}))] > 0
+
+    envoy_after = await scrape(stack.envoy_metrics_url)
+    upstream = frozenset({("envoy_cluster_name", "events")})
+    assert (
+        envoy_after[("envoy_cluster_upstream_rq_total", upstream)]
+        - envoy_before[("envoy_cluster_upstream_rq_total", upstream)]
+        >= 5
+    )
+
+
+# --- traces -------------------------------------------------------------------------------------------
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP endpoint (POST /v1/traces, protobuf) that keeps every span it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        self.resources: list[dict[str, str]] = []
+        spans, resources = self.spans, self.resources
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                assert self.path == "/v1/traces" and self.headers["content-type"] == "application/x-protobuf"
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource_spans in request.resource_spans:
+                    attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                    for scope_spans in resource_spans.scope_spans:
+                        for span in scope_spans.spans:
+                            spans.append(span)
+                            resources.append(attributes)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def trace(self, trace_id: bytes) -> list[Span]:
+        return [span for span in self.spans if span.trace_id == trace_id]
+
+
+@contextlib.contextmanager
+def traced_gateway(stack: Stack, tmp_path: Path, receiver: OtlpReceiver) -> Iterator[str]:
+    """An events service exporting its spans to `receiver` (every 50 ms), behind an Envoy of its own."""
+    env = {
+        "DATABASE_URL": stack.database_url,
+        "SUPABASE_JWT_SECRET": DEV_JWT_SECRET,
+        RECURRENCE.addr_var: stack.address(RECURRENCE.name),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+    }
+    with running_service(EVENTS, env, tmp_path / "events.log") as address:
+        addresses = {**stack.config.gateway.addresses, EVENTS.name: address}
+        settings = replace(
+            stack.gateway.settings, gateway_port=free_port(), admin_port=free_port(), addresses=addresses
+        )
+        supervisor = Supervisor(tmp_path / "run")
+        gateway = Gateway(tmp_path / "run", supervisor, settings)
+        try:
+            gateway.start()
+            yield gateway.url
+        finally:
+            supervisor.stop_all()
+
+
+async def test_a_request_through_the_gateway_is_one_connected_trace(
+    api: httpx.AsyncClient, stack: Stack, user: User, tmp_path: Path
+) -> None:
+    event = await create_event(api, user)
+    receiver = OtlpReceiver()
+    try:
+        with traced_gateway(stack, tmp_path, receiver) as url:
+            trace_id, client_span = secrets.token_bytes(16), secrets.token_bytes(8)
+            traceparent = f"00-{trace_id.hex()}-{client_span.hex()}-01"
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                response = await client.get(
+                    f"/api/events/{event['id']}", headers={**user.headers, "traceparent": traceparent}
+                )
+            assert response.status_code == 200, response.text
+            for _ in range(100):
+                spans = receiver.trace(trace_id)
+                if any(span.kind == Span.SPAN_KIND_SERVER for span in spans):  # it ends last
+                    break
+                await asyncio.sleep(0.05)
+            (line,) = await json_lines(tmp_path / "events.log", response.headers["x-request-id"])
+    finally:
+        receiver.close()
+
+    servers = [span for span in spans if span.kind == Span.SPAN_KIND_SERVER]
+    assert len(servers) == 1, [span.name for span in spans]
+    server = servers[0]
+    assert server.name == f"/{EVENTS_SERVICE}/GetEvent"
+    assert server.parent_span_id == client_span, "the caller's traceparent is continued"
+    sql = [span for span in spans if span.kind == Span.SPAN_KIND_CLIENT]
+    assert len(sql) >= 2, [span.name for span in spans]  # act_as and the read, at least
+    by_id = {span.span_id: span for span in spans}
+    for span in sql:
+        # Each SQL span hangs off the server span (directly or through another span of this trace).
+        parent = by_id.get(span.parent_span_id)
+        while parent is not None and parent is not server:
+            parent = by_id.get(parent.parent_span_id)
+        assert parent is server, span.name
+    statements = " ".join(
+        attribute.value.string_value for span in sql for attribute in span.attributes if attribute.key == "db.statement"
+    )
+    assert "set_config('localplus.request_id'" in statements and "from public.events" in statements
+    assert {resource.get("service.name") for resource in receiver.resources} == {"events"}
+    assert line["trace_id"] == trace_id.hex(), "the request's log line names its trace"
+    assert not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"), "the session's stack runs without tracing"
