@@ -15,13 +15,14 @@ RUN := $(UV) run --frozen --no-sync
 PG15_BIN := /usr/lib/postgresql/15/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help setup up test fuzz bench profile bench-tools gen lint proto-baseline migrate reconcile token system-postgres system-chromium import
+.PHONY: help setup up test fuzz bench bench-workers profile bench-tools gen lint proto-baseline migrate reconcile token system-postgres system-chromium import
 
 help:
 	@echo "make up        run Postgres, the three services and the gateway on :8080 (Ctrl-C stops all)"
 	@echo "make test      run the whole test suite"
 	@echo "make fuzz      fuzz every route through the gateway with schemathesis, longer than make test does"
 	@echo "make bench     print throughput and latency figures"
+	@echo "make bench-workers  one events service with 1 worker process against 2"
 	@echo "make profile   sample the events service under load with py-spy (ARGS='--scenario list')"
 	@echo "make gen       generate Python stubs, the gateway descriptor and the OpenAPI document from protos/"
 	@echo "make lint      buf lint and breaking, ruff, mypy"
@@ -101,6 +102,10 @@ bench-tools:
 
 bench: setup bench-tools
 	$(RUN) python -m bench $(ARGS)
+
+# One events service with 1 worker process against 2 (LOCALPLUS_WORKERS), alternating (bench/workers.py).
+bench-workers: setup bench-tools
+	$(RUN) python -m bench.workers $(ARGS)
 
 # Import a scraped feed (.json or .ics) through the gateway: make import FILE=feed.ics SOURCE=bangkok-listings
 import: setup

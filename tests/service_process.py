@@ -17,8 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from localplus_common.services import Service
 from localplus_dev.postgres import free_port
 
-# Just enough to find Python and this checkout's code: no LOCALPLUS_ENV, DATABASE_URL or JWT key.
-SCRUBBED_ENV = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(sys.path)}
+# Just enough to find Python and this checkout's code: no LOCALPLUS_ENV, DATABASE_URL or JWT key. One
+# process, as in the session's stack (tests/test_graceful_drain.py runs two workers).
+SCRUBBED_ENV = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(sys.path), "LOCALPLUS_WORKERS": "1"}
 
 
 @contextmanager

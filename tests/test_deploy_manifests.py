@@ -31,7 +31,7 @@ from kubernetes_validate import utils as kubernetes_validate
 from localplus_common.config import DEV_DATABASE_URL, DEV_JWT_SECRET, Settings
 from localplus_common.services import SERVICES, TICKETING, Service
 from localplus_common.unsubscribe import SECRET_VAR
-from localplus_dev.postgres import INITDB_LOCALE, free_port
+from localplus_dev.postgres import INITDB_LOCALE, SYSTEM15_BIN, free_port
 from localplus_dev.processes import venv_binary
 from localplus_dev.stack import Stack
 from localplus_dev.stripe import DEV_API_KEY as STRIPE_DEV_API_KEY
@@ -556,6 +556,14 @@ def test_network_policies_allow_only_the_intended_paths() -> None:
         assert not network_allows(policies, pod, internet, 5432), name  # only the database's range
         assert network_allows(policies, pod, internet, 443) == (name in SCALED), name
         assert network_allows(policies, pod, dns, 53, "UDP") and network_allows(policies, pod, dns, 53, "TCP")
+    # Prometheus, from its own namespace, scrapes the services' /metrics; nothing else reaches those ports.
+    prometheus = Peer((("app.kubernetes.io/name", "prometheus"),), namespace="monitoring")
+    for service in SERVICES:
+        env = k8s_env(main_container(workloads_by_name[service.name]), k8s_resources())
+        metrics_port = int(env[service.metrics_var].rsplit(":", 1)[1])
+        assert network_allows(policies, prometheus, pods[service.name], metrics_port), service.name
+        assert not network_allows(policies, pods["stranger"], pods[service.name], metrics_port), service.name
+        assert not network_allows(policies, prometheus, pods[service.name], service.port), service.name
     # The way in, from outside the namespace (an Ingress controller, a load balancer, the internet).
     assert network_allows(policies, internet, pods["gateway"], GATEWAY_PORT)
     assert not network_allows(policies, internet, pods["gateway"], 9901)
@@ -652,7 +660,10 @@ def test_compose_gateway_and_migrate_env() -> None:
 def test_compose_startup_order_and_healthchecks() -> None:
     services = compose()["services"]
     postgres = services["postgres"]
-    assert postgres["image"] == "postgres:15"  # Supabase's major version
+    # Supabase's image, of the major version the tests run as the machine's Postgres (/usr/lib/postgresql/15).
+    repository, tag = postgres["image"].split(":")
+    assert repository == "supabase/postgres" and tag.split(".")[0] == SYSTEM15_BIN.parent.name
+    assert "/etc/postgresql-custom" in {volume.split(":")[1] for volume in postgres["volumes"]}  # pgsodium's key
     initdb_args = postgres["environment"]["POSTGRES_INITDB_ARGS"].split()
     assert f"--locale={INITDB_LOCALE}" in initdb_args and "--encoding=UTF8" in initdb_args
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
@@ -667,6 +678,45 @@ def test_compose_startup_order_and_healthchecks() -> None:
             assert service["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
         for dependency in service.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown {dependency}"
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=SERVICE_NAMES)
+def test_compose_and_k8s_give_a_service_the_same_settings(service: Service) -> None:
+    """The same variables in both, with the same values but for where the database and Stripe are and
+    the secrets; both give a service the time to drain before it is killed."""
+    resources = k8s_resources()
+    deployment = resources[("Deployment", service.name)]
+    k8s = k8s_env(main_container(deployment), resources)
+    entry = compose_service(service.name)
+    env = {key: str(value) for key, value in entry["environment"].items()}
+    # The shared ConfigMap also carries the gateway's settings.
+    assert set(env) == set(k8s) - {"GATEWAY_PORT", "ENVOY_ADMIN_PORT", "GATEWAY_LISTEN_ADDRESS"}
+    per_deployment = {"DATABASE_URL", "SUPABASE_JWT_SECRET", "STRIPE_API_BASE", *TICKETING_SECRETS}
+    for key in set(env) - per_deployment:
+        assert env[key] == k8s[key], key
+    drain = float(env["LOCALPLUS_DRAIN_SECONDS"]) + float(env["LOCALPLUS_GRACE_SECONDS"])
+    assert float(entry["stop_grace_period"].removesuffix("s")) > drain
+    # Workers follow the CPUs each is given: compose's `cpus`, the k8s limit.
+    assert env["LOCALPLUS_WORKERS"] == ""
+    assert float(entry["cpus"]) >= 1 and cpu_cores(main_container(deployment)["resources"]["limits"]["cpu"]) >= 1
+
+
+def test_compose_and_k8s_probe_the_same_ports() -> None:
+    """compose's healthchecks and the k8s probes ask each service's gRPC health on its port, and the
+    gateway's /healthz on its own."""
+    resources = k8s_resources()
+    for service in SERVICES:
+        test = compose_service(service.name)["healthcheck"]["test"]
+        assert test[-1] == f"127.0.0.1:{service.port}"
+        container = main_container(resources[("Deployment", service.name)])
+        assert {container[probe]["grpc"]["port"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")} == {
+            service.port
+        }
+    gateway_check = urlsplit(compose_service("gateway")["healthcheck"]["test"][-1])
+    _, _, envoy = gateway_k8s()
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert envoy[probe]["httpGet"]["path"] == gateway_check.path
+    assert gateway_check.port == GATEWAY_PORT
 
 
 def test_compose_registers_the_stripe_webhook(stack: Stack) -> None:
@@ -783,6 +833,9 @@ def test_gateway_config_as_deployed_passes_envoy_validation(where: str, tmp_path
         (endpoint,) = clusters[service.name]["load_assignment"]["endpoints"][0]["lb_endpoints"]
         address = endpoint["endpoint"]["address"]["socket_address"]
         assert address == {"address": service.name, "port_value": service.port}
+        # Per-request balancing over every address the name has: in k8s a headless Service's pods.
+        assert clusters[service.name]["type"] == "STRICT_DNS" and clusters[service.name]["lb_policy"] == "ROUND_ROBIN"
+        assert k8s_resources()[("Service", service.name)]["spec"]["clusterIP"] == "None"
     # The descriptor path defaults to the repository's gen/, i.e. /app/gen/descriptor.pb in the image.
     assert f'"{ROOT / "gen" / "descriptor.pb"}"' in result.stdout
     # The API reference is answered from files of the image: the OpenAPI document beside the descriptor,

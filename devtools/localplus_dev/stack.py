@@ -229,6 +229,8 @@ class Stack:
         env.update({service.addr_var: self.address(service.name) for service in SERVICES})
         env.update({service.metrics_var: self.config.metrics_addresses[service.name] for service in SERVICES})
         env.update(self.config.service_settings)
+        # One process per service (the supervisor watches and restarts that pid), unless asked otherwise.
+        env.setdefault("LOCALPLUS_WORKERS", "1")
         return env
 
     def _wait_serving(self, service: Service, timeout: float = 30.0) -> None:

@@ -14,6 +14,16 @@ from localplus_common.errors import REQUEST_ID_KEY, STATUS_DETAILS_KEY, ApiError
 
 # The longest a call to another service may take when our caller set no deadline.
 DEFAULT_TIMEOUT_S = 10.0
+# Client-side balancing: a plain target resolves once to one address and keeps one HTTP/2 connection, so
+# behind a k8s Service every call would go to one pod. `dns:///` with round_robin connects to every
+# address the name has (a headless Service: each ready pod) and spreads calls over them; the servers'
+# max connection age (localplus_common.server) makes the channel resolve again and find new pods.
+CHANNEL_OPTIONS = [("grpc.lb_policy_name", "round_robin")]
+
+
+def channel_to(address: str) -> grpc.aio.Channel:
+    """A channel to another service at `address` (host:port), balanced per call over its addresses."""
+    return grpc.aio.insecure_channel(f"dns:///{address}", options=CHANNEL_OPTIONS)
 
 
 @dataclass(frozen=True)

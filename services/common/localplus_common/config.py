@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from localplus_common.services import addresses_from_env
+from localplus_common.workers import available_cpus
 
 DEV_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 DEV_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:54322/postgres"
@@ -49,6 +50,12 @@ class Settings:
     db_pool_max: int
     # 0 behind PgBouncer/Supavisor in transaction mode, which cannot keep prepared statements.
     db_statement_cache_size: int
+    # Processes serving the service (localplus_common.workers); each has its own pool of db_pool_max.
+    workers: int = 1
+    # On SIGTERM: report NOT_SERVING for drain_seconds while still serving (so that health-checking
+    # clients and load balancers move on), then refuse new calls and give those in flight grace_seconds.
+    drain_seconds: float = 0.0
+    grace_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -63,4 +70,15 @@ class Settings:
             addresses=addresses_from_env(env),
             db_pool_max=int(env.get("DB_POOL_MAX") or 10),
             db_statement_cache_size=int(env.get("DB_STATEMENT_CACHE_SIZE") or 100),
+            # Empty: one per CPU this process may use.
+            workers=_positive(env, "LOCALPLUS_WORKERS", available_cpus()),
+            drain_seconds=float(env.get("LOCALPLUS_DRAIN_SECONDS") or 0),
+            grace_seconds=float(env.get("LOCALPLUS_GRACE_SECONDS") or 5),
         )
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = int(env.get(name) or default)
+    if value < 1:
+        raise SystemExit(f"{name} must be at least 1 (empty: one per CPU)")
+    return value

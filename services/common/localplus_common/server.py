@@ -1,5 +1,5 @@
 """Server bootstrap shared by the three services: auth and error mapping in one interceptor,
-health and reflection, graceful shutdown."""
+health and reflection, worker processes, graceful drain on SIGTERM."""
 
 import asyncio
 import logging
@@ -39,12 +39,17 @@ from localplus_common.telemetry import (
     tracing_interceptor,
     watch_pools,
 )
+from localplus_common.workers import is_worker, stop_when_orphaned, supervise
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # What we accept as a caller's request id (Envoy sends a UUID); anything else is replaced, as it goes
 # into the log.
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Clients balancing on their own (localplus_common.calls) resolve the name again when a connection ends:
+# ending each one after 5 minutes (with GOAWAY; calls in flight, streams too, are left to finish) lets
+# them find pods added meanwhile.
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
 
 
 class _Call:
@@ -248,6 +253,14 @@ async def serve(
     (service,) = (service for service in SERVICES if service.grpc_service in service_names)
     configure_logging(service.name)
     settings = Settings.from_env()
+    if settings.workers > 1 and not is_worker():
+        # /metrics is per process and its port is one: the workers do without rather than clash on it.
+        if metrics_address(service) is not None:
+            log.warning("%d workers: %s=off (metrics are per process)", settings.workers, service.metrics_var)
+        code = await supervise(settings.workers, {service.metrics_var: "off"})
+        if code:
+            raise SystemExit(code)
+        return
     metrics_at = metrics_address(service)
     tracer_provider = start_tracing(service.name)
     pool = await create_pool(settings)
@@ -269,7 +282,10 @@ async def serve(
             # up to 60 KiB of headers; grpc's 8 KiB default turned long URLs into random 429s.
             ("grpc.max_metadata_size", 64 * 1024),
             ("grpc.absolute_max_metadata_size", 96 * 1024),
-            ("grpc.so_reuseport", 0),
+            # Workers share the port; a lone process must find it free (a clash is an error, not a silent
+            # share with a stale process).
+            ("grpc.so_reuseport", 1 if is_worker() else 0),
+            ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
         ],
     )
     register(server, Database(pool, replica_pool), settings)
@@ -294,12 +310,20 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    orphan_watch = asyncio.create_task(stop_when_orphaned(stop.set)) if is_worker() else None
     await stop.wait()
+    if orphan_watch is not None:
+        orphan_watch.cancel()
     if task is not None:
         task.cancel()
-    for name in [*service_names, ""]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(grace=5)
+    # Drain: NOT_SERVING first (every name, for good) while calls are still taken, so that probes and
+    # health-checking clients move on; then no new calls or connections, and those in flight may finish.
+    await health_servicer.enter_graceful_shutdown()
+    log.info(
+        "draining: NOT_SERVING for %gs, then %gs for calls in flight", settings.drain_seconds, settings.grace_seconds
+    )
+    await asyncio.sleep(settings.drain_seconds)
+    await server.stop(grace=settings.grace_seconds)
     await pool.close()
     if replica_pool is not None:
         await replica_pool.close()

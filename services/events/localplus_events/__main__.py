@@ -5,6 +5,7 @@ import asyncio
 import grpc
 
 from localplus.events.v1 import events_pb2, events_pb2_grpc
+from localplus_common.calls import channel_to
 from localplus_common.config import Settings
 from localplus_common.db import Database
 from localplus_common.server import serve
@@ -14,7 +15,7 @@ from localplus_events.service import EventsService
 
 
 def register(server: grpc.aio.Server, db: Database, settings: Settings) -> None:
-    schedules = Schedules(grpc.aio.insecure_channel(settings.addresses[RECURRENCE.name]))
+    schedules = Schedules(channel_to(settings.addresses[RECURRENCE.name]))
     events_pb2_grpc.add_EventsServiceServicer_to_server(EventsService(db, schedules), server)
 
 

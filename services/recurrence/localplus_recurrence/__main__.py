@@ -8,6 +8,7 @@ import logging
 import grpc
 
 from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
+from localplus_common.calls import channel_to
 from localplus_common.config import Settings
 from localplus_common.db import Database
 from localplus_common.server import serve
@@ -25,7 +26,7 @@ def main() -> None:
     recurrence = RecurrenceSettings.from_env()
 
     def register(server: grpc.aio.Server, db: Database, _: Settings) -> None:
-        events = EventsClient(grpc.aio.insecure_channel(settings.addresses[EVENTS.name]))
+        events = EventsClient(channel_to(settings.addresses[EVENTS.name]))
         recurrence_pb2_grpc.add_RecurrenceServiceServicer_to_server(RecurrenceService(db, recurrence, events), server)
 
     async def horizon_job(db: Database) -> None:
