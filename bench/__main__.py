@@ -45,7 +45,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument(
         "--only",
-        help="comma-separated scenarios (get, list, register, reg-hot, rush, s-*, recurrence, telemetry, notifications), routes "
+        help="comma-separated scenarios (get, list, register, reg-hot, rush, s-*, recurrence, telemetry, "
+        "notifications), routes "
         f"({', '.join(r.value for r in Route)}) or scenario:route pairs",
     )
     parser.add_argument(

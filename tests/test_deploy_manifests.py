@@ -537,7 +537,8 @@ def test_network_policies_allow_only_the_intended_paths() -> None:
     }
     pods["stranger"] = Peer((("app", "something-else"),))
     migrate = "localplus-migrate"
-    assert set(pods) == {*SCALED, migrate, "stranger"}
+    worker = "notifications"
+    assert set(pods) == {*SCALED, worker, migrate, "stranger"}
     placeholder = k8s_resources()[("ConfigMap", "localplus-network")]["data"]["DATABASE_CIDR"]
     database = Peer(ip=str(next(iter(ipaddress.ip_network(placeholder)))))
     internet = Peer(ip="198.51.100.7")
@@ -552,9 +553,11 @@ def test_network_policies_allow_only_the_intended_paths() -> None:
     for name, pod in pods.items():
         assert not network_allows(policies, pod, pods["gateway"], 9901), name  # Envoy's admin stays inside
         for port in (5432, 6543):
-            assert network_allows(policies, pod, database, port) == (name in (*SERVICE_NAMES, migrate)), name
+            assert network_allows(policies, pod, database, port) == (name in (*SERVICE_NAMES, worker, migrate)), name
         assert not network_allows(policies, pod, internet, 5432), name  # only the database's range
-        assert network_allows(policies, pod, internet, 443) == (name in SCALED), name
+        assert network_allows(policies, pod, internet, 443) == (name in (*SCALED, worker)), name
+        for port in (587, 465, 25):  # the worker's mail server
+            assert network_allows(policies, pod, internet, port) == (name == worker), (name, port)
         assert network_allows(policies, pod, dns, 53, "UDP") and network_allows(policies, pod, dns, 53, "TCP")
     # Prometheus, from its own namespace, scrapes the services' /metrics; nothing else reaches those ports.
     prometheus = Peer((("app.kubernetes.io/name", "prometheus"),), namespace="monitoring")
@@ -567,6 +570,8 @@ def test_network_policies_allow_only_the_intended_paths() -> None:
     # The way in, from outside the namespace (an Ingress controller, a load balancer, the internet).
     assert network_allows(policies, internet, pods["gateway"], GATEWAY_PORT)
     assert not network_allows(policies, internet, pods["gateway"], 9901)
+
+
 def test_notifications_worker_deployment() -> None:
     """The worker runs with every setting it needs in production; it and the events service (which checks
     the unsubscribe links it signs) share the signing secret, from a Secret."""
@@ -691,7 +696,7 @@ def test_compose_and_k8s_give_a_service_the_same_settings(service: Service) -> N
     env = {key: str(value) for key, value in entry["environment"].items()}
     # The shared ConfigMap also carries the gateway's settings.
     assert set(env) == set(k8s) - {"GATEWAY_PORT", "ENVOY_ADMIN_PORT", "GATEWAY_LISTEN_ADDRESS"}
-    per_deployment = {"DATABASE_URL", "SUPABASE_JWT_SECRET", "STRIPE_API_BASE", *TICKETING_SECRETS}
+    per_deployment = {"DATABASE_URL", "SUPABASE_JWT_SECRET", "STRIPE_API_BASE", SECRET_VAR, *TICKETING_SECRETS}
     for key in set(env) - per_deployment:
         assert env[key] == k8s[key], key
     drain = float(env["LOCALPLUS_DRAIN_SECONDS"]) + float(env["LOCALPLUS_GRACE_SECONDS"])

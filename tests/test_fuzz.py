@@ -115,12 +115,18 @@ class Finding:
 
 def published_event(session: requests.Session, base_url: str, owner: User) -> dict[str, str]:
     """Path parameters naming a new published event of `owner` (and `owner` as the user and business, its
-    occurrence, a city, an unsubscribe link of `owner`'s)."""
+    occurrence, a city, a venue of `owner`'s business, an unsubscribe link of `owner`'s)."""
     created = session.post(f"{base_url}/api/events", json=event_body(capacity=10), headers=owner.headers)
     assert created.status_code == 200, created.text
     event_id = created.json()["id"]
     approved = session.post(f"{base_url}/api/events/{event_id}:approve", json={}, headers=owner.headers)
     assert approved.status_code == 200, approved.text
+    venue = session.post(
+        f"{base_url}/api/venues",
+        json={"city": "bangkok", "name": "Fuzz Hall", "business_id": str(owner.id)},
+        headers=owner.headers,
+    )
+    assert venue.status_code == 200, venue.text
     # A one-off event's single occurrence has the event's id; Bangkok is a seeded city.
     return {
         "id": event_id,
@@ -129,6 +135,7 @@ def published_event(session: requests.Session, base_url: str, owner: User) -> di
         "user_id": str(owner.id),
         "business_id": str(owner.id),
         "slug": "bangkok",
+        "venue_id": venue.json()["id"],
         "token": sign(signing_secret_from_env(), owner.id, "event_reminder", "email"),
     }
 
