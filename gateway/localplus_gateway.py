@@ -68,6 +68,9 @@ class GatewaySettings:
     # header (0 disables the timeout); tests lower both.
     max_connections: int = 10000
     request_headers_timeout_s: float = 10.0
+    # A listener of its own (on listen_address) answering only GET /stats/prometheus from the admin, for
+    # scrapers outside a container, where the admin (127.0.0.1 only) cannot be reached; 0: none.
+    stats_port: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewaySettings:
@@ -82,6 +85,7 @@ class GatewaySettings:
             jwt_secret=jwt_secret,
             jwks=jwks or None,
             listen_address=env.get("GATEWAY_LISTEN_ADDRESS", d.listen_address),
+            stats_port=int(env.get("ENVOY_STATS_PORT") or d.stats_port),
         )
 
 
@@ -335,6 +339,64 @@ def _local_reply_mappers() -> list[dict[str, Any]]:
     return mappers
 
 
+def _stats_listeners(settings: GatewaySettings) -> list[dict[str, Any]]:
+    """The stats listener (GatewaySettings.stats_port): /stats/prometheus proxied to the admin, nothing
+    else of the admin API (which can also stop Envoy)."""
+    if not settings.stats_port:
+        return []
+    router = {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager",
+        "stat_prefix": "stats",
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "stats",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {
+                                "path": "/stats/prometheus",
+                                "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                            },
+                            "route": {"cluster": "envoy_admin"},
+                        }
+                    ],
+                }
+            ]
+        },
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": router}],
+    }
+    address = {"socket_address": {"address": settings.listen_address, "port_value": settings.stats_port}}
+    return [
+        {
+            "name": "stats",
+            "address": address,
+            "filter_chains": [
+                {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
+            ],
+        }
+    ]
+
+
+def _stats_clusters(settings: GatewaySettings) -> list[dict[str, Any]]:
+    if not settings.stats_port:
+        return []
+    admin = {"socket_address": {"address": "127.0.0.1", "port_value": settings.admin_port}}
+    return [
+        {
+            "name": "envoy_admin",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": "envoy_admin",
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": admin}}]}],
+            },
+        }
+    ]
+
+
 def render_envoy_config(
     descriptor_path: Path,
     settings: GatewaySettings,
@@ -364,7 +426,8 @@ def render_envoy_config(
         JWT_PROVIDERS=json.dumps(providers),
         JWT_RULES=json.dumps(_jwt_rules(methods, list(providers))),
         LOCAL_REPLY_MAPPERS=json.dumps(_local_reply_mappers()),
-        EXTRA_CLUSTERS="".join(f"  - {json.dumps(c)}\n" for c in extra_clusters),
+        EXTRA_CLUSTERS="".join(f"  - {json.dumps(c)}\n" for c in [*extra_clusters, *_stats_clusters(settings)]),
+        STATS_LISTENERS="".join(f"  - {json.dumps(listener)}\n" for listener in _stats_listeners(settings)),
         **hosts,
     )
 

@@ -293,3 +293,21 @@ async def test_a_request_through_the_gateway_is_one_connected_trace(
     assert {resource.get("service.name") for resource in receiver.resources} == {"events"}
     assert line["trace_id"] == trace_id.hex(), "the request's log line names its trace"
     assert not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"), "the session's stack runs without tracing"
+
+
+async def test_the_stats_listener_serves_envoys_prometheus_stats_and_nothing_else(stack: Stack, tmp_path: Path) -> None:
+    """In a container the admin (127.0.0.1 only) cannot be scraped: ENVOY_STATS_PORT serves its stats."""
+    settings = replace(stack.gateway.settings, gateway_port=free_port(), admin_port=free_port(), stats_port=free_port())
+    supervisor = Supervisor(tmp_path / "run")
+    gateway = Gateway(tmp_path / "run", supervisor, settings)
+    try:
+        gateway.start()
+        stats = f"http://127.0.0.1:{settings.stats_port}"
+        samples = await scrape(f"{stats}/stats/prometheus")
+        assert any(name.startswith("envoy_cluster_upstream_rq") for name, _ in samples)
+        async with httpx.AsyncClient(base_url=stats, timeout=10) as client:
+            for method, path in [("GET", "/stats"), ("POST", "/quitquitquit"), ("POST", "/stats/prometheus")]:
+                assert (await client.request(method, path)).status_code == 404, path
+        assert gateway.child is not None and gateway.child.alive
+    finally:
+        supervisor.stop_all()
