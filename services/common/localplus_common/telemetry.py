@@ -59,6 +59,8 @@ WEBHOOKS = Counter(
 )
 
 ACCESS_LOG = logging.getLogger("localplus.access")
+# Whether this process traces (start_tracing), so calls to other services carry the trace on.
+_tracing = False
 GRPC_TYPES = {
     (False, False): "unary",
     (False, True): "server_stream",
@@ -191,8 +193,10 @@ def start_tracing(service: str, env: Mapping[str, str] = os.environ) -> TracerPr
     """With OTEL_EXPORTER_OTLP_ENDPOINT set: a tracer provider exporting spans by OTLP/HTTP (protobuf) in
     batches (the standard OTEL_* variables tune it), and a span per SQL statement (asyncpg). Else None
     and nothing of OpenTelemetry is imported."""
+    global _tracing
     if not env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         return None
+    _tracing = True
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
@@ -215,6 +219,18 @@ def tracing_interceptor(provider: TracerProvider) -> grpc.aio.ServerInterceptor:
         tracer_provider=provider, filter_=filters.negate(filters.health_check())
     )
     return interceptor
+
+
+def trace_context() -> list[tuple[str, str]]:
+    """The current trace as W3C `traceparent` (and `tracestate`) metadata for a call to another service,
+    whose server span then continues it; nothing when this process does not trace."""
+    if not _tracing:
+        return []
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return list(carrier.items())
 
 
 def current_trace_id() -> str:
