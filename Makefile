@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 # uv from PATH, else installed from PyPI into .tools/ (no root, venv or --user site needed).
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
-export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)/services/common:$(CURDIR)/services/events:$(CURDIR)/services/ticketing:$(CURDIR)/services/recurrence:$(CURDIR)/gateway:$(CURDIR)/devtools:$(CURDIR)
+export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)/services/common:$(CURDIR)/services/events:$(CURDIR)/services/ticketing:$(CURDIR)/services/recurrence:$(CURDIR)/services/notifications:$(CURDIR)/gateway:$(CURDIR)/devtools:$(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 # Everything make runs is local development, so dev mode (CONTRACT §2): the services, the gateway, migrate
 # and token may fall back to the dev database URL and JWT secret. Anything but `dev` refuses those defaults.
@@ -15,13 +15,14 @@ RUN := $(UV) run --frozen --no-sync
 PG15_BIN := /usr/lib/postgresql/15/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help setup up test fuzz bench bench-tools gen lint proto-baseline migrate reconcile token system-postgres system-chromium import
+.PHONY: help setup up test fuzz bench profile bench-tools gen lint proto-baseline migrate reconcile token system-postgres system-chromium import
 
 help:
 	@echo "make up        run Postgres, the three services and the gateway on :8080 (Ctrl-C stops all)"
 	@echo "make test      run the whole test suite"
 	@echo "make fuzz      fuzz every route through the gateway with schemathesis, longer than make test does"
 	@echo "make bench     print throughput and latency figures"
+	@echo "make profile   sample the events service under load with py-spy (ARGS='--scenario list')"
 	@echo "make gen       generate Python stubs, the gateway descriptor and the OpenAPI document from protos/"
 	@echo "make lint      buf lint and breaking, ruff, mypy"
 	@echo "make proto-baseline REF=<tag>  record the released protos that buf breaking compares with"
@@ -107,3 +108,7 @@ import: setup
 
 token: setup
 	@$(RUN) python -m localplus_dev.token $(ARGS)
+
+# Where the events service's time goes: a short load sampled by py-spy (speedscope file + top-N tables).
+profile: setup bench-tools
+	$(RUN) python -m bench.profile $(ARGS)

@@ -12,6 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from bench.harness import Endpoints
 from bench.load import GrpcWorkload, HttpWorkload, LoadResult, Workload, run_h2load, run_python_load, run_wrk
@@ -60,6 +61,12 @@ class Scenario(ABC):
     # Requests in flight for this scenario; None: --concurrency. A latency scenario (e.g. search p50/p95
     # at low load) sets its own.
     concurrency: int | None = None
+    # Seconds of warm-up and of measuring; None: --warmup and --duration. With thousands in flight, the
+    # first answers take seconds, so the warm-up must outlast one round of them.
+    warmup: float | None = None
+    duration: float | None = None
+    # Another name --only selects this scenario by, shared by the scenarios compared with each other.
+    group: str = ""
 
     @abstractmethod
     def seed(self, context: Context) -> None:
@@ -75,6 +82,15 @@ class Scenario(ABC):
 
     def check(self, context: Context) -> None:  # noqa: B027 - optional hook
         """Fail early if a route answers wrongly (a fast error must not pass for a fast success)."""
+
+    def verify(self, route: Route, context: Context) -> str:
+        """After each measured route: what the scenario checks of the data it wrote, as a note for the row
+        (raising when it is wrong)."""
+        return ""
+
+    def compare(self, report: Report) -> list[str]:
+        """Lines of ratios against other scenarios of the run, printed under this scenario's."""
+        return []
 
 
 @dataclass
@@ -96,23 +112,24 @@ class Report:
         return None
 
 
-def selected(only: str | None, scenario: str, route: Route) -> bool:
-    """--only takes comma-separated scenario names, route names or scenario:route pairs."""
+def selected(only: str | None, scenario: Scenario, route: Route) -> bool:
+    """--only takes comma-separated scenario names (or groups), route names or scenario:route pairs."""
     if not only:
         return True
+    names = {scenario.name, scenario.group} - {""}
     for token in (part.strip() for part in only.split(",")):
         name, _, wanted_route = token.partition(":")
         if wanted_route:
-            if name == scenario and wanted_route == route.value:
+            if name in names and wanted_route == route.value:
                 return True
-        elif name in (scenario, route.value):
+        elif name in names or name == route.value:
             return True
     return False
 
 
 def unknown_selectors(only: str | None, scenarios: list[Scenario]) -> list[str]:
     """The --only entries that name no scenario, route or scenario:route pair."""
-    names = {scenario.name for scenario in scenarios}
+    names = {scenario.name for scenario in scenarios} | {scenario.group for scenario in scenarios} - {""}
     routes = {route.value for route in Route}
     unknown = []
     for token in filter(None, (part.strip() for part in (only or "").split(","))):
@@ -125,10 +142,10 @@ def unknown_selectors(only: str | None, scenarios: list[Scenario]) -> list[str]:
 def measure(workload: Workload, route: Route, context: Context, scenario: Scenario) -> LoadResult:
     args = context.args
     components = context.components
-    common = {
+    common: dict[str, Any] = {
         "concurrency": scenario.concurrency or args.concurrency,
-        "warmup": args.warmup,
-        "duration": args.duration,
+        "warmup": args.warmup if scenario.warmup is None else scenario.warmup,
+        "duration": args.duration if scenario.duration is None else scenario.duration,
         "components": {"envoy": components["envoy"], "svc": components[scenario.service], "pg": components["postgres"]},
     }
     if isinstance(workload, HttpWorkload) and args.http_client == "wrk":
@@ -144,25 +161,30 @@ def run(scenarios: list[Scenario], context: Context, report: Report) -> None:
     only = context.args.only
     rounds = max(1, context.args.rounds)
     for scenario in scenarios:
-        routes = [route for route in scenario.routes if selected(only, scenario.name, route)]
+        routes = [route for route in scenario.routes if selected(only, scenario, route)]
         if not routes:
             continue
         scenario.seed(context)
         scenario.check(context)
         best: dict[Route, LoadResult] = {}
+        verified: dict[Route, str] = {}
         for round_number in range(1, rounds + 1):
             for route in routes:
                 result = measure(scenario.workload(route, context), route, context, scenario)
+                checked = scenario.verify(route, context)
                 if rounds > 1:
                     row = Row(scenario.name, route, result, scenario.route_title(route))
-                    print(format_row(row, note=f"(round {round_number})"), flush=True)
+                    print(format_row(row, note=" ".join(filter(None, [f"(round {round_number})", checked]))))
                 if route not in best or result.rate > best[route].rate:
-                    best[route] = result
+                    best[route], verified[route] = result, checked
         for route in routes:
             row = Row(scenario.name, route, best[route], scenario.route_title(route))
             report.rows.append(row)
-            print(format_row(row, note=f"(best of {rounds})" if rounds > 1 else ""), flush=True)
+            notes = [f"(best of {rounds})" if rounds > 1 else "", verified[route]]
+            print(format_row(row, note=" ".join(filter(None, notes))), flush=True)
         print(format_ratios(report, scenario.name), flush=True)
+        for line in scenario.compare(report):
+            print(f"{'':<9} {line}", flush=True)
 
 
 # Printing

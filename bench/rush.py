@@ -1,13 +1,18 @@
-"""Phase 2 rush: everyone buying ONE ticket type at once (a single hot row), and the ceiling for it.
+"""Rush: 2,000 buyers at once for ONE ticket type, in the Phase 2 shape (the type's inventory in ONE row)
+and in buckets (the migration's 16 rows that buyers draw from), and the bare ceiling of one row.
 
 * JSON via gateway: one sale per request slot, each by a new buyer: `POST /api/orders` (reserve 1 ticket:
-  the ticket type's row lock, a hold) then `POST /api/orders/{id}:checkout` (free: paid at once, the
-  ticket issued), so req/s is tickets SOLD per second, two HTTP requests each, and the latency is the
-  whole sale's.
-* SQL: the bare ceiling of a single hot row, `UPDATE ticket_types SET sold = sold + 1 WHERE id = $1 AND
-  sold < inventory` alone, with as many requests in flight and as many connections as the service's pool.
+  a hold, from a bucket) then `POST /api/orders/{id}:checkout` (free: paid at once, the ticket issued), so
+  req/s is tickets SOLD per second, two HTTP requests each, and the latency is the whole sale's.
+  `rush` splits the type into 1 bucket (every buyer queues on one row lock, as in Phase 2), `rush-b`
+  keeps the 16 buckets every type gets.
+* SQL, `rush`: the bare ceiling of a single hot row, `UPDATE ticket_types SET sold = sold + 1 WHERE id = $1
+  AND sold < inventory` alone; `rush-b`: the same bare draw from the type's buckets (one row of 16 nobody
+  else is drawing from: FOR UPDATE SKIP LOCKED). As many connections as the service's pool.
 
-A fresh ticket type per route (and round), with room for every sale of the run.
+A fresh ticket type per route (and round), with room for every sale of the run; after each route the
+type's counts are checked in SQL (never more sold and held than its inventory, the buckets' counts
+matching the holds and sales, one ticket per sale).
 """
 
 from __future__ import annotations
@@ -25,15 +30,41 @@ import httpx
 from bench.harness import TokenMinter, bench_user_id, create_users, run_with_pool, seed_events
 from bench.load import RequestFailed, SqlWorkload, Workload
 from bench.phase0 import sql_pool_size
-from bench.runner import Context, Route, Scenario
+from bench.runner import Context, Report, Route, Scenario
 from localplus_common.db import Database
 
 # Distinct buyers made ready per route: enough for this many sales per second over warm-up + run.
-SALE_RATE_CEILING = 2_000
+SALE_RATE_CEILING = 1_000
+BUYERS_AT_ONCE = 2_000
+# With 2,000 in flight the first sales take seconds: the warm-up outlasts a round of them.
+WARMUP, DURATION = 15.0, 10.0
 INVENTORY = 1_000_000  # the most a ticket type may have
 # Buyers' bench user indexes start here, clear of the other scenarios' (which count from 1).
 FIRST_BUYER = 1 << 40
 CEILING = "update public.ticket_types set sold = sold + 1 where id = $1 and sold < inventory"
+BUCKET_DRAW = """
+update public.ticket_type_buckets b set taken = b.taken + 1
+  from (select bucket from public.ticket_type_buckets
+         where ticket_type_id = $1 and taken < capacity
+         order by bucket # (random() * 65536)::integer limit 1 for update skip locked) free
+ where b.ticket_type_id = $1 and b.bucket = free.bucket
+"""
+# What a type's rows say after a run: `oversold` must be 0, `mismatch` (buckets against holds and
+# sales, tickets against sales) too.
+COUNTS = """
+select t.sold, h.held, t.inventory,
+       greatest(0, t.sold + h.live - t.inventory) + b.over as oversold,
+       abs(b.taken - t.sold - h.held) + abs(b.capacity - t.inventory) + abs(k.tickets - t.sold) as mismatch
+  from public.ticket_types t,
+       lateral (select coalesce(sum(quantity), 0) as held,
+                       coalesce(sum(quantity) filter (where expires_at > now()), 0) as live
+                  from public.ticket_holds where ticket_type_id = t.id) h,
+       lateral (select sum(taken) as taken, sum(capacity) as capacity,
+                       sum(greatest(0, taken - capacity)) as over
+                  from public.ticket_type_buckets where ticket_type_id = t.id) b,
+       lateral (select count(*) as tickets from public.tickets where ticket_type_id = t.id) k
+ where t.id = $1
+"""
 
 
 @dataclass
@@ -55,7 +86,7 @@ class SaleWorkload(Workload):
         import aiohttp
 
         connector = aiohttp.TCPConnector(limit=concurrency)
-        session = aiohttp.ClientSession(self.base_url, connector=connector, timeout=aiohttp.ClientTimeout(total=30))
+        session = aiohttp.ClientSession(self.base_url, connector=connector, timeout=aiohttp.ClientTimeout(total=120))
         # One request id for all: it is unique per buyer, and every buyer is new.
         reserve = json.dumps({"request_id": "rush", "items": [{"ticket_type_id": self.ticket_type_id, "quantity": 1}]})
 
@@ -77,28 +108,42 @@ class SaleWorkload(Workload):
 
 
 @dataclass
-class CeilingSql(SqlWorkload):
+class BareSql(SqlWorkload):
+    """One bare UPDATE per request (`statement`, on the ticket type `item`), in autocommit."""
+
+    statement: str = CEILING
+
     async def query(self, db: Database, item: uuid.UUID) -> None:
-        if await db.pool.execute(CEILING, item) != "UPDATE 1":
-            raise RequestFailed("the ceiling's row ran out of inventory")
+        if await db.pool.execute(self.statement, item) != "UPDATE 1":
+            raise RequestFailed("the row ran out of inventory")
 
 
 class Rush(Scenario):
-    name = "rush"
-    description = (
-        "ONE free ticket type, every sale a new buyer: reserve + checkout (2 requests; req/s = tickets sold/s); "
-        "SQL: the bare hot-row UPDATE ... SET sold = sold + 1"
-    )
     routes = (Route.JSON_GATEWAY, Route.SQL)
     service = "ticketing"
+    concurrency = BUYERS_AT_ONCE
+    warmup, duration = WARMUP, DURATION
+    group = "rush"
 
-    def __init__(self) -> None:
+    def __init__(self, buckets: int) -> None:
+        # 1: the Phase 2 shape, the type's inventory in one row; more: the bucket design.
+        self.buckets = buckets
+        self.name = "rush" if buckets == 1 else "rush-b"
+        shape = "ONE row (1 bucket, Phase 2's hot row)" if buckets == 1 else f"{buckets} buckets"
+        bare = "the bare hot-row UPDATE ... SET sold = sold + 1" if buckets == 1 else "the bare bucket draw"
+        self.description = (
+            f"ONE free ticket type in {shape}, every sale a new buyer: reserve + checkout (2 requests; req/s = "
+            f"tickets sold/s); SQL: {bare}"
+        )
         self._minter: TokenMinter | None = None
         self._event: uuid.UUID | None = None
-        self._next_buyer = FIRST_BUYER
+        self._next_buyer = FIRST_BUYER + (buckets << 32)
+        self._types: dict[Route, uuid.UUID] = {}
 
     def route_title(self, route: Route) -> str:
-        return "SQL: bare UPDATE" if route is Route.SQL else route.title
+        if route is Route.SQL:
+            return "SQL: bare UPDATE" if self.buckets == 1 else "SQL: bucket draw"
+        return "JSON: 1 row" if self.buckets == 1 else f"JSON: {self.buckets} buckets"
 
     def seed(self, context: Context) -> None:
         self._minter = TokenMinter(context.endpoints.jwt_secret)
@@ -112,16 +157,20 @@ class Rush(Scenario):
         self._event = run_with_pool(context.endpoints.database_url, seed)
 
     def _ticket_type(self, context: Context) -> uuid.UUID:
-        """A fresh free ticket type of the rush event (so no route inherits the sales of the one before)."""
-        ticket_type: uuid.UUID = run_with_pool(
-            context.endpoints.database_url,
-            lambda pool: pool.fetchval(
+        """A fresh free ticket type of the rush event (so no route inherits the sales of the one before),
+        in this scenario's number of buckets."""
+
+        async def create(pool: asyncpg.Pool) -> uuid.UUID:
+            ticket_type: uuid.UUID = await pool.fetchval(
                 "insert into public.ticket_types (event_id, name, price_minor, currency, inventory) "
                 "values ($1, 'Rush', 0, 'THB', $2) returning id",
                 self._event,
                 INVENTORY,
-            ),
-        )
+            )
+            await pool.execute("select localplus_private.split_ticket_type($1, $2)", ticket_type, self.buckets)
+            return ticket_type
+
+        ticket_type: uuid.UUID = run_with_pool(context.endpoints.database_url, create)
         return ticket_type
 
     def _buyers(self, context: Context, count: int) -> list[str]:
@@ -141,18 +190,53 @@ class Rush(Scenario):
             assert reserved.status_code == 200, reserved.text
             paid = client.post(f"/api/orders/{reserved.json()['id']}:checkout", json={}, headers=headers)
             assert paid.status_code == 200 and paid.json()["order"]["status"] == "ORDER_STATUS_PAID", paid.text
-        ceiling = run_with_pool(context.endpoints.database_url, lambda pool: pool.execute(CEILING, ticket_type))
-        assert ceiling == "UPDATE 1", ceiling
+        self._types[Route.JSON_GATEWAY] = ticket_type
+        assert self.verify(Route.JSON_GATEWAY, context).startswith("oversold 0")
+        bare = run_with_pool(context.endpoints.database_url, lambda pool: pool.execute(self._bare, ticket_type))
+        assert bare == "UPDATE 1", bare
+
+    @property
+    def _bare(self) -> str:
+        return CEILING if self.buckets == 1 else BUCKET_DRAW
 
     def workload(self, route: Route, context: Context) -> Workload:
-        ticket_type = self._ticket_type(context)
+        ticket_type = self._types[route] = self._ticket_type(context)
         endpoints = context.endpoints
         if route is Route.SQL:
-            return CeilingSql(endpoints.database_url, [ticket_type], pool_size=sql_pool_size(context))
-        args = context.args
-        buyers = self._buyers(context, math.ceil(SALE_RATE_CEILING * (args.warmup + args.duration + 1)))
+            pool_size = sql_pool_size(context)
+            return BareSql(endpoints.database_url, [ticket_type], pool_size=pool_size, statement=self._bare)
+        buyers = self._buyers(context, math.ceil(SALE_RATE_CEILING * (WARMUP + DURATION + 1)))
         return SaleWorkload(endpoints.gateway_url, str(ticket_type), buyers)
+
+    def verify(self, route: Route, context: Context) -> str:
+        """Oversold must be exactly 0 after every run: in SQL, sold + unexpired holds within the inventory
+        and no bucket past its capacity; and the books agree (buckets, holds, sales, tickets)."""
+        counts = run_with_pool(context.endpoints.database_url, lambda pool: pool.fetchrow(COUNTS, self._types[route]))
+        if route is Route.SQL:
+            # The bare statements count in one place only (sold, or the buckets): nothing else to agree.
+            oversold = counts["oversold"]
+            if oversold:
+                raise AssertionError(f"{self.name}: {oversold} tickets oversold: {dict(counts)}")
+            return "oversold 0"
+        if counts["oversold"] or counts["mismatch"]:
+            raise AssertionError(f"{self.name}: oversold or books that disagree: {dict(counts)}")
+        return f"oversold 0 (sold {counts['sold']:,}, held {counts['held']:,})"
+
+    def compare(self, report: Report) -> list[str]:
+        """Under the bucket scenario: the bucket design against Phase 2's shape and the single-row ceiling."""
+        if self.buckets == 1:
+            return []
+        ours, phase2 = report.result(self.name, Route.JSON_GATEWAY), report.result("rush", Route.JSON_GATEWAY)
+        draw, ceiling = report.result(self.name, Route.SQL), report.result("rush", Route.SQL)
+        pairs = [
+            (ours, phase2, "buckets/1 row (JSON)"),
+            (ours, ceiling, "buckets JSON/bare 1-row UPDATE"),
+            (phase2, ceiling, "1 row JSON/bare 1-row UPDATE"),
+            (draw, ceiling, "bare bucket draw/bare 1-row UPDATE"),
+        ]
+        ratios = [f"{label} {top.rate / bottom.rate:.2f}" for top, bottom, label in pairs if top and bottom]
+        return [f"rush ratios of tickets/s: {' | '.join(ratios)}"] if ratios else []
 
 
 def scenarios() -> list[Scenario]:
-    return [Rush()]
+    return [Rush(buckets=1), Rush(buckets=16)]

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import ipaddress
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -338,6 +340,223 @@ def test_k8s_runs_the_listed_services() -> None:
     assert {key for key in config if key.endswith("_ADDR")} == {service.addr_var for service in SERVICES}
     for service in SERVICES:
         assert config[service.addr_var] == f"{service.name}:{service.port}"
+
+
+# --- k8s: scaling out, draining, schema order, network ----------------------------------------------
+
+SCALED = [*SERVICE_NAMES, "gateway"]
+
+
+def cpu_cores(quantity: str | int) -> float:
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def main_container(deployment: Doc) -> Doc:
+    (container,) = pod_spec(deployment)["containers"]
+    return container
+
+
+@pytest.mark.parametrize("name", SCALED)
+def test_deployment_scales_out_and_survives_disruptions(name: str) -> None:
+    """An autoscaler from two replicas (it alone sets `replicas`), at most one pod evicted at a time, and
+    rolling updates that start a new pod before stopping an old one."""
+    resources = k8s_resources()
+    deployment = resources[("Deployment", name)]
+    assert "replicas" not in deployment["spec"], "the HorizontalPodAutoscaler owns replicas"
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    hpa = resources[("HorizontalPodAutoscaler", name)]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    limit = cpu_cores(main_container(deployment)["resources"]["limits"]["cpu"])
+    assert 0 < cpu_cores(metric["resource"]["target"]["averageValue"]) < limit  # reachable under the limit
+    pdb = resources[("PodDisruptionBudget", name)]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["maxUnavailable"] == 1 < hpa["spec"]["minReplicas"]
+
+
+@pytest.mark.parametrize("name", SCALED)
+def test_pods_stop_gracefully(name: str) -> None:
+    """A preStop pause lets endpoints and DNS forget the pod before SIGTERM; a service then drains
+    (NOT_SERVING for LOCALPLUS_DRAIN_SECONDS, then LOCALPLUS_GRACE_SECONDS for calls in flight), all
+    within terminationGracePeriodSeconds."""
+    resources = k8s_resources()
+    deployment = resources[("Deployment", name)]
+    container = main_container(deployment)
+    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pause >= 5  # the gateway's DNS refresh (Envoy's default, 5 s)
+    needed = pause
+    if name in SERVICE_NAMES:
+        env = k8s_env(container, resources)
+        needed += float(env["LOCALPLUS_DRAIN_SECONDS"]) + float(env["LOCALPLUS_GRACE_SECONDS"])
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] > needed
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=SERVICE_NAMES)
+def test_service_pods_wait_for_the_schema(service: Service) -> None:
+    """Before the server starts, an init container waits until the database has every migration of the
+    image (`migrate --wait`), so a pod never serves on an older schema while the Job runs; it reads the
+    same database as the server and the Job."""
+    resources = k8s_resources()
+    deployment = resources[("Deployment", service.name)]
+    (wait,) = pod_spec(deployment)["initContainers"]
+    command = wait["command"]
+    assert command[:4] == ["python", "-m", "localplus_common.migrate", "--wait"]
+    assert float(command[command.index("--timeout") + 1]) > 0
+    assert wait["image"] == main_container(deployment)["image"]  # the image whose migrations count
+    database_url = k8s_env(main_container(deployment), resources)["DATABASE_URL"]
+    assert k8s_env(wait, resources)["DATABASE_URL"] == database_url
+    (job,) = (doc for (kind, _), doc in resources.items() if kind == "Job")
+    assert k8s_env(pod_spec(job)["containers"][0], resources)["DATABASE_URL"] == database_url
+
+
+def rendered_k8s() -> list[Doc]:
+    """What `kubectl apply -k k8s` applies: kustomize run offline (kubectl's built-in one)."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl is not None, "kubectl (with its built-in kustomize) is needed to render k8s/"
+    result = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def test_kustomize_output_validates_and_places_the_database() -> None:
+    """Every rendered object validates; the network placeholder ConfigMap stays local and its database
+    range lands in the database egress policy."""
+    rendered = rendered_k8s()
+    for doc in rendered:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    names = {(doc["kind"], doc["metadata"]["name"]) for doc in rendered}
+    placeholder = k8s_resources()[("ConfigMap", "localplus-network")]
+    assert placeholder["metadata"]["annotations"]["config.kubernetes.io/local-config"] == "true"
+    assert names == set(k8s_resources()) - {("ConfigMap", "localplus-network")}
+    cidr = placeholder["data"]["DATABASE_CIDR"]
+    ipaddress.ip_network(cidr)
+    policies = {doc["metadata"]["name"]: doc for doc in rendered if doc["kind"] == "NetworkPolicy"}
+    (rule,) = policies["localplus-database-egress"]["spec"]["egress"]
+    assert rule["to"] == [{"ipBlock": {"cidr": cidr}}]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A pod of this namespace (by its labels), the cluster DNS, or an address outside the cluster."""
+
+    labels: tuple[tuple[str, str], ...] = ()
+    namespace: str = "localplus"
+    ip: str = ""
+
+
+def _selects(selector: Doc, labels: dict[str, str]) -> bool:
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value = labels.get(expression["key"])
+        operator = expression["operator"]
+        if operator == "In" and value not in expression["values"]:
+            return False
+        if operator == "NotIn" and value in expression["values"]:
+            return False
+        if operator == "Exists" and value is None:
+            return False
+    return True
+
+
+def _peer_matches(rule_peer: Doc, peer: Peer) -> bool:
+    if "ipBlock" in rule_peer:
+        if not peer.ip:
+            return False
+        address = ipaddress.ip_address(peer.ip)
+        block = rule_peer["ipBlock"]
+        inside = address.version == ipaddress.ip_network(block["cidr"]).version and address in ipaddress.ip_network(
+            block["cidr"]
+        )
+        return inside and not any(
+            address.version == ipaddress.ip_network(e).version and address in ipaddress.ip_network(e)
+            for e in block.get("except", [])
+        )
+    if peer.ip:
+        return False
+    if "namespaceSelector" in rule_peer:
+        namespace_labels = {"kubernetes.io/metadata.name": peer.namespace}
+        if not _selects(rule_peer["namespaceSelector"], namespace_labels):
+            return False
+    elif peer.namespace != "localplus":
+        return False
+    return _selects(rule_peer.get("podSelector", {}), dict(peer.labels))
+
+
+def _port_matches(rule: Doc, port: int, protocol: str) -> bool:
+    ports = rule.get("ports")
+    return ports is None or any(p["port"] == port and p.get("protocol", "TCP") == protocol for p in ports)
+
+
+def network_allows(policies: list[Doc], source: Peer, target: Peer, port: int, protocol: str = "TCP") -> bool:
+    """NetworkPolicy semantics: a connection needs the source's egress (if any policy isolates it) and the
+    target's ingress (if it is a pod here and any policy isolates it) to allow it."""
+
+    def allowed(pod: Peer, direction: str, peer: Peer) -> bool:
+        isolating = [
+            p
+            for p in policies
+            if direction.capitalize() in p["spec"]["policyTypes"]
+            and _selects(p["spec"]["podSelector"], dict(pod.labels))
+        ]
+        if not isolating:
+            return True
+        side = "to" if direction == "egress" else "from"
+        return any(
+            _port_matches(rule, port, protocol)
+            and (side not in rule or any(_peer_matches(q, peer) for q in rule[side]))  # absent: everyone
+            for policy in isolating
+            for rule in policy["spec"].get(direction, [])
+        )
+
+    egress_ok = source.ip or source.namespace != "localplus" or allowed(source, "egress", target)
+    ingress_ok = target.ip or target.namespace != "localplus" or allowed(target, "ingress", source)
+    return bool(egress_ok and ingress_ok)
+
+
+def test_network_policies_allow_only_the_intended_paths() -> None:
+    """Default deny; the gateway alone reaches the services (besides the two service calls events <->
+    recurrence), only the services and the migration Job reach the database, DNS for all."""
+    rendered = rendered_k8s()
+    policies = [doc for doc in rendered if doc["kind"] == "NetworkPolicy"]
+    assert any(
+        p["spec"]["podSelector"] == {} and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"} for p in policies
+    )
+    workloads_by_name = {doc["metadata"]["name"]: doc for doc in rendered if doc["kind"] in ("Deployment", "Job")}
+    pods = {
+        name: Peer(tuple(sorted(doc["spec"]["template"]["metadata"]["labels"].items())))
+        for name, doc in workloads_by_name.items()
+    }
+    pods["stranger"] = Peer((("app", "something-else"),))
+    migrate = "localplus-migrate"
+    assert set(pods) == {*SCALED, migrate, "stranger"}
+    placeholder = k8s_resources()[("ConfigMap", "localplus-network")]["data"]["DATABASE_CIDR"]
+    database = Peer(ip=str(next(iter(ipaddress.ip_network(placeholder)))))
+    internet = Peer(ip="198.51.100.7")
+    dns = Peer((("k8s-app", "kube-dns"),), namespace="kube-system")
+
+    service_calls = {("recurrence", "events"), ("events", "recurrence")}
+    for service in SERVICES:
+        for name, pod in pods.items():
+            expected = name == "gateway" or (name, service.name) in service_calls
+            assert network_allows(policies, pod, pods[service.name], service.port) == expected, (name, service.name)
+        assert not network_allows(policies, internet, pods[service.name], service.port)
+    for name, pod in pods.items():
+        assert not network_allows(policies, pod, pods["gateway"], 9901), name  # Envoy's admin stays inside
+        for port in (5432, 6543):
+            assert network_allows(policies, pod, database, port) == (name in (*SERVICE_NAMES, migrate)), name
+        assert not network_allows(policies, pod, internet, 5432), name  # only the database's range
+        assert network_allows(policies, pod, internet, 443) == (name in SCALED), name
+        assert network_allows(policies, pod, dns, 53, "UDP") and network_allows(policies, pod, dns, 53, "TCP")
+    # The way in, from outside the namespace (an Ingress controller, a load balancer, the internet).
+    assert network_allows(policies, internet, pods["gateway"], GATEWAY_PORT)
+    assert not network_allows(policies, internet, pods["gateway"], 9901)
 
 
 # --- docker-compose ---------------------------------------------------------------------------------

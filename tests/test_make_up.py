@@ -28,12 +28,17 @@ from localplus_dev.postgres import free_port
 from tests.support import create_event, create_user
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTHONPATH = [ROOT / "gen", *(ROOT / "services" / name for name in ("common", "events", "ticketing", "recurrence"))]
+PYTHONPATH = [
+    ROOT / "gen",
+    *(ROOT / "services" / name for name in ("common", "events", "ticketing", "recurrence", "notifications")),
+]
 PYTHONPATH += [ROOT / "gateway", ROOT / "devtools", ROOT]
 READY_TIMEOUT = 180.0  # the first start runs initdb
 EXIT_TIMEOUT = 30.0
 # Variables of the developer's shell that would point `make up` somewhere else.
-INHERITED_OVERRIDES = ("DATABASE_URL", "SUPABASE_JWT_SECRET", "SUPABASE_JWKS", "GATEWAY_LISTEN_ADDRESS")
+INHERITED_OVERRIDES = (
+    "DATABASE_URL", "SUPABASE_JWT_SECRET", "SUPABASE_JWKS", "GATEWAY_LISTEN_ADDRESS", "SMTP_URL", "LOCALPLUS_MAILDIR",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -48,11 +53,12 @@ class Ports:
     events_metrics: int
     ticketing_metrics: int
     recurrence_metrics: int
+    smtp: int
 
     @classmethod
     def free(cls) -> Ports:
         ports: list[int] = []
-        while len(ports) < 10:
+        while len(ports) < 11:
             port = free_port()
             if port not in ports:
                 ports.append(port)
@@ -70,6 +76,7 @@ class Ports:
             self.events_metrics,
             self.ticketing_metrics,
             self.recurrence_metrics,
+            self.smtp,
         ]
 
 
@@ -155,6 +162,7 @@ class Up:
             RECURRENCE_METRICS_ADDR=f"127.0.0.1:{self.ports.recurrence_metrics}",
             POSTGRES_PORT=str(self.ports.postgres),
             STRIPE_PORT=str(self.ports.stripe),
+            SMTP_PORT=str(self.ports.smtp),
             LOCALPLUS_DATA_DIR=str(self.base / "data" / "postgres"),
             LOCALPLUS_RUN_DIR=str(self.base / "run"),
             # Inherited by everything it starts: finds stragglers whose command line says nothing about us.

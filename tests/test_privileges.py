@@ -39,11 +39,11 @@ EVENT_INPUT = {
     "business_id", "title", "description", "category", "tags", "starts_at", "ends_at", "timezone",
     "venue_name", "address", "latitude", "longitude", "capacity", "visibility", "status",
     "registration_opens_at", "registration_closes_at", "city", "venue_id",
-    "recurrence_rrule", "recurrence_exdates", "recurrence_rdates",
+    "recurrence_rrule", "recurrence_exdates", "recurrence_rdates", "seating_plan_id",
 }  # fmt: skip
 TICKET_TYPE_INPUT = {
     "occurrence_id", "name", "description", "price_minor", "currency", "inventory", "min_per_order",
-    "max_per_order", "sales_starts_at", "sales_ends_at", "hidden", "sort_order",
+    "max_per_order", "sales_starts_at", "sales_ends_at", "hidden", "sort_order", "seat_category",
 }  # fmt: skip
 # Every column of an order but the payment secrets (client_secret, checkout_url).
 ORDER_COLUMNS = {
@@ -114,8 +114,23 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     "public.check_ins": {"anon": {}, "authenticated": {"SELECT": ALL}},
     "public.refunds": {"anon": {}, "authenticated": {"SELECT": ALL}},
     "public.ticket_holds": {"anon": {}, "authenticated": {}},
+    # Rush scale: a ticket type's inventory in buckets, the server's alone.
+    "public.ticket_type_buckets": {"anon": {}, "authenticated": {}},
     "public.stripe_events": {"anon": {}, "authenticated": {}},
     "public.outbox": {"anon": {}, "authenticated": {}},
+    # Phase 5: the notifications outbox is the server's (users read their own, admins all); users keep
+    # their own preferences and read and remove their own push subscriptions, which the server writes.
+    "public.notifications": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.notification_settings": {
+        "anon": {},
+        "authenticated": {
+            "SELECT": ALL,
+            "DELETE": ALL,
+            "INSERT": {"user_id", "kind", "channel", "enabled"},
+            "UPDATE": {"enabled"},
+        },
+    },
+    "public.push_subscriptions": {"anon": {}, "authenticated": {"SELECT": ALL, "DELETE": ALL}},
     # Phase 3: scraped items are the server's; platform admins read them (row-level security).
     "public.scraper_imports": {"anon": {}, "authenticated": {"SELECT": ALL}},
     # Phase 4: cities are the server's; venues are public, managed by admins and the business's partners.
@@ -129,6 +144,13 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
             "UPDATE": VENUE_INPUT,
         },
     },
+    # Phase 5: seating plans are public and written by the server for a venue's managers; an event's
+    # seats are seen with the event; seat claims only within an order one may see (never who holds a
+    # seat otherwise); nobody but the server writes any of them.
+    "public.seating_plans": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
+    "public.plan_seats": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
+    "public.event_seats": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
+    "public.seat_claims": {"anon": {}, "authenticated": {"SELECT": ALL}},
 }
 # Columns no API role may ever set or change (CONTRACT §3: status times, `source`, counters, `sold`).
 SERVER_OWNED: dict[str, set[str]] = {
@@ -155,6 +177,9 @@ SERVER_OWNED: dict[str, set[str]] = {
     "public.tickets": {"status", "code", "checked_in_at", "holder_id"},
     "public.refunds": {"status", "amount_minor", "payment_intent_id"},
     "public.check_ins": {"ticket_id", "result", "scanned_at", "offline"},
+    "public.notifications": {"status", "attempts", "send_after", "sent_at", "last_error", "user_id", "payload"},
+    "public.notification_settings": {"updated_at"},
+    "public.push_subscriptions": {"user_id", "endpoint", "p256dh", "auth"},
 }  # fmt: skip
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 

@@ -1,8 +1,9 @@
 """The whole stack on one machine: `make up`, and the test suite's session fixture.
 
 Starts (unless DATABASE_URL points elsewhere) the embedded Postgres, applies the migrations,
-starts the events, ticketing and recurrence services, localstripe and the Envoy gateway,
-waits until each answers, then supervises them until Ctrl-C or SIGTERM.
+starts the events, ticketing and recurrence services, localstripe and the Envoy gateway, the local
+SMTP server (unless SMTP_URL points elsewhere) and the notifications worker, waits until each
+answers, then supervises them until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -25,6 +27,7 @@ from localplus_common.services import SERVICES, Service
 from localplus_dev.envoy import Gateway
 from localplus_dev.postgres import PostgresServer, free_port
 from localplus_dev.processes import Supervisor
+from localplus_dev.push import dev_vapid_key
 from localplus_dev.stripe import LocalStripe
 from localplus_gateway import GatewaySettings
 
@@ -49,6 +52,11 @@ class StackConfig:
     metrics_addresses: dict[str, str] = field(
         default_factory=lambda: {service.name: service.default_metrics_addr for service in SERVICES}
     )
+    # Email: the local SMTP server's Maildir and port, unless smtp_url names a real server.
+    maildir: Path = ROOT / ".data" / "mail"
+    smtp_port: int = 1025
+    smtp_url: str | None = None
+    vapid_key: Path = ROOT / ".data" / "vapid_private.pem"
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -69,6 +77,10 @@ class StackConfig:
             metrics_addresses={
                 service.name: env.get(service.metrics_var) or service.default_metrics_addr for service in SERVICES
             },
+            maildir=Path(env.get("LOCALPLUS_MAILDIR") or data_dir.parent / "mail"),
+            smtp_port=int(env.get("SMTP_PORT") or defaults.smtp_port),
+            smtp_url=env.get("SMTP_URL") or None,
+            vapid_key=data_dir.parent / "vapid_private.pem",
         )
 
     @classmethod
@@ -89,7 +101,15 @@ class StackConfig:
             stripe_port=free_port(),
             stripe_state=base_dir / "localstripe.pickle",
             stripe_from_scratch=True,
-            service_settings={"RECURRENCE_JOB_SECONDS": "1"},
+            # The worker polls often and takes over a dead worker's messages after a few seconds.
+            service_settings={
+                "RECURRENCE_JOB_SECONDS": "1",
+                "NOTIFICATIONS_POLL_SECONDS": "0.2",
+                "NOTIFICATIONS_LEASE_SECONDS": "5",
+            },
+            maildir=base_dir / "mail",
+            smtp_port=free_port(),
+            vapid_key=base_dir / "vapid_private.pem",
             metrics_addresses={service.name: f"127.0.0.1:{free_port()}" for service in SERVICES},
         )
 
@@ -108,6 +128,10 @@ class Stack:
     @property
     def gateway_url(self) -> str:
         return self.gateway.url
+
+    @property
+    def smtp_url(self) -> str:
+        return self.config.smtp_url or f"smtp://127.0.0.1:{self.config.smtp_port}"
 
     def address(self, service: str) -> str:
         return self.config.gateway.addresses[service]
@@ -133,6 +157,8 @@ class Stack:
                 self.postgres.start()
                 self.database_url = self.postgres.url
             asyncio.run(migrate(self.database_url))
+            if not self.config.smtp_url:
+                self.start_mail()
             self.stripe.start()
             for service in SERVICES:
                 self.supervisor.spawn(service.name, [sys.executable, "-m", service.module], env=self._service_env())
@@ -141,6 +167,9 @@ class Stack:
             self.gateway.start()
             # A PaymentIntent confirmed at localstripe reaches the ticketing service like Stripe's would.
             self.stripe.send_webhooks_to(f"{self.gateway_url}/api/webhooks/stripe")
+            self.supervisor.spawn(
+                "notifications", [sys.executable, "-m", "localplus_notifications"], env=self.notifications_env()
+            )
         except BaseException:
             self.stop()
             raise
@@ -156,6 +185,36 @@ class Stack:
             self.supervisor.child(name).env = self._service_env() | settings
         self.supervisor.restart(name)
         self._wait_serving(service)
+
+    def start_mail(self) -> None:
+        """The local SMTP server, delivering into the Maildir; waits until it accepts connections."""
+        self.supervisor.spawn(
+            "mail",
+            [sys.executable, "-m", "localplus_dev.mail", "--port", str(self.config.smtp_port), "--maildir",
+             str(self.config.maildir)],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            self.supervisor.check()
+            try:
+                socket.create_connection(("127.0.0.1", self.config.smtp_port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the SMTP server did not start within 30s") from None
+                time.sleep(0.1)
+
+    def notifications_env(self, **overrides: str) -> dict[str, str]:
+        """The worker's environment (the tests start more workers with overrides)."""
+        env = self._service_env()
+        env.update(
+            SMTP_URL=self.smtp_url,
+            LOCALPLUS_PUBLIC_URL=self.gateway_url,
+            VAPID_PRIVATE_KEY=str(dev_vapid_key(self.config.vapid_key)),
+        )
+        env.update(overrides)
+        return env
 
     def _service_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -214,7 +273,8 @@ def up() -> int:
     services = ", ".join(f"{service.name} {stack.address(service.name)}" for service in SERVICES)
     print(
         f"ready: gateway {stack.gateway_url} (JSON and gRPC), database {where}, {services}, "
-        f"stripe {stack.stripe.url}. Ctrl-C stops everything.",
+        f"stripe {stack.stripe.url}, email {stack.smtp_url}"
+        f"{'' if stack.config.smtp_url else f' into {stack.config.maildir}'}. Ctrl-C stops everything.",
         flush=True,
     )
     metrics = ", ".join(f"{service.name} {stack.metrics_url(service.name) or 'off'}" for service in SERVICES)

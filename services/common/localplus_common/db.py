@@ -34,6 +34,9 @@ POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 EARLIEST, LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
+# How Database.run starts a transaction: read-only work can go to a read replica.
+BEGIN, BEGIN_READ_ONLY = "begin", "begin read only"
+
 current_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("current_identity")
 # The request's id (Envoy's x-request-id), set as `localplus.request_id` in its transactions.
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("current_request_id", default="")
@@ -92,19 +95,38 @@ async def create_pool(settings: Settings, url: str = "") -> asyncpg.Pool:
     return pool
 
 
+def literal(value: str) -> str:
+    """`value` as an SQL string literal, written as libpq's PQescapeLiteral writes one: quotes doubled,
+    and an E'' string with backslashes doubled when it holds any, so it reads back the same whatever
+    standard_conforming_strings says. For the request context only (see request_context)."""
+    if "\x00" in value:
+        raise ValueError("Postgres text cannot hold NUL characters")
+    quoted = "'" + value.replace("'", "''") + "'"
+    return "E" + quoted.replace("\\", "\\\\") if "\\" in value else quoted
+
+
+def request_context(identity: Identity, *, event_id: UUID | None = None) -> str:
+    """The statement that sets who a transaction runs as, every setting transaction-local: its role and
+    claims, as PostgREST sets them, the event the request names by id (see Database.run), and the
+    request's id (Envoy's x-request-id; audit rows record it).
+
+    Its values are literals rather than parameters so that it can travel in one simple-protocol
+    message with the BEGIN (Database.run): one round trip for both. A new setting is one more entry."""
+    settings = {
+        "role": identity.role,
+        "request.jwt.claims": identity.claims_json,
+        "localplus.event_id": "" if event_id is None else str(event_id),
+        "localplus.request_id": current_request_id.get(),
+    }
+    calls = (f"set_config({literal(name)}, {literal(value)}, true)" for name, value in settings.items())
+    return "select " + ", ".join(calls)
+
+
 async def act_as(conn: Connection, identity: Identity, *, event_id: UUID | None = None) -> None:
-    """Who the rest of the transaction runs as: its role and claims, as PostgREST sets them, the event
-    the request names by id (see Database.run), and the request's id (audit rows record it). A use case
-    that has checked the caller's access under row-level security switches to
-    localplus_common.auth.SERVER for the server's own writes."""
-    await conn.execute(
-        "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true),"
-        " set_config('localplus.event_id', $3, true), set_config('localplus.request_id', $4, true)",
-        identity.role,
-        identity.claims_json,
-        "" if event_id is None else str(event_id),
-        current_request_id.get(),
-    )
+    """Switch the rest of the transaction to another caller. A use case that has checked the caller's
+    access under row-level security switches to localplus_common.auth.SERVER for the server's own
+    writes. (A request's first caller is set by Database.run, with its BEGIN.)"""
+    await conn.execute(request_context(identity, event_id=event_id))
 
 
 class Database:
@@ -133,9 +155,21 @@ class Database:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 pool = self.replica_pool if replica else self.pool
-                async with self._connection(pool) as conn, conn.transaction(readonly=replica):
-                    await act_as(conn, who, event_id=event_id)
-                    return await work(conn)
+                async with self._connection(pool) as conn:
+                    # The transaction starts and the caller is set in one round trip: one simple-protocol
+                    # message of two statements. Not in the same statement as the work's first query:
+                    # row-level security is decided when a statement is planned, as whoever the session
+                    # is then.
+                    begin = BEGIN_READ_ONLY if replica else BEGIN
+                    await conn.execute(f"{begin}; {request_context(who, event_id=event_id)}")
+                    try:
+                        result = await work(conn)
+                        await conn.execute("commit")
+                    except BaseException:
+                        if conn.is_in_transaction():
+                            await conn.execute("rollback")
+                        raise
+                    return result
             except asyncpg.PostgresError as error:
                 if error.sqlstate not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
                     raise

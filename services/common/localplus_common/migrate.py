@@ -3,6 +3,11 @@
 Each file runs in its own transaction under a session advisory lock, so two runners at once are
 safe: the second waits, then finds nothing left to do. Applied files are recorded with a checksum,
 and an applied file that was edited afterwards stops the run instead of drifting silently.
+
+`--check` exits 1 while any of this code's migrations is not applied, and `--wait` polls until they
+all are (k8s runs it as each Deployment's init container, so that no pod serves on an older schema
+than its code expects while the migration Job is still running). A database ahead of the code (a newer
+image migrated it during a rolling update) passes: migrations only add.
 """
 
 import argparse
@@ -10,6 +15,8 @@ import asyncio
 import hashlib
 import logging
 import re
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,12 +122,54 @@ async def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[s
         await conn.close()
 
 
+async def pending(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """The versions in `directory` that the database has not recorded (all of them before the first run)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        if await conn.fetchval("select to_regclass('localplus.schema_migrations')") is None:
+            applied: set[str] = set()
+        else:
+            applied = {row["version"] for row in await conn.fetch("select version from localplus.schema_migrations")}
+    finally:
+        await conn.close()
+    return [m.version for m in load_migrations(directory) if m.version not in applied]
+
+
+async def wait_until_applied(
+    database_url: str, give_up_after: float, interval: float = 2.0, directory: Path = MIGRATIONS_DIR
+) -> list[str]:
+    """Poll until nothing is pending; return what still is after `give_up_after` seconds. A database
+    that does not answer yet counts as pending: it may be starting, as the Job's may be."""
+    deadline = time.monotonic() + give_up_after
+    while True:
+        try:
+            missing = await pending(database_url, directory)
+        except (OSError, asyncpg.PostgresError) as error:
+            log.info("waiting for the database: %s", error)
+            missing = [m.version for m in load_migrations(directory)]
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        log.info("waiting for %d migrations, from %s", len(missing), missing[0])
+        await asyncio.sleep(interval)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--database-url", default=database_url_from_env(), help="default: DATABASE_URL")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="apply nothing; exit 1 if a migration is pending")
+    mode.add_argument("--wait", action="store_true", help="apply nothing; wait until none is pending")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits (default 300)")
     args = parser.parse_args()
     exit_if_missing({"DATABASE_URL or --database-url": args.database_url})
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.check or args.wait:
+        timeout = args.timeout if args.wait else 0.0
+        missing = asyncio.run(wait_until_applied(args.database_url, timeout))
+        if missing:
+            sys.exit(f"migrations pending: {', '.join(missing)}")
+        print("migrations: database up to date")
+        return
     applied = asyncio.run(migrate(args.database_url))
     print(f"migrations: {len(applied)} applied, database up to date")
 

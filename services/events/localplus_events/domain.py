@@ -35,6 +35,7 @@ EDITABLE_FIELDS = (
     "city",
     "venue_id",
     "recurrence",
+    "seating_plan_id",
 )
 # The columns the `recurrence` field is stored in, the columns of all editable fields, and those an
 # event's occurrences are built from.

@@ -108,7 +108,7 @@ def event_values(event: events_pb2.Event, fields: list[str]) -> dict[str, Any]:
             values[name] = timestamp_or_none(event, name)
         elif name in OPTIONAL_NUMBERS:
             values[name] = getattr(event, name) if event.HasField(name) else None
-        elif name in ("business_id", "venue_id"):
+        elif name in ("business_id", "venue_id", "seating_plan_id"):
             named = event.HasField(name) and getattr(event, name)
             values[name] = parse_uuid(name, getattr(event, name)) if named else None
         elif name == "tags":
@@ -261,6 +261,8 @@ def event_to_proto(row: asyncpg.Record | dict[str, Any]) -> events_pb2.Event:
         event.business_id = str(row["business_id"])
     if row["venue_id"] is not None:
         event.venue_id = str(row["venue_id"])
+    if row["seating_plan_id"] is not None:
+        event.seating_plan_id = str(row["seating_plan_id"])
     for name in OPTIONAL_NUMBERS:
         if row[name] is not None:
             setattr(event, name, row[name])

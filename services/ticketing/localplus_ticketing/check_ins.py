@@ -173,7 +173,7 @@ async def check_in_list(db: Database, signer: TicketSigner, event_id: UUID, page
         await _at_the_door(conn, event_id)
         rows = await conn.fetch(
             """
-            select id, status, checked_in_at, ticket_type_id from public.tickets
+            select id, status, checked_in_at, ticket_type_id, seat_zone, seat_row, seat_number from public.tickets
              where event_id = $1 and ($3::uuid is null or id > $3)
              order by id
              limit $2

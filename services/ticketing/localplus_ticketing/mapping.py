@@ -1,7 +1,9 @@
 """Translation between the ticketing protos and what the use cases take and return."""
 
+import json
 from collections.abc import Iterable
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -9,8 +11,9 @@ from localplus.ticketing.v1 import ticketing_pb2
 from localplus_common.errors import invalid_argument
 from localplus_common.requests import parse_uuid, set_timestamp, timestamp_or_none
 from localplus_ticketing.check_ins import ADMITTED, ALREADY_CHECKED_IN, INVALID, CheckIn, CheckInList, OfflineScan
-from localplus_ticketing.orders import NewOrder, OrderView
+from localplus_ticketing.orders import NewOrder, NewSeatOrder, OrderView
 from localplus_ticketing.sales import EventSales
+from localplus_ticketing.seating import PlanInput, PlanView, seat_label
 from localplus_ticketing.ticket_types import EDITABLE_FIELDS, NewTicketType
 
 ORDER_STATUS_PREFIX = "ORDER_STATUS_"
@@ -34,6 +37,7 @@ def new_ticket_type(ticket_type: ticketing_pb2.TicketType) -> NewTicketType:
         hidden=ticket_type.hidden,
         sort_order=ticket_type.sort_order,
         occurrence_id=parse_uuid("ticket_type.occurrence_id", occurrence_id) if occurrence_id else None,
+        seat_category=ticket_type.seat_category if ticket_type.HasField("seat_category") else None,
     )
 
 
@@ -55,6 +59,8 @@ def ticket_type_to_proto(row: asyncpg.Record) -> ticketing_pb2.TicketType:
     )
     if row["occurrence_id"] is not None:
         ticket_type.occurrence_id = str(row["occurrence_id"])
+    if row["seat_category"] is not None:
+        ticket_type.seat_category = row["seat_category"]
     set_timestamp(ticket_type, "sales_starts_at", row["sales_starts_at"])
     set_timestamp(ticket_type, "sales_ends_at", row["sales_ends_at"])
     return ticket_type
@@ -67,6 +73,25 @@ def new_order(order: ticketing_pb2.Order) -> NewOrder:
             (parse_uuid(f"order.items[{index}].ticket_type_id", item.ticket_type_id), item.quantity)
             for index, item in enumerate(order.items)
         ),
+    )
+
+
+def is_seat_order(order: ticketing_pb2.Order) -> bool:
+    return bool(order.seats) or order.HasField("best_available")
+
+
+def new_seat_order(order: ticketing_pb2.Order) -> NewSeatOrder:
+    if order.items:
+        raise invalid_argument("order.items", "an order holds items, or seats, not both")
+    best = order.best_available if order.HasField("best_available") else None
+    occurrence_id = order.seats_occurrence_id
+    return NewSeatOrder(
+        request_id=order.request_id,
+        seat_ids=tuple(parse_uuid(f"order.seats[{i}].seat_id", seat.seat_id) for i, seat in enumerate(order.seats)),
+        best_available=None
+        if best is None
+        else (parse_uuid("order.best_available.ticket_type_id", best.ticket_type_id), best.quantity),
+        occurrence_id=parse_uuid("order.seats_occurrence_id", occurrence_id) if occurrence_id else None,
     )
 
 
@@ -111,6 +136,18 @@ def order_to_proto(view: OrderView) -> ticketing_pb2.Order:
     )
     if order["occurrence_id"] is not None:
         message.occurrence_id = str(order["occurrence_id"])
+    message.seats.extend(
+        ticketing_pb2.OrderSeat(
+            seat_id=str(seat["seat_id"]),
+            zone=seat["zone"],
+            row=seat["row_name"],
+            number=seat["number"],
+            label=seat_label(seat["row_name"], seat["number"]),
+            category=seat["category"],
+            ticket_type_id=str(seat["ticket_type_id"]),
+        )
+        for seat in view.seats
+    )
     for field in ("expires_at", "created_at", "paid_at"):
         set_timestamp(message, field, order[field])
     return message
@@ -128,8 +165,20 @@ def ticket_to_proto(row: asyncpg.Record) -> ticketing_pb2.Ticket:
     )
     if row["occurrence_id"] is not None:
         ticket.occurrence_id = str(row["occurrence_id"])
+    if row["seat_number"] is not None:
+        ticket.seat.CopyFrom(ticket_seat(row))
     set_timestamp(ticket, "checked_in_at", row["checked_in_at"])
     return ticket
+
+
+def ticket_seat(row: asyncpg.Record) -> ticketing_pb2.TicketSeat:
+    """The seat a ticket row names (its seat_* columns)."""
+    return ticketing_pb2.TicketSeat(
+        zone=row["seat_zone"],
+        row=row["seat_row"],
+        number=row["seat_number"],
+        label=seat_label(row["seat_row"], row["seat_number"]),
+    )
 
 
 def ticket_type_changes(request: ticketing_pb2.UpdateTicketTypeRequest) -> dict[str, Any]:
@@ -151,6 +200,8 @@ def ticket_type_changes(request: ticketing_pb2.UpdateTicketTypeRequest) -> dict[
             changes[name] = (
                 parse_uuid("ticket_type.occurrence_id", wanted.occurrence_id) if wanted.occurrence_id else None
             )
+        elif name == "seat_category":
+            changes[name] = wanted.seat_category if wanted.HasField("seat_category") else None
         else:
             changes[name] = getattr(wanted, name)
     return changes
@@ -209,6 +260,8 @@ def check_in_list_to_proto(listed: CheckInList) -> ticketing_pb2.CheckInList:
     )
     for entry, row in zip(message.tickets, listed.tickets.items, strict=True):
         set_timestamp(entry, "checked_in_at", row["checked_in_at"])
+        if row["seat_number"] is not None:
+            entry.seat.CopyFrom(ticket_seat(row))
     set_timestamp(message, "generated_at", listed.generated_at)
     return message
 
@@ -260,3 +313,110 @@ def event_sales_to_proto(sales: EventSales) -> ticketing_pb2.EventSales:
     if sales.conversion_rate is not None:
         message.conversion_rate = sales.conversion_rate
     return message
+
+
+# Seating
+
+
+def plan_input(plan: ticketing_pb2.SeatingPlan, fields: Iterable[str] | None = None) -> PlanInput:
+    """The plan's `fields` (every one when None) as the use cases take them."""
+    wanted = set(fields) if fields is not None else {"name", "zones", "general_admission"}
+    zones = [
+        {
+            "name": zone.name,
+            "rows": [
+                {
+                    "name": row.name,
+                    "seats": [
+                        {
+                            "number": seat.number,
+                            "x": seat.x,
+                            "y": seat.y,
+                            "category": seat.category,
+                            "accessible": seat.accessible,
+                        }
+                        for seat in row.seats
+                    ],
+                }
+                for row in zone.rows
+            ],
+        }
+        for zone in plan.zones
+    ]
+    areas = [{"name": a.name, "category": a.category, "capacity": a.capacity} for a in plan.general_admission]
+    return PlanInput(
+        name=plan.name if "name" in wanted else None,
+        zones=zones if "zones" in wanted else None,
+        general_admission=areas if "general_admission" in wanted else None,
+    )
+
+
+PLAN_FIELDS = ("name", "zones", "general_admission")
+
+
+def plan_changes(request: ticketing_pb2.UpdateSeatingPlanRequest) -> PlanInput:
+    """The fields to change: the mask's, or every one present in the body (AIP-134)."""
+    if request.HasField("update_mask") and request.update_mask.paths:
+        names = list(request.update_mask.paths)
+        if "*" in names:
+            names = list(PLAN_FIELDS)
+    else:
+        names = [field.name for field, _ in request.seating_plan.ListFields() if field.name in PLAN_FIELDS]
+    for name in names:
+        if name not in PLAN_FIELDS:
+            raise invalid_argument("update_mask", f"update_mask names {name[:64]!r}, which cannot be changed")
+    return plan_input(request.seating_plan, names)
+
+
+def plan_to_proto(row: asyncpg.Record, seats: list[asyncpg.Record] | None = None) -> ticketing_pb2.SeatingPlan:
+    plan = ticketing_pb2.SeatingPlan(id=str(row["id"]), venue_id=str(row["venue_id"]), name=row["name"])
+    for area in json.loads(row["general_admission"]):
+        plan.general_admission.add(name=area["name"], category=area["category"], capacity=area["capacity"])
+    zones: dict[str, ticketing_pb2.SeatingZone] = {}
+    rows: dict[tuple[str, str], ticketing_pb2.SeatingRow] = {}
+    for seat in seats or []:
+        zone = zones.get(seat["zone"])
+        if zone is None:
+            zone = zones[seat["zone"]] = plan.zones.add(name=seat["zone"])
+        key = (seat["zone"], seat["row_name"])
+        row_message = rows.get(key)
+        if row_message is None:
+            row_message = rows[key] = zone.rows.add(name=seat["row_name"])
+        row_message.seats.add(
+            number=seat["number"], x=seat["x"], y=seat["y"], category=seat["category"], accessible=seat["accessible"]
+        )
+    set_timestamp(plan, "created_at", row["created_at"])
+    set_timestamp(plan, "updated_at", row["updated_at"])
+    return plan
+
+
+def plan_view_to_proto(view: PlanView) -> ticketing_pb2.SeatingPlan:
+    return plan_to_proto(view.plan, view.seats)
+
+
+SEAT_STATUSES = {
+    "available": ticketing_pb2.SEAT_STATUS_AVAILABLE,
+    "held": ticketing_pb2.SEAT_STATUS_HELD,
+    "sold": ticketing_pb2.SEAT_STATUS_SOLD,
+    "blocked": ticketing_pb2.SEAT_STATUS_BLOCKED,
+}
+
+
+def seat_to_proto(row: asyncpg.Record) -> ticketing_pb2.Seat:
+    return ticketing_pb2.Seat(
+        id=str(row["id"]),
+        zone=row["zone"],
+        row=row["row_name"],
+        number=row["number"],
+        label=seat_label(row["row_name"], row["number"]),
+        category=row["category"],
+        ticket_type_id=str(row["ticket_type_id"] or ""),
+        accessible=row["accessible"],
+        x=row["x"],
+        y=row["y"],
+        status=SEAT_STATUSES[row["status"]],
+    )
+
+
+def seat_ids(values: Iterable[str]) -> list[UUID]:
+    return [parse_uuid(f"seat_ids[{i}]", value) for i, value in enumerate(values)]

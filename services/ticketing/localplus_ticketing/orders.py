@@ -7,7 +7,7 @@ they count (so two buyers never get the same last ticket), run as service_role."
 import json
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -20,6 +20,7 @@ from localplus_common.db import Connection, Database, act_as
 from localplus_common.errors import aborted, failed_precondition, invalid_argument, not_found, permission_denied
 from localplus_common.paging import Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
 from localplus_common.requests import text
+from localplus_ticketing import seating
 from localplus_ticketing.codes import TicketSigner
 from localplus_ticketing.payment_provider import Checkout, LineItem, PaymentProvider
 
@@ -53,6 +54,7 @@ class OrderView:
 
     order: dict[str, Any]
     items: list[asyncpg.Record]
+    seats: list[asyncpg.Record] = field(default_factory=list)  # an order of seats: which (seating.py)
 
 
 def confirmation_code() -> str:
@@ -130,8 +132,12 @@ async def list_my_orders(db: Database, page: PageRequest) -> Page[OrderView]:
             *(after or (None, None)),
         )
         listed = page_of(rows, page.size, MY_ORDERS_KEYSET)
-        items = await _items(conn, [row["id"] for row in listed.items])
-        return Page([OrderView(dict(row), items.get(row["id"], [])) for row in listed.items], listed.next_page_token)
+        ids = [row["id"] for row in listed.items]
+        items, seats = await _items(conn, ids), await seating.order_seats(conn, ids)
+        return Page(
+            [OrderView(dict(row), items.get(row["id"], []), seats.get(row["id"], [])) for row in listed.items],
+            listed.next_page_token,
+        )
 
     return await db.run(list_them)
 
@@ -202,9 +208,14 @@ async def pay(conn: Connection, signer: TicketSigner, order_id: UUID) -> str:
         return "no_order"
     ticket_ids = [uuid.uuid4() for _ in range(admissions)]
     codes = [signer.sign(ticket_id, event_id) for ticket_id in ticket_ids]
+    # Assigned seating: held seats become sold first (a seat lost after the hold expired is sold out).
+    if not await seating.sell_seats(conn, order_id):
+        return "sold_out"
     outcome: str = await conn.fetchval(
         "select localplus_private.pay_order($1, $2, $3, $4)", order_id, ticket_ids, codes, confirmation_code()
     )
+    if outcome == "paid":
+        await seating.seat_tickets(conn, order_id)
     return outcome
 
 
@@ -255,7 +266,9 @@ async def _visible(conn: Connection, order_id: UUID) -> OrderView:
     if row is None:
         raise not_found("order not found")
     items = await _items(conn, [order_id])
-    return OrderView(dict(row), items.get(order_id, []))
+    return OrderView(
+        dict(row), items.get(order_id, []), (await seating.order_seats(conn, [order_id])).get(order_id, [])
+    )
 
 
 async def _read(conn: Connection, order_id: UUID, *, with_secrets: bool) -> OrderView:
@@ -264,7 +277,9 @@ async def _read(conn: Connection, order_id: UUID, *, with_secrets: bool) -> Orde
     row = await conn.fetchrow(f"select {ORDER_COLUMNS}{secrets_sql} from public.orders o where o.id = $1", order_id)
     assert row is not None
     items = await _items(conn, [order_id])
-    return OrderView(dict(row), items.get(order_id, []))
+    return OrderView(
+        dict(row), items.get(order_id, []), (await seating.order_seats(conn, [order_id])).get(order_id, [])
+    )
 
 
 async def _items(conn: Connection, order_ids: list[UUID]) -> dict[UUID, list[asyncpg.Record]]:
@@ -333,3 +348,67 @@ def _check(new: NewOrder) -> None:
     for _, quantity in new.items:
         if not 1 <= quantity <= MAX_QUANTITY:
             raise invalid_argument("order.items.quantity", f"quantity must be between 1 and {MAX_QUANTITY}")
+
+
+# Orders of seats (assigned seating): seats are their own inventory, claimed in seating's SQL.
+
+
+@dataclass(frozen=True)
+class NewSeatOrder:
+    request_id: str
+    seat_ids: tuple[UUID, ...]  # chosen seats, all or none
+    best_available: tuple[UUID, int] | None  # (seated ticket type, quantity)
+    occurrence_id: UUID | None  # with seat_ids, when the event sells its seats per occurrence
+
+
+async def create_seat_order(db: Database, new: NewSeatOrder, hold: timedelta) -> OrderView:
+    """Hold chosen seats, or the best adjacent ones of a ticket type, for `hold` (409 SEAT_UNAVAILABLE
+    naming the seats taken, SOLD_OUT when no block is left); the same request_id answers the same order."""
+    identity = buyer()
+    text("order.request_id", new.request_id)
+    if not 1 <= len(new.request_id) <= MAX_REQUEST_ID:
+        raise invalid_argument("order.request_id", f"request_id is required, at most {MAX_REQUEST_ID} characters")
+    if bool(new.seat_ids) == (new.best_available is not None):
+        raise invalid_argument("order.seats", "an order names seats or best_available (and then no items)")
+    if not 1 <= len(new.seat_ids or [new.best_available]) <= MAX_QUANTITY:
+        raise invalid_argument("order.seats", f"an order holds 1 to {MAX_QUANTITY} seats")
+    if len(set(new.seat_ids)) < len(new.seat_ids):
+        raise invalid_argument("order.seats", "each seat at most once")
+    best_type, quantity = new.best_available or (None, 0)
+    if best_type is not None and not 1 <= quantity <= MAX_QUANTITY:
+        raise invalid_argument("order.best_available.quantity", f"quantity must be between 1 and {MAX_QUANTITY}")
+
+    async def reserve(conn: Connection) -> OrderView:
+        await act_as(conn, SERVER)
+        if best_type is not None:
+            events = await conn.fetch("select event_id from public.ticket_types where id = $1", best_type)
+        else:
+            events = await conn.fetch(
+                "select distinct event_id from public.event_seats where id = any($1)", list(new.seat_ids)
+            )
+        if len(events) > 1:
+            raise invalid_argument("order.seats", "one order holds seats of one event")
+        if not events:
+            raise not_found("ticket type not found" if best_type else "seat not found")
+        event_id = events[0]["event_id"]
+        await act_as(conn, identity, event_id=event_id)
+        await visible_event(conn, event_id)
+        if best_type is not None and not await conn.fetchval(
+            "select exists (select 1 from public.ticket_types where id = $1)", best_type
+        ):
+            raise not_found("ticket type not found")  # hidden from this buyer
+        await act_as(conn, SERVER)
+        order_id = await conn.fetchval(
+            "select localplus_private.reserve_seats($1, $2, $3, $4, $5, $6, $7, $8)",
+            identity.user_id,
+            new.request_id,
+            event_id,
+            new.occurrence_id,
+            list(new.seat_ids),
+            best_type,
+            quantity,
+            hold,
+        )
+        return await _read(conn, order_id, with_secrets=True)
+
+    return await db.run(reserve)

@@ -2,6 +2,7 @@
 maps the result back to protos."""
 
 from typing import Any
+from uuid import UUID
 
 from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
@@ -11,7 +12,7 @@ from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
 from localplus_common.db import Database
 from localplus_common.paging import page_request
 from localplus_common.requests import parse_uuid
-from localplus_ticketing import check_ins, mapping, orders, payments, sales, ticket_types, tickets
+from localplus_ticketing import check_ins, mapping, orders, payments, sales, seating, ticket_types, tickets
 from localplus_ticketing.codes import TicketSigner
 from localplus_ticketing.payment_provider import PaymentProvider
 from localplus_ticketing.settings import TicketingSettings
@@ -55,7 +56,10 @@ class TicketingService(ticketing_pb2_grpc.TicketingServiceServicer):
     # Orders
 
     async def CreateOrder(self, request: ticketing_pb2.CreateOrderRequest, context: Context) -> Any:
-        view = await orders.create_order(self.db, mapping.new_order(request.order), self.settings.hold)
+        if mapping.is_seat_order(request.order):
+            view = await orders.create_seat_order(self.db, mapping.new_seat_order(request.order), self.settings.hold)
+        else:
+            view = await orders.create_order(self.db, mapping.new_order(request.order), self.settings.hold)
         return mapping.order_to_proto(view)
 
     async def GetOrder(self, request: ticketing_pb2.GetOrderRequest, context: Context) -> Any:
@@ -132,3 +136,48 @@ class TicketingService(ticketing_pb2_grpc.TicketingServiceServicer):
         signature = next((str(v) for k, v in context.invocation_metadata() or () if k == STRIPE_SIGNATURE), "")
         await payments.handle_webhook(self.db, self.payments, self.signer, request.payload.data, signature)
         return empty_pb2.Empty()
+
+    # Seating
+
+    async def ListSeatingPlans(self, request: ticketing_pb2.ListSeatingPlansRequest, context: Context) -> Any:
+        plans = await seating.list_plans(self.db, parse_uuid("venue_id", request.venue_id))
+        return ticketing_pb2.ListSeatingPlansResponse(seating_plans=[mapping.plan_to_proto(row) for row in plans])
+
+    async def CreateSeatingPlan(self, request: ticketing_pb2.CreateSeatingPlanRequest, context: Context) -> Any:
+        venue_id = parse_uuid("venue_id", request.venue_id)
+        view = await seating.create_plan(self.db, venue_id, mapping.plan_input(request.seating_plan))
+        return mapping.plan_view_to_proto(view)
+
+    async def GetSeatingPlan(self, request: ticketing_pb2.GetSeatingPlanRequest, context: Context) -> Any:
+        return mapping.plan_view_to_proto(await seating.get_plan(self.db, parse_uuid("id", request.id)))
+
+    async def UpdateSeatingPlan(self, request: ticketing_pb2.UpdateSeatingPlanRequest, context: Context) -> Any:
+        plan_id = parse_uuid("seating_plan.id", request.seating_plan.id)
+        view = await seating.update_plan(self.db, plan_id, mapping.plan_changes(request))
+        return mapping.plan_view_to_proto(view)
+
+    async def ListSeats(self, request: ticketing_pb2.ListSeatsRequest, context: Context) -> Any:
+        event_id, occurrence_id = _seats_of(request.event_id, request.occurrence_id)
+        rows = await seating.list_seats(self.db, event_id, occurrence_id)
+        return ticketing_pb2.ListSeatsResponse(seats=[mapping.seat_to_proto(row) for row in rows])
+
+    async def GetSeatMap(self, request: ticketing_pb2.GetSeatMapRequest, context: Context) -> Any:
+        event_id, occurrence_id = _seats_of(request.event_id, request.occurrence_id)
+        image = await seating.seat_map(self.db, event_id, occurrence_id)
+        return httpbody_pb2.HttpBody(content_type="image/svg+xml", data=image)
+
+    async def BlockSeats(self, request: ticketing_pb2.BlockSeatsRequest, context: Context) -> Any:
+        event_id, occurrence_id = _seats_of(request.event_id, request.occurrence_id)
+        ids = mapping.seat_ids(request.seat_ids)
+        rows = await seating.block_seats(self.db, event_id, ids, occurrence_id, block=True)
+        return ticketing_pb2.BlockSeatsResponse(seats=[mapping.seat_to_proto(row) for row in rows])
+
+    async def UnblockSeats(self, request: ticketing_pb2.UnblockSeatsRequest, context: Context) -> Any:
+        event_id, occurrence_id = _seats_of(request.event_id, request.occurrence_id)
+        ids = mapping.seat_ids(request.seat_ids)
+        rows = await seating.block_seats(self.db, event_id, ids, occurrence_id, block=False)
+        return ticketing_pb2.UnblockSeatsResponse(seats=[mapping.seat_to_proto(row) for row in rows])
+
+
+def _seats_of(event_id: str, occurrence_id: str) -> tuple[UUID, UUID | None]:
+    return parse_uuid("event_id", event_id), parse_uuid("occurrence_id", occurrence_id) if occurrence_id else None

@@ -33,7 +33,7 @@ COLUMNS = "t.*, greatest(0, t.inventory - t.sold - localplus_private.tickets_hel
 # What an editor may change, in the order of the proto's fields.
 EDITABLE_FIELDS = (
     "occurrence_id", "name", "description", "price_minor", "currency", "inventory", "min_per_order",
-    "max_per_order", "sales_starts_at", "sales_ends_at", "hidden", "sort_order",
+    "max_per_order", "sales_starts_at", "sales_ends_at", "hidden", "sort_order", "seat_category",
 )  # fmt: skip
 
 # The limits of public.ticket_types' CHECKs, checked here first to name the field at fault.
@@ -62,6 +62,8 @@ class NewTicketType:
     hidden: bool
     sort_order: int
     occurrence_id: UUID | None
+    # The seating plan category it sells; its inventory is then the plan's (seating migration).
+    seat_category: str | None = None
 
 
 async def list_ticket_types(db: Database, event_id: UUID, page: PageRequest) -> Page[asyncpg.Record]:
@@ -96,8 +98,8 @@ async def create_ticket_type(db: Database, event_id: UUID, new: NewTicketType) -
             """
             insert into public.ticket_types (event_id, occurrence_id, name, description, price_minor,
               currency, inventory, min_per_order, max_per_order, sales_starts_at, sales_ends_at,
-              hidden, sort_order)
-            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+              hidden, sort_order, seat_category)
+            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
             returning id
             """,
             event_id,
@@ -113,6 +115,7 @@ async def create_ticket_type(db: Database, event_id: UUID, new: NewTicketType) -
             new.sales_ends_at,
             new.hidden,
             new.sort_order,
+            new.seat_category,
         )
         return await _read(conn, created)
 
@@ -196,6 +199,8 @@ def _checked(new: NewTicketType) -> NewTicketType:
         raise _invalid(
             "max_per_order", f"max_per_order must be between min_per_order ({min_per_order}) and {MAX_PER_ORDER}"
         )
+    if new.seat_category is not None:
+        _check_text("seat_category", new.seat_category, MAX_NAME)
     starts, ends = new.sales_starts_at, new.sales_ends_at
     if starts is not None and ends is not None and ends <= starts:
         raise _invalid("sales_ends_at", "sales_ends_at must be after sales_starts_at")

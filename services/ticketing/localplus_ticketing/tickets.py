@@ -1,6 +1,8 @@
 """Issued tickets, as their holders (and the event's editors) read them, and their QR codes."""
 
+import html
 import io
+import re
 from uuid import UUID
 
 import asyncpg
@@ -57,4 +59,24 @@ async def ticket_qr_code(db: Database, ticket_id: UUID, kind: str) -> tuple[str,
     ticket = await get_ticket(db, ticket_id)
     image = io.BytesIO()
     segno.make_qr(ticket["code"], error=QR_ERROR).save(image, kind=kind, scale=QR_SCALE, border=QR_BORDER)
+    if kind == "svg" and ticket["seat_number"] is not None:
+        label = f"{ticket['seat_zone']} · Row {ticket['seat_row']} · Seat {ticket['seat_number']}"
+        return QR_CONTENT_TYPES[kind], _labelled(image.getvalue(), label)
     return QR_CONTENT_TYPES[kind], image.getvalue()
+
+
+SVG_SIZE = re.compile(rb'<svg([^>]*?) width="(\d+)" height="(\d+)"')
+LABEL_HEIGHT = 28
+
+
+def _labelled(svg: bytes, label: str) -> bytes:
+    """A seated ticket's QR image with its seat written under the code, readable at the door."""
+    found = SVG_SIZE.search(svg)
+    assert found is not None, "segno writes the SVG's size"
+    width, height = int(found[2]), int(found[3])
+    taller = found[0].replace(b'height="%d"' % height, b'height="%d"' % (height + LABEL_HEIGHT))
+    text = (
+        f'<text x="{width / 2:.0f}" y="{height + LABEL_HEIGHT / 2:.0f}" text-anchor="middle" '
+        f'font-family="sans-serif" font-size="16">{html.escape(label)}</text></svg>'
+    )
+    return svg.replace(found[0], taller, 1).replace(b"</svg>", text.encode(), 1)

@@ -1,0 +1,379 @@
+"""Assigned seating through the gateway: plans per venue, an event's seats and their status, orders of
+chosen seats paid through localstripe, seated e-tickets, blocked seats, holds that expire, cancel and
+refund freeing seats, plan changes after sales, and best-available on small plans with known answers."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from localplus_dev.stack import Stack
+from tests.seating_support import (
+    add_plan,
+    add_venue,
+    labels,
+    order_best,
+    order_seats,
+    reason,
+    row_of,
+    seated_event,
+    statuses,
+)
+from tests.support import User, create_user
+from tests.test_openapi import CHROMIUM_FLAGS
+from tests.ticketing_support import checkout, my_tickets, pay_at_stripe, wait_for_status
+
+TWO_ZONES = [
+    {"name": "Stalls", "rows": [row_of("A", 4, "premium"), row_of("B", 4, "standard", y=1.0)]},
+    {"name": "Balcony", "rows": [row_of("C", 3, "standard", y=3.0)]},
+]
+
+
+async def test_a_plan_belongs_to_a_venue_and_its_managers_change_it(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    venue_id = await add_venue(api, admin)
+    stranger = await create_user(db)
+    assert (await add_plan(api, stranger, venue_id, TWO_ZONES)).status_code == 403
+    assert (await add_plan(api, admin, venue_id, [])).status_code == 200
+    twice = [{"name": "Stalls", "rows": [row_of("A", 2, "x"), row_of("A", 2, "x")]}]
+    bad = await add_plan(api, admin, venue_id, twice)
+    assert bad.status_code == 400 and "named twice" in bad.text
+    general = [{"name": "Standing", "category": "standing", "capacity": 200}]
+    created = await add_plan(api, admin, venue_id, TWO_ZONES, general_admission=general)
+    assert created.status_code == 200, created.text
+    plan = created.json()
+    assert [z["name"] for z in plan["zones"]] == ["Stalls", "Balcony"]
+    assert [len(r["seats"]) for z in plan["zones"] for r in z["rows"]] == [4, 4, 3]
+    assert plan["general_admission"] == general
+    listed = (await api.get(f"/api/venues/{venue_id}/seating-plans")).json()["seating_plans"]
+    assert [p["name"] for p in listed] == ["Main hall", "Main hall"]
+    url = f"/api/seating-plans/{plan['id']}"
+    renamed = await api.patch(url, params={"update_mask": "name"}, json={"name": "Big hall"}, headers=admin.headers)
+    assert renamed.status_code == 200, renamed.text
+    got = (await api.get(f"/api/seating-plans/{plan['id']}")).json()
+    assert got["name"] == "Big hall" and got["zones"] == plan["zones"]
+
+
+async def test_chosen_seats_paid_at_stripe_make_seated_tickets(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool, admin: User
+) -> None:
+    owner, buyer = await create_user(db), await create_user(db)
+    general = [{"name": "Standing", "category": "standing", "capacity": 50}]
+    seated = await seated_event(
+        api, admin, owner, TWO_ZONES, prices={"premium": 90_000, "standard": 40_000}, general_admission=general
+    )
+    event_id = seated.event["id"]
+    assert seated.event["seating_plan_id"] == seated.plan["id"]
+    assert {c: t["inventory"] for c, t in seated.types.items()} == {"premium": 4, "standard": 7, "standing": 50}
+    assert set((await statuses(api, event_id)).values()) == {"AVAILABLE"}
+    seat = seated.seats["Stalls A-2"]
+    assert seat["category"] == "premium" and seat["ticket_type_id"] == seated.types["premium"]["id"]
+    assert "holder" not in str(seat) and "order" not in str(seat)
+
+    reserved = await order_seats(api, buyer, seated.ids("Stalls A-2", "Balcony C-1"))
+    assert reserved.status_code == 200, reserved.text
+    order = reserved.json()
+    assert labels(order) == ["Stalls A-2", "Balcony C-1"] and order["total_minor"] == "130000"
+    assert {(i["ticket_type_id"], i["quantity"]) for i in order["items"]} == {
+        (seated.types["premium"]["id"], 1),
+        (seated.types["standard"]["id"], 1),
+    }
+    now = await statuses(api, event_id)
+    assert now["Stalls A-2"] == now["Balcony C-1"] == "HELD" and now["Stalls A-1"] == "AVAILABLE"
+    # Ordering a seated type by count is refused: its tickets are seats.
+    by_count = {"request_id": "count", "items": [{"ticket_type_id": seated.types["premium"]["id"], "quantity": 1}]}
+    refused = await api.post("/api/orders", json=by_count, headers=buyer.headers)
+    assert refused.status_code == 400 and reason(refused) == "SEATS_REQUIRED"
+
+    started = (await checkout(api, buyer, order["id"], mode="CHECKOUT_MODE_PAYMENT_INTENT")).json()["order"]
+    await pay_at_stripe(stack, started["payment_intent_id"])
+    await wait_for_status(api, buyer, order["id"], "ORDER_STATUS_PAID")
+    now = await statuses(api, event_id)
+    assert now["Stalls A-2"] == now["Balcony C-1"] == "SOLD"
+
+    tickets = await my_tickets(api, buyer)
+    assert sorted((t["seat"]["zone"], t["seat"]["label"]) for t in tickets) == [("Balcony", "C-1"), ("Stalls", "A-2")]
+    premium = next(t for t in tickets if t["seat"]["label"] == "A-2")
+    assert premium["seat"] == {"zone": "Stalls", "row": "A", "number": "2", "label": "A-2"}
+    assert premium["ticket_type_id"] == seated.types["premium"]["id"]
+    qr = await api.get(f"/api/tickets/{premium['id']}/qr.svg", headers=buyer.headers)
+    assert qr.status_code == 200 and "Stalls · Row A · Seat 2" in qr.text
+    door = await api.get(f"/api/events/{event_id}/check-in-list", headers=owner.headers)
+    entries = {e["ticket_id"]: e for e in door.json()["tickets"]}
+    assert entries[premium["id"]]["seat"]["label"] == "A-2"
+    scanned = await api.post(
+        "/api/check-ins", json={"event_id": event_id, "code": premium["code"]}, headers=owner.headers
+    )
+    assert scanned.json()["result"] == "CHECK_IN_RESULT_ADMITTED" and scanned.json()["ticket"]["seat"]["label"] == "A-2"
+
+
+async def test_a_taken_seat_is_a_409_naming_it_and_nothing_is_held(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    owner, first, second = await create_user(db), await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, TWO_ZONES)
+    assert (await order_seats(api, first, seated.ids("Stalls B-2", "Stalls B-3"))).status_code == 200
+    clash = await order_seats(api, second, seated.ids("Stalls B-1", "Stalls B-3"))
+    assert clash.status_code == 409 and reason(clash) == "SEAT_UNAVAILABLE"
+    assert "Stalls B-3" in clash.json()["message"] and "B-1" not in clash.json()["message"]
+    assert (await statuses(api, seated.event["id"]))["Stalls B-1"] == "AVAILABLE"  # all or none
+    other = await seated_event(api, admin, owner, TWO_ZONES)
+    mixed = await order_seats(api, second, [seated.ids("Stalls B-1")[0], other.ids("Stalls B-1")[0]])
+    assert mixed.status_code == 400
+
+
+async def test_an_expired_hold_frees_its_seat_at_once(api: httpx.AsyncClient, db: asyncpg.Pool, admin: User) -> None:
+    owner, first, second = await create_user(db), await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, TWO_ZONES)
+    order = (await order_seats(api, first, seated.ids("Stalls A-1"))).json()
+    assert (await order_seats(api, second, seated.ids("Stalls A-1"))).status_code == 409
+    # The hold runs out (as ten minutes passing would leave it), and no sweeper has run.
+    await db.execute(
+        "update public.seat_claims set during = tstzrange(lower(during) - interval '20 minutes', now())"
+        " where order_id = $1",
+        order["id"],
+    )
+    await db.execute("update public.orders set expires_at = now() where id = $1", order["id"])
+    assert (await statuses(api, seated.event["id"]))["Stalls A-1"] == "AVAILABLE"
+    taken = await order_seats(api, second, seated.ids("Stalls A-1"))
+    assert taken.status_code == 200, taken.text
+    # The first buyer paying late finds the seat gone (the payment is refunded as sold out).
+    late = await checkout(api, first, order["id"])
+    assert late.status_code == 409
+
+
+async def test_cancel_and_refund_give_seats_back(api: httpx.AsyncClient, db: asyncpg.Pool, admin: User) -> None:
+    owner, buyer, other = await create_user(db), await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, TWO_ZONES, prices={"premium": 0, "standard": 0})
+    event_id = seated.event["id"]
+    held = (await order_seats(api, buyer, seated.ids("Stalls A-1", "Stalls A-2"))).json()
+    cancelled = await api.post(f"/api/orders/{held['id']}:cancel", json={}, headers=buyer.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    assert (await statuses(api, event_id))["Stalls A-1"] == "AVAILABLE"
+
+    bought = (await order_seats(api, buyer, seated.ids("Stalls A-1", "Stalls A-2"))).json()
+    paid = (await checkout(api, buyer, bought["id"])).json()["order"]
+    assert paid["status"] == "ORDER_STATUS_PAID"
+    assert (await order_seats(api, other, seated.ids("Stalls A-2"))).status_code == 409
+    ticket = next(t for t in await my_tickets(api, buyer) if t["seat"]["label"] == "A-2")
+    refund = {"ticket_ids": [ticket["id"]], "reason": "cannot come"}
+    refunded = await api.post(f"/api/orders/{bought['id']}:refund", json=refund, headers=owner.headers)
+    assert refunded.status_code == 200, refunded.text
+    now = await statuses(api, event_id)
+    assert now["Stalls A-2"] == "AVAILABLE" and now["Stalls A-1"] == "SOLD"
+    assert (await order_seats(api, other, seated.ids("Stalls A-2"))).status_code == 200
+
+
+async def test_editors_block_and_unblock_seats(api: httpx.AsyncClient, db: asyncpg.Pool, admin: User) -> None:
+    owner, buyer = await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, TWO_ZONES)
+    event_id = seated.event["id"]
+    house = {"seat_ids": seated.ids("Stalls A-3", "Stalls A-4")}
+    assert (await api.post(f"/api/events/{event_id}/seats:block", json=house, headers=buyer.headers)).status_code == 403
+    blocked = await api.post(f"/api/events/{event_id}/seats:block", json=house, headers=owner.headers)
+    assert blocked.status_code == 200, blocked.text
+    assert {s["status"] for s in blocked.json()["seats"]} == {"SEAT_STATUS_BLOCKED"}
+    again = await api.post(f"/api/events/{event_id}/seats:block", json=house, headers=owner.headers)
+    assert again.status_code == 200
+    refused = await order_seats(api, buyer, seated.ids("Stalls A-4"))
+    assert refused.status_code == 409 and "Stalls A-4" in refused.json()["message"]
+    assert (await order_seats(api, buyer, seated.ids("Stalls A-1"))).status_code == 200
+    held = {"seat_ids": seated.ids("Stalls A-1")}
+    taken = await api.post(f"/api/events/{event_id}/seats:block", json=held, headers=owner.headers)
+    assert taken.status_code == 409 and reason(taken) == "SEAT_UNAVAILABLE" and "Stalls A-1" in taken.text
+    freed = await api.post(f"/api/events/{event_id}/seats:unblock", json=house, headers=owner.headers)
+    assert {s["status"] for s in freed.json()["seats"]} == {"SEAT_STATUS_AVAILABLE"}
+    assert (await order_seats(api, buyer, seated.ids("Stalls A-4"))).status_code == 200
+
+
+async def test_a_plan_changes_around_held_and_sold_seats(api: httpx.AsyncClient, db: asyncpg.Pool, admin: User) -> None:
+    owner, buyer = await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, TWO_ZONES)
+    assert (await order_seats(api, buyer, seated.ids("Stalls A-1", "Stalls B-4"))).status_code == 200
+    plan_url = f"/api/seating-plans/{seated.plan['id']}"
+
+    def zones(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"zones": [{"name": "Stalls", "rows": [{"name": "A", "seats": a}, {"name": "B", "seats": b}]}]}
+
+    a_row, b_row = row_of("A", 4, "premium")["seats"], row_of("B", 4, "standard", y=1.0)["seats"]
+    # Dropping the balcony is fine (nobody holds a seat there); dropping A-1 or moving B-4 to premium is not.
+    recategorised = [*b_row[:3], b_row[3] | {"category": "premium"}]
+    mask = {"update_mask": "zones"}
+    dropped = await api.patch(plan_url, json=zones(a_row[1:], recategorised), params=mask, headers=admin.headers)
+    assert dropped.status_code == 409, dropped.text
+    assert "Stalls A-1" in dropped.json()["message"] and "Stalls B-4" in dropped.json()["message"]
+    added = [*a_row, {"number": "5", "x": 5.0, "y": 0.0, "category": "premium", "accessible": True}]
+    moved = await api.patch(plan_url, json=zones(added, b_row), params=mask, headers=admin.headers)
+    assert moved.status_code == 200, moved.text
+    now = await statuses(api, seated.event["id"])
+    assert now["Stalls A-5"] == "AVAILABLE" and now["Stalls A-1"] == "HELD" and "Balcony C-1" not in now
+    types = (await api.get(f"/api/events/{seated.event['id']}/ticket-types")).json()["ticket_types"]
+    assert {t["seat_category"]: t["inventory"] for t in types} == {"premium": 5, "standard": 4}
+
+
+async def best(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User, rows: list[dict[str, Any]], taken: list[str], quantity: int
+) -> httpx.Response:
+    """Best-available of `quantity` seats in a one-zone plan of `rows` where `taken` are blocked."""
+    owner, buyer = await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, [{"name": "Hall", "rows": rows}])
+    if taken:
+        blocked = await api.post(
+            f"/api/events/{seated.event['id']}/seats:block",
+            json={"seat_ids": seated.ids(*(f"Hall {label}" for label in taken))},
+            headers=owner.headers,
+        )
+        assert blocked.status_code == 200, blocked.text
+    return await order_best(api, buyer, seated.types["std"]["id"], quantity)
+
+
+async def test_best_available_takes_the_middle_of_the_front_row(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    front_and_back = [row_of("A", 9, "std"), row_of("B", 9, "std", y=1.0)]
+    chosen = await best(api, db, admin, front_and_back, [], 2)
+    assert chosen.status_code == 200, chosen.text
+    assert labels(chosen.json()) == ["Hall A-4", "Hall A-5"]
+    # The front row full in the middle: the block nearest its centre that still fits (A-8 is nearer
+    # than A-2; A-8+A-9 would leave A-7 alone between it and A-6).
+    chosen = await best(api, db, admin, front_and_back, ["A-3", "A-4", "A-5", "A-6"], 2)
+    assert labels(chosen.json()) == ["Hall A-7", "Hall A-8"]
+    chosen = await best(api, db, admin, front_and_back, ["A-2", "A-5", "A-8"], 3)
+    assert labels(chosen.json()) == ["Hall B-4", "Hall B-5", "Hall B-6"]
+
+
+async def test_best_available_leaves_no_single_empty_seat_when_it_can(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    # A-1 A-2 [A-3 taken] A-4 A-5 A-6 [A-7 taken]: A-4+A-5 (nearest the centre) would strand A-6,
+    # A-5+A-6 would strand A-4; A-1+A-2 strands nobody.
+    chosen = await best(api, db, admin, [row_of("A", 7, "std")], ["A-3", "A-7"], 2)
+    assert labels(chosen.json()) == ["Hall A-1", "Hall A-2"]
+    # Every block of the front row strands a seat; the second row's does not, so it wins.
+    rows = [row_of("A", 5, "std"), row_of("B", 5, "std", y=1.0)]
+    chosen = await best(api, db, admin, rows, ["A-1", "A-5"], 2)
+    assert labels(chosen.json()) == ["Hall B-2", "Hall B-3"]
+    # With no other choice, a block that strands a seat is still sold.
+    chosen = await best(api, db, admin, [row_of("A", 5, "std")], ["A-1", "A-5"], 2)
+    assert labels(chosen.json()) == ["Hall A-2", "Hall A-3"]
+    # No three adjacent seats left: sold out.
+    chosen = await best(api, db, admin, [row_of("A", 5, "std")], ["A-3"], 3)
+    assert chosen.status_code == 409 and reason(chosen) == "SOLD_OUT"
+
+
+async def test_the_seat_map_is_an_svg_of_every_seat(api: httpx.AsyncClient, db: asyncpg.Pool, admin: User) -> None:
+    owner, buyer = await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, TWO_ZONES)
+    await order_seats(api, buyer, seated.ids("Stalls A-1"))
+    svg = await api.get(f"/api/events/{seated.event['id']}/seat-map.svg")
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    assert svg.text.count("<circle") == 11 + 2 + 3  # the seats, then the legend
+    held = seated.seats["Stalls A-1"]["id"]
+    circle = re.search(rf'<circle class="([^"]*)"[^>]*data-seat="{held}"', svg.text)
+    assert circle is not None and "held" in circle[1].split()
+
+
+def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
+    """Width, height and rows of RGB(A) bytes of an 8-bit, non-interlaced PNG (Chromium's screenshots)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    at, chunks, header = 8, b"", b""
+    while at < len(data):
+        (length,), kind = struct.unpack(">I", data[at : at + 4]), data[at + 4 : at + 8]
+        body = data[at + 8 : at + 8 + length]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            chunks += body
+        at += 12 + length
+    width, height, depth, colour = struct.unpack(">IIBB", header[:10])
+    assert depth == 8 and colour in (2, 6), (depth, colour)
+    step = 3 if colour == 2 else 4
+    raw, rows, previous = zlib.decompress(chunks), [], bytearray(width * step)
+    stride = width * step + 1
+    for y in range(height):
+        kind, line = raw[y * stride], bytearray(raw[y * stride + 1 : (y + 1) * stride])
+        for i in range(len(line)):
+            left = line[i - step] if i >= step else 0
+            up, corner = previous[i], previous[i - step] if i >= step else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 255
+            elif kind == 2:
+                line[i] = (line[i] + up) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 255
+            elif kind == 4:
+                guess = left + up - corner
+                nearest = min((abs(guess - left), 0, left), (abs(guess - up), 1, up), (abs(guess - corner), 2, corner))
+                line[i] = (line[i] + nearest[2]) & 255
+        rows.append(bytes(line))
+        previous = line
+    return width, height, [bytes(r) for r in rows] if step == 3 else [bytes(_rgb(r)) for r in rows]
+
+
+def _rgb(rgba: bytes) -> bytearray:
+    return bytearray(b for i, b in enumerate(rgba) if i % 4 != 3)
+
+
+def screenshot(url: str, tmp_path: Path, width: int, height: int) -> Path:
+    """Chromium's rendering of `url` in a window of that size, as a PNG."""
+    shot = tmp_path / "seat-map.png"
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: `make test` installs it"
+    profile = f"--user-data-dir={tmp_path / 'profile'}"
+    window = f"--window-size={width},{height}"
+    done = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, profile, "--hide-scrollbars", window, f"--screenshot={shot}", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return shot
+
+
+async def test_the_seat_map_renders_in_chromium_with_sold_seats_apart(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool, admin: User, tmp_path: Path
+) -> None:
+    owner, buyer = await create_user(db), await create_user(db)
+    stalls = [row_of(r, 12, "premium" if r in "AB" else "standard", y=float(i)) for i, r in enumerate("ABCDEF")]
+    balcony = [row_of(r, 14, "balcony", y=8.0 + i, x0=-1.0) for i, r in enumerate("GHJ")]
+    zones = [{"name": "Stalls", "rows": stalls}, {"name": "Balcony", "rows": balcony}]
+    seated = await seated_event(api, admin, owner, zones, prices={"premium": 0, "standard": 0, "balcony": 0})
+    sold = seated.ids("Stalls A-5", "Stalls A-6", "Stalls A-7", "Stalls C-3", "Balcony H-8", "Balcony H-9")
+    bought = (await order_seats(api, buyer, sold)).json()
+    assert (await checkout(api, buyer, bought["id"])).json()["order"]["status"] == "ORDER_STATUS_PAID"
+    await order_seats(api, buyer, seated.ids("Stalls D-10", "Stalls D-11"))
+    house = {"seat_ids": seated.ids("Stalls B-1", "Stalls B-12")}
+    assert (
+        await api.post(f"/api/events/{seated.event['id']}/seats:block", json=house, headers=owner.headers)
+    ).is_success
+
+    url = f"{stack.gateway_url}/api/events/{seated.event['id']}/seat-map.svg"
+    svg = (await api.get(url)).text
+    size = re.search(r'width="(\d+)" height="(\d+)"', svg)
+    assert size is not None
+    width, height = int(size[1]), int(size[2])
+    shot = screenshot(url, tmp_path, width, height)
+    _, _, pixels = png_pixels(shot.read_bytes())
+
+    def colour(seat_id: str) -> tuple[int, ...]:
+        found = re.search(rf'cx="([\d.]+)" cy="([\d.]+)" r="[\d.]+" data-seat="{seat_id}"', svg)
+        assert found is not None
+        x, y = round(float(found[1])), round(float(found[2]))
+        return tuple(pixels[y][3 * x : 3 * x + 3])
+
+    premium, sold_premium = colour(seated.ids("Stalls A-1")[0]), colour(sold[0])
+    assert premium == (0x00, 0x72, 0xB2)  # the first category's colour
+    assert sold_premium == (0xC8, 0xC8, 0xC8) and colour(sold[-1]) == sold_premium  # sold: grey, any category
+    assert colour(seated.ids("Stalls C-1")[0]) == (0xE6, 0x9F, 0x00)
+    assert colour(seated.ids("Stalls D-10")[0]) not in (premium, sold_premium)  # held: faint
+    assert colour(seated.ids("Stalls B-1")[0]) == (0xFF, 0xFF, 0xFF)  # blocked: hollow
