@@ -315,6 +315,9 @@ async def test_a_request_through_the_gateway_is_one_connected_trace(
         attribute.value.string_value for span in sql for attribute in span.attributes if attribute.key == "db.statement"
     )
     assert "set_config('localplus.request_id'" in statements and "from public.events" in statements
+    # The request context's statement is exported without the caller's claims (no user id, no email).
+    assert "set_config('request.jwt.claims', '<claims>'" in statements
+    assert str(user.id) not in " ".join(str(span) for span in spans)
     assert line["trace_id"] == trace_id.hex(), "the request's log line names its trace"
 
     (create,) = [span for span in spans2 if span.name == f"/{EVENTS_SERVICE}/CreateEvent"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -205,10 +206,32 @@ def start_tracing(service: str, env: Mapping[str, str] = os.environ) -> TracerPr
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or service}))
+    provider.add_span_processor(_claims_redactor())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     AsyncPGInstrumentor().instrument(tracer_provider=provider)
     return provider
+
+
+# The request context statement (localplus_common.db.request_context) carries the caller's JWT claims as a
+# literal: never exported.
+CLAIMS_LITERAL = re.compile(r"(set_config\('request\.jwt\.claims', )E?'(?:[^']|'')*'")
+STATEMENT_ATTRIBUTES = ("db.statement", "db.query.text")
+
+
+def _claims_redactor() -> Any:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class ClaimsRedactor(SpanProcessor):
+        """Replaces the claims in a SQL span's statement before any exporter sees the span."""
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            for key in STATEMENT_ATTRIBUTES:
+                statement = (span.attributes or {}).get(key)
+                if isinstance(statement, str) and "request.jwt.claims" in statement:
+                    span.set_attribute(key, CLAIMS_LITERAL.sub(r"\1'<claims>'", statement))
+
+    return ClaimsRedactor()
 
 
 def tracing_interceptor(provider: TracerProvider) -> grpc.aio.ServerInterceptor:
