@@ -7,6 +7,7 @@ restarted in each mode, in one run:
   metrics         the default: Prometheus metrics, the request log line
   metrics+traces  as metrics, and every request traced (server span + a span per SQL statement) and
                   exported by OTLP/HTTP to a sink in this process, which decodes and counts the spans
+  traces 10%      as metrics+traces, one request in ten sampled (OTEL_TRACES_SAMPLER=parentbased_traceidratio)
 
 Envoy's access log is on in every mode. With --rounds N the modes are measured N times, interleaved,
 and the best kept. Ratios compare each mode with `off`.
@@ -60,11 +61,13 @@ class SpanSink:
 def modes(sink: SpanSink) -> dict[str, dict[str, str]]:
     """Each mode's settings over the events service's usual environment."""
     off = {EVENTS.metrics_var: "off"}
+    traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_BSP_MAX_QUEUE_SIZE": "65536"}
     return {
         "off": off,
         "no-log": {**off, "LOG_LEVEL": "WARNING"},
         "metrics": {},
-        "metrics+traces": {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_BSP_MAX_QUEUE_SIZE": "65536"},
+        "metrics+traces": traced,
+        "traces 10%": {**traced, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
     }
 
 

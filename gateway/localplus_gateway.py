@@ -74,6 +74,12 @@ class GatewaySettings:
     # header (0 disables the timeout); tests lower both.
     max_connections: int = 10000
     request_headers_timeout_s: float = 10.0
+    # A listener of its own (on listen_address) answering only GET /stats/prometheus from the admin, for
+    # scrapers outside a container, where the admin (127.0.0.1 only) cannot be reached; 0: none.
+    stats_port: int = 0
+    # An http:// OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT, as the services read it): Envoy then makes a
+    # span per request, continuing the client's traceparent and passing its own on; "": no tracing.
+    otlp_endpoint: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewaySettings:
@@ -88,6 +94,8 @@ class GatewaySettings:
             jwt_secret=jwt_secret,
             jwks=jwks or None,
             listen_address=env.get("GATEWAY_LISTEN_ADDRESS", d.listen_address),
+            stats_port=int(env.get("ENVOY_STATS_PORT") or d.stats_port),
+            otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", d.otlp_endpoint),
         )
 
 
@@ -341,6 +349,102 @@ def _local_reply_mappers() -> list[dict[str, Any]]:
     return mappers
 
 
+def _stats_listeners(settings: GatewaySettings) -> list[dict[str, Any]]:
+    """The stats listener (GatewaySettings.stats_port): /stats/prometheus proxied to the admin, nothing
+    else of the admin API (which can also stop Envoy)."""
+    if not settings.stats_port:
+        return []
+    router = {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager",
+        "stat_prefix": "stats",
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "stats",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {
+                                "path": "/stats/prometheus",
+                                "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                            },
+                            "route": {"cluster": "envoy_admin"},
+                        }
+                    ],
+                }
+            ]
+        },
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": router}],
+    }
+    address = {"socket_address": {"address": settings.listen_address, "port_value": settings.stats_port}}
+    return [
+        {
+            "name": "stats",
+            "address": address,
+            "filter_chains": [
+                {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
+            ],
+        }
+    ]
+
+
+def _tracing(settings: GatewaySettings) -> tuple[str, list[dict[str, Any]]]:
+    """The connection manager's `tracing` line (OpenTelemetry, every request sampled; the services
+    sample as they are told) and the cluster of the OTLP/HTTP endpoint; nothing without one."""
+    if not settings.otlp_endpoint:
+        return "", []
+    endpoint = urlsplit(settings.otlp_endpoint)
+    if endpoint.scheme != "http" or not endpoint.hostname:
+        raise ValueError(
+            f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// URL for the gateway: {settings.otlp_endpoint}"
+        )
+    provider = {
+        "name": "envoy.tracers.opentelemetry",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+            "service_name": "gateway",
+            "http_service": {
+                "http_uri": {
+                    "uri": settings.otlp_endpoint.rstrip("/") + "/v1/traces",
+                    "cluster": "otlp",
+                    "timeout": "2s",
+                }
+            },
+        },
+    }
+    address = {"socket_address": {"address": endpoint.hostname, "port_value": endpoint.port or 80}}
+    cluster = {
+        "name": "otlp",
+        "type": "STRICT_DNS",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": "otlp",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+    }
+    tracing = {"provider": provider, "random_sampling": {"value": 100}}
+    return f"tracing: {json.dumps(tracing)}", [cluster]
+
+
+def _stats_clusters(settings: GatewaySettings) -> list[dict[str, Any]]:
+    if not settings.stats_port:
+        return []
+    admin = {"socket_address": {"address": "127.0.0.1", "port_value": settings.admin_port}}
+    return [
+        {
+            "name": "envoy_admin",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": "envoy_admin",
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": admin}}]}],
+            },
+        }
+    ]
+
+
 def render_envoy_config(
     descriptor_path: Path,
     settings: GatewaySettings,
@@ -352,6 +456,7 @@ def render_envoy_config(
     methods = load_methods(descriptor_path)
     descriptor_in_config = Path(descriptor_path_in_config or descriptor_path.resolve())
     providers, extra_clusters = _jwt_providers(settings)
+    tracing, otlp = _tracing(settings)
     services = sorted({m.path.split("/")[1] for m in methods})
     hosts = {}
     for service in SERVICES:
@@ -370,7 +475,9 @@ def render_envoy_config(
         JWT_PROVIDERS=json.dumps(providers),
         JWT_RULES=json.dumps(_jwt_rules(methods, list(providers))),
         LOCAL_REPLY_MAPPERS=json.dumps(_local_reply_mappers()),
-        EXTRA_CLUSTERS="".join(f"  - {json.dumps(c)}\n" for c in extra_clusters),
+        EXTRA_CLUSTERS="".join(f"  - {json.dumps(c)}\n" for c in [*extra_clusters, *_stats_clusters(settings), *otlp]),
+        TRACING=tracing,
+        STATS_LISTENERS="".join(f"  - {json.dumps(listener)}\n" for listener in _stats_listeners(settings)),
         **hosts,
     )
 

@@ -46,6 +46,8 @@ IMAGE = "localplus-event-engine"
 IMAGE_ROOT = "/app"  # where the Dockerfile puts the repository
 SERVICE_NAMES = [service.name for service in SERVICES]
 GATEWAY_PORT = 8080
+# Envoy's Prometheus stats listener in the containers (GatewaySettings.stats_port).
+ENVOY_STATS_PORT = 9902
 STRIPE_PORT = 8420
 POSTGRES_HOST_PORT = 54322
 STRIPE_WEBHOOK_SECRET = "whsec_localplus"
@@ -263,7 +265,9 @@ def gateway_k8s() -> tuple[Doc, Doc, Doc]:
 def test_gateway_deployment() -> None:
     resources = k8s_resources()
     deployment, render, envoy = gateway_k8s()
-    assert [p["containerPort"] for p in envoy["ports"]] == [GATEWAY_PORT]
+    assert [p["containerPort"] for p in envoy["ports"]] == [GATEWAY_PORT, ENVOY_STATS_PORT]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == ("9902", "/stats/prometheus")
     named = {p["name"]: p["containerPort"] for p in envoy["ports"]}
     for probe in ("readinessProbe", "livenessProbe"):
         check = envoy[probe]["httpGet"]
@@ -271,6 +275,7 @@ def test_gateway_deployment() -> None:
         assert named.get(check["port"], check["port"]) == GATEWAY_PORT
     env = k8s_env(render, resources)
     assert env["GATEWAY_PORT"] == str(GATEWAY_PORT) and env["GATEWAY_LISTEN_ADDRESS"] == "0.0.0.0"
+    assert env["ENVOY_STATS_PORT"] == str(ENVOY_STATS_PORT)
     assert env["LOCALPLUS_ENV"] == "production"
     # The config names files of the image (the OpenAPI document, the docs page): Envoy runs the image
     # that rendered it.
@@ -612,6 +617,8 @@ def test_compose_services_and_ports() -> None:
     for name, ports in expected.items():
         published = published_ports(services[name])
         metrics = {("127.0.0.1", s.metrics_port, s.metrics_port) for s in SERVICES if s.name == name}
+        if name == "gateway":
+            metrics = {("127.0.0.1", ENVOY_STATS_PORT, ENVOY_STATS_PORT)}
         assert published == (set() if ports is None else {("127.0.0.1", *ports)} | metrics), name
     for name in APP_SERVICES:
         assert services[name]["image"].split(":")[0] == IMAGE, name
@@ -649,6 +656,7 @@ def test_compose_service_env(service: Service) -> None:
 def test_compose_gateway_and_migrate_env() -> None:
     env = compose_service("gateway")["environment"]
     assert env["LOCALPLUS_ENV"] == "production"
+    assert env["ENVOY_STATS_PORT"] == str(ENVOY_STATS_PORT)
     assert env["GATEWAY_PORT"] == str(GATEWAY_PORT) and env["GATEWAY_LISTEN_ADDRESS"] == "0.0.0.0"
     assert env["SUPABASE_JWT_SECRET"] == DEV_JWT_SECRET
     assert {key for key in env if key.endswith("_ADDR")} == {service.addr_var for service in SERVICES}
@@ -830,10 +838,12 @@ def test_gateway_config_as_deployed_passes_envoy_validation(where: str, tmp_path
     config_path.write_text(result.stdout)
 
     config = yaml.safe_load(result.stdout)
-    (listener,) = config["static_resources"]["listeners"]
+    listener, stats = config["static_resources"]["listeners"]
     assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": GATEWAY_PORT}
+    assert stats["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": ENVOY_STATS_PORT}
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
-    assert set(clusters) == set(SERVICE_NAMES)  # one per listed service (no JWKS URL, so no "jwks" cluster)
+    # One per listed service (no JWKS URL, so no "jwks" cluster), and the admin for the stats listener.
+    assert set(clusters) == {*SERVICE_NAMES, "envoy_admin"}
     for service in SERVICES:
         (endpoint,) = clusters[service.name]["load_assignment"]["endpoints"][0]["lb_endpoints"]
         address = endpoint["endpoint"]["address"]["socket_address"]

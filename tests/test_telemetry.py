@@ -31,7 +31,7 @@ from localplus_dev.postgres import free_port
 from localplus_dev.processes import Supervisor
 from localplus_dev.stack import Stack
 from tests.service_process import running_service
-from tests.support import User, create_event
+from tests.support import User, create_event, event_body
 from tests.test_errors import error_info
 
 EVENTS_SERVICE = "localplus.events.v1.EventsService"
@@ -196,9 +196,8 @@ class OtlpReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
                 assert self.path == "/v1/traces" and self.headers["content-type"] == "application/x-protobuf"
-                request = ExportTraceServiceRequest.FromString(body)
+                request = ExportTraceServiceRequest.FromString(self.body())
                 for resource_spans in request.resource_spans:
                     attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
                     for scope_spans in resource_spans.scope_spans:
@@ -209,6 +208,18 @@ class OtlpReceiver:
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", "0")
                 self.end_headers()
+
+            def body(self) -> bytes:
+                """The request body: the services' exporter sends a content-length, Envoy's chunks."""
+                if self.headers["content-length"] is not None:
+                    return self.rfile.read(int(self.headers["content-length"]))
+                assert self.headers["transfer-encoding"] == "chunked"
+                chunks = []
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                self.rfile.readline()
+                return b"".join(chunks)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -227,26 +238,61 @@ class OtlpReceiver:
 
 @contextlib.contextmanager
 def traced_gateway(stack: Stack, tmp_path: Path, receiver: OtlpReceiver) -> Iterator[str]:
-    """An events service exporting its spans to `receiver` (every 50 ms), behind an Envoy of its own."""
+    """The events and recurrence services exporting their spans to `receiver` (every 50 ms), events
+    calling that recurrence, behind an Envoy of their own that exports its spans there too."""
     env = {
         "DATABASE_URL": stack.database_url,
         "SUPABASE_JWT_SECRET": DEV_JWT_SECRET,
-        RECURRENCE.addr_var: stack.address(RECURRENCE.name),
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
         "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "RECURRENCE_JOB_SECONDS": "3600",
     }
-    with running_service(EVENTS, env, tmp_path / "events.log") as address:
-        addresses = {**stack.config.gateway.addresses, EVENTS.name: address}
-        settings = replace(
-            stack.gateway.settings, gateway_port=free_port(), admin_port=free_port(), addresses=addresses
-        )
-        supervisor = Supervisor(tmp_path / "run")
-        gateway = Gateway(tmp_path / "run", supervisor, settings)
-        try:
-            gateway.start()
-            yield gateway.url
-        finally:
-            supervisor.stop_all()
+    recurrence_env = {**env, EVENTS.addr_var: stack.address(EVENTS.name)}
+    with running_service(RECURRENCE, recurrence_env, tmp_path / "recurrence.log") as recurrence:
+        events_env = {**env, RECURRENCE.addr_var: recurrence}
+        with running_service(EVENTS, events_env, tmp_path / "events.log") as events:
+            addresses = {**stack.config.gateway.addresses, EVENTS.name: events, RECURRENCE.name: recurrence}
+            settings = replace(
+                stack.gateway.settings,
+                gateway_port=free_port(),
+                admin_port=free_port(),
+                addresses=addresses,
+                otlp_endpoint=receiver.url,
+            )
+            supervisor = Supervisor(tmp_path / "run")
+            gateway = Gateway(tmp_path / "run", supervisor, settings)
+            try:
+                gateway.start()
+                yield gateway.url
+            finally:
+                supervisor.stop_all()
+
+
+def traceparent() -> tuple[bytes, bytes, dict[str, str]]:
+    """A client's trace id and span id, and the header that names them."""
+    trace_id, span_id = secrets.token_bytes(16), secrets.token_bytes(8)
+    return trace_id, span_id, {"traceparent": f"00-{trace_id.hex()}-{span_id.hex()}-01"}
+
+
+async def spans_of(receiver: OtlpReceiver, trace_id: bytes, servers: int) -> list[Span]:
+    """The trace's spans once `servers` server spans arrived (a server span ends after its children;
+    Envoy sends its spans every 5 s, or once it has 5)."""
+    spans: list[Span] = []
+    for _ in range(300):
+        spans = receiver.trace(trace_id)
+        if sum(span.kind == Span.SPAN_KIND_SERVER for span in spans) >= servers:
+            break
+        await asyncio.sleep(0.05)
+    return spans
+
+
+def assert_under(span: Span, ancestor: Span, spans: list[Span]) -> None:
+    """`span` hangs off `ancestor`, directly or through other spans of the trace."""
+    by_id = {s.span_id: s for s in spans}
+    parent = by_id.get(span.parent_span_id)
+    while parent is not None and parent is not ancestor:
+        parent = by_id.get(parent.parent_span_id)
+    assert parent is ancestor, f"{span.name} is not under {ancestor.name}"
 
 
 async def test_a_request_through_the_gateway_is_one_connected_trace(
@@ -256,40 +302,64 @@ async def test_a_request_through_the_gateway_is_one_connected_trace(
     receiver = OtlpReceiver()
     try:
         with traced_gateway(stack, tmp_path, receiver) as url:
-            trace_id, client_span = secrets.token_bytes(16), secrets.token_bytes(8)
-            traceparent = f"00-{trace_id.hex()}-{client_span.hex()}-01"
+            trace_id, client_span, header = traceparent()
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-                response = await client.get(
-                    f"/api/events/{event['id']}", headers={**user.headers, "traceparent": traceparent}
-                )
-            assert response.status_code == 200, response.text
-            for _ in range(100):
-                spans = receiver.trace(trace_id)
-                if any(span.kind == Span.SPAN_KIND_SERVER for span in spans):  # it ends last
-                    break
-                await asyncio.sleep(0.05)
-            (line,) = await json_lines(tmp_path / "events.log", response.headers["x-request-id"])
+                response = await client.get(f"/api/events/{event['id']}", headers={**user.headers, **header})
+                assert response.status_code == 200, response.text
+                spans = await spans_of(receiver, trace_id, servers=2)
+                (line,) = await json_lines(tmp_path / "events.log", response.headers["x-request-id"])
+
+                # A create with a recurrence: events calls recurrence, whose span joins the same trace.
+                trace_id2, _, header2 = traceparent()
+                body = event_body(recurrence={"rrule": "FREQ=DAILY;COUNT=3"})
+                created = await client.post("/api/events", json=body, headers={**user.headers, **header2})
+                assert created.status_code == 200, created.text
+                spans2 = await spans_of(receiver, trace_id2, servers=3)
     finally:
         receiver.close()
 
-    servers = [span for span in spans if span.kind == Span.SPAN_KIND_SERVER]
-    assert len(servers) == 1, [span.name for span in spans]
-    server = servers[0]
-    assert server.name == f"/{EVENTS_SERVICE}/GetEvent"
-    assert server.parent_span_id == client_span, "the caller's traceparent is continued"
+    names = [span.name for span in spans]
+    (envoy,) = [
+        span for span in spans if span.kind == Span.SPAN_KIND_SERVER and span.name != f"/{EVENTS_SERVICE}/GetEvent"
+    ]
+    assert envoy.parent_span_id == client_span, f"Envoy continues the caller's traceparent: {names}"
+    (server,) = [span for span in spans if span.name == f"/{EVENTS_SERVICE}/GetEvent"]
+    assert server.parent_span_id == envoy.span_id, "the service continues Envoy's span"
     sql = [span for span in spans if span.kind == Span.SPAN_KIND_CLIENT]
     assert len(sql) >= 2, [span.name for span in spans]  # act_as and the read, at least
-    by_id = {span.span_id: span for span in spans}
     for span in sql:
-        # Each SQL span hangs off the server span (directly or through another span of this trace).
-        parent = by_id.get(span.parent_span_id)
-        while parent is not None and parent is not server:
-            parent = by_id.get(parent.parent_span_id)
-        assert parent is server, span.name
+        assert_under(span, server, spans)
     statements = " ".join(
         attribute.value.string_value for span in sql for attribute in span.attributes if attribute.key == "db.statement"
     )
     assert "set_config('localplus.request_id'" in statements and "from public.events" in statements
-    assert {resource.get("service.name") for resource in receiver.resources} == {"events"}
+    # The request context's statement is exported without the caller's claims (no user id, no email).
+    assert "set_config('request.jwt.claims', '<claims>'" in statements
+    assert str(user.id) not in " ".join(str(span) for span in spans)
     assert line["trace_id"] == trace_id.hex(), "the request's log line names its trace"
+
+    (create,) = [span for span in spans2 if span.name == f"/{EVENTS_SERVICE}/CreateEvent"]
+    called = [span for span in spans2 if span.name.startswith("/localplus.recurrence.")]
+    assert called, [span.name for span in spans2]
+    for span in called:
+        assert_under(span, create, spans2)
+    assert {resource.get("service.name") for resource in receiver.resources} == {"gateway", "events", "recurrence"}
     assert not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"), "the session's stack runs without tracing"
+
+
+async def test_the_stats_listener_serves_envoys_prometheus_stats_and_nothing_else(stack: Stack, tmp_path: Path) -> None:
+    """In a container the admin (127.0.0.1 only) cannot be scraped: ENVOY_STATS_PORT serves its stats."""
+    settings = replace(stack.gateway.settings, gateway_port=free_port(), admin_port=free_port(), stats_port=free_port())
+    supervisor = Supervisor(tmp_path / "run")
+    gateway = Gateway(tmp_path / "run", supervisor, settings)
+    try:
+        gateway.start()
+        stats = f"http://127.0.0.1:{settings.stats_port}"
+        samples = await scrape(f"{stats}/stats/prometheus")
+        assert any(name.startswith("envoy_cluster_upstream_rq") for name, _ in samples)
+        async with httpx.AsyncClient(base_url=stats, timeout=10) as client:
+            for method, path in [("GET", "/stats"), ("POST", "/quitquitquit"), ("POST", "/stats/prometheus")]:
+                assert (await client.request(method, path)).status_code == 404, path
+        assert gateway.child is not None and gateway.child.alive
+    finally:
+        supervisor.stop_all()

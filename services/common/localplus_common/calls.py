@@ -1,6 +1,6 @@
 """Calls from one service to another (CONTRACT §1): they carry the caller's `authorization`
-metadata and what is left of the caller's deadline, and an error the other service answered with
-reaches our caller unchanged (status, message, ErrorInfo reason, BadRequest field)."""
+metadata, its request id and trace, and what is left of the caller's deadline, and an error the other
+service answered with reaches our caller unchanged (status, message, ErrorInfo reason, BadRequest field)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from localplus_common.auth import bearer_from_metadata
 from localplus_common.errors import REQUEST_ID_KEY, STATUS_DETAILS_KEY, ApiError
+from localplus_common.telemetry import trace_context
 
 # The longest a call to another service may take when our caller set no deadline.
 DEFAULT_TIMEOUT_S = 10.0
@@ -42,7 +43,8 @@ class Forward:
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        pairs = [("authorization", self.authorization), (REQUEST_ID_KEY, self.request_id)]
+        """Read when the call is made, so the trace context is that of the span current then."""
+        pairs = [("authorization", self.authorization), (REQUEST_ID_KEY, self.request_id), *trace_context()]
         return tuple((key, value) for key, value in pairs if value)
 
     @property

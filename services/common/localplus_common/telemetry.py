@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -59,6 +60,8 @@ WEBHOOKS = Counter(
 )
 
 ACCESS_LOG = logging.getLogger("localplus.access")
+# Whether this process traces (start_tracing), so calls to other services carry the trace on.
+_tracing = False
 GRPC_TYPES = {
     (False, False): "unary",
     (False, True): "server_stream",
@@ -191,8 +194,10 @@ def start_tracing(service: str, env: Mapping[str, str] = os.environ) -> TracerPr
     """With OTEL_EXPORTER_OTLP_ENDPOINT set: a tracer provider exporting spans by OTLP/HTTP (protobuf) in
     batches (the standard OTEL_* variables tune it), and a span per SQL statement (asyncpg). Else None
     and nothing of OpenTelemetry is imported."""
+    global _tracing
     if not env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         return None
+    _tracing = True
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
@@ -201,10 +206,32 @@ def start_tracing(service: str, env: Mapping[str, str] = os.environ) -> TracerPr
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or service}))
+    provider.add_span_processor(_claims_redactor())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     AsyncPGInstrumentor().instrument(tracer_provider=provider)
     return provider
+
+
+# The request context statement (localplus_common.db.request_context) carries the caller's JWT claims as a
+# literal: never exported.
+CLAIMS_LITERAL = re.compile(r"(set_config\('request\.jwt\.claims', )E?'(?:[^']|'')*'")
+STATEMENT_ATTRIBUTES = ("db.statement", "db.query.text")
+
+
+def _claims_redactor() -> Any:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class ClaimsRedactor(SpanProcessor):
+        """Replaces the claims in a SQL span's statement before any exporter sees the span."""
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            for key in STATEMENT_ATTRIBUTES:
+                statement = (span.attributes or {}).get(key)
+                if isinstance(statement, str) and "request.jwt.claims" in statement:
+                    span.set_attribute(key, CLAIMS_LITERAL.sub(r"\1'<claims>'", statement))
+
+    return ClaimsRedactor()
 
 
 def tracing_interceptor(provider: TracerProvider) -> grpc.aio.ServerInterceptor:
@@ -215,6 +242,18 @@ def tracing_interceptor(provider: TracerProvider) -> grpc.aio.ServerInterceptor:
         tracer_provider=provider, filter_=filters.negate(filters.health_check())
     )
     return interceptor
+
+
+def trace_context() -> list[tuple[str, str]]:
+    """The current trace as W3C `traceparent` (and `tracestate`) metadata for a call to another service,
+    whose server span then continues it; nothing when this process does not trace."""
+    if not _tracing:
+        return []
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return list(carrier.items())
 
 
 def current_trace_id() -> str:
