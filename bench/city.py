@@ -17,6 +17,7 @@ import asyncpg
 CENTER = (13.7563, 100.5018)  # Bangkok
 SPREAD_KM = 25.0
 KM_PER_DEGREE = 111.32
+BATCH = 50_000  # events written per COPY
 
 ENGLISH = [
     "Jazz",
@@ -170,9 +171,11 @@ async def seed_city(database_url: str, count: int = 100_000, city: str = "bangko
         await conn.execute("insert into auth.users (id, email) values ($1, 'city-seeder@example.test')", owner)
         now = datetime.now(UTC)
         vocabularies = (Vocabulary(rng, ENGLISH, SYLLABLES, 3000), Vocabulary(rng, THAI, THAI_SYLLABLES, 1500))
-        rows = [_event(rng, vocabularies, owner, city, now) for _ in range(count - have)]
-        # COPY runs the row triggers (search text, counters, moderation log) like any insert.
-        await conn.copy_records_to_table("events", schema_name="public", columns=COLUMNS, records=rows)
+        # COPY runs the row triggers (search text, counters, moderation log) like any insert; in batches,
+        # so a city of millions is never all in memory at once (the rows are the same either way).
+        for start in range(have, count, BATCH):
+            rows = [_event(rng, vocabularies, owner, city, now) for _ in range(min(BATCH, count - start))]
+            await conn.copy_records_to_table("events", schema_name="public", columns=COLUMNS, records=rows)
         await conn.execute(
             "update public.event_counters c set going = (random() ^ 4 * 300)::int, saves = (random() ^ 4 * 100)::int "
             "from public.events e where e.id = c.event_id and e.city = $1",
