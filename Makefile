@@ -15,7 +15,7 @@ RUN := $(UV) run --frozen --no-sync
 PG15_BIN := /usr/lib/postgresql/15/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help setup up test fuzz bench bench-workers profile bench-tools gen lint proto-baseline migrate reconcile token system-postgres system-chromium import
+.PHONY: help setup up test fuzz bench bench-workers profile versus bench-tools gen lint proto-baseline migrate reconcile token system-postgres system-chromium import
 
 help:
 	@echo "make up        run Postgres, the three services and the gateway on :8080 (Ctrl-C stops all)"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench     print throughput and latency figures"
 	@echo "make bench-workers  one events service with 1 worker process against 2"
 	@echo "make profile   sample the events service under load with py-spy (ARGS='--scenario list')"
+	@echo "make versus    this events service against another checkout's, side by side (ARGS='--base DIR')"
 	@echo "make gen       generate Python stubs, the gateway descriptor and the OpenAPI document from protos/"
 	@echo "make lint      buf lint and breaking, ruff, mypy"
 	@echo "make proto-baseline REF=<tag>  record the released protos that buf breaking compares with"
@@ -117,3 +118,7 @@ token: setup
 # Where the events service's time goes: a short load sampled by py-spy (speedscope file + top-N tables).
 profile: setup bench-tools
 	$(RUN) python -m bench.profile $(ARGS)
+
+# Before/after on a busy machine: this checkout's events service against another's, bursts alternating.
+versus: setup bench-tools
+	$(RUN) python -m bench.versus $(ARGS)

@@ -8,6 +8,7 @@ same RLS context), with the ratios between routes measured in the same run.
     make bench ARGS="--only rush"
     make bench ARGS="--only telemetry --rounds 3"
     make bench ARGS="--only notifications"
+    make bench ARGS="--only s-text:grpc,s-near:grpc --city-events 1000000"
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="measure every route N times, interleaved, and keep the best (default 1)"
+    )
+    parser.add_argument(
+        "--city-events", type=int, default=100_000, help="events in the search scenarios' city (default 100,000)"
     )
     parser.add_argument("--hot", action="store_true", help="also register everyone for ONE event (a hot row)")
     args = parser.parse_args(argv)

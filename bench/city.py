@@ -7,6 +7,8 @@ planner has to skip them, as in a real database. Popularity counters get a long-
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import math
 import random
 import uuid
@@ -17,6 +19,8 @@ import asyncpg
 CENTER = (13.7563, 100.5018)  # Bangkok
 SPREAD_KM = 25.0
 KM_PER_DEGREE = 111.32
+BATCH = 50_000  # events written per COPY
+REBUILD_INDEXES_FROM = 200_000  # events written at once from which indexes are dropped and built again
 
 ENGLISH = [
     "Jazz",
@@ -130,11 +134,13 @@ class Vocabulary:
     def __init__(self, rng: random.Random, common: list[str], syllables: list[str], names: int) -> None:
         made_up = {"".join(rng.choices(syllables, k=rng.randint(2, 3))) for _ in range(names)}
         self.words = common + sorted(made_up)
-        self.weights = [1 / (rank + 1) ** 0.9 for rank in range(len(self.words))]
-        rng.shuffle(self.weights)  # common words are not always the most frequent
+        weights = [1 / (rank + 1) ** 0.9 for rank in range(len(self.words))]
+        rng.shuffle(weights)  # common words are not always the most frequent
+        # What rng.choices(weights=...) would sum up on every call (the same draws, without the O(words) sum).
+        self.cum_weights = list(itertools.accumulate(weights))
 
     def draw(self, rng: random.Random, count: int) -> list[str]:
-        return rng.choices(self.words, weights=self.weights, k=count)
+        return rng.choices(self.words, cum_weights=self.cum_weights, k=count)
 
 
 def _event(rng: random.Random, vocabularies: tuple[Vocabulary, Vocabulary], owner: uuid.UUID, city: str,
@@ -158,6 +164,19 @@ def _event(rng: random.Random, vocabularies: tuple[Vocabulary, Vocabulary], owne
     )  # fmt: skip
 
 
+async def _drop_indexes(conn: asyncpg.Connection) -> list[str]:
+    """Drop the events table's indexes that back no constraint; the statements that create them again."""
+    rows = await conn.fetch(
+        "select i.indexrelid::regclass::text as name, pg_get_indexdef(i.indexrelid) as definition from pg_index i "
+        "where i.indrelid = 'public.events'::regclass "
+        "and not exists (select 1 from pg_constraint c where c.conindid = i.indexrelid)"
+    )
+    for row in rows:
+        await conn.execute(f"drop index {row['name']}")
+    await conn.execute("set maintenance_work_mem = '256MB'")
+    return [row["definition"] for row in rows]
+
+
 async def seed_city(database_url: str, count: int = 100_000, city: str = "bangkok", seed: int = 7) -> None:
     """Write `count` events for `city` (skipped if the city already has that many)."""
     rng = random.Random(seed)
@@ -170,9 +189,24 @@ async def seed_city(database_url: str, count: int = 100_000, city: str = "bangko
         await conn.execute("insert into auth.users (id, email) values ($1, 'city-seeder@example.test')", owner)
         now = datetime.now(UTC)
         vocabularies = (Vocabulary(rng, ENGLISH, SYLLABLES, 3000), Vocabulary(rng, THAI, THAI_SYLLABLES, 1500))
-        rows = [_event(rng, vocabularies, owner, city, now) for _ in range(count - have)]
-        # COPY runs the row triggers (search text, counters, moderation log) like any insert.
-        await conn.copy_records_to_table("events", schema_name="public", columns=COLUMNS, records=rows)
+
+        def batch(size: int) -> list[tuple[object, ...]]:
+            return [_event(rng, vocabularies, owner, city, now) for _ in range(size)]
+
+        # COPY runs the row triggers (search text, counters, moderation log) like any insert; in batches,
+        # so a city of millions is never all in memory at once (the rows are the same either way), the
+        # next one made in a thread while Postgres writes this one.
+        sizes = [min(BATCH, count - start) for start in range(have, count, BATCH)]
+        # A big city is written without the events table's own indexes, built again at the end: one
+        # build is many times cheaper than a million updates of trigram indexes.
+        rebuilt = await _drop_indexes(conn) if count - have >= REBUILD_INDEXES_FROM else []
+        rows = batch(sizes[0])
+        for size in [*sizes[1:], 0]:
+            upcoming = asyncio.create_task(asyncio.to_thread(batch, size))
+            await conn.copy_records_to_table("events", schema_name="public", columns=COLUMNS, records=rows)
+            rows = await upcoming
+        for definition in rebuilt:
+            await conn.execute(definition)
         await conn.execute(
             "update public.event_counters c set going = (random() ^ 4 * 300)::int, saves = (random() ^ 4 * 100)::int "
             "from public.events e where e.id = c.event_id and e.city = $1",

@@ -26,6 +26,8 @@ from bench.__main__ import parse_args as bench_args
 from bench.harness import running_stack
 from bench.runner import HEADER, Context, Route, Row, format_row, measure
 
+# System calls a thread waits in; with --native, py-spy reports them as the busy frame.
+WAITS = {"epoll_wait", "epoll_pwait", "poll", "ppoll", "select", "pselect", "nanosleep", "clock_nanosleep"}
 # The seconds py-spy is given to attach before the load starts, and past its end to write the file.
 ATTACH_S = 1.0
 
@@ -57,25 +59,33 @@ def frame_name(frame: dict[str, Any]) -> str:
 
 
 def summarize(speedscope: dict[str, Any], top: int) -> str:
-    """Top-N tables of self and total time from a py-spy speedscope file, all threads together (py-spy
-    leaves idle threads out, so this is time on the CPU, or in C code called without releasing it)."""
+    """Top-N tables of self and total time of the event loop's thread, from a py-spy speedscope file.
+
+    py-spy leaves out threads it sees idle, but counts some that wait in C: grpc's poller thread
+    (`_poll_wrapper`) waits in epoll, and with --native every wait shows as its system call. So the
+    tables are the main thread's (where all of our Python runs), without samples that were waiting."""
     names = [frame_name(frame) for frame in speedscope["shared"]["frames"]]
+    waiting = {index for index, frame in enumerate(speedscope["shared"]["frames"]) if frame["name"] in WAITS}
     own: Counter[str] = Counter()
     anywhere: Counter[str] = Counter()
     threads = []
     for profile in speedscope["profiles"]:  # one per thread; weights in seconds
+        busy = 0.0
         for stack, weight in zip(profile["samples"], profile["weights"], strict=True):
-            if stack:
+            if not stack or stack[-1] in waiting:
+                continue
+            busy += weight
+            if "MainThread" in profile["name"]:
                 own[names[stack[-1]]] += weight
-            for name in {names[index] for index in stack}:  # a recursive frame counts once per sample
-                anywhere[name] += weight
-        threads.append(f"{profile['name']}: {sum(profile['weights']):.1f} s")
+                for name in {names[index] for index in stack}:  # a recursive frame counts once per sample
+                    anywhere[name] += weight
+        threads.append(f"{profile['name']} {busy:.1f} s")
     total = sum(own.values())
     if not total:
-        return "py-spy took no samples of a busy thread (is the service running the load?)"
-    lines = [f"busy: {'; '.join(threads)}"]
+        return "py-spy took no samples of a busy main thread (is the service running the load?)"
+    lines = [f"sampled busy: {'; '.join(threads)}"]
     for title, counter in (("self", own), ("total", anywhere)):
-        lines.append(f"\n  {title:>5} %  function (where)")
+        lines.append(f"\n  {title:>5} %  function (where), of the main thread's busy samples")
         lines.extend(f"  {100 * weight / total:7.1f}  {name}" for name, weight in counter.most_common(top))
     return "\n".join(lines)
 

@@ -1,11 +1,12 @@
-"""Phase 1 search in a synthetic city of 100,000 events (`bench.city`): p50/p95 latency of the
-typical searches at the service (direct gRPC), through the gateway (JSON) and as the bare SQL,
-one request at a time; and which indexes each search's plan uses."""
+"""Phase 1 search in a synthetic city of 100,000 events (`bench.city`; `--city-events` for another
+size): p50/p95 latency of the typical searches at the service (direct gRPC), through the gateway
+(JSON) and as the bare SQL, one request at a time; and which indexes each search's plan uses."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,6 @@ from localplus_common.db import Database, current_identity
 from localplus_events import discovery, mapping
 
 CITY = "bench-city"
-EVENTS = 100_000
 SERVICE = "/localplus.events.v1.EventsService"
 CENTRE = "13.7563,100.5018"
 NEXT_WEEK = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=7)
@@ -60,10 +60,13 @@ _SEEDED: list[bool] = []
 
 
 def _city(context: Context) -> None:
-    """Seed the city once per run (about half a minute)."""
+    """Seed the city once per run (about half a minute for 100,000 events)."""
     if not _SEEDED:
-        print(f"  seeding {EVENTS:,} events in a synthetic city ...", flush=True)
-        asyncio.run(seed_city(context.endpoints.database_url, EVENTS, CITY))
+        count = context.args.city_events
+        print(f"  seeding {count:,} events in a synthetic city ...", flush=True)
+        began = time.monotonic()
+        asyncio.run(seed_city(context.endpoints.database_url, count, CITY))
+        print(f"  seeded in {time.monotonic() - began:.0f} s", flush=True)
         _SEEDED.append(True)
 
 

@@ -4,6 +4,7 @@ Envoy already checks tokens at the edge, but internal gRPC callers bypass it, so
 verifies again here. No token means anonymous; a bad token is always an error, never anonymous.
 """
 
+import functools
 import hashlib
 import json
 import time
@@ -43,8 +44,9 @@ class Identity:
         app_metadata = self.claims.get("app_metadata") or {}
         return self.role == "service_role" or (isinstance(app_metadata, dict) and app_metadata.get("role") == "admin")
 
-    @property
+    @functools.cached_property
     def claims_json(self) -> str:
+        """Once per identity: a cached token's identity serves all of its client's calls."""
         return json.dumps(self.claims or {"role": self.role})
 
 

@@ -5,10 +5,9 @@ Like PostgREST, every request runs in a single transaction as `anon`, `authentic
 """
 
 import asyncio
-import contextlib
 import contextvars
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeAlias, TypeVar
 from uuid import UUID
@@ -154,22 +153,7 @@ class Database:
         who = identity or current_identity.get()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                pool = self.replica_pool if replica else self.pool
-                async with self._connection(pool) as conn:
-                    # The transaction starts and the caller is set in one round trip: one simple-protocol
-                    # message of two statements. Not in the same statement as the work's first query:
-                    # row-level security is decided when a statement is planned, as whoever the session
-                    # is then.
-                    begin = BEGIN_READ_ONLY if replica else BEGIN
-                    await conn.execute(f"{begin}; {request_context(who, event_id=event_id)}")
-                    try:
-                        result = await work(conn)
-                        await conn.execute("commit")
-                    except BaseException:
-                        if conn.is_in_transaction():
-                            await conn.execute("rollback")
-                        raise
-                    return result
+                return await self._transaction(work, who, event_id, replica)
             except asyncpg.PostgresError as error:
                 if error.sqlstate not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
                     raise
@@ -178,21 +162,30 @@ class Database:
             await asyncio.sleep(0.005 * attempt)
         raise AssertionError("unreachable")
 
-    @contextlib.asynccontextmanager
-    async def _connection(self, pool: asyncpg.Pool) -> AsyncIterator[Connection]:
-        """A pooled connection; failing to get one (refused, unreachable, out of connections, shutting
-        down) is DatabaseUnavailable, unlike any error of the work done on it."""
+    async def _transaction(self, work: Work[T], who: Identity, event_id: UUID | None, replica: bool) -> T:
+        pool = self.replica_pool if replica else self.pool
         metrics = self._pool_metrics[pool]
         metrics.waiting.inc()
         started = time.perf_counter()
         try:
             conn = await pool.acquire()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            # Refused, unreachable, out of connections, shutting down: unlike any error of the work.
             raise DatabaseUnavailable("the database cannot be reached") from error
         finally:
             metrics.waiting.dec()
         metrics.acquire.observe(time.perf_counter() - started)
         try:
-            yield conn
+            # The transaction starts and the caller is set in one round trip: one simple-protocol
+            # message of two statements. Not in the same statement as the work's first query: row-level
+            # security is decided when a statement is planned, as whoever the session is then.
+            await conn.execute(f"{BEGIN_READ_ONLY if replica else BEGIN}; {request_context(who, event_id=event_id)}")
+            result = await work(conn)
+            await conn.execute("commit")
+            return result
+        except BaseException:
+            if not conn.is_closed() and conn.is_in_transaction():
+                await conn.execute("rollback")
+            raise
         finally:
             await pool.release(conn)

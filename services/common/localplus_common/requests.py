@@ -13,6 +13,7 @@ from localplus_common.errors import invalid_argument
 # writes Python's datetime.min/max as -infinity/infinity).
 EARLIEST_TIMESTAMP = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST_TIMESTAMP = datetime(2200, 1, 1, tzinfo=UTC)
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_uuid(field: str, value: str) -> UUID:
@@ -58,5 +59,10 @@ def timestamp_value(stamp: timestamp_pb2.Timestamp, name: str) -> datetime:
 
 
 def set_timestamp(message: Any, field: str, value: datetime | None) -> None:
+    """What Timestamp.FromDatetime writes (a naive value taken as UTC), several times faster: it is
+    called for every timestamp of every row a response carries."""
     if value is not None:
-        getattr(message, field).FromDatetime(value)
+        since = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - UNIX_EPOCH
+        stamp = getattr(message, field)
+        stamp.seconds = since.days * 86_400 + since.seconds
+        stamp.nanos = since.microseconds * 1_000

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+import uvloop
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -239,6 +240,12 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exceptio
         failure = INTERNAL
     call.code = failure.code
     await context.abort(failure.code, failure.message, failure.trailing_metadata(call.request_id))
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's `serve(...)` to the end on uvloop's event loop: in `make bench` it took a third
+    less of the events service's CPU per GET than asyncio's own loop (README, Benchmarks)."""
+    uvloop.run(main)
 
 
 Register = Callable[[grpc.aio.Server, Database, Settings], None]

@@ -1,14 +1,12 @@
 """Run the events service: `python -m localplus_events` (address from EVENTS_ADDR)."""
 
-import asyncio
-
 import grpc
 
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_common.calls import channel_to
 from localplus_common.config import Settings
 from localplus_common.db import Database
-from localplus_common.server import serve
+from localplus_common.server import run, serve
 from localplus_common.services import EVENTS, RECURRENCE
 from localplus_events.schedules import Schedules
 from localplus_events.service import EventsService
@@ -21,4 +19,4 @@ def register(server: grpc.aio.Server, db: Database, settings: Settings) -> None:
 
 if __name__ == "__main__":
     service_name = events_pb2.DESCRIPTOR.services_by_name["EventsService"].full_name
-    asyncio.run(serve(Settings.from_env().addresses[EVENTS.name], [service_name], register))
+    run(serve(Settings.from_env().addresses[EVENTS.name], [service_name], register))

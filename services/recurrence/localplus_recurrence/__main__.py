@@ -11,7 +11,7 @@ from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
 from localplus_common.calls import channel_to
 from localplus_common.config import Settings
 from localplus_common.db import Database
-from localplus_common.server import serve
+from localplus_common.server import run, serve
 from localplus_common.services import EVENTS, RECURRENCE
 from localplus_recurrence import materialise
 from localplus_recurrence.events_client import EventsClient
@@ -41,7 +41,7 @@ def main() -> None:
             await asyncio.sleep(recurrence.job_every.total_seconds())
 
     service_name = recurrence_pb2.DESCRIPTOR.services_by_name["RecurrenceService"].full_name
-    asyncio.run(serve(settings.addresses[RECURRENCE.name], [service_name], register, background=horizon_job))
+    run(serve(settings.addresses[RECURRENCE.name], [service_name], register, background=horizon_job))
 
 
 if __name__ == "__main__":

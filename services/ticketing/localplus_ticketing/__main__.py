@@ -9,7 +9,7 @@ import grpc
 from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
 from localplus_common.config import Settings
 from localplus_common.db import Database
-from localplus_common.server import serve
+from localplus_common.server import run, serve
 from localplus_common.services import TICKETING
 from localplus_ticketing import payments
 from localplus_ticketing.service import TicketingService
@@ -37,7 +37,7 @@ def main() -> None:
                 log.info("expired %d unpaid orders", expired)
 
     service_name = ticketing_pb2.DESCRIPTOR.services_by_name["TicketingService"].full_name
-    asyncio.run(serve(settings.addresses[TICKETING.name], [service_name], register, background=sweep))
+    run(serve(settings.addresses[TICKETING.name], [service_name], register, background=sweep))
 
 
 if __name__ == "__main__":
