@@ -6,6 +6,7 @@ same RLS context), with the ratios between routes measured in the same run.
     make bench ARGS="--duration 10 --concurrency 64 --only get,register"
     make bench ARGS="--only list:json-gw,list:grpc --http-client aiohttp"
     make bench ARGS="--only rush"
+    make bench ARGS="--only seating"
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 
 import asyncpg
 
-from bench import dedup, phase0, recurrence, rush, search
+from bench import dedup, phase0, recurrence, rush, search, seating
 from bench.harness import running_stack
 from bench.load import cpu_count, h2load_available, wrk_available
 from bench.runner import HEADER, Context, Report, Route, Scenario, run, unknown_selectors
@@ -43,7 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument(
         "--only",
-        help="comma-separated scenarios (get, list, register, reg-hot, rush, s-*, recurrence), routes "
+        help="comma-separated scenarios (get, list, register, reg-hot, rush, s-*, recurrence, seating), routes "
         f"({', '.join(r.value for r in Route)}) or scenario:route pairs",
     )
     parser.add_argument(
@@ -109,8 +110,9 @@ def main(argv: list[str]) -> int:
     chosen = all_scenarios(args)
     only = [part.strip() for part in (args.only or "").split(",") if part.strip()]
     with_recurrence = not only or "recurrence" in only
-    if "recurrence" in only:
-        args.only = ",".join(part for part in only if part != "recurrence") or None
+    with_seating = not only or "seating" in only
+    if "recurrence" in only or "seating" in only:
+        args.only = ",".join(part for part in only if part not in ("recurrence", "seating")) or None
         chosen = chosen if args.only else []
     unknown = unknown_selectors(args.only, chosen)
     if unknown:
@@ -142,6 +144,9 @@ def main(argv: list[str]) -> int:
         if with_recurrence:
             print()
             asyncio.run(recurrence.run(endpoints))
+        if with_seating:
+            print()
+            asyncio.run(seating.run(endpoints))
     print()
     print(dedup.report())
     print()
