@@ -88,6 +88,7 @@ create table if not exists public.seat_claims (
 );
 
 create index if not exists seat_claims_order_idx on public.seat_claims (order_id) where order_id is not null;
+create index if not exists seat_claims_occurrence_idx on public.seat_claims (occurrence_key, seat_id);
 
 alter table public.tickets add column if not exists seat_id uuid references public.event_seats (id) on delete set null;
 -- What the ticket says, copied when it is issued (a plan changed later does not rewrite tickets).
@@ -288,8 +289,22 @@ declare
 begin
   select seating_plan_id into v_plan from public.events where id = p_event;
   for v_row in
-    select zone_rank, row_rank from public.plan_seats
-     where plan_id = v_plan and category = p_category group by zone_rank, row_rank order by zone_rank, row_rank
+    -- Only rows with enough free seats of the category (counted from the live claims, a few) are read.
+    with taken as (
+      select ps.zone_rank, ps.row_rank, count(*) as seats
+        from public.seat_claims c
+        join public.event_seats es on es.id = c.seat_id
+        join public.plan_seats ps on ps.id = es.plan_seat_id
+       where c.occurrence_key = p_occurrence_key and es.event_id = p_event and ps.category = p_category
+         and localplus_private.seat_claim_live(c.during)
+       group by ps.zone_rank, ps.row_rank
+    )
+    select r.zone_rank, r.row_rank
+      from (select zone_rank, row_rank, count(*) as seats from public.plan_seats
+             where plan_id = v_plan and category = p_category group by zone_rank, row_rank) r
+      left join taken t using (zone_rank, row_rank)
+     where r.seats - coalesce(t.seats, 0) >= p_quantity
+     order by r.zone_rank, r.row_rank
   loop
     with seats as materialized (
       select es.id, ps.seat_rank, ps.category = p_category as of_category, c.id is null as free
