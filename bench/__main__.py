@@ -9,6 +9,7 @@ same RLS context), with the ratios between routes measured in the same run.
     make bench ARGS="--only telemetry --rounds 3"
     make bench ARGS="--only notifications"
     make bench ARGS="--only s-text:grpc,s-near:grpc --city-events 1000000"
+    make bench ARGS="--only seating"
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 
 import asyncpg
 
-from bench import dedup, notifications, phase0, recurrence, rush, search, telemetry
+from bench import dedup, notifications, phase0, recurrence, rush, search, seating, telemetry
 from bench.harness import running_stack
 from bench.load import cpu_count, h2load_available, wrk_available
 from bench.runner import HEADER, Context, Report, Route, Scenario, run, unknown_selectors
@@ -47,7 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         help="comma-separated scenarios (get, list, register, reg-hot, rush, s-*, recurrence, telemetry, "
-        "notifications), routes "
+        "notifications, seating), routes "
         f"({', '.join(r.value for r in Route)}) or scenario:route pairs",
     )
     parser.add_argument(
@@ -119,7 +120,8 @@ def main(argv: list[str]) -> int:
     with_recurrence = not only or "recurrence" in only
     with_telemetry = not only or "telemetry" in only
     with_notifications = not only or "notifications" in only
-    sections = {"recurrence", "telemetry", "notifications"}
+    with_seating = not only or "seating" in only
+    sections = {"recurrence", "telemetry", "notifications", "seating"}
     if sections & set(only):
         args.only = ",".join(part for part in only if part not in sections) or None
         chosen = chosen if args.only else []
@@ -161,6 +163,9 @@ def main(argv: list[str]) -> int:
         if with_notifications:
             print()
             asyncio.run(notifications.run(bench_stack.stack))
+        if with_seating:
+            print()
+            asyncio.run(seating.run(endpoints))
     print()
     print(dedup.report())
     print()

@@ -53,6 +53,7 @@ create table if not exists public.plan_seats (
 );
 
 create index if not exists plan_seats_row_idx on public.plan_seats (plan_id, zone_rank, row_rank, seat_rank);
+create index if not exists plan_seats_category_idx on public.plan_seats (plan_id, category, zone_rank, row_rank);
 
 alter table public.events add column if not exists seating_plan_id uuid references public.seating_plans (id);
 alter table public.ticket_types add column if not exists seat_category text
@@ -87,6 +88,7 @@ create table if not exists public.seat_claims (
 );
 
 create index if not exists seat_claims_order_idx on public.seat_claims (order_id) where order_id is not null;
+create index if not exists seat_claims_occurrence_idx on public.seat_claims (occurrence_key, seat_id);
 
 alter table public.tickets add column if not exists seat_id uuid references public.event_seats (id) on delete set null;
 -- What the ticket says, copied when it is issued (a plan changed later does not rewrite tickets).
@@ -94,11 +96,12 @@ alter table public.tickets add column if not exists seat_zone text;
 alter table public.tickets add column if not exists seat_row text;
 alter table public.tickets add column if not exists seat_number text;
 
--- A claim is live from now on when its range reaches past now.
+-- A claim is live when its range reaches past now (the transaction's start: a claim that ends in
+-- between still counts, which only ever errs towards "taken"; the constraint decides). Inlined where
+-- it is used (no SET clause, STABLE), so the claims' GiST index serves it.
 create or replace function localplus_private.seat_claim_live(p_during tstzrange) returns boolean
   language sql stable
-  set search_path = ''
-  as $$ select p_during && tstzrange(clock_timestamp(), null) $$;
+  as $$ select p_during && tstzrange(pg_catalog.now(), null) $$;
 
 -- "Stalls A-12, Stalls A-13": seats as people name them, for messages (the first 20).
 create or replace function localplus_private.seat_names(p_seat_ids uuid[]) returns text
@@ -235,7 +238,8 @@ create trigger order_items_need_seats before insert or update on public.order_it
   for each row execute function localplus_private.order_items_need_seats();
 
 -- An order that is cancelled, expires or is refunded gives back its seats that no valid ticket is
--- for, at once; a refunded (void) ticket gives back its own.
+-- for, at once; a refunded (void) ticket gives back its own. A claim given back ends at now() (the
+-- transaction's start, what seat_claim_live compares with), so it reads as free in the same transaction.
 create or replace function localplus_private.release_seats() returns trigger
   language plpgsql security definer
   set search_path = ''
@@ -245,14 +249,14 @@ begin
     -- (A free order's single refunded ticket may mark it refunded: seats of valid tickets stay sold.)
     if new.status in ('cancelled', 'expired', 'refunded') and new.status is distinct from old.status then
       update public.seat_claims c
-         set during = tstzrange(lower(c.during), greatest(lower(c.during), clock_timestamp()))
+         set during = tstzrange(lower(c.during), greatest(lower(c.during), least(upper(c.during), now())))
        where c.order_id = new.id and localplus_private.seat_claim_live(c.during)
          and not exists (select 1 from public.tickets t
                           where t.order_id = new.id and t.seat_id = c.seat_id and t.status <> 'void');
     end if;
   elsif new.status = 'void' and old.status <> 'void' and new.seat_id is not null then
     update public.seat_claims
-       set during = tstzrange(lower(during), greatest(lower(during), clock_timestamp()))
+       set during = tstzrange(lower(during), greatest(lower(during), least(upper(during), now())))
      where order_id = new.order_id and seat_id = new.seat_id and localplus_private.seat_claim_live(during);
   end if;
   return null;
@@ -266,49 +270,82 @@ drop trigger if exists tickets_release_seats on public.tickets;
 create trigger tickets_release_seats after update of status on public.tickets
   for each row execute function localplus_private.release_seats();
 
--- The best `p_quantity` adjacent free seats of a category in one row, or null. Ranking: the plan's
--- zone order, then its row order (front first), then the block whose centre is nearest the row's
--- centre, then the leftmost; a block that would leave one empty seat between itself and a taken seat
--- comes after every block that does not.
+-- The best `p_quantity` adjacent free seats of a category in one row, or null. Ranking: a block that
+-- would leave one empty seat between itself and a taken seat comes after every block that does not;
+-- then the plan's zone order, then its row order (front first), then the block whose centre is
+-- nearest the row's centre, then the leftmost. Rows are looked at in that order, one at a time, and
+-- the first row with a block that strands nobody ends the search (typically after a row or two).
 create or replace function localplus_private.best_seats(p_event uuid, p_occurrence_key uuid, p_category text,
                                                         p_quantity integer)
   returns uuid[]
-  language sql volatile
+  language plpgsql volatile
   set search_path = ''
   as $$
-    with seats as (
-      select es.id, ps.zone_rank, ps.row_rank, ps.seat_rank, ps.category = p_category as of_category,
-             not exists (select 1 from public.seat_claims c
-                          where c.seat_id = es.id and c.occurrence_key = p_occurrence_key
-                            and localplus_private.seat_claim_live(c.during)) as free
-        from public.event_seats es join public.plan_seats ps on ps.id = es.plan_seat_id
-       where es.event_id = p_event
-         and (ps.zone_rank, ps.row_rank) in (
-               select ps2.zone_rank, ps2.row_rank from public.plan_seats ps2
-                join public.events e on e.seating_plan_id = ps2.plan_id
-               where e.id = p_event and ps2.category = p_category)
+declare
+  v_plan uuid;
+  v_row record;
+  v_block record;
+  v_fallback uuid[];
+begin
+  select seating_plan_id into v_plan from public.events where id = p_event;
+  for v_row in
+    -- Only rows with enough free seats of the category (counted from the live claims, a few) are read.
+    with taken as (
+      select ps.zone_rank, ps.row_rank, count(*) as seats
+        from public.seat_claims c
+        join public.event_seats es on es.id = c.seat_id
+        join public.plan_seats ps on ps.id = es.plan_seat_id
+       where c.occurrence_key = p_occurrence_key and es.event_id = p_event and ps.category = p_category
+         and localplus_private.seat_claim_live(c.during)
+       group by ps.zone_rank, ps.row_rank
+    )
+    select r.zone_rank, r.row_rank
+      from (select zone_rank, row_rank, count(*) as seats from public.plan_seats
+             where plan_id = v_plan and category = p_category group by zone_rank, row_rank) r
+      left join taken t using (zone_rank, row_rank)
+     where r.seats - coalesce(t.seats, 0) >= p_quantity
+     order by r.zone_rank, r.row_rank
+  loop
+    with seats as materialized (
+      select es.id, ps.seat_rank, ps.category = p_category as of_category, c.id is null as free
+        from public.plan_seats ps
+        -- One index probe per seat of the row (a join would read every seat of the event).
+        cross join lateral (select e.id from public.event_seats e
+                             where e.event_id = p_event and e.plan_seat_id = ps.id limit 1) es
+        left join public.seat_claims c
+          on c.seat_id = es.id and c.occurrence_key = p_occurrence_key and localplus_private.seat_claim_live(c.during)
+       where ps.plan_id = v_plan and ps.zone_rank = v_row.zone_rank and ps.row_rank = v_row.row_rank
     ),
     placed as (
-      select s.*,
-             row_number() over w as pos,
-             count(*) over (partition by zone_rank, row_rank) as row_length,
+      select s.*, row_number() over w as pos, count(*) over () as row_length,
              count(*) filter (where free and of_category) over (w rows between current row and p_quantity - 1 following)
                as fits,
              lag(free, 1) over w as left1, lag(free, 2) over w as left2,
              lead(free, p_quantity) over w as right1, lead(free, p_quantity + 1) over w as right2
         from seats s
-      window w as (partition by zone_rank, row_rank order by seat_rank)
+      window w as (order by seat_rank)
     ),
     best as (
-      select zone_rank, row_rank, pos from placed
+      select pos, coalesce(left1 and not left2, false) or coalesce(right1 and not right2, false) as strands
+        from placed
        where fits = p_quantity
-       order by (coalesce(left1 and not left2, false) or coalesce(right1 and not right2, false)),
-                zone_rank, row_rank, abs(2 * pos + p_quantity - 1 - (row_length + 1)), pos
+       order by 2, abs(2 * pos + p_quantity - 1 - (row_length + 1)), pos
        limit 1
     )
-    select array_agg(p.id order by p.pos) from placed p join best b using (zone_rank, row_rank)
-     where p.pos between b.pos and b.pos + p_quantity - 1
-  $$;
+    select b.strands, array_agg(p.id order by p.pos) as ids
+      into v_block
+      from best b join placed p on p.pos between b.pos and b.pos + p_quantity - 1
+     group by b.strands;
+    if v_block.ids is not null then
+      if not v_block.strands then
+        return v_block.ids;
+      end if;
+      v_fallback := coalesce(v_fallback, v_block.ids);
+    end if;
+  end loop;
+  return v_fallback;
+end
+$$;
 
 -- Reserve seats for a buyer: chosen ones (p_seats, all or none) or the best p_quantity of a seated
 -- ticket type. The claims are what keeps two buyers off one seat (the exclusion constraint; a
@@ -509,7 +546,7 @@ begin
     raise exception 'some of those seats are not this event''s' using errcode = 'P0001', hint = 'INVALID_ARGUMENT';
   end if;
   if not p_block then
-    update public.seat_claims set during = tstzrange(lower(during), greatest(lower(during), clock_timestamp()))
+    update public.seat_claims set during = tstzrange(lower(during), greatest(lower(during), least(upper(during), now())))
      where seat_id = any (p_seats) and occurrence_key = p_occurrence_key and kind = 'blocked'
        and localplus_private.seat_claim_live(during);
     return;

@@ -27,7 +27,7 @@ MAX_ZONE_NAME = 100
 MAX_ROW_NAME = 20
 MAX_SEAT_NUMBER = 20
 MAX_CATEGORY = 100
-MAX_SEATS = 100_000
+MAX_SEATS = 30_000  # every seat of one in a response fits the gateway's 8 MiB response cap
 MAX_CAPACITY = 1_000_000
 MAX_SEAT_IDS = 1_000
 
@@ -287,12 +287,13 @@ def render_seat_map(seats: list[asyncpg.Record]) -> bytes:
     categories = list(dict.fromkeys(seat["category"] for seat in seats))
     colours = {category: PALETTE[i % len(PALETTE)] for i, category in enumerate(categories)}
     xs, ys = [seat["x"] for seat in seats] or [0.0], [seat["y"] for seat in seats] or [0.0]
+    x0, y0 = min(xs), min(ys)
     unit = _seat_spacing(seats)
     scale = CELL / unit
     radius = CELL * 0.4
     left = 2 * CELL  # room for the row names
-    width = (max(xs) - min(xs)) * scale + left + CELL
-    height = (max(ys) - min(ys)) * scale + 2 * CELL
+    width = (max(xs) - x0) * scale + left + CELL
+    height = (max(ys) - y0) * scale + 2 * CELL
     legend_rows = len(categories) + 4
     total_height = height + legend_rows * 18 + 10
     parts = [
@@ -307,8 +308,8 @@ def render_seat_map(seats: list[asyncpg.Record]) -> bytes:
     index = {category: i for i, category in enumerate(categories)}
     named: set[tuple[str, str]] = set()
     for seat in seats:
-        x = (seat["x"] - min(xs)) * scale + left
-        y = (seat["y"] - min(ys)) * scale + CELL
+        x = (seat["x"] - x0) * scale + left
+        y = (seat["y"] - y0) * scale + CELL
         if (seat["zone"], seat["row_name"]) not in named:
             named.add((seat["zone"], seat["row_name"]))
             row_name = html.escape(seat["row_name"])
