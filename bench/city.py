@@ -185,6 +185,15 @@ async def seed_city(database_url: str, count: int = 100_000, city: str = "bangko
         have = await conn.fetchval("select count(*) from public.events where city = $1", city)
         if have >= count:
             return
+        # Search checks the city's slug, and the events' trigger resolves their city_id from it.
+        await conn.execute(
+            "insert into public.cities (slug, name, country, timezone, latitude, longitude, bounds)"
+            " values ($1, $1, 'TH', 'Asia/Bangkok', $2, $3, box(point($3 - 0.3, $2 - 0.3), point($3 + 0.3, $2 + 0.3)))"
+            " on conflict (slug) do nothing",
+            city,
+            CENTER[0],
+            CENTER[1],
+        )
         owner = uuid.uuid4()
         await conn.execute("insert into auth.users (id, email) values ($1, 'city-seeder@example.test')", owner)
         now = datetime.now(UTC)
