@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
-from tests.sql_callers import as_caller, new_event, new_user
+from tests.sql_callers import as_caller, claims_of, new_event, new_user
 
 REFUSED = (asyncpg.InsufficientPrivilegeError, asyncpg.UndefinedFunctionError)
 
@@ -161,3 +161,30 @@ async def test_nobody_but_the_server_changes_sold_or_statuses(pool: asyncpg.Pool
     assert {s["status"] for s in statuses} == {"paid"}
     tickets = await pool.fetch("select status from public.tickets where event_id = $1", sale.event_id)
     assert {t["status"] for t in tickets} == {"valid"}
+
+
+async def test_a_buyer_reading_their_order_items_probes_orders_by_key(pool: asyncpg.Pool, sale: Sale) -> None:
+    """The policy's `exists (select 1 from orders ...)` stays a per-row key probe: answered instead
+    by a hashed subplan, it scanned every order and ranked the caller on each (49 ms at 300 orders)."""
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()  # rolled back: the orders and statistics are this test's only
+        await transaction.start()
+        try:
+            await conn.execute(
+                "insert into public.orders (event_id, buyer_id, request_id, currency, total_minor, expires_at) "
+                "select $1, $2, 'many-' || i, 'THB', 0, now() + interval '1 hour' from generate_series(1, 500) i",
+                sale.event_id,
+                sale.other_buyer,
+            )
+            await conn.execute("analyze public.orders")
+            await conn.execute("set local plan_cache_mode = force_generic_plan")
+            await conn.execute(
+                "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)",
+                json.dumps(claims_of(sale.buyer)),
+            )
+            await conn.execute("prepare items(uuid[]) as select * from public.order_items where order_id = any($1)")
+            plan = await conn.fetchval(f"explain (format json) execute items('{{{sale.order_id}}}')")
+            await conn.execute("deallocate items")
+        finally:
+            await transaction.rollback()
+    assert "Seq Scan" not in plan and "orders_pkey" in plan, plan
