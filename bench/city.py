@@ -188,7 +188,8 @@ async def seed_city(database_url: str, count: int = 100_000, city: str = "bangko
         # Search checks the city's slug, and the events' trigger resolves their city_id from it.
         await conn.execute(
             "insert into public.cities (slug, name, country, timezone, latitude, longitude, bounds)"
-            " values ($1, $1, 'TH', 'Asia/Bangkok', $2, $3, box(point($3 - 0.3, $2 - 0.3), point($3 + 0.3, $2 + 0.3)))"
+            " values ($1, $1, 'TH', 'Asia/Bangkok', $2::float8, $3::float8,"
+            " box(point($3::float8 - 0.3, $2::float8 - 0.3), point($3::float8 + 0.3, $2::float8 + 0.3)))"
             " on conflict (slug) do nothing",
             city,
             CENTER[0],
