@@ -703,7 +703,7 @@ def test_compose_and_k8s_give_a_service_the_same_settings(service: Service) -> N
     entry = compose_service(service.name)
     env = {key: str(value) for key, value in entry["environment"].items()}
     # The shared ConfigMap also carries the gateway's settings.
-    assert set(env) == set(k8s) - {"GATEWAY_PORT", "ENVOY_ADMIN_PORT", "GATEWAY_LISTEN_ADDRESS"}
+    assert set(env) == set(k8s) - {"GATEWAY_PORT", "ENVOY_ADMIN_PORT", "ENVOY_STATS_PORT", "GATEWAY_LISTEN_ADDRESS"}
     per_deployment = {"DATABASE_URL", "SUPABASE_JWT_SECRET", "STRIPE_API_BASE", SECRET_VAR, *TICKETING_SECRETS}
     for key in set(env) - per_deployment:
         assert env[key] == k8s[key], key
