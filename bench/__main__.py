@@ -116,12 +116,9 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     chosen = all_scenarios(args)
     only = [part.strip() for part in (args.only or "").split(",") if part.strip()]
-    # recurrence and telemetry are sections of their own, after the scenarios' table.
-    with_recurrence = not only or "recurrence" in only
-    with_telemetry = not only or "telemetry" in only
-    with_notifications = not only or "notifications" in only
-    with_seating = not only or "seating" in only
+    # These are sections of their own, after the scenarios' table: all of them unless --only names some.
     sections = {"recurrence", "telemetry", "notifications", "seating"}
+    wanted = {section for section in sections if not only or section in only}
     if sections & set(only):
         args.only = ",".join(part for part in only if part not in sections) or None
         chosen = chosen if args.only else []
@@ -152,18 +149,18 @@ def main(argv: list[str]) -> int:
         print(HEADER, flush=True)
         report = Report()
         run(chosen, context, report)
-        if with_telemetry:
+        if "telemetry" in wanted:
             print()
             print(telemetry.__doc__)
             print(HEADER, flush=True)
             telemetry.run(bench_stack, context)
-        if with_recurrence:
+        if "recurrence" in wanted:
             print()
             asyncio.run(recurrence.run(endpoints))
-        if with_notifications:
+        if "notifications" in wanted:
             print()
             asyncio.run(notifications.run(bench_stack.stack))
-        if with_seating:
+        if "seating" in wanted:
             print()
             asyncio.run(seating.run(endpoints))
     print()
