@@ -12,7 +12,7 @@ import os
 import secrets
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,8 +31,10 @@ from localplus_dev.postgres import free_port
 from localplus_dev.processes import Supervisor
 from localplus_dev.stack import Stack
 from tests.service_process import running_service
-from tests.support import User, create_event, event_body
+from tests.stripe_support import awaiting_payment, deliver, payment_intent, stripe_event
+from tests.support import User, create_event, create_user, event_body
 from tests.test_errors import error_info
+from tests.ticketing_support import checkout, event_with_tickets, pay_at_stripe, reserve, wait_for_status
 
 EVENTS_SERVICE = "localplus.events.v1.EventsService"
 
@@ -72,6 +74,18 @@ def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
     """How much the series `name{labels}` grew between two scrapes."""
     key = (name, frozenset(labels.items()))
     return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+async def moved_by(url: str, before: Samples, expected: float, name: str, **labels: str) -> float:
+    """How much `name{labels}` grew since `before`, once it grew by `expected` (a counter moves just
+    after the commit the client may already see) or after 10 s."""
+    grown = 0.0
+    for _ in range(100):
+        grown = moved(before, await scrape(url), name, **labels)
+        if grown >= expected:
+            break
+        await asyncio.sleep(0.1)
+    return grown
 
 
 def rpc(method: str, **labels: str) -> dict[str, str]:
@@ -181,6 +195,127 @@ async def test_a_request_moves_its_metrics(api: httpx.AsyncClient, stack: Stack,
         - envoy_before[("envoy_cluster_upstream_rq_total", upstream)]
         >= 5
     )
+
+
+@contextlib.asynccontextmanager
+async def failing_after(db: asyncpg.Pool, table: str, when: str) -> AsyncIterator[None]:
+    """While inside, a transaction that writes a row of `table` matching `when` (SQL on `new`) fails
+    there and rolls back whole (409 INJECTED_FAULT), after the work before it was done."""
+    name = f"fault_{uuid.uuid4().hex[:12]}"
+    await db.execute(
+        f"create function public.{name}() returns trigger language plpgsql as $$ begin "
+        "raise exception 'injected fault' using errcode = 'LP409', hint = 'INJECTED_FAULT'; end $$"
+    )
+    await db.execute(
+        f"create trigger {name} after insert or update on public.{table} for each row when ({when}) "
+        f"execute function public.{name}()"
+    )
+    try:
+        yield
+    finally:
+        await db.execute(f"drop trigger {name} on public.{table}")
+        await db.execute(f"drop function public.{name}()")
+
+
+async def test_tickets_sold_count_each_ticket_of_a_paid_order_once(
+    api: httpx.AsyncClient, db: asyncpg.Pool, stack: Stack
+) -> None:
+    """Free and paid at Stripe; a payment that fails half-way counts nothing, and a webhook delivered
+    again after its success counts no ticket again."""
+    metrics_url = stack.metrics_url("ticketing")
+    assert metrics_url is not None
+    sold = "localplus_tickets_sold_total"
+    owner, buyer = await create_user(db), await create_user(db)
+
+    # A free order of 3, whose first checkout fails after issuing the tickets (rolled back).
+    _, free = await event_with_tickets(api, owner, price_minor=0, inventory=10)
+    order = (await reserve(api, buyer, free["id"], quantity=3)).json()
+    before = await scrape(metrics_url)
+    async with failing_after(db, "tickets", f"new.order_id = '{order['id']}'"):
+        failed = await checkout(api, buyer, order["id"])
+    assert failed.status_code == 409, failed.text
+    assert error_info(failed.json())["reason"] == "INJECTED_FAULT"
+    assert moved(before, await scrape(metrics_url), sold, payment="free") == 0
+    paid = await checkout(api, buyer, order["id"])
+    assert paid.status_code == 200 and paid.json()["order"]["status"] == "ORDER_STATUS_PAID", paid.text
+    assert (await checkout(api, buyer, order["id"])).status_code == 200  # again: already paid
+    assert moved(before, await scrape(metrics_url), sold, payment="free") == 3
+
+    # Paid at localstripe, whose webhook pays the order: 2 tickets.
+    _, priced = await event_with_tickets(api, owner, price_minor=25_000, inventory=10)
+    order = await awaiting_payment(api, buyer, priced["id"], quantity=2)
+    before = await scrape(metrics_url)
+    await pay_at_stripe(stack, order["payment_intent_id"])
+    await wait_for_status(api, buyer, order["id"], "ORDER_STATUS_PAID")
+    assert await moved_by(metrics_url, before, 2, sold, payment="stripe") == 2
+
+    # A success event that fails half-way (Stripe sends it again), then succeeds, then comes once more.
+    order = await awaiting_payment(api, buyer, priced["id"], quantity=4)
+    event = stripe_event("payment_intent.succeeded", payment_intent(order))
+    before = await scrape(metrics_url)
+    async with failing_after(db, "tickets", f"new.order_id = '{order['id']}'"):
+        failed = await deliver(api, event)
+    assert failed.status_code == 409, failed.text
+    processed = {"type": "payment_intent.succeeded"}
+    after_failure = await scrape(metrics_url)
+    assert moved(before, after_failure, sold, payment="stripe") == 0
+    assert moved(before, after_failure, "localplus_webhooks_processed_total", **processed) == 0
+    assert (await deliver(api, event)).status_code == 200
+    assert (await deliver(api, event)).status_code == 200
+    another = stripe_event("payment_intent.succeeded", payment_intent(order))  # Stripe's other event of it
+    assert (await deliver(api, another)).status_code == 200
+    after = await scrape(metrics_url)
+    assert moved(before, after, sold, payment="stripe") == 4
+    assert moved(before, after, "localplus_webhooks_processed_total", **processed) == 3
+    tickets = await db.fetchval("select count(*) from public.tickets where order_id = $1", uuid.UUID(order["id"]))
+    assert tickets == 4
+
+
+async def test_waitlist_promotions_count_each_promotion_once_committed(
+    api: httpx.AsyncClient, db: asyncpg.Pool, stack: Stack
+) -> None:
+    """A going person cancelling on a full event lets the first waitlisted one in (a cancellation that
+    fails half-way lets no one in and counts nothing); a larger capacity lets the next one in."""
+    metrics_url = stack.metrics_url("events")
+    assert metrics_url is not None
+    promotions = "localplus_waitlist_promotions_total"
+    owner = await create_user(db)
+    event = await create_event(api, owner, status="EVENT_STATUS_PUBLISHED", capacity=1)
+    url = f"/api/events/{event['id']}/participants"
+    going, first, second, interested = [await create_user(db) for _ in range(4)]
+    for person in (going, first, second):
+        assert (await api.post(url, json={}, headers=person.headers)).status_code == 200
+    status = {"status": "PARTICIPANT_STATUS_INTERESTED"}
+    assert (await api.post(url, json=status, headers=interested.headers)).status_code == 200
+
+    async def statuses() -> list[str]:
+        rows = await db.fetch(
+            "select status from public.event_participants where event_id = $1 and user_id = any($2::uuid[]) "
+            "order by array_position($2::uuid[], user_id)",
+            uuid.UUID(event["id"]),
+            [going.id, first.id, second.id],
+        )
+        return [row["status"] for row in rows]
+
+    assert await statuses() == ["going", "waitlisted", "waitlisted"]
+    before = await scrape(metrics_url)
+    async with failing_after(db, "event_participants", f"new.user_id = '{first.id}' and new.status = 'going'"):
+        failed = await api.delete(url, headers=going.headers)
+    assert failed.status_code == 409, failed.text
+    assert await statuses() == ["going", "waitlisted", "waitlisted"]
+    assert moved(before, await scrape(metrics_url), promotions) == 0
+
+    assert (await api.delete(url, headers=interested.headers)).status_code == 200  # frees no place
+    assert (await api.delete(url, headers=going.headers)).status_code == 200
+    assert await statuses() == ["cancelled", "going", "waitlisted"]
+    assert moved(before, await scrape(metrics_url), promotions) == 1
+
+    raised = await api.patch(
+        f"/api/events/{event['id']}", params={"update_mask": "capacity"}, json={"capacity": 3}, headers=owner.headers
+    )
+    assert raised.status_code == 200, raised.text
+    assert await statuses() == ["cancelled", "going", "going"]
+    assert moved(before, await scrape(metrics_url), promotions) == 2
 
 
 # --- traces -------------------------------------------------------------------------------------------

@@ -58,6 +58,12 @@ MODERATION_DECISIONS = Counter(
 WEBHOOKS = Counter(
     "localplus_webhooks_processed_total", "Stripe webhooks verified and applied (a repeat changes nothing).", ["type"]
 )
+TICKETS_SOLD = Counter(
+    "localplus_tickets_sold_total", "Tickets issued to orders paid, by how: free, or at Stripe.", ["payment"]
+)
+WAITLIST_PROMOTIONS = Counter(
+    "localplus_waitlist_promotions_total", "Waitlisted registrations moved to going as places came free."
+)
 
 ACCESS_LOG = logging.getLogger("localplus.access")
 # Whether this process traces (start_tracing), so calls to other services carry the trace on.

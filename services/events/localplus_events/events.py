@@ -14,6 +14,7 @@ from localplus_common.auth import SERVER
 from localplus_common.calls import Forward
 from localplus_common.db import Connection, Database, act_as, current_identity
 from localplus_common.errors import aborted, failed_precondition, permission_denied
+from localplus_common.telemetry import WAITLIST_PROMOTIONS
 from localplus_events import places
 from localplus_events import repository as repo
 from localplus_events.domain import EDITABLE_COLUMNS, RECURRENCE_COLUMNS, SCHEDULE_COLUMNS, validate_event
@@ -77,14 +78,14 @@ async def update_event(
     """Write `changes` (column values; an absent column stays as it is) if the caller may edit."""
     signed_in()
 
-    async def update(conn: Connection) -> tuple[asyncpg.Record, bool]:
+    async def update(conn: Connection) -> tuple[asyncpg.Record, bool, int]:
         current = await visible_event(conn, event_id)
         require_rank(current, EDITOR, "edit")
         check_etag(current, etag)
         merged = {name: current[name] for name in EDITABLE_COLUMNS} | changes
         validate_event(merged)
         if not changes:
-            return current, False
+            return current, False, 0
         rescheduled = _schedule_changed(current, changes)
         written = dict(changes)
         if rescheduled and merged["recurrence_rrule"] is not None:
@@ -92,9 +93,14 @@ async def update_event(
         updated = await repo.update_event(conn, event_id, current["version"], written)
         if updated is None:
             raise aborted("the event changed meanwhile; read it again and retry", "ETAG_MISMATCH")
-        return updated, rescheduled
+        promoted = 0
+        if "capacity" in changes:  # a larger one lets the waitlist in (events_after_capacity_change)
+            await act_as(conn, SERVER)
+            promoted = await repo.promoted_here(conn, event_id)
+        return updated, rescheduled, promoted
 
-    updated, rescheduled = await db.run(update, event_id=event_id)
+    updated, rescheduled, promoted = await db.run(update, event_id=event_id)
+    WAITLIST_PROMOTIONS.inc(promoted)
     if rescheduled:
         await schedules.materialize(forward, event_id)
     return updated

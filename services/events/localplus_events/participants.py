@@ -7,13 +7,17 @@ from uuid import UUID
 import asyncpg
 
 from localplus_common.access import EDITOR, require_rank, signed_in, visible_event
-from localplus_common.auth import Identity
-from localplus_common.db import Connection, Database
+from localplus_common.auth import SERVER, Identity
+from localplus_common.db import Connection, Database, act_as
 from localplus_common.errors import already_exists, failed_precondition, invalid_argument, not_found, permission_denied
 from localplus_common.paging import Page, PageRequest, decode_keyset, page_of
-from localplus_common.telemetry import REGISTRATIONS
+from localplus_common.telemetry import REGISTRATIONS, WAITLIST_PROMOTIONS
 from localplus_events import repository as repo
 from localplus_events.domain import SELF_SERVICE_STATUSES
+
+# Only a change to a going or waitlisted registration can let the waitlist in
+# (localplus_private.event_participants_after_write).
+PROMOTING_STATUSES = ("going", "waitlisted")
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ async def update_participant(
     identity = signed_in()
     target = _target_user(identity, user_id)
 
-    async def update(conn: Connection) -> asyncpg.Record:
+    async def update(conn: Connection) -> tuple[asyncpg.Record, int]:
         event = await visible_event(conn, event_id)
         is_editor = event["caller_rank"] >= EDITOR
         if target != identity.user_id and not is_editor:
@@ -104,9 +108,11 @@ async def update_participant(
         row = await repo.update_participant(conn, event_id, target, status, guest_count)
         if row is None:
             raise permission_denied("you may not change this registration")
-        return row
+        return row, await _promoted(conn, event_id, target, current["status"])
 
-    return await db.run(update, event_id=event_id)
+    row, promoted = await db.run(update, event_id=event_id)
+    WAITLIST_PROMOTIONS.inc(promoted)
+    return row
 
 
 async def delete_participant(db: Database, event_id: UUID, user_id: UUID | None) -> None:
@@ -114,7 +120,7 @@ async def delete_participant(db: Database, event_id: UUID, user_id: UUID | None)
     identity = signed_in()
     target = _target_user(identity, user_id)
 
-    async def cancel(conn: Connection) -> None:
+    async def cancel(conn: Connection) -> int:
         event = await visible_event(conn, event_id)
         if target != identity.user_id:
             require_rank(event, EDITOR, "cancel other people's registrations for")
@@ -122,8 +128,18 @@ async def delete_participant(db: Database, event_id: UUID, user_id: UUID | None)
         if current is None or current["status"] == "cancelled":
             raise not_found("no active registration for this event")
         await repo.update_participant(conn, event_id, target, "cancelled", current["guest_count"])
+        return await _promoted(conn, event_id, target, current["status"])
 
-    await db.run(cancel, event_id=event_id)
+    WAITLIST_PROMOTIONS.inc(await db.run(cancel, event_id=event_id))
+
+
+async def _promoted(conn: Connection, event_id: UUID, target: UUID, was: str) -> int:
+    """The promotions a change to `target`'s registration (which was `was`) made, counted by the caller
+    once its transaction commits. The rest of the transaction runs as the server."""
+    if was not in PROMOTING_STATUSES:
+        return 0
+    await act_as(conn, SERVER)
+    return await repo.promoted_here(conn, event_id, besides=target)
 
 
 def _target_user(identity: Identity, requested: UUID | None) -> UUID:

@@ -20,6 +20,7 @@ from localplus_common.db import Connection, Database, act_as
 from localplus_common.errors import aborted, failed_precondition, invalid_argument, not_found, permission_denied
 from localplus_common.paging import Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
 from localplus_common.requests import text
+from localplus_common.telemetry import TICKETS_SOLD
 from localplus_ticketing import seating
 from localplus_ticketing.codes import TicketSigner
 from localplus_ticketing.payment_provider import Checkout, LineItem, PaymentProvider
@@ -55,6 +56,14 @@ class OrderView:
     order: dict[str, Any]
     items: list[asyncpg.Record]
     seats: list[asyncpg.Record] = field(default_factory=list)  # an order of seats: which (seating.py)
+
+
+@dataclass(frozen=True)
+class Payment:
+    """What paying an order did: localplus_private.pay_order's outcome and the tickets it issued."""
+
+    outcome: str
+    tickets: int = 0
 
 
 def confirmation_code() -> str:
@@ -163,7 +172,8 @@ async def checkout_order(
     if order["status"] in ("paid", "partially_refunded"):
         return view
     if order["total_minor"] == 0:
-        await db.run(lambda conn: pay(conn, signer, order_id), SERVER)
+        payment = await db.run(lambda conn: pay(conn, signer, order_id), SERVER)
+        TICKETS_SOLD.labels("free").inc(payment.tickets)
         return await db.run(lambda conn: _read(conn, order_id, with_secrets=True), SERVER)
     if order["payment_intent_id"] and session is None and order.get("client_secret"):
         return view
@@ -202,27 +212,28 @@ async def cancel_order(db: Database, payments: PaymentProvider, order_id: UUID) 
     return view
 
 
-async def pay(conn: Connection, signer: TicketSigner, order_id: UUID) -> str:
+async def pay(conn: Connection, signer: TicketSigner, order_id: UUID) -> Payment:
     """Pay an order and issue its tickets (as the server, in the caller's transaction): one ticket per
-    admission, each with its signed code. Answers localplus_private.pay_order's outcome."""
+    admission, each with its signed code. The caller counts the tickets once its transaction commits."""
     event_id, admissions = await conn.fetchrow(
         "select o.event_id, coalesce(sum(i.quantity), 0)::integer from public.orders o "
         "left join public.order_items i on i.order_id = o.id where o.id = $1 group by o.event_id",
         order_id,
     ) or (None, 0)
     if event_id is None:
-        return "no_order"
+        return Payment("no_order")
     ticket_ids = [uuid.uuid4() for _ in range(admissions)]
     codes = [signer.sign(ticket_id, event_id) for ticket_id in ticket_ids]
     # Assigned seating: held seats become sold first (a seat lost after the hold expired is sold out).
     if not await seating.sell_seats(conn, order_id):
-        return "sold_out"
+        return Payment("sold_out")
     outcome: str = await conn.fetchval(
         "select localplus_private.pay_order($1, $2, $3, $4)", order_id, ticket_ids, codes, confirmation_code()
     )
-    if outcome == "paid":
-        await seating.seat_tickets(conn, order_id)
-    return outcome
+    if outcome != "paid":
+        return Payment(outcome)
+    await seating.seat_tickets(conn, order_id)
+    return Payment(outcome, admissions)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ a pending `refunds` row in the same transaction and sent to Stripe after commit 
 idempotency key; the reconciler sends what a crash or an unreachable Stripe left pending."""
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -18,7 +18,7 @@ from uuid import UUID
 from localplus_common.auth import SERVER
 from localplus_common.db import Connection, Database
 from localplus_common.errors import ApiError
-from localplus_common.telemetry import WEBHOOKS
+from localplus_common.telemetry import TICKETS_SOLD, WEBHOOKS
 from localplus_ticketing.codes import TicketSigner
 from localplus_ticketing.orders import pay
 from localplus_ticketing.payment_provider import PaymentProvider
@@ -28,18 +28,27 @@ log = logging.getLogger(__name__)
 RECONCILE_WINDOW = timedelta(days=7)
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What a payment's event did, for after its commit: the refunds to send to Stripe, the tickets issued."""
+
+    refunds: list[UUID] = field(default_factory=list)
+    tickets: int = 0
+
+
 async def handle_webhook(
     db: Database, payments: PaymentProvider, signer: TicketSigner, payload: bytes, signature: str
 ) -> None:
     event = payments.verified_event(payload, signature)
-    refunds = await db.run(lambda conn: _apply(conn, signer, event), SERVER)
+    applied = await db.run(lambda conn: _apply(conn, signer, event), SERVER)
     WEBHOOKS.labels(event.get("type", "")).inc()
-    for refund_id in refunds:
+    TICKETS_SOLD.labels("stripe").inc(applied.tickets)
+    for refund_id in applied.refunds:
         await settle_refund(db, payments, refund_id)
 
 
-async def _apply(conn: Connection, signer: TicketSigner, event: dict[str, Any]) -> list[UUID]:
-    """The event's effect, once; answers the refunds to send to Stripe after commit."""
+async def _apply(conn: Connection, signer: TicketSigner, event: dict[str, Any]) -> Applied:
+    """The event's effect, once (a repeat delivery applies nothing)."""
     subject: dict[str, Any] = event.get("data", {}).get("object", {})
     first = await conn.fetchval(
         "insert into public.stripe_events (id, type, object_id) values ($1, $2, $3) on conflict (id) do nothing "
@@ -49,7 +58,7 @@ async def _apply(conn: Connection, signer: TicketSigner, event: dict[str, Any]) 
         subject.get("id"),
     )
     if first is None:
-        return []  # processed before
+        return Applied()  # processed before
     match event.get("type"):
         case "payment_intent.succeeded":
             amount = subject.get("amount_received") or subject.get("amount")
@@ -71,7 +80,7 @@ async def _apply(conn: Connection, signer: TicketSigner, event: dict[str, Any]) 
                 "where payment_intent_id = $1",
                 subject.get("payment_intent"),
             )
-    return []
+    return Applied()
 
 
 async def _order_of(conn: Connection, subject: dict[str, Any]) -> UUID | None:
@@ -92,10 +101,10 @@ async def _order_of(conn: Connection, subject: dict[str, Any]) -> UUID | None:
 
 async def _paid(
     conn: Connection, signer: TicketSigner, order_id: UUID | None, payment_intent_id: str, amount: int | None = None
-) -> list[UUID]:
+) -> Applied:
     """A payment of `amount` (default: the order's total) by `payment_intent_id` succeeded."""
     if order_id is None:
-        return []  # not one of ours
+        return Applied()  # not one of ours
     # Also when the process died between creating the PaymentIntent and recording it.
     recorded = await conn.fetchval(
         "update public.orders set payment_intent_id = coalesce(payment_intent_id, nullif($2, '')) where id = $1 "
@@ -103,19 +112,21 @@ async def _paid(
         order_id,
         payment_intent_id,
     )
-    outcome = await pay(conn, signer, order_id)
+    payment = await pay(conn, signer, order_id)
+    outcome = payment.outcome
     if not payment_intent_id or payment_intent_id == recorded:
         if outcome in ("sold_out", "cancelled"):
             reason = "sold out after the hold expired" if outcome == "sold_out" else "paid after it was cancelled"
             refund_id = await conn.fetchval("select localplus_private.refund_payment($1, $2)", order_id, reason)
             log.info("order %s paid but %s: refunding", order_id, reason)
-            return [refund_id] if refund_id is not None else []
-        return []  # paid now, paid before by this payment, or refunded before its success arrived
+            return Applied([refund_id] if refund_id is not None else [])
+        # Paid now, paid before by this payment, or refunded before its success arrived.
+        return Applied(tickets=payment.tickets)
     if outcome == "paid":
         # Paid by another payment than the one recorded (e.g. the web's Checkout Session while the app's
         # PaymentIntent is open): the order's refunds go to the payment that holds its money.
         await conn.execute("update public.orders set payment_intent_id = $2 where id = $1", order_id, payment_intent_id)
-        return []
+        return Applied(tickets=payment.tickets)
     # A second payment of one order: it goes back whole, to that payment.
     second: UUID = await conn.fetchval(
         """
@@ -129,7 +140,7 @@ async def _paid(
         payment_intent_id,
     )
     log.info("order %s paid again by %s: refunding that payment", order_id, payment_intent_id)
-    return [second]
+    return Applied([second])
 
 
 async def _payment_ended(
@@ -289,17 +300,18 @@ async def _settle_from_stripe(
     """Settle one order as its missed webhook would have; its new status, None when nothing changed."""
     status = await payments.payment_intent_status(payment_intent_id)
 
-    async def settle(conn: Connection) -> tuple[str, str, list[UUID]]:
+    async def settle(conn: Connection) -> tuple[str, str, Applied]:
         before = await conn.fetchval("select status from public.orders where id = $1 for update", order_id)
-        refunds: list[UUID] = []
+        applied = Applied()
         if status == "succeeded":
-            refunds = await _paid(conn, signer, order_id, payment_intent_id)
+            applied = await _paid(conn, signer, order_id, payment_intent_id)
         elif status == "canceled":
             await conn.execute("select localplus_private.cancel_order($1)", order_id)
         after = await conn.fetchval("select status from public.orders where id = $1", order_id)
-        return before, after, refunds
+        return before, after, applied
 
-    before, after, refunds = await db.run(settle, SERVER)
-    for refund_id in refunds:
+    before, after, applied = await db.run(settle, SERVER)
+    TICKETS_SOLD.labels("stripe").inc(applied.tickets)
+    for refund_id in applied.refunds:
         await settle_refund(db, payments, refund_id)
     return after if after != before else None
