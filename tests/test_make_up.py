@@ -315,10 +315,19 @@ async def test_make_up_ready_stop_and_reuse(make_up: Up) -> None:
         await pool.close()
     async with httpx.AsyncClient(base_url=up.gateway_url, timeout=30) as api:
         event = await create_event(api, owner, title="Survives a restart", status="EVENT_STATUS_PUBLISHED")
+    services = (up.ports.events_metrics, up.ports.ticketing_metrics, up.ports.recurrence_metrics)
+    metrics = [f"http://127.0.0.1:{port}/metrics" for port in services]
+    metrics.append(f"http://127.0.0.1:{up.ports.admin}/stats/prometheus")
+    async with httpx.AsyncClient(timeout=30) as client:
+        for url in metrics:
+            assert (await client.get(url)).status_code == 200, url
 
     # Ctrl-C: everything stops, the process exits 0.
     assert await up.stop(signal.SIGINT) == 0, up.stderr()
     assert any("stopped" in line for line in up.stdout_lines), up.stdout_lines
+    # It said where the metrics are, on the line after `ready`.
+    (where,) = [line for line in up.stdout_lines if line.startswith("metrics (Prometheus):")]
+    assert all(url in where for url in metrics), where
     await up.assert_nothing_left()
 
     # Again on the same data directory: ready, and the event is still there.
