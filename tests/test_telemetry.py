@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import grpc
 import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client.parser import text_string_to_metric_families
 
+from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_common.config import DEV_JWT_SECRET
 from localplus_common.services import EVENTS, RECURRENCE
 from localplus_dev.envoy import Gateway
@@ -316,6 +318,61 @@ async def test_waitlist_promotions_count_each_promotion_once_committed(
     assert raised.status_code == 200, raised.text
     assert await statuses() == ["cancelled", "going", "going"]
     assert moved(before, await scrape(metrics_url), promotions) == 2
+
+
+WORKERS, WORKER_POOL_MAX, CALLS = 2, 3, 16
+
+
+async def test_with_workers_the_supervisor_serves_the_sum_of_their_metrics(
+    api: httpx.AsyncClient, stack: Stack, user: User, tmp_path: Path
+) -> None:
+    """LOCALPLUS_WORKERS=2: one /metrics (the supervisor's) counts every call whichever worker served it,
+    and the pools' gauges are the workers' sum."""
+    event = await create_event(api, user)
+    metrics_address = f"127.0.0.1:{free_port()}"
+    log = tmp_path / "events.log"
+    env = {
+        "DATABASE_URL": stack.database_url,
+        "SUPABASE_JWT_SECRET": DEV_JWT_SECRET,
+        "LOCALPLUS_WORKERS": str(WORKERS),
+        "DB_POOL_MAX": str(WORKER_POOL_MAX),
+        EVENTS.metrics_var: metrics_address,
+        RECURRENCE.addr_var: stack.address(RECURRENCE.name),
+    }
+    with running_service(EVENTS, env, log) as address:
+        url = f"http://{metrics_address}/metrics"
+        primary = frozenset({("pool", "primary")})
+        for _ in range(100):  # every worker serving, its pool published
+            listening = [line for line in _read_lines(log) if "listening on" in line]
+            before = await scrape(url)
+            capped = before.get(("localplus_db_pool_max_connections", primary))
+            if len(listening) == WORKERS and capped == WORKERS * WORKER_POOL_MAX:
+                break
+            await asyncio.sleep(0.1)
+        assert before[("localplus_db_pool_max_connections", primary)] == WORKERS * WORKER_POOL_MAX
+        assert "by the supervisor" in listening[0]
+
+        # A connection each: the kernel spreads them over the workers (all on one: 1 in 2**15).
+        channels = [
+            grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(CALLS)
+        ]
+        try:
+            request = events_pb2.GetEventRequest(id=event["id"])
+            replies = await asyncio.gather(
+                *(
+                    events_pb2_grpc.EventsServiceStub(channel).GetEvent(request, metadata=user.metadata)
+                    for channel in channels
+                )
+            )
+        finally:
+            await asyncio.gather(*(channel.close() for channel in channels))
+        assert {reply.id for reply in replies} == {event["id"]}
+        after = await scrape(url)
+        assert moved(before, after, "grpc_server_handled_total", **rpc("GetEvent", grpc_code="OK")) == CALLS
+        assert moved(before, after, "grpc_server_handling_seconds_count", **rpc("GetEvent")) == CALLS
+        assert moved(before, after, "localplus_db_pool_acquire_seconds_count", pool="primary") >= CALLS
+        assert after[("localplus_db_pool_waiting", primary)] == 0
+        assert after[("localplus_db_pool_connections", primary)] >= WORKERS  # at least one each
 
 
 # --- traces -------------------------------------------------------------------------------------------

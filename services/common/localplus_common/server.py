@@ -35,10 +35,13 @@ from localplus_common.telemetry import (
     current_trace_id,
     log_request,
     metrics_address,
+    metrics_served_by_supervisor,
+    publish_pools,
     start_metrics_server,
     start_tracing,
     tracing_interceptor,
     watch_pools,
+    workers_metrics,
 )
 from localplus_common.workers import is_worker, stop_when_orphaned, supervise
 
@@ -261,25 +264,32 @@ async def serve(
     configure_logging(service.name)
     settings = Settings.from_env()
     if settings.workers > 1 and not is_worker():
-        # /metrics is per process and its port is one: the workers do without rather than clash on it.
-        if metrics_address(service) is not None:
-            log.warning("%d workers: %s=off (metrics are per process)", settings.workers, service.metrics_var)
-        code = await supervise(settings.workers, {service.metrics_var: "off"})
+        # The port of /metrics is one: the supervisor serves it, summing what its workers record.
+        with workers_metrics(metrics_address(service)) as metrics_env:
+            code = await supervise(settings.workers, {service.metrics_var: "off", **metrics_env})
         if code:
             raise SystemExit(code)
         return
     metrics_at = metrics_address(service)
+    supervised_metrics = is_worker() and metrics_served_by_supervisor()
     tracer_provider = start_tracing(service.name)
     pool = await create_pool(settings)
     replica_pool = await create_pool(settings, settings.database_read_url) if settings.database_read_url else None
-    watch_pools({"primary": pool} | ({"replica": replica_pool} if replica_pool else {}))
+    pools = {"primary": pool} | ({"replica": replica_pool} if replica_pool else {})
+    publishing = asyncio.create_task(publish_pools(pools)) if supervised_metrics else None
+    if publishing is None:
+        watch_pools(pools)
     if metrics_at is not None:
         start_metrics_server(metrics_at)
     interceptors: list[grpc.aio.ServerInterceptor] = (
         [] if tracer_provider is None else [tracing_interceptor(tracer_provider)]
     )
     interceptors.append(
-        RequestInterceptor(TokenVerifier(settings), metrics=metrics_at is not None, tracing=tracer_provider is not None)
+        RequestInterceptor(
+            TokenVerifier(settings),
+            metrics=metrics_at is not None or supervised_metrics,
+            tracing=tracer_provider is not None,
+        )
     )
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -308,7 +318,7 @@ async def serve(
         "%s listening on %s; metrics %s; traces %s",
         ", ".join(service_names),
         address,
-        f"http://{metrics_at}/metrics" if metrics_at else "off",
+        f"http://{metrics_at}/metrics" if metrics_at else "by the supervisor" if supervised_metrics else "off",
         "exported by OTLP" if tracer_provider else "off",
     )
     task = asyncio.create_task(background(Database(pool))) if background is not None else None
@@ -323,6 +333,8 @@ async def serve(
         orphan_watch.cancel()
     if task is not None:
         task.cancel()
+    if publishing is not None:
+        publishing.cancel()
     # Drain: NOT_SERVING first (every name, for good) while calls are still taken, so that probes and
     # health-checking clients move on; then no new calls or connections, and those in flight may finish.
     await health_servicer.enter_graceful_shutdown()

@@ -4,22 +4,39 @@ OTEL_EXPORTER_OTLP_ENDPOINT is set (nothing of OpenTelemetry is loaded otherwise
 
 RPC metrics follow the grpc-ecosystem names (`grpc_server_started_total`, `grpc_server_handled_total`,
 `grpc_server_handling_seconds`), so the usual gRPC dashboards work unchanged.
+
+With several worker processes (LOCALPLUS_WORKERS) the supervisor serves /metrics for all of them, in
+prometheus-client's multiprocess mode: each worker writes its values to memory-mapped files in a directory
+the supervisor gives it (PROMETHEUS_MULTIPROC_DIR), and a scrape sums them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    multiprocess,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -43,7 +60,15 @@ HANDLING = Histogram(
     RPC_LABELS,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-POOL_WAITING = Gauge("localplus_db_pool_waiting", "Requests waiting for a pooled database connection.", ["pool"])
+# Set by a supervisor in its workers' environment (prometheus-client reads it when it is imported).
+MULTIPROCESS_VAR = "PROMETHEUS_MULTIPROC_DIR"
+# Gauges of several workers: the sum over the live ones.
+POOL_WAITING = Gauge(
+    "localplus_db_pool_waiting",
+    "Requests waiting for a pooled database connection.",
+    ["pool"],
+    multiprocess_mode="livesum",
+)
 POOL_ACQUIRE = Histogram(
     "localplus_db_pool_acquire_seconds",
     "How long a request waited for a pooled database connection.",
@@ -83,13 +108,51 @@ def metrics_address(service: Service, env: Mapping[str, str] = os.environ) -> st
     return None if address == "off" else address
 
 
-def start_metrics_server(address: str) -> None:
-    """Serve the default registry's text format at http://<address>/metrics, from a daemon thread."""
+def start_metrics_server(address: str, registry: CollectorRegistry = REGISTRY) -> None:
+    """Serve `registry`'s text format at http://<address>/metrics, from a daemon thread."""
     host, _, port = address.rpartition(":")
     try:
-        start_http_server(int(port), addr=host or "0.0.0.0")
+        start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
     except OSError as error:
         raise SystemExit(f"cannot serve metrics on {address}: {error}") from None
+
+
+def metrics_served_by_supervisor() -> bool:
+    """Whether this process is a worker whose metrics its supervisor serves (workers_metrics)."""
+    return MULTIPROCESS_VAR in os.environ
+
+
+@contextmanager
+def workers_metrics(address: str | None) -> Iterator[dict[str, str]]:
+    """For a supervisor: serve its workers' metrics, summed, at http://<address>/metrics, from a fresh
+    directory of theirs (removed after); answers the setting for their environment ({} when off)."""
+    if address is None:
+        yield {}
+        return
+    directory = tempfile.mkdtemp(prefix="localplus-metrics-")
+    try:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        start_metrics_server(address, registry)
+        yield {MULTIPROCESS_VAR: directory}
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+POOL_SERIES = (
+    ("localplus_db_pool_connections_in_use", "Pooled database connections lent out."),
+    ("localplus_db_pool_connections", "Open pooled database connections."),
+    ("localplus_db_pool_max_connections", "The pool's connection cap."),
+)
+# The same series as gauges, for workers (publish_pools); in no registry of this process.
+WORKER_POOL_GAUGES = [
+    Gauge(name, description, ["pool"], registry=None, multiprocess_mode="livesum") for name, description in POOL_SERIES
+]
+
+
+def _pool_readings(pool: asyncpg.Pool) -> tuple[int, int, int]:
+    """In use, open, cap: POOL_SERIES's order."""
+    return pool.get_size() - pool.get_idle_size(), pool.get_size(), pool.get_max_size()
 
 
 class PoolCollector(Collector):
@@ -99,20 +162,25 @@ class PoolCollector(Collector):
         self._pools = pools
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        in_use = GaugeMetricFamily(
-            "localplus_db_pool_connections_in_use", "Pooled database connections lent out.", labels=["pool"]
-        )
-        size = GaugeMetricFamily("localplus_db_pool_connections", "Open pooled database connections.", labels=["pool"])
-        limit = GaugeMetricFamily("localplus_db_pool_max_connections", "The pool's connection cap.", labels=["pool"])
+        families = [GaugeMetricFamily(name, description, labels=["pool"]) for name, description in POOL_SERIES]
         for name, pool in self._pools.items():
-            in_use.add_metric([name], pool.get_size() - pool.get_idle_size())
-            size.add_metric([name], pool.get_size())
-            limit.add_metric([name], pool.get_max_size())
-        return [in_use, size, limit]
+            for family, value in zip(families, _pool_readings(pool), strict=True):
+                family.add_metric([name], value)
+        return families
 
 
 def watch_pools(pools: Mapping[str, asyncpg.Pool]) -> None:
     REGISTRY.register(PoolCollector(pools))
+
+
+async def publish_pools(pools: Mapping[str, asyncpg.Pool], every_s: float = 1.0) -> None:
+    """A worker's pools, written for its supervisor's scrapes every `every_s` (the supervisor cannot read
+    them when scraped, as PoolCollector does)."""
+    while True:
+        for name, pool in pools.items():
+            for gauge, value in zip(WORKER_POOL_GAUGES, _pool_readings(pool), strict=True):
+                gauge.labels(name).set(value)
+        await asyncio.sleep(every_s)
 
 
 class PoolMetrics:
