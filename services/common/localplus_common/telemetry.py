@@ -62,7 +62,7 @@ HANDLING = Histogram(
 )
 # Set by a supervisor in its workers' environment (prometheus-client reads it when it is imported).
 MULTIPROCESS_VAR = "PROMETHEUS_MULTIPROC_DIR"
-# Gauges of several workers: the sum over the live ones.
+# With several workers: the sum of theirs.
 POOL_WAITING = Gauge(
     "localplus_db_pool_waiting",
     "Requests waiting for a pooled database connection.",
@@ -118,7 +118,7 @@ def start_metrics_server(address: str, registry: CollectorRegistry = REGISTRY) -
 
 
 def metrics_served_by_supervisor() -> bool:
-    """Whether this process is a worker whose metrics its supervisor serves (workers_metrics)."""
+    """Whether this process records into the files of a supervisor that serves them (workers_metrics)."""
     return MULTIPROCESS_VAR in os.environ
 
 
