@@ -151,6 +151,12 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     "public.plan_seats": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
     "public.event_seats": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
     "public.seat_claims": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    # Phase 5 analytics: daily rollups the server's triggers and fold job write; partners read their events'
+    # and businesses' rows, platform admins all (row-level security). Page views are the server's alone.
+    "public.analytics_event_days": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.analytics_business_days": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.analytics_city_days": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.event_views": {"anon": {}, "authenticated": {}},
 }
 # Columns no API role may ever set or change (CONTRACT §3: status times, `source`, counters, `sold`).
 SERVER_OWNED: dict[str, set[str]] = {
