@@ -81,8 +81,12 @@ def figures_of(body: dict[str, Any]) -> dict[str, dict[str, int]]:
     return {day: figures for day, figures in days.items() if any(figures.values())}
 
 
-async def view(api: httpx.AsyncClient, event_id: str, who: User | None, agent: str = "test-browser") -> bool:
+async def view(
+    api: httpx.AsyncClient, event_id: str, who: User | None, agent: str = "test-browser", forwarded_for: str = ""
+) -> bool:
     headers = {"user-agent": agent} | (who.headers if who else {})
+    if forwarded_for:
+        headers["x-forwarded-for"] = forwarded_for
     response = await api.post(f"/api/events/{event_id}:view", json={}, headers=headers)
     assert response.status_code == 200, response.text
     counted: bool = response.json().get("counted", False)
@@ -242,6 +246,8 @@ async def test_a_view_counts_once_per_viewer_and_day_and_never_for_editors(
     assert await view(api, event["id"], visitor, "another-browser") is False  # a signed-in viewer is their user
     assert await view(api, event["id"], None, "firefox") is True
     assert await view(api, event["id"], None, "firefox") is False  # same address, same browser
+    # The address is the one the gateway saw: an x-forwarded-for the client made up changes nothing.
+    assert await view(api, event["id"], None, "firefox", forwarded_for="203.0.113.9") is False
     assert await view(api, event["id"], None, "safari") is True
     assert await view(api, event["id"], owner) is False
     assert await view(api, event["id"], editor) is False
@@ -278,6 +284,16 @@ async def test_partners_see_only_their_own_analytics_through_the_api(
     assert (await status(f"/api/events/{event['id']}/analytics", staff)).status_code == 200
     assert (await status(f"/api/businesses/{business}/analytics", staff)).status_code == 200
     assert (await status(f"/api/businesses/{business}/analytics.csv", staff)).status_code == 200
+    assert (await status(f"/api/events/{other_event['id']}/analytics", owner)).status_code == 403
+    # A viewer by permission sees the event's; a participant does not.
+    granted = await api.post(
+        f"/api/events/{other_event['id']}/permissions",
+        json={"user_id": str(stranger.id), "role": "EVENT_ROLE_VIEWER"},
+        headers=other_owner.headers,
+    )
+    assert granted.status_code == 200, granted.text
+    assert (await status(f"/api/events/{other_event['id']}/analytics", stranger)).status_code == 200
+    await register(api, other_event["id"], owner)
     assert (await status(f"/api/events/{other_event['id']}/analytics", owner)).status_code == 403
     assert (await status(f"/api/events/{draft['id']}/analytics", owner)).status_code == 404
     assert (await status(f"/api/businesses/{other_business}/analytics", owner)).status_code == 403
@@ -346,6 +362,20 @@ async def test_partners_see_only_their_own_rollups_in_sql(sql_db: asyncpg.Pool) 
             await conn.execute(
                 "insert into public.event_views (event_id, day, viewer) values ($1, current_date, 'x')", events[0]
             )
+    # An event's viewer by permission sees that event's rows, and no business's.
+    viewer = await new_user(sql_db)
+    await sql_db.execute(
+        "insert into public.event_permissions (event_id, user_id, role) values ($1, $2, 'viewer')", events[1], viewer
+    )
+    async with as_caller(sql_db, viewer) as conn:
+        seen = await conn.fetch("select event_id from public.analytics_event_days where event_id = any($1)", events)
+        assert {row["event_id"] for row in seen} == {events[1]}
+        assert (
+            await conn.fetchval(
+                "select count(*) from public.analytics_business_days where business_id = any($1)", businesses
+            )
+            == 0
+        )
     async with as_caller(sql_db, admin, admin=True) as conn:
         seen = await conn.fetch(
             "select business_id from public.analytics_business_days where business_id = any($1)", businesses
@@ -404,3 +434,31 @@ async def test_the_csv_twins_say_what_the_json_says(api: httpx.AsyncClient, db: 
         ] == parsed["days"]
         assert parsed["currency"] == {body.get("currency", "")}
         assert body["start"] == params["start"] and body["end"] == params["end"]
+
+
+async def test_the_fold_job_compacts_past_days_shards_and_keeps_the_sums(sql_db: asyncpg.Pool) -> None:
+    owner = await new_user(sql_db)
+    event_id = await new_event(sql_db, owner)
+    rows = [(3, "THB", 1, 100), (5, "THB", 2, 250), (0, "THB", 4, 1000), (6, "", 7, 0)]
+    for shard, currency, orders, revenue in rows:
+        for days_ago in (0, 5):
+            await sql_db.execute(
+                "insert into public.analytics_event_days (event_id, day, currency, shard, orders, revenue_minor) "
+                "values ($1, current_date - $2::integer, $3, $4, $5, $6)",
+                event_id,
+                days_ago,
+                currency,
+                shard,
+                orders,
+                revenue,
+            )
+    await sql_db.execute("select localplus_private.compact_analytics()")
+    left = await sql_db.fetch(
+        "select current_date - day as days_ago, currency, shard, orders, revenue_minor "
+        "from public.analytics_event_days where event_id = $1 order by 1, 2, 3",
+        event_id,
+    )
+    today = [(r["currency"], r["shard"], r["orders"]) for r in left if r["days_ago"] == 0]
+    assert today == [("", 6, 7), ("THB", 0, 4), ("THB", 3, 1), ("THB", 5, 2)]  # today's stay sharded
+    past = [(r["currency"], r["shard"], r["orders"], r["revenue_minor"]) for r in left if r["days_ago"] == 5]
+    assert past == [("", 0, 7, 0), ("THB", 0, 7, 1350)]

@@ -29,6 +29,8 @@ DEFINER_ALLOW_LIST: dict[str, str] = {
     "localplus_private.event_registrations_per_day(uuid)": "per-day counts, empty unless the caller is a viewer",
     "localplus_private.listed_event_candidates(text[],text[],box,real)": "ids of published public events only "
     "(search uses the trigram indexes, which RLS would rule out)",
+    "localplus_private.caller_viewer_events()": "ids of the events the caller is a viewer of or more: their "
+    "own ties only (the analytics rollups' policy)",
     "localplus_private.tickets_held(uuid)": "how many tickets of a type unexpired reservations hold: public, "
     "like availability, and nothing about who holds them",
 }

@@ -372,10 +372,28 @@ alter table public.analytics_business_days enable row level security;
 alter table public.analytics_city_days enable row level security;
 alter table public.event_views enable row level security;
 
--- An event's viewers and up (partners of its business, permissions, its creator, admins).
+-- The events the caller is a viewer of or more (event_role_rank >= 2, platform admins aside): their
+-- own, their businesses', and those of unexpired permissions. Only the caller's own ties.
+create or replace function localplus_private.caller_viewer_events() returns setof uuid
+  language sql stable security definer
+  set search_path = ''
+  as $$
+    select e.id from public.events e where e.created_by = (select auth.uid())
+    union
+    select e.id from public.partners p join public.events e on e.business_id = p.business_id
+     where p.user_id = (select auth.uid())
+    union
+    select ep.event_id from public.event_permissions ep
+     where ep.user_id = (select auth.uid()) and (ep.expires_at is null or ep.expires_at > now())
+  $$;
+
+-- An event's viewers and up (partners of its business, permissions, its creator, admins). The set is
+-- made once per statement (an uncorrelated subquery), not ranked per row: a year of one event's rows
+-- ranked row by row took three times as long as the rest of the request.
 drop policy if exists analytics_event_days_read on public.analytics_event_days;
 create policy analytics_event_days_read on public.analytics_event_days for select to authenticated
-  using (localplus_private.event_role_rank(event_id) >= 2);
+  using ((select localplus_private.is_platform_admin())
+         or event_id in (select localplus_private.caller_viewer_events()));
 
 drop policy if exists analytics_business_days_read on public.analytics_business_days;
 create policy analytics_business_days_read on public.analytics_business_days for select to authenticated
@@ -393,6 +411,8 @@ grant select on public.analytics_event_days, public.analytics_business_days, pub
 grant all on public.analytics_event_days, public.analytics_business_days, public.analytics_city_days,
   public.event_views to service_role;
 
+revoke all on function localplus_private.caller_viewer_events() from public, anon;
+grant execute on function localplus_private.caller_viewer_events() to authenticated, service_role;
 revoke all on function
   localplus_private.analytics_add(uuid, timestamptz, text, integer, integer, integer, integer, integer, bigint,
                                   bigint, integer),
