@@ -3,7 +3,7 @@
 then through the gateway, one request at a time, p50/p95 of a year's figures:
 
 * `GET /api/events/{id}/analytics` as a partner of the event's business (random events; 365 rows read
-  under the rollup's row-level security, which ranks the caller per row),
+  under the rollup's row-level security),
 * `GET /api/businesses/{id}/analytics` as a partner (365 rows),
 * `GET /api/analytics` as a platform admin, every city and category (3,650 rows), and one category,
 * the event's `.csv` twin.
