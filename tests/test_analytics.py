@@ -20,7 +20,9 @@ import asyncpg
 import httpx
 import pytest
 
+from localplus_common.db import Database
 from localplus_dev.stack import Stack
+from localplus_events import analytics
 from tests.sql_callers import as_caller, new_event, new_user
 from tests.stripe_support import awaiting_payment
 from tests.support import User, add_city, create_event, create_user, service_role_token
@@ -62,7 +64,7 @@ RECOUNT_VIEWS = (
 
 async def fold(db: asyncpg.Pool) -> None:
     """What the events service's fold job does every ANALYTICS_FOLD_SECONDS, now."""
-    await db.execute("select localplus_private.fold_views(10000)")
+    await analytics.fold(Database(db))
 
 
 async def recount(db: asyncpg.Pool, event_ids: list[str], timezone: str, currency: str) -> dict[str, dict[str, int]]:
@@ -462,3 +464,36 @@ async def test_the_fold_job_compacts_past_days_shards_and_keeps_the_sums(sql_db:
     assert today == [("", 6, 7), ("THB", 0, 4), ("THB", 3, 1), ("THB", 5, 2)]  # today's stay sharded
     past = [(r["currency"], r["shard"], r["orders"], r["revenue_minor"]) for r in left if r["days_ago"] == 5]
     assert past == [("", 0, 7, 0), ("THB", 0, 7, 1350)]
+
+
+async def test_two_writers_of_one_event_and_day_do_not_queue_on_one_rollup_row(
+    sql_db: asyncpg.Pool, database_url: str
+) -> None:
+    """Two transactions adding to one event's figures of one day at once, from backends of different
+    shards: the second commits while the first still holds its rollup rows. From backends of one shard
+    (the shape of a single row per event and day) the second waits, which is what the test would see
+    for a hot row. (Saves and registrations also bump the event's counters row, which queues them
+    anyway; paid orders and check-ins are what the shards keep apart here.)"""
+    event_id = await new_event(sql_db, await new_user(sql_db))
+    # Nine backends: two of them share a shard (eight shards), and some two differ.
+    connections = [await asyncpg.connect(database_url) for _ in range(9)]
+    try:
+        shards: dict[int, list[asyncpg.Connection]] = {}
+        for conn in connections:
+            shards.setdefault(await conn.fetchval("select pg_backend_pid() % 8"), []).append(conn)
+        same = next(group for group in shards.values() if len(group) >= 2)
+        assert len(shards) >= 2
+        apart = [group[0] for group in shards.values()][:2]
+        add = "select localplus_private.analytics_add($1, now(), 'THB', 0, 0, 0, 1, 2, 100, 0, 0)"
+        async with apart[0].transaction():
+            await apart[0].execute(add, event_id)
+            await asyncio.wait_for(apart[1].execute(add, event_id), timeout=10)
+        total = "select sum(orders) from public.analytics_event_days where event_id = $1"
+        assert await sql_db.fetchval(total, event_id) == 2
+        async with same[0].transaction():
+            await same[0].execute(add, event_id)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(same[1].execute(add, event_id), timeout=1)
+    finally:
+        for conn in connections:
+            await conn.close()
