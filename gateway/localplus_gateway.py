@@ -38,6 +38,8 @@ PUBLIC_METHODS: frozenset[str] = frozenset(
         "/localplus.events.v1.EventsService/Unsubscribe",
     }
 )
+# Writes that anonymous callers may make too (a bad token still fails): counting a page view.
+OPTIONAL_TOKEN_METHODS: frozenset[str] = frozenset({"/localplus.events.v1.EventsService/RecordEventView"})
 HS256_PROVIDER = "supabase"
 JWKS_PROVIDER = "supabase_jwks"
 # Envoy's own error replies (not upstream ones) to JSON: HTTP status -> gRPC-style code name.
@@ -108,10 +110,10 @@ class Method:
     @property
     def token(self) -> Literal["none", "optional", "required"]:
         """What jwt_authn asks of callers (and the OpenAPI document says): `none` for PUBLIC_METHODS,
-        `optional` for reads (a bad token still fails), `required` for the rest."""
+        `optional` for reads and OPTIONAL_TOKEN_METHODS (a bad token still fails), `required` for the rest."""
         if self.path in PUBLIC_METHODS:
             return "none"
-        return "optional" if self.read_only else "required"
+        return "optional" if self.read_only or self.path in OPTIONAL_TOKEN_METHODS else "required"
 
 
 def load_methods(descriptor_path: Path) -> list[Method]:

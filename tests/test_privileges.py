@@ -29,6 +29,8 @@ DEFINER_ALLOW_LIST: dict[str, str] = {
     "localplus_private.event_registrations_per_day(uuid)": "per-day counts, empty unless the caller is a viewer",
     "localplus_private.listed_event_candidates(text[],text[],box,real)": "ids of published public events only "
     "(search uses the trigram indexes, which RLS would rule out)",
+    "localplus_private.caller_viewer_events()": "ids of the events the caller is a viewer of or more: their "
+    "own ties only (the analytics rollups' policy)",
     "localplus_private.tickets_held(uuid)": "how many tickets of a type unexpired reservations hold: public, "
     "like availability, and nothing about who holds them",
 }
@@ -151,6 +153,12 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     "public.plan_seats": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
     "public.event_seats": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
     "public.seat_claims": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    # Phase 5 analytics: daily rollups the server's triggers and fold job write; partners read their events'
+    # and businesses' rows, platform admins all (row-level security). Page views are the server's alone.
+    "public.analytics_event_days": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.analytics_business_days": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.analytics_city_days": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.event_views": {"anon": {}, "authenticated": {}},
 }
 # Columns no API role may ever set or change (CONTRACT §3: status times, `source`, counters, `sold`).
 SERVER_OWNED: dict[str, set[str]] = {

@@ -1,4 +1,9 @@
-"""Run the events service: `python -m localplus_events` (address from EVENTS_ADDR)."""
+"""Run the events service: `python -m localplus_events` (address from EVENTS_ADDR). Beside the gRPC
+server runs the analytics fold job: every ANALYTICS_FOLD_SECONDS it adds the page views recorded since
+to the daily rollups (localplus_events.analytics)."""
+
+import asyncio
+import logging
 
 import grpc
 
@@ -8,8 +13,11 @@ from localplus_common.config import Settings
 from localplus_common.db import Database
 from localplus_common.server import run, serve
 from localplus_common.services import EVENTS, RECURRENCE
+from localplus_events import analytics
 from localplus_events.schedules import Schedules
 from localplus_events.service import EventsService
+
+log = logging.getLogger("localplus_events")
 
 
 def register(server: grpc.aio.Server, db: Database, settings: Settings) -> None:
@@ -17,6 +25,16 @@ def register(server: grpc.aio.Server, db: Database, settings: Settings) -> None:
     events_pb2_grpc.add_EventsServiceServicer_to_server(EventsService(db, schedules), server)
 
 
+async def fold_views(db: Database) -> None:
+    every = analytics.fold_every().total_seconds()
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await analytics.fold(db)
+        except Exception:  # the next run tries again; the views wait in event_views
+            log.exception("folding views into the analytics failed")
+
+
 if __name__ == "__main__":
     service_name = events_pb2.DESCRIPTOR.services_by_name["EventsService"].full_name
-    run(serve(Settings.from_env().addresses[EVENTS.name], [service_name], register))
+    run(serve(Settings.from_env().addresses[EVENTS.name], [service_name], register, background=fold_views))

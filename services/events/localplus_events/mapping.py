@@ -10,6 +10,8 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import grpc
+from google.api import httpbody_pb2
 from google.protobuf import field_mask_pb2, json_format
 
 from localplus.events.v1 import events_pb2, schedule_pb2
@@ -23,7 +25,7 @@ from localplus_common.requests import (
     timestamp_or_none,
     timestamp_value,
 )
-from localplus_events import notifications
+from localplus_events import analytics, notifications
 from localplus_events.discovery import SearchQuery
 from localplus_events.domain import (
     EDITABLE_FIELDS,
@@ -629,3 +631,40 @@ def list_notifications_response(page: Page[asyncpg.Record]) -> events_pb2.ListNo
     return events_pb2.ListNotificationsResponse(
         notifications=[notification_to_proto(row) for row in page.items], next_page_token=page.next_page_token
     )
+
+
+def client_of(context: grpc.aio.ServicerContext) -> tuple[str, str]:
+    """The client's address and User-Agent: the last x-forwarded-for entry, which the gateway appends
+    (use_remote_address), or the connection's peer for a client that calls the service directly."""
+    metadata = dict((k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str))
+    forwarded = [part.strip() for part in metadata.get("x-forwarded-for", "").split(",") if part.strip()]
+    address = forwarded[-1] if forwarded else context.peer().rpartition(":")[0]
+    return address, metadata.get("user-agent", "")
+
+
+def analytics_to_proto(figures: analytics.Analytics) -> events_pb2.Analytics:
+    funnel = figures.funnel()
+    return events_pb2.Analytics(
+        days=[
+            events_pb2.AnalyticsDay(
+                date=day.date.isoformat(),
+                views=day.views,
+                saves=day.saves,
+                registrations=day.registrations,
+                orders=day.orders,
+                tickets=day.tickets,
+                revenue_minor=day.revenue_minor,
+                refunds_minor=day.refunds_minor,
+                check_ins=day.check_ins,
+            )
+            for day in figures.days
+        ],
+        funnel=events_pb2.AnalyticsFunnel(**funnel),
+        currency=figures.currency,
+        start=figures.start.isoformat(),
+        end=figures.end.isoformat(),
+    )
+
+
+def analytics_csv(figures: analytics.Analytics) -> httpbody_pb2.HttpBody:
+    return httpbody_pb2.HttpBody(content_type="text/csv; charset=utf-8", data=figures.csv().encode())

@@ -1,5 +1,5 @@
 """gRPC entrypoint of the events service. Each RPC parses its request into typed values (with
-`mapping`), runs one use case (events, participants, permissions, moderation, discovery, stats),
+`mapping`), runs one use case (events, participants, permissions, moderation, discovery, stats, analytics),
 which opens the request transaction, and maps the result back to a message."""
 
 from google.api import httpbody_pb2
@@ -8,9 +8,10 @@ from grpc.aio import ServicerContext as Context
 
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_common.calls import Forward
-from localplus_common.db import Database
+from localplus_common.db import Database, current_identity
 from localplus_common.requests import optional_uuid, parse_uuid, timestamp_or_none
 from localplus_events import (
+    analytics,
     discovery,
     events,
     imports,
@@ -290,3 +291,62 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
     ) -> events_pb2.RetryNotificationResponse:
         row = await notifications.retry_notification(self.db, parse_uuid("id", request.id))
         return events_pb2.RetryNotificationResponse(notification=mapping.notification_to_proto(row))
+
+    # Analytics
+
+    async def RecordEventView(
+        self, request: events_pb2.RecordEventViewRequest, context: Context
+    ) -> events_pb2.RecordEventViewResponse:
+        event_id = parse_uuid("id", request.id)
+        address, user_agent = mapping.client_of(context)
+        viewer = analytics.viewer_key(current_identity.get(), address, user_agent)
+        return events_pb2.RecordEventViewResponse(counted=await analytics.record_view(self.db, event_id, viewer))
+
+    async def GetEventAnalytics(
+        self, request: events_pb2.GetEventAnalyticsRequest, context: Context
+    ) -> events_pb2.Analytics:
+        return mapping.analytics_to_proto(await self._event_analytics(request))
+
+    async def GetEventAnalyticsCsv(
+        self, request: events_pb2.GetEventAnalyticsCsvRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        return mapping.analytics_csv(await self._event_analytics(request))
+
+    async def _event_analytics(
+        self, request: events_pb2.GetEventAnalyticsRequest | events_pb2.GetEventAnalyticsCsvRequest
+    ) -> analytics.Analytics:
+        event_id = parse_uuid("event_id", request.event_id)
+        return await analytics.event_analytics(self.db, event_id, analytics.date_range(request.start, request.end))
+
+    async def GetBusinessAnalytics(
+        self, request: events_pb2.GetBusinessAnalyticsRequest, context: Context
+    ) -> events_pb2.Analytics:
+        return mapping.analytics_to_proto(await self._business_analytics(request))
+
+    async def GetBusinessAnalyticsCsv(
+        self, request: events_pb2.GetBusinessAnalyticsCsvRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        return mapping.analytics_csv(await self._business_analytics(request))
+
+    async def _business_analytics(
+        self, request: events_pb2.GetBusinessAnalyticsRequest | events_pb2.GetBusinessAnalyticsCsvRequest
+    ) -> analytics.Analytics:
+        business_id = parse_uuid("business_id", request.business_id)
+        days = analytics.date_range(request.start, request.end)
+        return await analytics.business_analytics(self.db, business_id, days)
+
+    async def GetPlatformAnalytics(
+        self, request: events_pb2.GetPlatformAnalyticsRequest, context: Context
+    ) -> events_pb2.Analytics:
+        return mapping.analytics_to_proto(await self._platform_analytics(request))
+
+    async def GetPlatformAnalyticsCsv(
+        self, request: events_pb2.GetPlatformAnalyticsCsvRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        return mapping.analytics_csv(await self._platform_analytics(request))
+
+    async def _platform_analytics(
+        self, request: events_pb2.GetPlatformAnalyticsRequest | events_pb2.GetPlatformAnalyticsCsvRequest
+    ) -> analytics.Analytics:
+        days = analytics.date_range(request.start, request.end)
+        return await analytics.platform_analytics(self.db, request.city, request.category.strip(), days)
