@@ -136,6 +136,56 @@ async def test_a_refund_arriving_before_the_payment_success_leaves_the_order_ref
     assert await order_refunds(db, order["id"]) == []
 
 
+async def test_a_partial_refund_arriving_before_the_payment_success_leaves_the_rest_paid(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """Stripe's running totals of 3,000 and then 5,000 refunded, both before the success: the payment
+    still pays (tickets issued), the order partially refunded by 5,000, nothing sent back."""
+    owner, buyer = await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, inventory=2)
+    order = await awaiting_payment(api, buyer, ticket_type["id"], quantity=2)
+    total = int(order["total_minor"])
+    assert total > 5_000
+    for refunded in (3_000, 5_000):
+        assert (await deliver(api, stripe_event("charge.refunded", charge(order, refunded)))).status_code == 200
+    assert await status_of(db, order["id"]) == "awaiting_payment"
+    assert (await deliver(api, stripe_event("payment_intent.succeeded", payment_intent(order)))).status_code == 200
+    row = await order_row(db, order["id"])
+    assert row["status"] == "partially_refunded" and row["refunded_minor"] == 5_000 and row["paid_at"] is not None
+    assert [t["status"] for t in await order_tickets(db, order["id"])] == ["valid", "valid"]
+    assert [(r["amount_minor"], r["status"]) for r in await order_refunds(db, order["id"])] == [
+        (3_000, "succeeded"),
+        (2_000, "succeeded"),
+    ]
+    # The rest refunded at Stripe later: the tickets go, and only what was left counts.
+    assert (await deliver(api, stripe_event("charge.refunded", charge(order, total)))).status_code == 200
+    row = await order_row(db, order["id"])
+    assert row["status"] == "refunded" and row["refunded_minor"] == total
+    assert {t["status"] for t in await order_tickets(db, order["id"])} == {"void"}
+
+
+async def test_a_partial_refund_before_a_success_that_finds_the_tickets_gone_refunds_the_rest(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool
+) -> None:
+    owner, late, quick = await create_user(db), await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, inventory=1)
+    order = await awaiting_payment(api, late, ticket_type["id"])
+    total = int(order["total_minor"])
+    assert (await deliver(api, stripe_event("charge.refunded", charge(order, 1_000)))).status_code == 200
+    await expire_hold(db, order["id"])
+    theirs = await awaiting_payment(api, quick, ticket_type["id"])
+    assert (await deliver(api, stripe_event("payment_intent.succeeded", payment_intent(theirs)))).status_code == 200
+    await pay_at_stripe(stack, order["payment_intent_id"])
+    refunded = await wait_for_status(api, late, order["id"], "ORDER_STATUS_REFUNDED")
+    assert refunded["refunded_minor"] == str(total)
+    for _ in range(100):
+        if await refunded_at_stripe(stack, order["payment_intent_id"]):
+            break
+        await asyncio.sleep(0.2)
+    assert await refunded_at_stripe(stack, order["payment_intent_id"]) == [total - 1_000]
+    assert await order_tickets(db, order["id"]) == []
+
+
 async def test_a_success_after_the_hold_expired_pays_while_the_tickets_are_still_there(
     api: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:

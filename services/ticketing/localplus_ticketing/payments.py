@@ -129,6 +129,11 @@ async def _paid(
     )
     payment = await pay(conn, signer, order_id)
     outcome = payment.outcome
+    if outcome == "paid":
+        # Part of it was refunded at Stripe before this success reached us (close_refunded_order).
+        await conn.execute(
+            "update public.orders set status = 'partially_refunded' where id = $1 and refunded_minor > 0", order_id
+        )
     if not payment_intent_id or payment_intent_id == recorded:
         if outcome in ("sold_out", "cancelled"):
             reason = "sold out after the hold expired" if outcome == "sold_out" else "paid after it was cancelled"
