@@ -13,7 +13,9 @@ import asyncpg
 import httpx
 import icalendar
 
+from localplus_dev.stack import Stack
 from tests.support import User, add_city, create_event, create_user, iso, service_role_token
+from tests.test_telemetry import moved_by, scrape
 from tests.ticketing_support import checkout, my_tickets, reserve
 
 LONDON = ZoneInfo("Europe/London")
@@ -371,6 +373,46 @@ async def test_a_registration_for_one_occurrence_takes_that_occurrences_place(
         f"/api/events/{event['id']}/participants", json={"occurrence_id": found[3]["id"]}, headers=stranger.headers
     )
     assert called_off.status_code == 400 and "OCCURRENCE_CANCELLED" in called_off.text
+
+
+async def test_a_larger_occurrence_capacity_lets_that_occurrences_waitlist_in(
+    api: httpx.AsyncClient, user: User, db: asyncpg.Pool, stack: Stack
+) -> None:
+    """Raising one occurrence's own capacity lets in the head of its waitlist (counted as a promotion),
+    nobody of another occurrence's; clearing it (the event's ten places) lets the rest in."""
+    metrics_url = stack.metrics_url("recurrence")
+    assert metrics_url is not None
+    event = await weekly_event(api, user, capacity=10)
+    found = await occurrences(api, event["id"])
+    for occurrence in found[1:3]:
+        capped = await patch(api, user, event["id"], occurrence["id"], {"capacity": 1}, update_mask="capacity")
+        assert capped.status_code == 200, capped.text
+    people = [await create_user(db) for _ in range(5)]
+    for person, occurrence in zip(people, [found[1], found[1], found[1], found[2], found[2]], strict=True):
+        registered = await api.post(
+            f"/api/events/{event['id']}/participants", json={"occurrence_id": occurrence["id"]}, headers=person.headers
+        )
+        assert registered.status_code == 200, registered.text
+
+    async def statuses() -> list[str]:
+        rows = await db.fetch(
+            "select status from public.event_participants where event_id = $1 and user_id = any($2::uuid[]) "
+            "order by array_position($2::uuid[], user_id)",
+            uuid.UUID(event["id"]),
+            [person.id for person in people],
+        )
+        return [row["status"] for row in rows]
+
+    assert await statuses() == ["going", "waitlisted", "waitlisted", "going", "waitlisted"]
+    before = await scrape(metrics_url)
+    raised = await patch(api, user, event["id"], found[1]["id"], {"capacity": 2}, update_mask="capacity")
+    assert raised.status_code == 200, raised.text
+    assert await statuses() == ["going", "going", "waitlisted", "going", "waitlisted"]
+    assert await moved_by(metrics_url, before, 1, "localplus_waitlist_promotions_total") == 1
+    cleared = await patch(api, user, event["id"], found[1]["id"], {}, update_mask="capacity")
+    assert cleared.status_code == 200 and cleared.json()["capacity"] == 10, cleared.text
+    assert await statuses() == ["going", "going", "going", "going", "waitlisted"]
+    assert await moved_by(metrics_url, before, 2, "localplus_waitlist_promotions_total") == 2
 
 
 async def test_referenced_occurrences_stay_cancelled_when_the_rule_drops_them(

@@ -17,7 +17,15 @@ import pytest
 from localplus_common.migrate import migrate
 from localplus_dev.stack import Stack
 from tests.databases import Server
-from tests.stripe_support import awaiting_payment, order_refunds, order_row, refunded_at_stripe
+from tests.stripe_support import (
+    awaiting_payment,
+    charge,
+    deliver,
+    order_refunds,
+    order_row,
+    refunded_at_stripe,
+    stripe_event,
+)
 from tests.support import User, create_user
 from tests.ticketing_support import checkout, event_with_tickets, my_tickets, pay_at_stripe, reserve, wait_for_status
 
@@ -115,6 +123,45 @@ async def test_a_free_order_is_refunded_without_stripe(api: httpx.AsyncClient, d
     [recorded] = await order_refunds(db, order["id"])
     assert recorded["status"] == "succeeded" and recorded["amount_minor"] == 0
     assert (await ticket_type_of(api, event["id"]))["available"] == 3
+
+
+async def test_one_ticket_of_a_free_order_refunded_leaves_the_others_valid(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    owner, buyer = await create_user(db), await create_user(db)
+    event, ticket_type = await event_with_tickets(api, owner, price_minor=0, inventory=3)
+    order = (await reserve(api, buyer, ticket_type["id"], quantity=2)).json()
+    assert (await checkout(api, buyer, order["id"])).json()["order"]["status"] == "ORDER_STATUS_PAID"
+    first, second = sorted(t["id"] for t in await my_tickets(api, buyer))
+    one = await refund(api, owner, order["id"], [first])
+    assert one.status_code == 200, one.text
+    assert one.json()["order"]["status"] == "ORDER_STATUS_PARTIALLY_REFUNDED"
+    statuses = {t["id"]: t["status"] for t in await my_tickets(api, buyer)}
+    assert statuses == {first: "TICKET_STATUS_VOID", second: "TICKET_STATUS_VALID"}
+    assert (await ticket_type_of(api, event["id"]))["available"] == 2
+    rest = await refund(api, owner, order["id"], [second])
+    assert rest.status_code == 200 and rest.json()["order"]["status"] == "ORDER_STATUS_REFUNDED", rest.text
+
+
+async def test_a_ticket_refunded_after_a_partial_refund_at_stripe_refunds_only_what_is_left(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool
+) -> None:
+    """Stripe's dashboard gave back 30,000 of 50,000 (no tickets named); refunding one 25,000 ticket
+    then sends the 20,000 left, and the other ticket stays valid."""
+    owner, buyer = await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, price_minor=25_000, inventory=5)
+    order = await paid_at_stripe(api, stack, buyer, ticket_type["id"], quantity=2)
+    at_stripe = stripe_event("charge.refunded", charge(order, 30_000))
+    assert (await deliver(api, at_stripe)).status_code == 200
+    assert (await order_row(db, order["id"]))["status"] == "partially_refunded"
+    first, second = sorted(t["id"] for t in await my_tickets(api, buyer))
+    one = await refund(api, owner, order["id"], [first])
+    assert one.status_code == 200, one.text
+    assert one.json()["order"]["status"] == "ORDER_STATUS_PARTIALLY_REFUNDED"
+    assert one.json()["order"]["refunded_minor"] == "50000"
+    statuses = {t["id"]: t["status"] for t in await my_tickets(api, buyer)}
+    assert statuses == {first: "TICKET_STATUS_VOID", second: "TICKET_STATUS_VALID"}
+    assert await refunded_at_stripe(stack, order["payment_intent_id"]) == [20_000]
 
 
 async def test_only_the_owner_or_a_platform_admin_may_refund(

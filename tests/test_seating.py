@@ -151,6 +151,36 @@ async def test_an_expired_hold_frees_its_seat_at_once(api: httpx.AsyncClient, db
     assert late.status_code == 409
 
 
+async def test_a_seated_types_available_counts_live_holds_and_never_expired_ones(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    """What a buyer is told is left of the 4 premium seats: 2 while two are held, 4 again the instant
+    the hold runs out (no sweeper), 3 once one is sold."""
+    owner, first, second = await create_user(db), await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, TWO_ZONES, prices={"premium": 0, "standard": 0})
+
+    async def premium() -> dict[str, Any]:
+        listed = await api.get(f"/api/events/{seated.event['id']}/ticket-types")
+        assert listed.status_code == 200, listed.text
+        found: dict[str, Any] = next(t for t in listed.json()["ticket_types"] if t["seat_category"] == "premium")
+        return found
+
+    assert (await premium())["available"] == 4
+    order = (await order_seats(api, first, seated.ids("Stalls A-1", "Stalls A-2"))).json()
+    assert (await premium())["available"] == 2
+    await db.execute(
+        "update public.seat_claims set during = tstzrange(lower(during) - interval '20 minutes', now())"
+        " where order_id = $1",
+        order["id"],
+    )
+    await db.execute("update public.orders set expires_at = now() where id = $1", order["id"])
+    assert (await premium())["available"] == 4
+    bought = (await order_seats(api, second, seated.ids("Stalls A-1"))).json()
+    assert (await checkout(api, second, bought["id"])).json()["order"]["status"] == "ORDER_STATUS_PAID"
+    final = await premium()
+    assert final["sold"] == 1 and final["available"] == 3
+
+
 async def test_cancel_and_refund_give_seats_back(api: httpx.AsyncClient, db: asyncpg.Pool, admin: User) -> None:
     owner, buyer, other = await create_user(db), await create_user(db), await create_user(db)
     seated = await seated_event(api, admin, owner, TWO_ZONES, prices={"premium": 0, "standard": 0})

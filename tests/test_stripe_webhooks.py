@@ -25,11 +25,13 @@ from tests.stripe_support import (
     checkout_session,
     deliver,
     expire_hold,
+    localstripe,
     order_refunds,
     order_row,
     order_tickets,
     payment_intent,
     refunded_at_stripe,
+    run_reconcile,
     signed,
     stripe_event,
 )
@@ -132,6 +134,56 @@ async def test_a_refund_arriving_before_the_payment_success_leaves_the_order_ref
     assert dict(await ticket_type_row(db, ticket_type["id"])) == {"sold": 0, "available": 2}
     # Nothing to send back: Stripe refunded it already.
     assert await order_refunds(db, order["id"]) == []
+
+
+async def test_a_partial_refund_arriving_before_the_payment_success_leaves_the_rest_paid(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """Stripe's running totals of 3,000 and then 5,000 refunded, both before the success: the payment
+    still pays (tickets issued), the order partially refunded by 5,000, nothing sent back."""
+    owner, buyer = await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, inventory=2)
+    order = await awaiting_payment(api, buyer, ticket_type["id"], quantity=2)
+    total = int(order["total_minor"])
+    assert total > 5_000
+    for refunded in (3_000, 5_000):
+        assert (await deliver(api, stripe_event("charge.refunded", charge(order, refunded)))).status_code == 200
+    assert await status_of(db, order["id"]) == "awaiting_payment"
+    assert (await deliver(api, stripe_event("payment_intent.succeeded", payment_intent(order)))).status_code == 200
+    row = await order_row(db, order["id"])
+    assert row["status"] == "partially_refunded" and row["refunded_minor"] == 5_000 and row["paid_at"] is not None
+    assert [t["status"] for t in await order_tickets(db, order["id"])] == ["valid", "valid"]
+    assert [(r["amount_minor"], r["status"]) for r in await order_refunds(db, order["id"])] == [
+        (3_000, "succeeded"),
+        (2_000, "succeeded"),
+    ]
+    # The rest refunded at Stripe later: the tickets go, and only what was left counts.
+    assert (await deliver(api, stripe_event("charge.refunded", charge(order, total)))).status_code == 200
+    row = await order_row(db, order["id"])
+    assert row["status"] == "refunded" and row["refunded_minor"] == total
+    assert {t["status"] for t in await order_tickets(db, order["id"])} == {"void"}
+
+
+async def test_a_partial_refund_before_a_success_that_finds_the_tickets_gone_refunds_the_rest(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool
+) -> None:
+    owner, late, quick = await create_user(db), await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, inventory=1)
+    order = await awaiting_payment(api, late, ticket_type["id"])
+    total = int(order["total_minor"])
+    assert (await deliver(api, stripe_event("charge.refunded", charge(order, 1_000)))).status_code == 200
+    await expire_hold(db, order["id"])
+    theirs = await awaiting_payment(api, quick, ticket_type["id"])
+    assert (await deliver(api, stripe_event("payment_intent.succeeded", payment_intent(theirs)))).status_code == 200
+    await pay_at_stripe(stack, order["payment_intent_id"])
+    refunded = await wait_for_status(api, late, order["id"], "ORDER_STATUS_REFUNDED")
+    assert refunded["refunded_minor"] == str(total)
+    for _ in range(100):
+        if await refunded_at_stripe(stack, order["payment_intent_id"]):
+            break
+        await asyncio.sleep(0.2)
+    assert await refunded_at_stripe(stack, order["payment_intent_id"]) == [total - 1_000]
+    assert await order_tickets(db, order["id"]) == []
 
 
 async def test_a_success_after_the_hold_expired_pays_while_the_tickets_are_still_there(
@@ -248,6 +300,64 @@ async def test_an_order_paid_twice_keeps_one_payment_and_refunds_the_other_at_st
     row = await order_row(db, order["id"])
     assert row["status"] == "paid" and row["refunded_minor"] == 0 and row["payment_intent_id"] == web_payment
     assert [t["status"] for t in await order_tickets(db, order["id"])] == ["valid", "valid"]
+
+
+async def test_a_payment_of_another_amount_or_currency_issues_nothing_and_goes_back_whole(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool
+) -> None:
+    """The real path: the order's PaymentIntent changed at localstripe before it was confirmed pays more
+    than the order costs; built events say another currency, or less. None is the order's payment."""
+    owner, buyer, other = await create_user(db), await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, inventory=5)
+    order = await awaiting_payment(api, buyer, ticket_type["id"], quantity=2)
+    wrong = int(order["total_minor"]) + 500
+    async with localstripe(stack) as stripe:
+        changed = await stripe.post(f"/v1/payment_intents/{order['payment_intent_id']}", data={"amount": wrong})
+        assert changed.status_code == 200, changed.text
+    await pay_at_stripe(stack, order["payment_intent_id"])
+    for _ in range(100):
+        refunds = await order_refunds(db, order["id"])
+        if refunds and refunds[0]["status"] == "succeeded":
+            break
+        await asyncio.sleep(0.2)
+    [refund] = refunds
+    assert refund["amount_minor"] == wrong and refund["payment_intent_id"] == order["payment_intent_id"]
+    assert await refunded_at_stripe(stack, order["payment_intent_id"]) == [wrong]
+    await asyncio.sleep(1)  # localstripe's charge.refunded for it, which must not close the order either
+    row = await order_row(db, order["id"])
+    assert row["status"] == "awaiting_payment" and row["paid_at"] is None and row["refunded_minor"] == 0
+    assert await order_tickets(db, order["id"]) == []
+    assert (await ticket_type_row(db, ticket_type["id"]))["sold"] == 0
+    # The reconciler, asking Stripe about that succeeded PaymentIntent, does not pay the order either.
+    code, output = await run_reconcile(stack, "--older-than", "0")
+    assert code == 0, output
+    assert await status_of(db, order["id"]) == "awaiting_payment" and len(await order_refunds(db, order["id"])) == 1
+
+    # Payments made at Stripe for another order of ours, in another currency or of less: each goes back
+    # once, however many events say it succeeded, and the right one still pays the order.
+    theirs = await awaiting_payment(api, other, ticket_type["id"])
+    for amount, currency in ((int(theirs["total_minor"]), "jpy"), (1, theirs["currency"].lower())):
+        async with localstripe(stack) as stripe:
+            created = await stripe.post(
+                "/v1/payment_intents",
+                data={"amount": amount, "currency": currency, "metadata[order_id]": theirs["id"]},
+            )
+        assert created.status_code == 200, created.text
+        intent = created.json()
+        await pay_at_stripe(stack, intent["id"])
+        for _ in range(100):
+            if [r["status"] for r in await order_refunds(db, theirs["id"])][-1:] == ["succeeded"]:
+                break
+            await asyncio.sleep(0.2)
+        again = payment_intent(theirs, id=intent["id"], amount=amount, amount_received=amount, currency=currency)
+        assert (await deliver(api, stripe_event("payment_intent.succeeded", again))).status_code == 200
+    await asyncio.sleep(1)
+    back = [(r["amount_minor"], r["status"]) for r in await order_refunds(db, theirs["id"])]
+    assert back == [(int(theirs["total_minor"]), "succeeded"), (1, "succeeded")]
+    assert await status_of(db, theirs["id"]) == "awaiting_payment" and await order_tickets(db, theirs["id"]) == []
+    await pay_at_stripe(stack, theirs["payment_intent_id"])
+    await wait_for_status(api, other, theirs["id"], "ORDER_STATUS_PAID")
+    assert len(await order_tickets(db, theirs["id"])) == 1
 
 
 async def test_a_dispute_is_recorded_on_the_order(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:

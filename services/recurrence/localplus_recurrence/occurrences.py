@@ -18,6 +18,7 @@ from localplus_common.cities import city_id
 from localplus_common.db import Connection, Database, act_as, current_identity
 from localplus_common.errors import aborted, failed_precondition, invalid_argument, not_found
 from localplus_common.paging import Keyset, Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
+from localplus_common.telemetry import WAITLIST_PROMOTIONS
 from localplus_recurrence import materialise, rules
 from localplus_recurrence.settings import RecurrenceSettings
 
@@ -127,7 +128,7 @@ async def update_occurrence(
     if this_and_following:
         return await _update_following(db, events, settings, forward, event_id, occurrence_id, changes)
 
-    async def update(conn: Connection) -> asyncpg.Record:
+    async def update(conn: Connection) -> tuple[asyncpg.Record, int]:
         event, occurrence = await _editable(conn, event_id, occurrence_id)
         if event["recurrence_rrule"] is None:
             raise failed_precondition("a one-off event's occurrence is the event: edit the event", "NOT_RECURRING")
@@ -137,6 +138,9 @@ async def update_occurrence(
             raise invalid_argument("occurrence.ends_at", "ends_at must be after starts_at")
         set_capacity, capacity = changes.capacity
         await act_as(conn, SERVER, event_id=event_id)
+        # More places let the occurrence's waitlist in (event_occurrences_after_capacity_change), which
+        # locks the event row: lock it before the occurrence's, in a registration's order.
+        await conn.execute("select 1 from public.events where id = $1 for update", event_id)
         await conn.execute(
             """
             update public.event_occurrences set
@@ -155,9 +159,17 @@ async def update_occurrence(
             capacity,
             changes.note,
         )
-        return await _read(conn, occurrence_id)
+        # The promotions, which only that trigger makes here: this transaction's rows now going.
+        promoted: int = await conn.fetchval(
+            "select count(*) from public.event_participants where occurrence_id = $1 and status = 'going' "
+            "and xmin = pg_current_xact_id()::xid",
+            occurrence_id,
+        )
+        return await _read(conn, occurrence_id), promoted
 
-    return await db.run(update, event_id=event_id)
+    updated, promoted = await db.run(update, event_id=event_id)
+    WAITLIST_PROMOTIONS.inc(promoted)
+    return updated
 
 
 async def _editable(conn: Connection, event_id: UUID, occurrence_id: UUID) -> tuple[asyncpg.Record, asyncpg.Record]:

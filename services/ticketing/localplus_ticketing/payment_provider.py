@@ -34,6 +34,15 @@ class Checkout:
 
 
 @dataclass(frozen=True)
+class IntentState:
+    """A PaymentIntent as Stripe has it: its status, and what it took (amount_received) in which currency."""
+
+    status: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
 class LineItem:
     name: str
     unit_amount: int
@@ -117,13 +126,15 @@ class PaymentProvider:
         )
         return str(refund.id)
 
-    async def payment_intent_status(self, payment_intent_id: str) -> str:
+    async def payment_intent_state(self, payment_intent_id: str) -> IntentState:
         try:
             intent = await self._client.v1.payment_intents.retrieve_async(payment_intent_id)
         except stripe.StripeError as error:
             log.warning("could not read %s: %s", payment_intent_id, error)
             raise PROVIDER_UNAVAILABLE from None
-        return str(intent.status)
+        # What it took; localstripe leaves amount_received out (its amount is what it took).
+        received = getattr(intent, "amount_received", None) or intent.amount
+        return IntentState(str(intent.status), int(received or 0), str(intent.currency))
 
     def verified_event(self, payload: bytes, signature: str) -> dict[str, Any]:
         """The event Stripe signed, or a 400 for a forged, altered or replayed delivery."""

@@ -62,10 +62,12 @@ async def _apply(conn: Connection, signer: TicketSigner, event: dict[str, Any]) 
     match event.get("type"):
         case "payment_intent.succeeded":
             amount = subject.get("amount_received") or subject.get("amount")
-            return await _paid(conn, signer, await _order_of(conn, subject), subject["id"], amount)
+            order_id = await _order_of(conn, subject)
+            return await _paid(conn, signer, order_id, subject["id"], amount, subject.get("currency"))
         case "checkout.session.completed" if subject.get("payment_status") == "paid":
             order_id = await _order_of(conn, subject)
-            return await _paid(conn, signer, order_id, subject.get("payment_intent") or "", subject.get("amount_total"))
+            intent_id = subject.get("payment_intent") or ""
+            return await _paid(conn, signer, order_id, intent_id, subject.get("amount_total"), subject.get("currency"))
         case "payment_intent.canceled":
             await _payment_ended(conn, await _order_of(conn, subject), subject["id"], "")
         case "checkout.session.expired":
@@ -100,11 +102,24 @@ async def _order_of(conn: Connection, subject: dict[str, Any]) -> UUID | None:
 
 
 async def _paid(
-    conn: Connection, signer: TicketSigner, order_id: UUID | None, payment_intent_id: str, amount: int | None = None
+    conn: Connection,
+    signer: TicketSigner,
+    order_id: UUID | None,
+    payment_intent_id: str,
+    amount: int | None,
+    currency: str | None,
 ) -> Applied:
-    """A payment of `amount` (default: the order's total) by `payment_intent_id` succeeded."""
+    """A payment of `amount` in `currency` by `payment_intent_id` succeeded."""
     if order_id is None:
         return Applied()  # not one of ours
+    order = await conn.fetchrow("select total_minor, currency from public.orders where id = $1 for update", order_id)
+    if order is None:
+        return Applied()  # gone with its event meanwhile
+    if amount is None or int(amount) != order["total_minor"] or (currency or "").upper() != order["currency"]:
+        # Not what the order costs: it pays nothing and goes back whole; the order stays as it was.
+        reason = f"paid {amount} {(currency or '?').upper()} for an order of {order['total_minor']} {order['currency']}"
+        log.error("order %s: %s by %s; refunding that payment", order_id, reason, payment_intent_id or "?")
+        return await _refund_whole(conn, order_id, payment_intent_id, int(amount or 0), reason)
     # Also when the process died between creating the PaymentIntent and recording it.
     recorded = await conn.fetchval(
         "update public.orders set payment_intent_id = coalesce(payment_intent_id, nullif($2, '')) where id = $1 "
@@ -114,6 +129,11 @@ async def _paid(
     )
     payment = await pay(conn, signer, order_id)
     outcome = payment.outcome
+    if outcome == "paid":
+        # Part of it was refunded at Stripe before this success reached us (close_refunded_order).
+        await conn.execute(
+            "update public.orders set status = 'partially_refunded' where id = $1 and refunded_minor > 0", order_id
+        )
     if not payment_intent_id or payment_intent_id == recorded:
         if outcome in ("sold_out", "cancelled"):
             reason = "sold out after the hold expired" if outcome == "sold_out" else "paid after it was cancelled"
@@ -127,20 +147,28 @@ async def _paid(
         # PaymentIntent is open): the order's refunds go to the payment that holds its money.
         await conn.execute("update public.orders set payment_intent_id = $2 where id = $1", order_id, payment_intent_id)
         return Applied(tickets=payment.tickets)
-    # A second payment of one order: it goes back whole, to that payment.
-    second: UUID = await conn.fetchval(
+    log.info("order %s paid again by %s: refunding that payment", order_id, payment_intent_id)
+    return await _refund_whole(conn, order_id, payment_intent_id, int(amount), "a second payment of this order")
+
+
+async def _refund_whole(conn: Connection, order_id: UUID, payment_intent_id: str, amount: int, reason: str) -> Applied:
+    """A payment that is not the order's money goes back whole, to that payment, once however many
+    events (a PaymentIntent's and its Checkout Session's) report it. The order's lock is held."""
+    if not payment_intent_id or amount <= 0:
+        return Applied()  # nothing Stripe could refund
+    refund_id: UUID | None = await conn.fetchval(
         """
         insert into public.refunds (order_id, amount_minor, reason, status, payment_intent_id)
-        select id, coalesce($2, total_minor), 'a second payment of this order', 'pending', $3
-          from public.orders where id = $1
+        select $1, $2, $3, 'pending', $4
+         where not exists (select 1 from public.refunds where order_id = $1 and payment_intent_id = $4)
         returning id
         """,
         order_id,
         amount,
+        reason,
         payment_intent_id,
     )
-    log.info("order %s paid again by %s: refunding that payment", order_id, payment_intent_id)
-    return Applied([second])
+    return Applied([refund_id] if refund_id is not None else [])
 
 
 async def _payment_ended(
@@ -172,6 +200,14 @@ async def _refunded_at_stripe(conn: Connection, charge: dict[str, Any]) -> None:
     if order is None:
         return
     refunded_at_stripe = int(charge.get("amount_refunded") or 0)
+    # Our refund of a payment that was not the order's money (_refund_whole): the order is as it was.
+    not_the_orders = await conn.fetchval(
+        "select coalesce(sum(amount_minor), 0) from public.refunds where order_id = $1 and payment_intent_id = $2",
+        order["id"],
+        charge.get("payment_intent"),
+    )
+    if not_the_orders and refunded_at_stripe <= not_the_orders:
+        return
     if order["status"] not in ("paid", "partially_refunded", "refunded"):
         await conn.execute("select localplus_private.close_refunded_order($1, $2)", order["id"], refunded_at_stripe)
         return
@@ -298,14 +334,14 @@ async def _settle_from_stripe(
     db: Database, payments: PaymentProvider, signer: TicketSigner, order_id: UUID, payment_intent_id: str
 ) -> str | None:
     """Settle one order as its missed webhook would have; its new status, None when nothing changed."""
-    status = await payments.payment_intent_status(payment_intent_id)
+    intent = await payments.payment_intent_state(payment_intent_id)
 
     async def settle(conn: Connection) -> tuple[str, str, Applied]:
         before = await conn.fetchval("select status from public.orders where id = $1 for update", order_id)
         applied = Applied()
-        if status == "succeeded":
-            applied = await _paid(conn, signer, order_id, payment_intent_id)
-        elif status == "canceled":
+        if intent.status == "succeeded":
+            applied = await _paid(conn, signer, order_id, payment_intent_id, intent.amount, intent.currency)
+        elif intent.status == "canceled":
             await conn.execute("select localplus_private.cancel_order($1)", order_id)
         after = await conn.fetchval("select status from public.orders where id = $1", order_id)
         return before, after, applied
