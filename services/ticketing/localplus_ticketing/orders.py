@@ -2,7 +2,9 @@
 
 Who may act is decided under row-level security as the caller (their event, their order); the
 writes are the server's own, through the SQL functions of the ticketing migration that lock what
-they count (so two buyers never get the same last ticket), run as service_role."""
+they count (so two buyers never get the same last ticket), run as service_role. Their statements
+look rows up by key, so they run on generic plans (Database.run's generic_plans: a rush pays for
+planning under row-level security on every call otherwise)."""
 
 import json
 import secrets
@@ -105,7 +107,7 @@ async def create_order(db: Database, new: NewOrder, hold: timedelta) -> OrderVie
         )
         return await _read(conn, order_id, with_secrets=True)
 
-    return await db.run(reserve, SERVER)
+    return await db.run(reserve, SERVER, generic_plans=True)
 
 
 async def get_order(db: Database, order_id: UUID) -> OrderView:
@@ -118,7 +120,7 @@ async def get_order(db: Database, order_id: UUID) -> OrderView:
             return await _read(conn, order_id, with_secrets=True)
         return view
 
-    return await db.run(get)
+    return await db.run(get, generic_plans=True)
 
 
 async def list_my_orders(db: Database, page: PageRequest) -> Page[OrderView]:
@@ -167,7 +169,7 @@ async def checkout_order(
         await pay(conn, signer, order_id, known=view)
         return await _read(conn, order_id, with_secrets=True)
 
-    view = await db.run(read_or_pay_free, SERVER)
+    view = await db.run(read_or_pay_free, SERVER, generic_plans=True)
     order = view.order
     if order["status"] in ("paid", "partially_refunded") or order["total_minor"] == 0:
         return view
@@ -180,12 +182,12 @@ async def checkout_order(
     else:
         names = await db.run(lambda conn: _line_items(conn, order_id), SERVER)
         checkout = await payments.checkout_session(order_id, names, order["currency"], *session)
-    started = await db.run(lambda conn: _start_payment(conn, order_id, checkout), SERVER)
+    started = await db.run(lambda conn: _start_payment(conn, order_id, checkout), SERVER, generic_plans=True)
     if not started:
         if checkout.payment_intent_id:
             await payments.cancel_payment_intent(checkout.payment_intent_id)
         raise aborted("the reservation ran out meanwhile; reserve again", "HOLD_EXPIRED")
-    return await db.run(lambda conn: _read(conn, order_id, with_secrets=True), SERVER)
+    return await db.run(lambda conn: _read(conn, order_id, with_secrets=True), SERVER, generic_plans=True)
 
 
 async def cancel_order(db: Database, payments: PaymentProvider, order_id: UUID) -> OrderView:
@@ -202,7 +204,7 @@ async def cancel_order(db: Database, payments: PaymentProvider, order_id: UUID) 
             raise failed_precondition("a paid order is refunded, not cancelled", "INVALID_STATE")
         return await _read(conn, order_id, with_secrets=True)
 
-    view = await db.run(cancel)
+    view = await db.run(cancel, generic_plans=True)
     if view.order["payment_intent_id"]:
         await payments.cancel_payment_intent(view.order["payment_intent_id"])
     return view

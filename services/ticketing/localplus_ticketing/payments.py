@@ -32,7 +32,8 @@ async def handle_webhook(
     db: Database, payments: PaymentProvider, signer: TicketSigner, payload: bytes, signature: str
 ) -> None:
     event = payments.verified_event(payload, signature)
-    refunds = await db.run(lambda conn: _apply(conn, signer, event), SERVER)
+    # By key, and a payment's success pays the order: generic plans, as for orders.
+    refunds = await db.run(lambda conn: _apply(conn, signer, event), SERVER, generic_plans=True)
     WEBHOOKS.labels(event.get("type", "")).inc()
     for refund_id in refunds:
         await settle_refund(db, payments, refund_id)
