@@ -135,6 +135,7 @@ GENERIC_PLANS = ", set_config('plan_cache_mode', 'force_generic_plan', true)"
 class Database:
     def __init__(self, pool: asyncpg.Pool, replica_pool: asyncpg.Pool | None = None) -> None:
         self.pool = pool
+        # Without a replica, reads that could use one go to the primary.
         self.replica_pool = replica_pool or pool
         self._pool_metrics = {pool: PoolMetrics("primary")} | (
             {replica_pool: PoolMetrics("replica")} if replica_pool else {}
