@@ -44,11 +44,16 @@ INVENTORY = 1_000_000  # the most a ticket type may have
 # Buyers' bench user indexes start here, clear of the other scenarios' (which count from 1).
 FIRST_BUYER = 1 << 40
 CEILING = "update public.ticket_types set sold = sold + 1 where id = $1 and sold < inventory"
+# The pick is a materialized CTE: as a subquery in FROM the planner may put it on the inner side of a
+# nested loop and run it (and random()) once per bucket, updating several ("UPDATE 3").
 BUCKET_DRAW = """
+with free as materialized (
+  select bucket from public.ticket_type_buckets
+   where ticket_type_id = $1 and taken < capacity
+   order by bucket # (random() * 65536)::integer limit 1 for update skip locked
+)
 update public.ticket_type_buckets b set taken = b.taken + 1
-  from (select bucket from public.ticket_type_buckets
-         where ticket_type_id = $1 and taken < capacity
-         order by bucket # (random() * 65536)::integer limit 1 for update skip locked) free
+  from free
  where b.ticket_type_id = $1 and b.bucket = free.bucket
 """
 # What a type's rows say after a run: `oversold` must be 0, `mismatch` (buckets against holds and

@@ -209,6 +209,36 @@ async def test_a_paid_order_emails_its_e_tickets_and_a_refund_is_told(
     await wait_for_mail(stack, lambda m: m.kind == "refund_issued" and m.to == buyer, 1)
 
 
+async def test_a_paid_order_is_emailed_while_another_message_waits_for_the_worker(
+    stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User, other_user: User
+) -> None:
+    """A transaction wakes the worker (NOTIFY) only when nothing else is due; a message due and unsent,
+    held here where the worker's claim skips it, must not keep the order's email from going out."""
+    event, ticket_type = await event_with_tickets(api, user, price_minor=0)
+    (waiting,) = await create_users(db, 1)
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "insert into public.notifications (user_id, kind, channel, send_after, created_at) "
+            "values ($1, 'order_paid', 'email', now() - interval '1 minute', now() - interval '1 minute')",
+            waiting,
+        )
+    holder = await db.acquire()
+    try:
+        lock = holder.transaction()
+        await lock.start()
+        # Locked, so the worker's claim (FOR UPDATE SKIP LOCKED) passes it by: it stays due.
+        await holder.execute("select 1 from public.notifications where user_id = $1 for update", waiting)
+        order = (await reserve(api, other_user, ticket_type["id"], quantity=1)).json()
+        assert (await checkout(api, other_user, order["id"])).status_code == 200
+        buyer = f"{other_user.id}@example.test"
+        (mail,) = await wait_for_mail(stack, lambda m: m.kind == "order_paid" and m.to == buyer, 1, within=30)
+        assert event["title"] in mail.subject
+        await holder.execute("update public.notifications set status = 'cancelled' where user_id = $1", waiting)
+        await lock.commit()
+    finally:
+        await db.release(holder)
+
+
 async def test_a_cancelled_or_moved_occurrence_tells_its_own_registrations(
     stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User, other_user: User
 ) -> None:

@@ -2,7 +2,9 @@
 
 Who may act is decided under row-level security as the caller (their event, their order); the
 writes are the server's own, through the SQL functions of the ticketing migration that lock what
-they count (so two buyers never get the same last ticket), run as service_role."""
+they count (so two buyers never get the same last ticket), run as service_role. Their statements
+look rows up by key, so they run on generic plans (Database.run's generic_plans: a rush pays for
+planning under row-level security on every call otherwise)."""
 
 import json
 import secrets
@@ -114,7 +116,7 @@ async def create_order(db: Database, new: NewOrder, hold: timedelta) -> OrderVie
         )
         return await _read(conn, order_id, with_secrets=True)
 
-    return await db.run(reserve, SERVER)
+    return await db.run(reserve, SERVER, generic_plans=True)
 
 
 async def get_order(db: Database, order_id: UUID) -> OrderView:
@@ -127,7 +129,7 @@ async def get_order(db: Database, order_id: UUID) -> OrderView:
             return await _read(conn, order_id, with_secrets=True)
         return view
 
-    return await db.run(get)
+    return await db.run(get, generic_plans=True)
 
 
 async def list_my_orders(db: Database, page: PageRequest) -> Page[OrderView]:
@@ -167,14 +169,21 @@ async def checkout_order(
     """Start paying: a PaymentIntent, or with `session` = (success_url, cancel_url) a Checkout Session.
     A free order is paid at once. Asking again returns the checkout already started."""
     identity = signed_in()
-    view = await db.run(lambda conn: _own_unpaid(conn, order_id, identity), SERVER)
+
+    async def read_or_pay_free(conn: Connection) -> tuple[OrderView, Payment | None]:
+        # A free order is paid at once, in the transaction that read it (fewer round trips in a rush).
+        view = await _own_unpaid(conn, order_id, identity)
+        if view.order["status"] in ("paid", "partially_refunded") or view.order["total_minor"] != 0:
+            return view, None
+        payment = await pay(conn, signer, order_id, known=view)
+        return await _read(conn, order_id, with_secrets=True), payment
+
+    view, free_payment = await db.run(read_or_pay_free, SERVER, generic_plans=True)
+    if free_payment is not None:
+        TICKETS_SOLD.labels("free").inc(free_payment.tickets)
     order = view.order
-    if order["status"] in ("paid", "partially_refunded"):
+    if order["status"] in ("paid", "partially_refunded") or order["total_minor"] == 0:
         return view
-    if order["total_minor"] == 0:
-        payment = await db.run(lambda conn: pay(conn, signer, order_id), SERVER)
-        TICKETS_SOLD.labels("free").inc(payment.tickets)
-        return await db.run(lambda conn: _read(conn, order_id, with_secrets=True), SERVER)
     if order["payment_intent_id"] and session is None and order.get("client_secret"):
         return view
     if order["checkout_session_id"] and session is not None and order.get("checkout_url"):
@@ -184,12 +193,12 @@ async def checkout_order(
     else:
         names = await db.run(lambda conn: _line_items(conn, order_id), SERVER)
         checkout = await payments.checkout_session(order_id, names, order["currency"], *session)
-    started = await db.run(lambda conn: _start_payment(conn, order_id, checkout), SERVER)
+    started = await db.run(lambda conn: _start_payment(conn, order_id, checkout), SERVER, generic_plans=True)
     if not started:
         if checkout.payment_intent_id:
             await payments.cancel_payment_intent(checkout.payment_intent_id)
         raise aborted("the reservation ran out meanwhile; reserve again", "HOLD_EXPIRED")
-    return await db.run(lambda conn: _read(conn, order_id, with_secrets=True), SERVER)
+    return await db.run(lambda conn: _read(conn, order_id, with_secrets=True), SERVER, generic_plans=True)
 
 
 async def cancel_order(db: Database, payments: PaymentProvider, order_id: UUID) -> OrderView:
@@ -206,33 +215,36 @@ async def cancel_order(db: Database, payments: PaymentProvider, order_id: UUID) 
             raise failed_precondition("a paid order is refunded, not cancelled", "INVALID_STATE")
         return await _read(conn, order_id, with_secrets=True)
 
-    view = await db.run(cancel)
+    view = await db.run(cancel, generic_plans=True)
     if view.order["payment_intent_id"]:
         await payments.cancel_payment_intent(view.order["payment_intent_id"])
     return view
 
 
-async def pay(conn: Connection, signer: TicketSigner, order_id: UUID) -> Payment:
+async def pay(conn: Connection, signer: TicketSigner, order_id: UUID, *, known: OrderView | None = None) -> Payment:
     """Pay an order and issue its tickets (as the server, in the caller's transaction): one ticket per
-    admission, each with its signed code. The caller counts the tickets once its transaction commits."""
-    event_id, admissions = await conn.fetchrow(
-        "select o.event_id, coalesce(sum(i.quantity), 0)::integer from public.orders o "
-        "left join public.order_items i on i.order_id = o.id where o.id = $1 group by o.event_id",
-        order_id,
-    ) or (None, 0)
-    if event_id is None:
-        return Payment("no_order")
+    admission, each with its signed code. The caller counts the tickets once its transaction commits.
+    `known`: the order as this transaction has read it already (its event, items and seats do not change)."""
+    if known is None:
+        known = await _order(conn, order_id, "")
+        if known is None:
+            return Payment("no_order")
+    event_id = known.order["event_id"]
+    admissions = sum(item["quantity"] for item in known.items)
     ticket_ids = [uuid.uuid4() for _ in range(admissions)]
     codes = [signer.sign(ticket_id, event_id) for ticket_id in ticket_ids]
     # Assigned seating: held seats become sold first (a seat lost after the hold expired is sold out).
-    if not await seating.sell_seats(conn, order_id):
+    # An order without seats has nothing to sell or copy onto its tickets (a seat order's claims are
+    # never deleted, only ended, so `seats` is empty only for an order that never had any).
+    if known.seats and not await seating.sell_seats(conn, order_id):
         return Payment("sold_out")
     outcome: str = await conn.fetchval(
         "select localplus_private.pay_order($1, $2, $3, $4)", order_id, ticket_ids, codes, confirmation_code()
     )
     if outcome != "paid":
         return Payment(outcome)
-    await seating.seat_tickets(conn, order_id)
+    if known.seats:
+        await seating.seat_tickets(conn, order_id)
     return Payment(outcome, admissions)
 
 
@@ -279,24 +291,38 @@ async def refund_order(db: Database, order_id: UUID, ticket_ids: list[UUID], rea
 
 async def _visible(conn: Connection, order_id: UUID) -> OrderView:
     """The order as the caller may see it (theirs, or of an event they edit); 404 otherwise."""
-    row = await conn.fetchrow(f"select {ORDER_COLUMNS} from public.orders o where o.id = $1", order_id)
-    if row is None:
+    view = await _order(conn, order_id, "")
+    if view is None:
         raise not_found("order not found")
-    items = await _items(conn, [order_id])
-    return OrderView(
-        dict(row), items.get(order_id, []), (await seating.order_seats(conn, [order_id])).get(order_id, [])
-    )
+    return view
 
 
 async def _read(conn: Connection, order_id: UUID, *, with_secrets: bool) -> OrderView:
     """The order as the server reads it (after the caller's access was checked)."""
-    secrets_sql = ", o.client_secret, o.checkout_url" if with_secrets else ""
-    row = await conn.fetchrow(f"select {ORDER_COLUMNS}{secrets_sql} from public.orders o where o.id = $1", order_id)
-    assert row is not None
-    items = await _items(conn, [order_id])
-    return OrderView(
-        dict(row), items.get(order_id, []), (await seating.order_seats(conn, [order_id])).get(order_id, [])
+    view = await _order(conn, order_id, ", o.client_secret, o.checkout_url" if with_secrets else "")
+    assert view is not None
+    return view
+
+
+async def _order(conn: Connection, order_id: UUID, extra_columns: str) -> OrderView | None:
+    """An order with its items in one round trip (a rush pays for each); its seats in a second one
+    only when it has any (an order of seats), as the caller may see them."""
+    row = await conn.fetchrow(
+        f"""
+        select {ORDER_COLUMNS}{extra_columns},
+               array(select i from public.order_items i where i.order_id = o.id order by i.ticket_type_id)
+                 as items,
+               exists (select 1 from public.seat_claims c where c.order_id = o.id) as seated
+          from public.orders o where o.id = $1
+        """,
+        order_id,
     )
+    if row is None:
+        return None
+    order = dict(row)
+    items, seated = order.pop("items"), order.pop("seated")
+    seats = (await seating.order_seats(conn, [order_id])).get(order_id, []) if seated else []
+    return OrderView(order, items, seats)
 
 
 async def _items(conn: Connection, order_ids: list[UUID]) -> dict[UUID, list[asyncpg.Record]]:
@@ -312,20 +338,17 @@ async def _items(conn: Connection, order_ids: list[UUID]) -> dict[UUID, list[asy
 async def _own_unpaid(conn: Connection, order_id: UUID, identity: Identity) -> OrderView:
     """The caller's own order, still payable (or already paid); the right error otherwise. Read once as
     the server (a buyer may read their own order, secrets and all); anyone else's is checked as them."""
-    row = await conn.fetchrow(
-        f"select {ORDER_COLUMNS}, o.client_secret, o.checkout_url from public.orders o where o.id = $1", order_id
-    )
-    if row is None or row["buyer_id"] != identity.user_id:
+    view = await _order(conn, order_id, ", o.client_secret, o.checkout_url")
+    if view is None or view.order["buyer_id"] != identity.user_id:
         await act_as(conn, identity)
         await _visible(conn, order_id)  # not found, unless the caller may read it (an editor of the event)
         raise permission_denied("only the buyer may pay for an order")
-    order = dict(row)
-    if order["status"] == "expired":
+    status = view.order["status"]
+    if status == "expired":
         raise aborted("the reservation ran out; reserve again", "HOLD_EXPIRED")
-    if order["status"] in ("cancelled", "refunded"):
-        raise failed_precondition(f"the order is {order['status']}", "INVALID_STATE")
-    items = await _items(conn, [order_id])
-    return OrderView(order, items.get(order_id, []))
+    if status in ("cancelled", "refunded"):
+        raise failed_precondition(f"the order is {status}", "INVALID_STATE")
+    return view
 
 
 async def _line_items(conn: Connection, order_id: UUID) -> list[LineItem]:
