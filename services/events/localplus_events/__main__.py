@@ -10,13 +10,18 @@ from localplus_common.server import run, serve
 from localplus_common.services import EVENTS, RECURRENCE
 from localplus_events.schedules import Schedules
 from localplus_events.service import EventsService
+from localplus_events.sponsored import Sponsorship, slots_from_env
+
+# Sponsored results: live promotions and this process's leases, refreshed and recorded in the background.
+sponsorship = Sponsorship(slots_from_env())
 
 
 def register(server: grpc.aio.Server, db: Database, settings: Settings) -> None:
     schedules = Schedules(channel_to(settings.addresses[RECURRENCE.name]))
-    events_pb2_grpc.add_EventsServiceServicer_to_server(EventsService(db, schedules), server)
+    sponsorship.attach(db)
+    events_pb2_grpc.add_EventsServiceServicer_to_server(EventsService(db, schedules, sponsorship), server)
 
 
 if __name__ == "__main__":
     service_name = events_pb2.DESCRIPTOR.services_by_name["EventsService"].full_name
-    run(serve(Settings.from_env().addresses[EVENTS.name], [service_name], register))
+    run(serve(Settings.from_env().addresses[EVENTS.name], [service_name], register, background=sponsorship.run))

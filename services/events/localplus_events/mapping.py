@@ -43,6 +43,7 @@ from localplus_events.imports import Item, ItemResult, QueuedImport
 from localplus_events.moderation import QueueFilter
 from localplus_events.participants import ParticipantChanges
 from localplus_events.places import NewVenue
+from localplus_events.sponsored import Sponsored
 from localplus_events.stats import BusinessStats, EventStats
 
 TIMESTAMP_FIELDS = ("starts_at", "ends_at", "registration_opens_at", "registration_closes_at")
@@ -363,9 +364,18 @@ def business_stats_to_proto(stats: BusinessStats) -> events_pb2.BusinessStats:
     )
 
 
-def list_events_response(page: Page[asyncpg.Record]) -> events_pb2.ListEventsResponse:
+def list_events_response(
+    page: Page[asyncpg.Record], sponsored: Sequence[Sponsored] = ()
+) -> events_pb2.ListEventsResponse:
     return events_pb2.ListEventsResponse(
-        events=[event_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+        events=[event_to_proto(row) for row in page.items],
+        next_page_token=page.next_page_token,
+        sponsored=[
+            events_pb2.SponsoredEvent(
+                position=item.position, promotion_id=str(item.promotion_id), event=event_to_proto(item.event)
+            )
+            for item in sponsored
+        ],
     )
 
 
