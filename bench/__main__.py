@@ -10,6 +10,7 @@ same RLS context), with the ratios between routes measured in the same run.
     make bench ARGS="--only notifications"
     make bench ARGS="--only s-text:grpc,s-near:grpc --city-events 1000000"
     make bench ARGS="--only seating"
+    make bench ARGS="--only promotions"
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 
 import asyncpg
 
-from bench import dedup, notifications, phase0, recurrence, rush, search, seating, telemetry
+from bench import dedup, notifications, phase0, promotions, recurrence, rush, search, seating, telemetry
 from bench.harness import running_stack
 from bench.load import cpu_count, h2load_available, wrk_available
 from bench.runner import HEADER, Context, Report, Route, Scenario, run, unknown_selectors
@@ -48,7 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         help="comma-separated scenarios (get, list, register, reg-hot, rush, s-*, recurrence, telemetry, "
-        "notifications, seating), routes "
+        "notifications, seating, promotions), routes "
         f"({', '.join(r.value for r in Route)}) or scenario:route pairs",
     )
     parser.add_argument(
@@ -117,7 +118,7 @@ def main(argv: list[str]) -> int:
     chosen = all_scenarios(args)
     only = [part.strip() for part in (args.only or "").split(",") if part.strip()]
     # These are sections of their own, after the scenarios' table: all of them unless --only names some.
-    sections = {"recurrence", "telemetry", "notifications", "seating"}
+    sections = {"recurrence", "telemetry", "notifications", "seating", "promotions"}
     wanted = {section for section in sections if not only or section in only}
     if sections & set(only):
         args.only = ",".join(part for part in only if part not in sections) or None
@@ -163,6 +164,9 @@ def main(argv: list[str]) -> int:
         if "seating" in wanted:
             print()
             asyncio.run(seating.run(endpoints))
+        if "promotions" in wanted:
+            print()
+            asyncio.run(promotions.run(endpoints))
     print()
     print(dedup.report())
     print()

@@ -599,3 +599,82 @@ async def test_cancelling_refunds_the_unspent_budget_through_localstripe(
     again = await api.post(f"/api/promotions/{promotion['id']}:cancel", json={}, headers=owner.headers)
     assert again.status_code == 409
     assert await refunded_at_stripe(stack, promotion["payment_intent_id"]) == [1000 - spent]
+
+
+async def test_fifty_concurrent_leases_of_the_last_impression_grant_it_once_where_a_naive_check_would_not(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool, admin: User
+) -> None:
+    """The SQL guard itself, from 50 connections at once (several events processes would lease so): first
+    a naive check-then-add with a 20 ms window grants the last impression many times, which shows the
+    test catches the race; then localplus_private.lease_promotion grants it once."""
+    owner, _, _, event = await promoted_setup(api, db)
+    paid = await paid_promotion(api, stack, owner, event["id"], budget_minor="10", bid_minor="1000")
+    pid = uuid.UUID(paid["id"])
+    await db.execute(
+        "update public.promotions set status = 'active', reserved_milli = 9000, spent_milli = 9000 where id = $1", pid
+    )
+    # The naive version on a copy of the ledger without the check constraint (which would stop it at commit).
+
+    async def naive(conn: asyncpg.Connection) -> int:
+        async with conn.transaction():
+            left = await conn.fetchval(f"select budget - reserved from naive_ledger_{pid.hex} where id = $1", pid)
+            await asyncio.sleep(0.02)
+            if left < 1000:
+                return 0
+            await conn.execute(f"update naive_ledger_{pid.hex} set reserved = reserved + 1000 where id = $1", pid)
+            return 1000
+
+    async def real(conn: asyncpg.Connection) -> int:
+        granted: int = await conn.fetchval("select localplus_private.lease_promotion($1, 1000)", pid)
+        return granted
+
+    pool = await asyncpg.create_pool(stack.database_url, min_size=50, max_size=50)
+    try:
+        await pool.execute(f"create table naive_ledger_{pid.hex} (id uuid primary key, reserved bigint, budget bigint)")
+        await pool.execute(f"insert into naive_ledger_{pid.hex} values ($1, 9000, 10000)", pid)
+
+        async def each(work: Any) -> int:
+            async with pool.acquire() as conn:
+                granted: int = await work(conn)
+                return granted
+
+        naive_grants = await asyncio.gather(*(each(naive) for _ in range(50)))
+        assert sum(naive_grants) > 1000  # the race: the last impression granted many times
+        real_grants = await asyncio.gather(*(each(real) for _ in range(50)))
+        assert sorted(real_grants, reverse=True)[:2] == [1000, 0] and sum(real_grants) == 1000
+    finally:
+        await pool.execute(f"drop table if exists naive_ledger_{pid.hex}")
+        await pool.close()
+    row = await db.fetchrow("select reserved_milli, budget_minor from public.promotions where id = $1", pid)
+    assert row is not None and row["reserved_milli"] == row["budget_minor"] * 1000
+
+
+async def test_the_occurrence_list_answers_sponsored_results_by_the_same_rules(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool, admin: User
+) -> None:
+    owner, _, city, event = await promoted_setup(api, db)
+    promotion = await active_promotion(api, stack, owner, admin, event["id"])
+    now = datetime.now(UTC)
+    window: dict[str, str | int] = {
+        "city": city,
+        "start": iso(now),
+        "end": iso(now + timedelta(days=8)),
+        "page_size": 1,
+    }
+    deadline = time.monotonic() + 15
+    while True:
+        response = await api.get("/api/occurrences", params=window)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body.get("sponsored") or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    (item,) = body["sponsored"]
+    assert item["promotion_id"] == promotion["id"] and item["event"]["id"] == event["id"]
+    assert item["occurrence"]["starts_at"] == event["starts_at"] and item["position"] == 0
+    assert [o["event"]["id"] for o in body["occurrences"]] != [event["id"]]
+    # The promoted event on the page is never sponsored beside it; outside the window it is not either.
+    second = (await api.get("/api/occurrences", params=window | {"page_token": body["next_page_token"]})).json()
+    assert [o["event"]["id"] for o in second["occurrences"]] == [event["id"]] and not second.get("sponsored")
+    early = window | {"end": iso(now + timedelta(days=6))}
+    assert not (await api.get("/api/occurrences", params=early)).json().get("sponsored")

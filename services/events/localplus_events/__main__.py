@@ -8,9 +8,9 @@ from localplus_common.config import Settings
 from localplus_common.db import Database
 from localplus_common.server import run, serve
 from localplus_common.services import EVENTS, RECURRENCE
+from localplus_common.sponsored import Sponsorship, slots_from_env
 from localplus_events.schedules import Schedules
 from localplus_events.service import EventsService
-from localplus_events.sponsored import Sponsorship, slots_from_env
 
 # Sponsored results: live promotions and this process's leases, refreshed and recorded in the background.
 sponsorship = Sponsorship(slots_from_env())

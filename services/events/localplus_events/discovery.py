@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from localplus_common.access import signed_in, visible_event
 from localplus_common.cities import city_id
-from localplus_common.db import Connection, Database, current_identity
+from localplus_common.db import Connection, Database
 from localplus_common.errors import invalid_argument
 from localplus_common.paging import (
     Page,
@@ -29,9 +29,7 @@ from localplus_common.paging import (
     token_value,
     uuid_value,
 )
-
-if TYPE_CHECKING:
-    from localplus_events.sponsored import Sponsored, Sponsorship
+from localplus_common.sponsored import Request, Sponsored, Sponsorship
 
 ORDERS = ("relevance", "starts_at", "distance", "popularity")
 # How many promoted events matching a search are looked at for a page's sponsored slots.
@@ -136,39 +134,32 @@ async def search(db: Database, query: SearchQuery) -> Page[asyncpg.Record]:
 
 
 async def search_with_sponsored(
-    db: Database, query: SearchQuery, sponsorship: "Sponsorship | None"
-) -> tuple[Page[asyncpg.Record], list["Sponsored"]]:
-    """One page of `query`, and beside it the sponsored results for that page (localplus_events.sponsored):
+    db: Database, query: SearchQuery, sponsorship: Sponsorship | None
+) -> tuple[Page[asyncpg.Record], list[Sponsored]]:
+    """One page of `query`, and beside it the sponsored results for that page (localplus_common.sponsored):
     promoted events found by the same search, in the same transaction, none of them on the page. The
     page itself is built exactly as without promotions."""
     plan = plan_search(query)
-    promoted = sponsorship.candidates(query) if sponsorship is not None else []
+    target = Request(q=query.q, city=query.city, category=query.category)
+    promoted = sponsorship.candidates(target) if sponsorship is not None else []
 
-    async def run(conn: Connection) -> tuple[list[asyncpg.Record], list[asyncpg.Record], list[UUID]]:
+    async def run(conn: Connection) -> tuple[list[asyncpg.Record], list[asyncpg.Record], set[UUID]]:
         if query.city:
             await city_id(conn, query.city)
         rows = await conn.fetch(plan.query, *plan.params)
-        if not promoted:
-            return rows, [], []
+        if not promoted or sponsorship is None:
+            return rows, [], set()
         on_page = [row["id"] for row in rows[: plan.limit]]
         found = plan_search(query, among=promoted, excluding=on_page)
         matched = await conn.fetch(found.query, *found.params)
-        own: list[UUID] = []
-        if matched and current_identity.get().user_id is not None:
-            # The business's own team sees its promotions, but they are not counted (or paid for).
-            own = await conn.fetchval(
-                "select coalesce(array_agg(b), '{}') from unnest($1::uuid[]) b "
-                "where localplus_private.is_business_partner(b, array['owner', 'editor', 'viewer'])",
-                list({row["business_id"] for row in matched if row["business_id"] is not None}),
-            )
-        return rows, matched, own
+        return rows, matched, await sponsorship.own_businesses(conn, matched)
 
     # Only published public events: a moment's replica lag is fine for everyone.
     rows, matched, own = await db.run(run, replica=True)
     page = Page(rows[: plan.limit], _search_page_token(rows, plan.limit, plan.order))
     if sponsorship is None or not matched:
         return page, []
-    return page, await sponsorship.choose(query, len(page.items), matched, set(own))
+    return page, await sponsorship.choose(target, len(page.items), matched, own)
 
 
 def plan_search(

@@ -23,6 +23,7 @@ from localplus_common.requests import (
     timestamp_or_none,
     timestamp_value,
 )
+from localplus_common.sponsored import Sponsored
 from localplus_events import notifications
 from localplus_events.discovery import SearchQuery
 from localplus_events.domain import (
@@ -43,7 +44,6 @@ from localplus_events.imports import Item, ItemResult, QueuedImport
 from localplus_events.moderation import QueueFilter
 from localplus_events.participants import ParticipantChanges
 from localplus_events.places import NewVenue
-from localplus_events.sponsored import Sponsored
 from localplus_events.stats import BusinessStats, EventStats
 
 TIMESTAMP_FIELDS = ("starts_at", "ends_at", "registration_opens_at", "registration_closes_at")

@@ -10,6 +10,7 @@ from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_common.calls import Forward
 from localplus_common.db import Database
 from localplus_common.requests import optional_uuid, parse_uuid, timestamp_or_none
+from localplus_common.sponsored import Sponsorship
 from localplus_events import (
     discovery,
     events,
@@ -23,7 +24,6 @@ from localplus_events import (
     stats,
 )
 from localplus_events.events import SchedulesPort
-from localplus_events.sponsored import Sponsorship
 
 
 class EventsService(events_pb2_grpc.EventsServiceServicer):

@@ -1,12 +1,14 @@
-"""Sponsored results beside a page of events: which active promotions may fill the page's slots, the
-rotation among them, and the spend of what is served, without a hot row.
+"""Sponsored results beside a page of events (the events service) or occurrences (the recurrence
+service): which active promotions may fill the page's slots, the rotation among them, and the spend of
+what is served, without a hot row.
 
 - Live promotions are read every REFRESH_S (one query a second per process, not per request); a
   request whose filters no live promotion targets costs nothing more than the organic page.
 - Targeting: a promotion's placements name the lists it appears in (`search`: with `q`; `browse`:
   without); its cities and categories, when given, the request's `city` and `category` it appears for.
   The promoted event must match the request's own filters in the same SQL as the organic page
-  (discovery.plan_search), be visible to the caller, not have ended, and not be on the page.
+  (the caller's: localplus_events.discovery, localplus_recurrence.occurrences), be visible to the caller,
+  not have ended, and not be on the page.
 - Rotation: the page's slots are filled by a weighted random draw without replacement, each
   candidate weighted by its price per thousand impressions (CPC: its bid times an assumed 1% click
   rate), at most one slot per event. So a promotion bidding twice as much is shown about twice as often.
@@ -30,8 +32,7 @@ from uuid import UUID
 import asyncpg
 
 from localplus_common.auth import SERVER
-from localplus_common.db import Database
-from localplus_events.discovery import SearchQuery
+from localplus_common.db import Connection, Database, current_identity
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,15 @@ LEASE_IMPRESSIONS = 100
 # A CPC bid's assumed click-through rate, to weigh it against CPM bids.
 ASSUMED_CTR = 0.01
 DEFAULT_SLOTS = 2
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a list request asked for that promotions target."""
+
+    q: str = ""
+    city: str = ""
+    category: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,7 @@ class Live:
         """In thousandths of a minor unit."""
         return self.bid_minor if self.bid_type == "cpm" else 0
 
-    def targets(self, query: SearchQuery) -> bool:
+    def targets(self, query: Request) -> bool:
         placement = "search" if query.q.strip() else "browse"
         return (
             placement in self.placements
@@ -99,14 +109,14 @@ class Sponsorship:
         # Served, not yet recorded: (promotion, day) -> [impressions, cost].
         self._pending: dict[tuple[UUID, date], list[int]] = {}
 
-    def candidates(self, query: SearchQuery) -> list[UUID]:
+    def candidates(self, query: Request) -> list[UUID]:
         """The events of live promotions this request could show (no I/O: the list read last refresh)."""
         if not self.slots or not self._live:
             return []
         return list({p.event_id for p in self._live if p.targets(query)})
 
     async def choose(
-        self, query: SearchQuery, page_length: int, matched: list[asyncpg.Record], own_businesses: set[UUID]
+        self, query: Request, page_length: int, matched: list[asyncpg.Record], own_businesses: set[UUID]
     ) -> list[Sponsored]:
         """Fill the page's slots from the promoted events the search matched (none on the page)."""
         try:
@@ -117,9 +127,10 @@ class Sponsorship:
             return []
 
     async def _choose(
-        self, query: SearchQuery, page_length: int, matched: list[asyncpg.Record], own_businesses: set[UUID]
+        self, query: Request, page_length: int, matched: list[asyncpg.Record], own_businesses: set[UUID]
     ) -> list[Sponsored]:
-        events = {row["id"]: row for row in matched}
+        # A matched row is the promoted event's (its `event_id`, else its `id`).
+        events = {row.get("event_id", row["id"]): row for row in matched}
         eligible = [p for p in self._live if p.event_id in events and p.targets(query)]
         # Weighted draw without replacement (Efraimidis-Spirakis): the largest u^(1/w) first.
         eligible.sort(key=lambda p: self._rng.random() ** (1.0 / p.weight), reverse=True)
@@ -173,7 +184,7 @@ class Sponsorship:
         )
         return granted
 
-    # The background loop (localplus_events.__main__): refresh, flush, and on stop give leases back.
+    # The background loop (the services' __main__): refresh, flush, and on stop give leases back.
 
     async def run(self, db: Database) -> None:
         self._db = db
@@ -258,6 +269,18 @@ class Sponsorship:
                 ),
                 SERVER,
             )
+
+    async def own_businesses(self, conn: Connection, matched: list[asyncpg.Record]) -> set[UUID]:
+        """Of the matched events' businesses, those the caller is a partner of (in the request's transaction)."""
+        businesses = list({row["business_id"] for row in matched if row["business_id"] is not None})
+        if not businesses or current_identity.get().user_id is None:
+            return set()
+        own: list[UUID] = await conn.fetchval(
+            "select coalesce(array_agg(b), '{}') from unnest($1::uuid[]) b "
+            "where localplus_private.is_business_partner(b, array['owner', 'editor', 'viewer'])",
+            businesses,
+        )
+        return set(own)
 
     async def _stop(self) -> None:
         try:
