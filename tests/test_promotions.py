@@ -678,3 +678,21 @@ async def test_the_occurrence_list_answers_sponsored_results_by_the_same_rules(
     assert [o["event"]["id"] for o in second["occurrences"]] == [event["id"]] and not second.get("sponsored")
     early = window | {"end": iso(now + timedelta(days=6))}
     assert not (await api.get("/api/occurrences", params=early)).json().get("sponsored")
+
+
+async def test_a_promotion_past_its_end_is_ended_and_refunds_what_is_unspent(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool, admin: User
+) -> None:
+    owner, _, city, event = await promoted_setup(api, db)
+    promotion = await active_promotion(api, stack, owner, admin, event["id"], budget_minor="1000", bid_minor="2500")
+    await until_served(api, promotion["id"], city=city)
+    await flushed(db, promotion["id"], 1)
+    await db.execute("update public.promotions set ends_at = now() where id = $1", uuid.UUID(promotion["id"]))
+    # The ticketing service's sweep (every ORDER_SWEEP_SECONDS, 30 s by default) ends it.
+    ended = await wait_promotion(api, owner, promotion["id"], "PROMOTION_STATUS_ENDED", within_s=45)
+    assert int(ended["refunded_minor"]) == 1000 - 3  # 2.5 spent, rounded up
+    for _ in range(30):  # sent to Stripe right after the promotion is closed
+        if await refunded_at_stripe(stack, promotion["payment_intent_id"]):
+            break
+        await asyncio.sleep(0.3)
+    assert await refunded_at_stripe(stack, promotion["payment_intent_id"]) == [997]
