@@ -11,6 +11,7 @@ same RLS context), with the ratios between routes measured in the same run.
     make bench ARGS="--only s-text:grpc,s-near:grpc --city-events 1000000"
     make bench ARGS="--only seating"
     make bench ARGS="--only analytics"
+    make bench ARGS="--only promotions"
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 
 import asyncpg
 
-from bench import analytics, dedup, notifications, phase0, recurrence, rush, search, seating, telemetry
+from bench import analytics, dedup, notifications, phase0, promotions, recurrence, rush, search, seating, telemetry
 from bench.harness import running_stack
 from bench.load import cpu_count, h2load_available, wrk_available
 from bench.runner import HEADER, Context, Report, Route, Scenario, run, unknown_selectors
@@ -49,7 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         help="comma-separated scenarios (get, list, register, reg-hot, rush, s-*, recurrence, telemetry, "
-        "notifications, seating, analytics), routes "
+        "notifications, seating, analytics, promotions), routes "
         f"({', '.join(r.value for r in Route)}) or scenario:route pairs",
     )
     parser.add_argument(
@@ -118,7 +119,7 @@ def main(argv: list[str]) -> int:
     chosen = all_scenarios(args)
     only = [part.strip() for part in (args.only or "").split(",") if part.strip()]
     # These are sections of their own, after the scenarios' table: all of them unless --only names some.
-    sections = {"recurrence", "telemetry", "notifications", "seating", "analytics"}
+    sections = {"recurrence", "telemetry", "notifications", "seating", "analytics", "promotions"}
     wanted = {section for section in sections if not only or section in only}
     if sections & set(only):
         args.only = ",".join(part for part in only if part not in sections) or None
@@ -167,6 +168,9 @@ def main(argv: list[str]) -> int:
         if "analytics" in wanted:
             print()
             asyncio.run(analytics.run(endpoints))
+        if "promotions" in wanted:
+            print()
+            asyncio.run(promotions.run(endpoints))
     print()
     print(dedup.report())
     print()

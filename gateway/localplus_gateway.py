@@ -31,11 +31,15 @@ DEFAULT_DESCRIPTOR = Path(__file__).resolve().parents[1] / "gen" / "descriptor.p
 OPENAPI_NAME = "openapi.json"
 DOCS_PAGE = Path(__file__).resolve().parent / "docs.html"
 # gRPC methods that take no token at all, e.g. a webhook whose caller authenticates by signature, or
-# an email's one-click unsubscribe (a mail client's POST, authenticated by the link's signed token).
+# an email's one-click unsubscribe (a mail client's POST, authenticated by the link's signed token),
+# or a click on a sponsored result.
 PUBLIC_METHODS: frozenset[str] = frozenset(
     {
         "/localplus.ticketing.v1.TicketingService/HandleStripeWebhook",
         "/localplus.events.v1.EventsService/Unsubscribe",
+        # A click on a sponsored result: anonymous viewers click too (a token, when sent, is still
+        # verified by the service).
+        "/localplus.ticketing.v1.TicketingService/ClickPromotion",
     }
 )
 # Writes that anonymous callers may make too (a bad token still fails): counting a page view.

@@ -53,6 +53,15 @@ ORDER_COLUMNS = {
     "refunded_minor", "expires_at", "confirmation_code", "payment_intent_id", "checkout_session_id",
     "disputed_at", "paid_at", "created_at", "updated_at",
 }  # fmt: skip
+PROMOTION_INPUT = {
+    "placements", "cities", "categories", "starts_at", "ends_at", "budget_minor", "currency", "bid_type", "bid_minor",
+}  # fmt: skip
+# Every column of a promotion but its payment's client secret.
+PROMOTION_COLUMNS = PROMOTION_INPUT | {
+    "id", "event_id", "business_id", "status", "reject_reason", "reserved_milli", "spent_milli", "payment_intent_id",
+    "paid_minor", "refunded_minor", "refund_status", "stripe_refund_id", "closed_at", "created_by", "created_at",
+    "updated_at",
+}  # fmt: skip
 VENUE_INPUT = {"city_id", "business_id", "name", "address", "latitude", "longitude"}
 Grants = dict[str, str | set[str]]
 EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
@@ -159,6 +168,20 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     "public.analytics_business_days": {"anon": {}, "authenticated": {"SELECT": ALL}},
     "public.analytics_city_days": {"anon": {}, "authenticated": {"SELECT": ALL}},
     "public.event_views": {"anon": {}, "authenticated": {}},
+    # Phase 5: promotions are read by their business's partners and admins (row-level security) and
+    # written as drafts by owners and editors; status, spend, payment and refunds, the impressions,
+    # clicks and the log are the server's.
+    "public.promotions": {
+        "anon": {},
+        "authenticated": {
+            "SELECT": PROMOTION_COLUMNS,
+            "INSERT": PROMOTION_INPUT | {"event_id", "business_id", "created_by"},
+            "UPDATE": PROMOTION_INPUT,
+        },
+    },
+    "public.promotion_moderation_log": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.promotion_impressions": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    "public.promotion_clicks": {"anon": {}, "authenticated": {"SELECT": ALL}},
 }
 # Columns no API role may ever set or change (CONTRACT §3: status times, `source`, counters, `sold`).
 SERVER_OWNED: dict[str, set[str]] = {
@@ -188,6 +211,10 @@ SERVER_OWNED: dict[str, set[str]] = {
     "public.notifications": {"status", "attempts", "send_after", "sent_at", "last_error", "user_id", "payload"},
     "public.notification_settings": {"updated_at"},
     "public.push_subscriptions": {"user_id", "endpoint", "p256dh", "auth"},
+    "public.promotions": {
+        "id", "status", "reject_reason", "reserved_milli", "spent_milli", "payment_intent_id", "client_secret",
+        "paid_minor", "refunded_minor", "refund_status", "stripe_refund_id", "closed_at", "created_at", "updated_at",
+    },
 }  # fmt: skip
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 

@@ -5,7 +5,8 @@ where words are not separated by spaces. Every listing uses keyset pagination, s
 between pages never make an item repeat or go missing."""
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -28,8 +29,11 @@ from localplus_common.paging import (
     token_value,
     uuid_value,
 )
+from localplus_common.sponsored import Request, Sponsored, Sponsorship
 
 ORDERS = ("relevance", "starts_at", "distance", "popularity")
+# How many promoted events matching a search are looked at for a page's sponsored slots.
+MAX_SPONSORED_CANDIDATES = 50
 # Lower than pg_trgm's default 0.6 so one typo per word still matches ("festval" ~ "festival" is 0.55).
 WORD_SIMILARITY_THRESHOLD = 0.45
 MAX_QUERY_WORDS = 8
@@ -125,20 +129,47 @@ class SearchPlan:
 
 async def search(db: Database, query: SearchQuery) -> Page[asyncpg.Record]:
     """Published public events matching `query`, one page of them."""
-    plan = plan_search(query)
+    page, _ = await search_with_sponsored(db, query, None)
+    return page
 
-    async def run(conn: Connection) -> list[asyncpg.Record]:
+
+async def search_with_sponsored(
+    db: Database, query: SearchQuery, sponsorship: Sponsorship | None
+) -> tuple[Page[asyncpg.Record], list[Sponsored]]:
+    """One page of `query`, and beside it the sponsored results for that page (localplus_common.sponsored):
+    promoted events found by the same search, in the same transaction, none of them on the page. The
+    page itself is built exactly as without promotions."""
+    plan = plan_search(query)
+    target = Request(q=query.q, city=query.city, category=query.category)
+    promoted = sponsorship.candidates(target) if sponsorship is not None else []
+
+    async def run(conn: Connection) -> tuple[list[asyncpg.Record], list[asyncpg.Record], set[UUID]]:
         if query.city:
             await city_id(conn, query.city)
-        return await conn.fetch(plan.query, *plan.params)
+        rows = await conn.fetch(plan.query, *plan.params)
+        if not promoted or sponsorship is None:
+            return rows, [], set()
+        on_page = [row["id"] for row in rows[: plan.limit]]
+        found = plan_search(query, among=promoted, excluding=on_page)
+        matched = await conn.fetch(found.query, *found.params)
+        return rows, matched, await sponsorship.own_businesses(conn, matched)
 
     # Only published public events: a moment's replica lag is fine for everyone.
-    rows = await db.run(run, replica=True)
-    return Page(rows[: plan.limit], _search_page_token(rows, plan.limit, plan.order))
+    rows, matched, own = await db.run(run, replica=True)
+    page = Page(rows[: plan.limit], _search_page_token(rows, plan.limit, plan.order))
+    if sponsorship is None or not matched:
+        return page, []
+    return page, await sponsorship.choose(target, len(page.items), matched, own)
 
 
-def plan_search(query: SearchQuery) -> SearchPlan:
-    """Check a search and turn it into SQL (values bound as parameters)."""
+def plan_search(
+    query: SearchQuery, *, among: Sequence[UUID] | None = None, excluding: Sequence[UUID] = ()
+) -> SearchPlan:
+    """Check a search and turn it into SQL (values bound as parameters). With `among`: the first
+    MAX_SPONSORED_CANDIDATES of those events that match it (promoted events) and have not ended,
+    none of `excluding` (the page's own), whatever the page token says."""
+    if among is not None:
+        query = replace(query, page=PageRequest(MAX_SPONSORED_CANDIDATES, ""))
     limit = query.page.size
     words = _query_words(query.q)
     near = _near(query)
@@ -156,7 +187,11 @@ def plan_search(query: SearchQuery) -> SearchPlan:
     sql = _Sql()
     # Discovery lists only what everyone may see, whoever asks (RLS applies as well).
     sql.where("e.status = 'published' and e.visibility = 'public'")
-    if starts_after is None and starts_before is None:
+    if among is not None:
+        sql.where(f"e.id = any({sql.param(list(among))}::uuid[])")
+        sql.where(f"not e.id = any({sql.param(list(excluding))}::uuid[])")
+        sql.where("e.ends_at > now()")
+    elif starts_after is None and starts_before is None:
         sql.where("e.ends_at > now()")
     if starts_after is not None:
         sql.where(f"e.starts_at >= {sql.param(starts_after)}")

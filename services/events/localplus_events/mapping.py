@@ -25,6 +25,7 @@ from localplus_common.requests import (
     timestamp_or_none,
     timestamp_value,
 )
+from localplus_common.sponsored import Sponsored
 from localplus_events import analytics, notifications
 from localplus_events.discovery import SearchQuery
 from localplus_events.domain import (
@@ -365,9 +366,18 @@ def business_stats_to_proto(stats: BusinessStats) -> events_pb2.BusinessStats:
     )
 
 
-def list_events_response(page: Page[asyncpg.Record]) -> events_pb2.ListEventsResponse:
+def list_events_response(
+    page: Page[asyncpg.Record], sponsored: Sequence[Sponsored] = ()
+) -> events_pb2.ListEventsResponse:
     return events_pb2.ListEventsResponse(
-        events=[event_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+        events=[event_to_proto(row) for row in page.items],
+        next_page_token=page.next_page_token,
+        sponsored=[
+            events_pb2.SponsoredEvent(
+                position=item.position, promotion_id=str(item.promotion_id), event=event_to_proto(item.event)
+            )
+            for item in sponsored
+        ],
     )
 
 

@@ -10,6 +10,7 @@ from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_common.calls import Forward
 from localplus_common.db import Database, current_identity
 from localplus_common.requests import optional_uuid, parse_uuid, timestamp_or_none
+from localplus_common.sponsored import Sponsorship
 from localplus_events import (
     analytics,
     discovery,
@@ -27,16 +28,20 @@ from localplus_events.events import SchedulesPort
 
 
 class EventsService(events_pb2_grpc.EventsServiceServicer):
-    def __init__(self, db: Database, schedules: SchedulesPort) -> None:
+    def __init__(self, db: Database, schedules: SchedulesPort, sponsorship: Sponsorship | None = None) -> None:
         self.db = db
         self.schedules = schedules
+        self.sponsorship = sponsorship
 
     # Events
 
     async def ListEvents(
         self, request: events_pb2.ListEventsRequest, context: Context
     ) -> events_pb2.ListEventsResponse:
-        return mapping.list_events_response(await discovery.search(self.db, mapping.search_query(request)))
+        page, sponsored = await discovery.search_with_sponsored(
+            self.db, mapping.search_query(request), self.sponsorship
+        )
+        return mapping.list_events_response(page, sponsored)
 
     async def GetEvent(self, request: events_pb2.GetEventRequest, context: Context) -> events_pb2.Event:
         return mapping.event_to_proto(await events.get_event(self.db, parse_uuid("id", request.id)))

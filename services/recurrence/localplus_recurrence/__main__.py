@@ -13,6 +13,7 @@ from localplus_common.config import Settings
 from localplus_common.db import Database
 from localplus_common.server import run, serve
 from localplus_common.services import EVENTS, RECURRENCE
+from localplus_common.sponsored import Sponsorship, slots_from_env
 from localplus_recurrence import materialise
 from localplus_recurrence.events_client import EventsClient
 from localplus_recurrence.service import RecurrenceService
@@ -25,9 +26,14 @@ def main() -> None:
     settings = Settings.from_env()
     recurrence = RecurrenceSettings.from_env()
 
+    # Sponsored results beside "what's on": live promotions and this process's leases (background).
+    sponsorship = Sponsorship(slots_from_env())
+
     def register(server: grpc.aio.Server, db: Database, _: Settings) -> None:
         events = EventsClient(channel_to(settings.addresses[EVENTS.name]))
-        recurrence_pb2_grpc.add_RecurrenceServiceServicer_to_server(RecurrenceService(db, recurrence, events), server)
+        sponsorship.attach(db)
+        service = RecurrenceService(db, recurrence, events, sponsorship)
+        recurrence_pb2_grpc.add_RecurrenceServiceServicer_to_server(service, server)
 
     async def horizon_job(db: Database) -> None:
         while True:
@@ -41,7 +47,11 @@ def main() -> None:
             await asyncio.sleep(recurrence.job_every.total_seconds())
 
     service_name = recurrence_pb2.DESCRIPTOR.services_by_name["RecurrenceService"].full_name
-    run(serve(settings.addresses[RECURRENCE.name], [service_name], register, background=horizon_job))
+
+    async def background(db: Database) -> None:
+        await asyncio.gather(horizon_job(db), sponsorship.run(db))
+
+    run(serve(settings.addresses[RECURRENCE.name], [service_name], register, background=background))
 
 
 if __name__ == "__main__":

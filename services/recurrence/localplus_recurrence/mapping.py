@@ -14,6 +14,7 @@ from localplus.events.v1 import schedule_pb2
 from localplus.recurrence.v1 import recurrence_pb2
 from localplus_common.errors import invalid_argument
 from localplus_common.requests import set_timestamp, text, timestamp_or_none, timestamp_value
+from localplus_common.sponsored import Sponsored
 from localplus_recurrence.calendars import Document
 from localplus_recurrence.occurrences import OccurrenceChanges
 from localplus_recurrence.rules import Recurrence, Schedule
@@ -118,6 +119,13 @@ def listed_to_proto(row: asyncpg.Record) -> recurrence_pb2.ListedOccurrence:
     if row["latitude"] is not None:
         event.latitude, event.longitude = row["latitude"], row["longitude"]
     return recurrence_pb2.ListedOccurrence(occurrence=occurrence_to_proto(row), event=event)
+
+
+def sponsored_to_proto(item: Sponsored) -> recurrence_pb2.SponsoredOccurrence:
+    listed = listed_to_proto(item.event)
+    return recurrence_pb2.SponsoredOccurrence(
+        position=item.position, promotion_id=str(item.promotion_id), event=listed.event, occurrence=listed.occurrence
+    )
 
 
 def recurrence_to_proto(recurrence: Recurrence) -> schedule_pb2.Recurrence:

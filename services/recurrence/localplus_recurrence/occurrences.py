@@ -18,6 +18,7 @@ from localplus_common.cities import city_id
 from localplus_common.db import Connection, Database, act_as, current_identity
 from localplus_common.errors import aborted, failed_precondition, invalid_argument, not_found
 from localplus_common.paging import Keyset, Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
+from localplus_common.sponsored import Request, Sponsored, Sponsorship
 from localplus_common.telemetry import WAITLIST_PROMOTIONS
 from localplus_recurrence import materialise, rules
 from localplus_recurrence.settings import RecurrenceSettings
@@ -329,6 +330,17 @@ SEARCH = f"""
 """
 
 
+# The first scheduled occurrence in the window of each promoted event (none of the page's), same filters.
+SPONSORED_SEARCH = f"""
+    select distinct on (e.id) {LISTED_COLUMNS}
+      from public.events e join public.event_occurrences o on o.event_id = e.id
+     where e.id = any($1::uuid[]) and not e.id = any($2::uuid[])
+       and e.status = 'published' and e.visibility = 'public' and ($3::uuid is null or e.city_id = $3)
+       and o.starts_at >= $4 and o.starts_at < $5 and o.status = 'scheduled' and o.ends_at > now()
+     order by e.id, o.starts_at, o.id
+"""
+
+
 @dataclass(frozen=True)
 class OccurrenceSearch:
     city: str
@@ -337,10 +349,14 @@ class OccurrenceSearch:
     page: PageRequest
 
 
-async def search(db: Database, query: OccurrenceSearch) -> Page[asyncpg.Record]:
+async def search(
+    db: Database, query: OccurrenceSearch, sponsorship: Sponsorship | None = None
+) -> tuple[Page[asyncpg.Record], list[Sponsored]]:
     """Scheduled occurrences of published public events in [start, end), soonest first. The plan:
     the city's listed events (events_listed_city_id_idx), then each one's occurrences in the window
-    (event_occurrences_event_starts_idx), merged in time order."""
+    (event_occurrences_event_starts_idx), merged in time order. Beside the page, the sponsored results
+    (localplus_common.sponsored): promoted events with a scheduled occurrence in the same window and
+    city, none on the page, found in the same transaction; the page is what it is without them."""
     start = query.start or datetime.now(UTC)
     end = query.end or start + DEFAULT_SEARCH_WINDOW
     if end <= start:
@@ -348,9 +364,20 @@ async def search(db: Database, query: OccurrenceSearch) -> Page[asyncpg.Record]:
     if end - start > MAX_SEARCH_WINDOW:
         raise invalid_argument("end", f"end may be at most {MAX_SEARCH_WINDOW.days} days after start")
     after = decode_keyset(query.page.token, KEYSET)
+    target = Request(city=query.city.strip())
+    promoted = sponsorship.candidates(target) if sponsorship is not None else []
 
-    async def find(conn: Connection) -> list[asyncpg.Record]:
+    async def find(conn: Connection) -> tuple[list[asyncpg.Record], list[asyncpg.Record], set[UUID]]:
         in_city = await city_id(conn, query.city) if query.city.strip() else None
-        return await conn.fetch(SEARCH, in_city, start, end, *(after or (None, None)), query.page.size + 1)
+        rows = await conn.fetch(SEARCH, in_city, start, end, *(after or (None, None)), query.page.size + 1)
+        if not promoted or sponsorship is None:
+            return rows, [], set()
+        on_page = list({row["event_id"] for row in rows[: query.page.size]})
+        matched = await conn.fetch(SPONSORED_SEARCH, promoted, on_page, in_city, start, end)
+        return rows, matched, await sponsorship.own_businesses(conn, matched)
 
-    return page_of(await db.run(find), query.page.size, KEYSET)
+    rows, matched, own = await db.run(find)
+    page = page_of(rows, query.page.size, KEYSET)
+    if sponsorship is None or not matched:
+        return page, []
+    return page, await sponsorship.choose(target, len(page.items), matched, own)

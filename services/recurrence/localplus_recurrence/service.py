@@ -13,6 +13,7 @@ from localplus_common.calls import Forward
 from localplus_common.db import Database
 from localplus_common.paging import page_request
 from localplus_common.requests import parse_uuid, timestamp_or_none
+from localplus_common.sponsored import Sponsorship
 from localplus_recurrence import calendars, mapping, materialise, occurrences, rules
 from localplus_recurrence.events_client import EventsClient
 from localplus_recurrence.settings import RecurrenceSettings
@@ -22,10 +23,13 @@ FEED_MAX_AGE_S = 60
 
 
 class RecurrenceService(recurrence_pb2_grpc.RecurrenceServiceServicer):
-    def __init__(self, db: Database, settings: RecurrenceSettings, events: EventsClient) -> None:
+    def __init__(
+        self, db: Database, settings: RecurrenceSettings, events: EventsClient, sponsorship: Sponsorship | None = None
+    ) -> None:
         self.db = db
         self.settings = settings
         self.events = events
+        self.sponsorship = sponsorship
 
     async def ListOccurrences(self, request: recurrence_pb2.ListOccurrencesRequest, context: Context) -> Any:
         page = await occurrences.list_occurrences(
@@ -57,9 +61,11 @@ class RecurrenceService(recurrence_pb2_grpc.RecurrenceServiceServicer):
             timestamp_or_none(request, "end"),
             page_request(request.page_size, request.page_token),
         )
-        page = await occurrences.search(self.db, query)
+        page, sponsored = await occurrences.search(self.db, query, self.sponsorship)
         return recurrence_pb2.SearchOccurrencesResponse(
-            occurrences=[mapping.listed_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+            occurrences=[mapping.listed_to_proto(row) for row in page.items],
+            next_page_token=page.next_page_token,
+            sponsored=[mapping.sponsored_to_proto(item) for item in sponsored],
         )
 
     async def GetEventCalendar(self, request: recurrence_pb2.GetEventCalendarRequest, context: Context) -> Any:

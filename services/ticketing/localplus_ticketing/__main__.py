@@ -11,7 +11,8 @@ from localplus_common.config import Settings
 from localplus_common.db import Database
 from localplus_common.server import run, serve
 from localplus_common.services import TICKETING
-from localplus_ticketing import payments
+from localplus_ticketing import payments, promotions
+from localplus_ticketing.payment_provider import PaymentProvider
 from localplus_ticketing.service import TicketingService
 from localplus_ticketing.settings import TicketingSettings
 
@@ -25,6 +26,8 @@ def main() -> None:
     def register(server: grpc.aio.Server, db: Database, _: Settings) -> None:
         ticketing_pb2_grpc.add_TicketingServiceServicer_to_server(TicketingService(db, ticketing), server)
 
+    sweep_payments = PaymentProvider(ticketing)
+
     async def sweep(db: Database) -> None:
         while True:
             await asyncio.sleep(ticketing.sweep_every.total_seconds())
@@ -35,6 +38,15 @@ def main() -> None:
                 continue
             if expired:
                 log.info("expired %d unpaid orders", expired)
+            try:
+                # Promotions past their end, refunding what is unspent (and refunds left pending).
+                ended = await promotions.end_due(db, sweep_payments)
+                await promotions.settle_pending_refunds(db, sweep_payments)
+            except Exception:  # the next sweep tries again
+                log.exception("ending promotions failed")
+                continue
+            if ended:
+                log.info("ended %d promotions", ended)
 
     service_name = ticketing_pb2.DESCRIPTOR.services_by_name["TicketingService"].full_name
     run(serve(settings.addresses[TICKETING.name], [service_name], register, background=sweep))

@@ -69,6 +69,20 @@ class PaymentProvider:
         )
         return Checkout(payment_intent_id=intent.id, client_secret=intent.client_secret or "")
 
+    async def promotion_payment_intent(self, promotion_id: UUID, amount: int, currency: str) -> Checkout:
+        """The PaymentIntent for a promotion's budget (its metadata names the promotion, for the webhook)."""
+        intent = await self._call(
+            self._client.v1.payment_intents.create_async,
+            {
+                "amount": amount,
+                "currency": currency.lower(),
+                "payment_method_types": ["card"],
+                "metadata": {"promotion_id": str(promotion_id)},
+            },
+            f"promotion-{promotion_id}-payment-intent",
+        )
+        return Checkout(payment_intent_id=intent.id, client_secret=intent.client_secret or "")
+
     async def checkout_session(
         self, order_id: UUID, items: list[LineItem], currency: str, success_url: str, cancel_url: str
     ) -> Checkout:

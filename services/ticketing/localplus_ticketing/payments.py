@@ -19,6 +19,7 @@ from localplus_common.auth import SERVER
 from localplus_common.db import Connection, Database
 from localplus_common.errors import ApiError
 from localplus_common.telemetry import TICKETS_SOLD, WEBHOOKS
+from localplus_ticketing import promotions
 from localplus_ticketing.codes import TicketSigner
 from localplus_ticketing.orders import pay
 from localplus_ticketing.payment_provider import PaymentProvider
@@ -40,12 +41,44 @@ async def handle_webhook(
     db: Database, payments: PaymentProvider, signer: TicketSigner, payload: bytes, signature: str
 ) -> None:
     event = payments.verified_event(payload, signature)
+    promotion_id = _promotion_of(event)
+    if promotion_id is not None:
+        if await db.run(lambda conn: _apply_promotion(conn, event, promotion_id), SERVER):
+            await promotions.settle_refund(db, payments, promotion_id)
+        WEBHOOKS.labels(event.get("type", "")).inc()
+        return
     # By key, and a payment's success pays the order: generic plans, as for orders.
     applied = await db.run(lambda conn: _apply(conn, signer, event), SERVER, generic_plans=True)
     WEBHOOKS.labels(event.get("type", "")).inc()
     TICKETS_SOLD.labels("stripe").inc(applied.tickets)
     for refund_id in applied.refunds:
         await settle_refund(db, payments, refund_id)
+
+
+def _promotion_of(event: dict[str, Any]) -> UUID | None:
+    """The promotion a PaymentIntent's event is for (its metadata names one), else None."""
+    subject = event.get("data", {}).get("object", {})
+    named = (subject.get("metadata") or {}).get("promotion_id") if isinstance(subject, dict) else None
+    try:
+        return UUID(str(named)) if named else None
+    except ValueError:
+        return None
+
+
+async def _apply_promotion(conn: Connection, event: dict[str, Any], promotion_id: UUID) -> bool:
+    """A promotion's payment event, once (like orders'); answers whether a refund is to be sent."""
+    subject: dict[str, Any] = event["data"]["object"]
+    first = await conn.fetchval(
+        "insert into public.stripe_events (id, type, object_id) values ($1, $2, $3) on conflict (id) do nothing "
+        "returning id",
+        event["id"],
+        event.get("type", ""),
+        subject.get("id"),
+    )
+    if first is None or event.get("type") != "payment_intent.succeeded":
+        return False
+    amount = int(subject.get("amount_received") or subject.get("amount") or 0)
+    return await promotions.paid(conn, promotion_id, subject.get("id", ""), amount)
 
 
 async def _apply(conn: Connection, signer: TicketSigner, event: dict[str, Any]) -> Applied:

@@ -15,12 +15,13 @@ from localplus_common.requests import parse_uuid
 from localplus_ticketing import check_ins, mapping, orders, payments, sales, seating, ticket_types, tickets
 from localplus_ticketing.codes import TicketSigner
 from localplus_ticketing.payment_provider import PaymentProvider
+from localplus_ticketing.promotions_service import PromotionRpcs
 from localplus_ticketing.settings import TicketingSettings
 
 STRIPE_SIGNATURE = "stripe-signature"
 
 
-class TicketingService(ticketing_pb2_grpc.TicketingServiceServicer):
+class TicketingService(PromotionRpcs, ticketing_pb2_grpc.TicketingServiceServicer):
     def __init__(self, db: Database, settings: TicketingSettings) -> None:
         self.db = db
         self.settings = settings
