@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import pytest
 
+from localplus_common.db import MAX_ATTEMPTS
 from localplus_common.migrate import migrate
 from localplus_dev.stack import Stack
 from tests.databases import Server
@@ -138,12 +139,24 @@ async def _race_in_sql(url: str, definition: str) -> tuple[int, int, Counter[str
         call = f"select {RESERVE_SEATS.split('(')[0]}($1, 'race', $2, null, $3, $4, $5, $6)"
         pool = await asyncpg.create_pool(url, min_size=40, max_size=40)
         assert pool is not None
+
+        async def reserve(*args: object) -> object:
+            # Two claims inserted at once into the exclusion constraint can each wait for the other; Postgres
+            # then aborts one with a deadlock, which the service's request transaction retries (db.py).
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                try:
+                    return await pool.fetchval(call, *args)
+                except asyncpg.DeadlockDetectedError:
+                    if attempt == MAX_ATTEMPTS:
+                        raise
+            raise AssertionError("unreachable")
+
         try:
             outcomes = await asyncio.gather(
                 *(
-                    pool.fetchval(call, buyer, event_id, [uuid.UUID(s) for s in ask], None, 0, HOLD)
+                    reserve(buyer, event_id, [uuid.UUID(s) for s in ask], None, 0, HOLD)
                     if kind == "seats"
-                    else pool.fetchval(call, buyer, event_id, [], type_id, ask[1], HOLD)
+                    else reserve(buyer, event_id, [], type_id, ask[1], HOLD)
                     for buyer, (kind, ask) in zip(buyers, asks, strict=True)
                 ),
                 return_exceptions=True,
