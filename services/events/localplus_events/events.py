@@ -15,6 +15,7 @@ from localplus_common.calls import Forward
 from localplus_common.db import Connection, Database, act_as, current_identity
 from localplus_common.errors import aborted, failed_precondition, permission_denied
 from localplus_common.telemetry import WAITLIST_PROMOTIONS
+from localplus_common.waitlist import promoted_here
 from localplus_events import places
 from localplus_events import repository as repo
 from localplus_events.domain import EDITABLE_COLUMNS, RECURRENCE_COLUMNS, SCHEDULE_COLUMNS, validate_event
@@ -96,7 +97,7 @@ async def update_event(
         promoted = 0
         if "capacity" in changes:  # a larger one lets the waitlist in (events_after_capacity_change)
             await act_as(conn, SERVER)
-            promoted = await repo.promoted_here(conn, event_id)
+            promoted = await promoted_here(conn, event_id)
         return updated, rescheduled, promoted
 
     updated, rescheduled, promoted = await db.run(update, event_id=event_id)

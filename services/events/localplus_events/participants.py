@@ -12,6 +12,7 @@ from localplus_common.db import Connection, Database, act_as
 from localplus_common.errors import already_exists, failed_precondition, invalid_argument, not_found, permission_denied
 from localplus_common.paging import Page, PageRequest, decode_keyset, page_of
 from localplus_common.telemetry import REGISTRATIONS, WAITLIST_PROMOTIONS
+from localplus_common.waitlist import promoted_here
 from localplus_events import repository as repo
 from localplus_events.domain import SELF_SERVICE_STATUSES
 
@@ -139,7 +140,7 @@ async def _promoted(conn: Connection, event_id: UUID, target: UUID, was: str) ->
     if was not in PROMOTING_STATUSES:
         return 0
     await act_as(conn, SERVER)
-    return await repo.promoted_here(conn, event_id, besides=target)
+    return await promoted_here(conn, event_id, besides=target)
 
 
 def _target_user(identity: Identity, requested: UUID | None) -> UUID:

@@ -20,6 +20,7 @@ from localplus_common.errors import aborted, failed_precondition, invalid_argume
 from localplus_common.paging import Keyset, Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
 from localplus_common.sponsored import Request, Sponsored, Sponsorship
 from localplus_common.telemetry import WAITLIST_PROMOTIONS
+from localplus_common.waitlist import promoted_here
 from localplus_recurrence import materialise, rules
 from localplus_recurrence.settings import RecurrenceSettings
 
@@ -160,13 +161,8 @@ async def update_occurrence(
             capacity,
             changes.note,
         )
-        # The promotions, which only that trigger makes here: this transaction's rows now going.
-        promoted: int = await conn.fetchval(
-            "select count(*) from public.event_participants where occurrence_id = $1 and status = 'going' "
-            "and xmin = pg_current_xact_id()::xid",
-            occurrence_id,
-        )
-        return await _read(conn, occurrence_id), promoted
+        # The promotions, which only that trigger makes here (within this occurrence), counted as its editor.
+        return await _read(conn, occurrence_id), await promoted_here(conn, event_id)
 
     updated, promoted = await db.run(update, event_id=event_id)
     WAITLIST_PROMOTIONS.inc(promoted)

@@ -65,9 +65,8 @@ def _promotion_of(event: dict[str, Any]) -> UUID | None:
         return None
 
 
-async def _apply_promotion(conn: Connection, event: dict[str, Any], promotion_id: UUID) -> bool:
-    """A promotion's payment event, once (like orders'); answers whether a refund is to be sent."""
-    subject: dict[str, Any] = event["data"]["object"]
+async def _first_delivery(conn: Connection, event: dict[str, Any], subject: dict[str, Any]) -> bool:
+    """Records the event; False if it was processed before (Stripe repeats deliveries)."""
     first = await conn.fetchval(
         "insert into public.stripe_events (id, type, object_id) values ($1, $2, $3) on conflict (id) do nothing "
         "returning id",
@@ -75,7 +74,13 @@ async def _apply_promotion(conn: Connection, event: dict[str, Any], promotion_id
         event.get("type", ""),
         subject.get("id"),
     )
-    if first is None or event.get("type") != "payment_intent.succeeded":
+    return first is not None
+
+
+async def _apply_promotion(conn: Connection, event: dict[str, Any], promotion_id: UUID) -> bool:
+    """A promotion's payment event, once (like orders'); answers whether a refund is to be sent."""
+    subject: dict[str, Any] = event["data"]["object"]
+    if not await _first_delivery(conn, event, subject) or event.get("type") != "payment_intent.succeeded":
         return False
     amount = int(subject.get("amount_received") or subject.get("amount") or 0)
     return await promotions.paid(conn, promotion_id, subject.get("id", ""), amount)
@@ -84,14 +89,7 @@ async def _apply_promotion(conn: Connection, event: dict[str, Any], promotion_id
 async def _apply(conn: Connection, signer: TicketSigner, event: dict[str, Any]) -> Applied:
     """The event's effect, once (a repeat delivery applies nothing)."""
     subject: dict[str, Any] = event.get("data", {}).get("object", {})
-    first = await conn.fetchval(
-        "insert into public.stripe_events (id, type, object_id) values ($1, $2, $3) on conflict (id) do nothing "
-        "returning id",
-        event["id"],
-        event.get("type", ""),
-        subject.get("id"),
-    )
-    if first is None:
+    if not await _first_delivery(conn, event, subject):
         return Applied()  # processed before
     match event.get("type"):
         case "payment_intent.succeeded":
