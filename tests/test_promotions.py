@@ -364,7 +364,7 @@ async def test_never_an_event_already_on_the_page_nor_the_same_event_twice(
     first = await active_promotion(api, stack, owner, admin, event["id"])
     second = await active_promotion(api, stack, owner, admin, event["id"], bid_minor="3000")
     await until_served(api, first["id"], city=city)
-    await asyncio.sleep(1.5)  # the second is live too
+    await until_served(api, second["id"], city=city)  # both live: servers read live promotions every second
     seen: Counter[str] = Counter()
     for _ in range(20):
         page_one = await listing(api, city=city)
@@ -549,16 +549,20 @@ async def test_clicks_count_once_per_viewer_per_day_and_never_for_the_team_and_s
     for _ in range(3):
         assert pid in sponsored_ids(await listing(api, owner, city=city))
 
-    async def click(who: User | None = None, **body: Any) -> bool:
-        response = await api.post(f"/api/promotions/{pid}:click", json=body, headers=who.headers if who else {})
+    async def click(who: User | None = None, headers: dict[str, str] | None = None, **body: Any) -> bool:
+        headers = {"user-agent": "promo-test"} | (headers or {}) | (who.headers if who else {})
+        response = await api.post(f"/api/promotions/{pid}:click", json=body, headers=headers)
         assert response.status_code == 200, response.text
         counted: bool = response.json().get("counted", False)
         return counted
 
     assert await click(viewer) and not await click(viewer)
+    # An anonymous viewer is the address the gateway saw and the User-Agent, as for views: a made-up
+    # viewer_id or x-forwarded-for is not a new viewer, so nobody can spend a CPC budget by rotating them.
     assert await click(viewer_id="install-1") and not await click(viewer_id="install-1")
+    assert not await click(viewer_id="install-2") and not await click()
+    assert not await click(viewer_id="install-3", headers={"x-forwarded-for": "203.0.113.9"})
     assert not await click(editor) and not await click(owner)
-    assert (await api.post(f"/api/promotions/{pid}:click", json={})).status_code == 400
 
     await flushed(db, pid, served)
     stats = await api.get(f"/api/promotions/{pid}/stats", headers=editor.headers)

@@ -3,9 +3,8 @@ read from the rollups that triggers keep as things happen (sql/migrations/202612
 
 Views are batched: a view is one row per viewer, event and day (its key drops repeats), and the fold
 job (`fold`, the events service's background loop) adds the new rows to the rollups in bulk, so a
-popular event's views do not queue on one rollup row. A viewer is `u:<user id>` when signed in; an
-anonymous one is a hash of the client's address as the gateway saw it and its User-Agent (people
-behind one address with the same browser count once a day; no address is stored). The event's own
+popular event's views do not queue on one rollup row. A viewer is the signed-in user
+or a hash of the client's address and User-Agent (`localplus_common.viewers`). The event's own
 editors (and owners, platform admins, service_role) are never counted.
 
 Reads run as the caller: row-level security on the rollups is what keeps partners to their own
@@ -15,7 +14,6 @@ filtering into 404 and 403."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 import os
@@ -27,7 +25,7 @@ from uuid import UUID
 import asyncpg
 
 from localplus_common.access import EDITOR, VIEWER, require_rank, signed_in, visible_event
-from localplus_common.auth import SERVER, Identity
+from localplus_common.auth import SERVER
 from localplus_common.cities import city_id
 from localplus_common.db import Connection, Database, act_as
 from localplus_common.errors import invalid_argument, not_found, permission_denied
@@ -111,13 +109,6 @@ def _day(field: str, value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise invalid_argument(field, "must be a date, YYYY-MM-DD") from None
-
-
-def viewer_key(identity: Identity, address: str, user_agent: str) -> str:
-    if identity.user_id is not None:
-        return f"u:{identity.user_id}"
-    digest = hashlib.sha256(f"{address}\n{user_agent}".encode()).hexdigest()[:32]
-    return f"a:{digest}"
 
 
 async def record_view(db: Database, event_id: UUID, viewer: str) -> bool:

@@ -10,7 +10,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-import grpc
 from google.api import httpbody_pb2
 from google.protobuf import field_mask_pb2, json_format
 
@@ -641,15 +640,6 @@ def list_notifications_response(page: Page[asyncpg.Record]) -> events_pb2.ListNo
     return events_pb2.ListNotificationsResponse(
         notifications=[notification_to_proto(row) for row in page.items], next_page_token=page.next_page_token
     )
-
-
-def client_of(context: grpc.aio.ServicerContext) -> tuple[str, str]:
-    """The client's address and User-Agent: the last x-forwarded-for entry, which the gateway appends
-    (use_remote_address), or the connection's peer for a client that calls the service directly."""
-    metadata = dict((k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str))
-    forwarded = [part.strip() for part in metadata.get("x-forwarded-for", "").split(",") if part.strip()]
-    address = forwarded[-1] if forwarded else context.peer().rpartition(":")[0]
-    return address, metadata.get("user-agent", "")
 
 
 def analytics_to_proto(figures: analytics.Analytics) -> events_pb2.Analytics:

@@ -11,6 +11,7 @@ from localplus_common.calls import Forward
 from localplus_common.db import Database, current_identity
 from localplus_common.requests import optional_uuid, parse_uuid, timestamp_or_none
 from localplus_common.sponsored import Sponsorship
+from localplus_common.viewers import viewer_key
 from localplus_events import (
     analytics,
     discovery,
@@ -303,8 +304,7 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
         self, request: events_pb2.RecordEventViewRequest, context: Context
     ) -> events_pb2.RecordEventViewResponse:
         event_id = parse_uuid("id", request.id)
-        address, user_agent = mapping.client_of(context)
-        viewer = analytics.viewer_key(current_identity.get(), address, user_agent)
+        viewer = viewer_key(current_identity.get(), context)
         return events_pb2.RecordEventViewResponse(counted=await analytics.record_view(self.db, event_id, viewer))
 
     async def GetEventAnalytics(

@@ -385,14 +385,10 @@ async def settle_pending_refunds(db: Database, payments: PaymentProvider) -> Non
         await settle_refund(db, payments, row["id"])
 
 
-async def click(db: Database, promotion_id: UUID, viewer_id: str) -> bool:
-    """Count a click on a sponsored result: once per viewer per day, never by the business's team."""
+async def click(db: Database, promotion_id: UUID, viewer: str) -> bool:
+    """Count a click on a sponsored result by `viewer` (`localplus_common.viewers.viewer_key`): once per
+    viewer per day, never by the business's team."""
     identity = current_identity.get()
-    viewer = str(identity.user_id) if identity.user_id else f"anon:{viewer_id.strip()}"
-    if identity.user_id is None and not viewer_id.strip():
-        raise invalid_argument("viewer_id", "an anonymous click needs the viewer's stable viewer_id")
-    if len(viewer) > 200:
-        raise invalid_argument("viewer_id", "viewer_id is at most 190 characters")
 
     async def count(conn: Connection) -> bool:
         business_id = await conn.fetchval("select business_id from public.promotions where id = $1", promotion_id)

@@ -7,10 +7,11 @@ import asyncpg
 from grpc.aio import ServicerContext as Context
 
 from localplus.ticketing.v1 import promotions_pb2
-from localplus_common.db import Database
+from localplus_common.db import Database, current_identity
 from localplus_common.errors import invalid_argument
 from localplus_common.paging import page_request
 from localplus_common.requests import parse_uuid, set_timestamp, timestamp_or_none
+from localplus_common.viewers import viewer_key
 from localplus_ticketing import promotions
 from localplus_ticketing.payment_provider import PaymentProvider
 from localplus_ticketing.promotions import EDITABLE, PromotionInput
@@ -137,7 +138,9 @@ class PromotionRpcs:
         return promotions_pb2.RejectPromotionResponse(promotion=promotion_to_proto(row))
 
     async def ClickPromotion(self, request: promotions_pb2.ClickPromotionRequest, context: Context) -> Any:
-        counted = await promotions.click(self.db, parse_uuid("id", request.id), request.viewer_id)
+        counted = await promotions.click(
+            self.db, parse_uuid("id", request.id), viewer_key(current_identity.get(), context)
+        )
         return promotions_pb2.ClickPromotionResponse(counted=counted)
 
     async def GetPromotionStats(self, request: promotions_pb2.GetPromotionStatsRequest, context: Context) -> Any:
