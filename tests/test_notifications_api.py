@@ -195,8 +195,32 @@ async def test_web_push_reaches_each_subscription_encrypted_to_its_keys(
             response = await api.put("/api/me/push-subscriptions", json=subscription, headers=user.headers)
             assert response.status_code == 200, response.text
             assert response.json()["endpoint"] == subscription["endpoint"]
-        bad = {"endpoint": "ftp://example.test/x", "keys": phone["keys"]}
-        assert (await api.put("/api/me/push-subscriptions", json=bad, headers=user.headers)).status_code == 400
+        # Only browser push services: the worker POSTs to the endpoint, so anything else would let a
+        # user make it call hosts inside the network.
+        for endpoint in (
+            "ftp://example.test/x",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://events:50051/localplus.events.v1.EventsService/GetEvent",
+            "https://fcm.googleapis.com@10.0.0.1/fcm/send/x",
+            "https://fcm.googleapis.com.attacker.example/fcm/send/x",
+            "http://fcm.googleapis.com/fcm/send/x",
+            "https://fcm.googleapis.com:bad/x",
+        ):
+            bad = {"endpoint": endpoint, "keys": phone["keys"]}
+            refused = await api.put("/api/me/push-subscriptions", json=bad, headers=user.headers)
+            assert refused.status_code == 400 and "push service" in refused.text, (endpoint, refused.text)
+        stranger = await create_user(db)
+        fcm = {"endpoint": "https://fcm.googleapis.com/fcm/send/abc:def", "keys": phone["keys"]}
+        assert (await api.put("/api/me/push-subscriptions", json=fcm, headers=stranger.headers)).status_code == 200
+        # A row from before the rule is dropped by the worker, unsent (a request there would hang).
+        internal = "https://10.255.255.1/push/x"
+        await db.execute(
+            "insert into public.push_subscriptions (user_id, endpoint, p256dh, auth) values ($1, $2, $3, $4)",
+            user.id,
+            internal,
+            phone["keys"]["p256dh"],
+            phone["keys"]["auth"],
+        )
         del push.keys[str(gone["endpoint"]).removeprefix(push.url)]  # that browser unsubscribed
 
         title = f"Push {uuid.uuid4().hex[:8]}"
@@ -208,9 +232,10 @@ async def test_web_push_reaches_each_subscription_encrypted_to_its_keys(
         assert message["kind"] == "registration_confirmed" and title in message["title"]
         assert push.messages(laptop) == [message]
         # The push service said 410 for the gone one: it is forgotten.
-        await wait_sql(
-            db, "select not exists (select 1 from public.push_subscriptions where endpoint = $1)", gone["endpoint"]
-        )
+        for forgotten in (gone["endpoint"], internal):
+            await wait_sql(
+                db, "select not exists (select 1 from public.push_subscriptions where endpoint = $1)", forgotten
+            )
 
         removed = await api.delete(
             "/api/me/push-subscriptions", params={"endpoint": laptop["endpoint"]}, headers=user.headers

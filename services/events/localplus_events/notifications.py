@@ -13,10 +13,10 @@ import asyncpg
 
 from localplus_common.access import signed_in
 from localplus_common.auth import SERVER
-from localplus_common.config import dev_mode
 from localplus_common.db import Connection, Database
 from localplus_common.errors import failed_precondition, invalid_argument, not_found, permission_denied
 from localplus_common.paging import Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
+from localplus_common.push_services import is_push_service, push_service_hosts
 from localplus_common.unsubscribe import signing_secret_from_env, verify
 
 KINDS = (
@@ -43,10 +43,12 @@ async def put_push_subscription(db: Database, endpoint: str, p256dh: str, auth: 
     identity = signed_in()
     if identity.user_id is None:
         raise invalid_argument("subscription", "a push subscription belongs to a user")
-    # Browsers' push services are https; plain http only in dev mode (the tests' local push endpoint).
-    schemes = ("https://", "http://") if dev_mode() else ("https://",)
-    if not endpoint.startswith(schemes) or len(endpoint) > 2000:
-        raise invalid_argument("subscription.endpoint", "endpoint must be an https URL of at most 2,000 characters")
+    hosts = push_service_hosts()
+    if len(endpoint) > 2000 or not is_push_service(endpoint, hosts):
+        raise invalid_argument(
+            "subscription.endpoint",
+            f"endpoint must be an https URL of at most 2,000 characters on a browser push service ({', '.join(hosts)})",
+        )
     for name, value in (("p256dh", p256dh), ("auth", auth)):
         if not 1 <= len(value) <= MAX_KEY_LENGTH or not BASE64URL.fullmatch(value):
             raise invalid_argument(f"subscription.keys.{name}", f"keys.{name} must be base64url")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from localplus_common.config import database_url_from_env, dev_mode, exit_if_missing
+from localplus_common.push_services import push_service_hosts
 from localplus_common.unsubscribe import SECRET_VAR, signing_secret_from_env
 
 DEV_SMTP_URL = "smtp://127.0.0.1:1025"
@@ -47,6 +48,8 @@ class WorkerSettings:
     # VAPID: the application server's private key (PEM file or base64url raw key) and contact.
     vapid_private_key: str
     vapid_subject: str
+    # Where pushes may go (localplus_common.push_services).
+    push_service_hosts: tuple[str, ...]
     concurrency: int
     batch_size: int
     lease_seconds: float
@@ -73,6 +76,7 @@ class WorkerSettings:
             signing_secret=secret,
             vapid_private_key=env.get("VAPID_PRIVATE_KEY", ""),
             vapid_subject=env.get("VAPID_SUBJECT") or "mailto:no-reply@localplus.local",
+            push_service_hosts=push_service_hosts(env),
             concurrency=int(env.get("NOTIFICATIONS_CONCURRENCY") or 4),
             batch_size=int(env.get("NOTIFICATIONS_BATCH_SIZE") or 50),
             lease_seconds=float(env.get("NOTIFICATIONS_LEASE_SECONDS") or 120),

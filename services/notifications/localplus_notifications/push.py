@@ -12,6 +12,7 @@ import http_ece
 from py_vapid import Vapid
 from pywebpush import WebPushException, webpush
 
+from localplus_common.push_services import is_push_service
 from localplus_notifications.config import WorkerSettings
 from localplus_notifications.messages import render
 from localplus_notifications.outbox import Message
@@ -53,6 +54,9 @@ def send(settings: WorkerSettings, vapid: Vapid, message: Message) -> PushResult
     gone: list[str] = []
     delivered = 0
     for subscription in message.subscriptions:
+        if not is_push_service(subscription["endpoint"], settings.push_service_hosts):
+            gone.append(subscription["endpoint"])  # never a request to a host that is not a push service
+            continue
         info = {
             "endpoint": subscription["endpoint"],
             "keys": {"p256dh": subscription["p256dh"], "auth": subscription["auth"]},
