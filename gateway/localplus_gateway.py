@@ -521,7 +521,7 @@ def _requests_active(admin_port: int) -> int:
 
 
 def drain(admin_port: int, drain_seconds: float, grace_seconds: float) -> None:
-    """Envoy stops at once on SIGTERM, cutting requests in flight (CONTRACT §7), so first: fail /healthz
+    """Envoy (1.40) stops at once on SIGTERM, cutting requests in flight, so first: fail /healthz
     (readiness; from then on every response closes its connection: `connection: close` on HTTP/1.1, GOAWAY
     on HTTP/2) while still serving for drain_seconds, so that load balancers move on; then stop accepting
     connections and wait until no request is open, for at most grace_seconds. Idle connections are left
@@ -536,8 +536,10 @@ def drain(admin_port: int, drain_seconds: float, grace_seconds: float) -> None:
     # Not `?graceful`: the listeners close now, and connections still open are served to the end.
     _admin(admin_port, "POST", "/drain_listeners")
     deadline = time.monotonic() + grace_seconds
-    while _requests_active(admin_port) and time.monotonic() < deadline:
+    while (still_open := _requests_active(admin_port)) and time.monotonic() < deadline:
         time.sleep(0.1)
+    if still_open:
+        print(f"stopping with {still_open} requests still open after {grace_seconds:g}s", file=sys.stderr, flush=True)
 
 
 def run(argv: list[str], admin_port: int, drain_seconds: float, grace_seconds: float) -> int:
