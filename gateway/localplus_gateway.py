@@ -50,6 +50,8 @@ PUBLIC_METHODS: frozenset[str] = frozenset(
 )
 # Writes that anonymous callers may make too (a bad token still fails): counting a page view.
 OPTIONAL_TOKEN_METHODS: frozenset[str] = frozenset({"/localplus.events.v1.EventsService/RecordEventView"})
+# The gateway listener's connection manager, whose stats `drain` reads.
+STAT_PREFIX = "gateway"
 HS256_PROVIDER = "supabase"
 JWKS_PROVIDER = "supabase_jwks"
 # Envoy's own error replies (not upstream ones) to JSON: HTTP status -> gRPC-style code name.
@@ -485,6 +487,7 @@ def render_envoy_config(
     return string.Template(TEMPLATE.read_text()).substitute(
         ADMIN_PORT=settings.admin_port,
         GATEWAY_PORT=settings.gateway_port,
+        STAT_PREFIX=STAT_PREFIX,
         LISTEN_ADDRESS=json.dumps(settings.listen_address),
         MAX_CONNECTIONS=settings.max_connections,
         REQUEST_HEADERS_TIMEOUT=f"{settings.request_headers_timeout_s:g}s",
@@ -513,8 +516,8 @@ def _admin(port: int, method: str, path: str) -> bytes:
 
 
 def _requests_active(admin_port: int) -> int:
-    """Requests open on the gateway listener (its stat_prefix in envoy.yaml.tmpl)."""
-    query = urlencode({"format": "json", "filter": r"^http\.gateway\.downstream_rq_active$"})
+    """Requests open on the gateway listener."""
+    query = urlencode({"format": "json", "filter": rf"^http\.{STAT_PREFIX}\.downstream_rq_active$"})
     stats = json.loads(_admin(admin_port, "GET", f"/stats?{query}"))
     (stat,) = stats["stats"]
     return int(stat["value"])
