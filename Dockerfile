@@ -4,7 +4,8 @@
 #   python -m localplus_events | localplus_ticketing | localplus_recurrence   gRPC services (*_ADDR)
 #   python -m localplus_common.migrate                                        apply sql/migrations
 #   python -m localplus_notifications                                         the notifications worker
-#   python -m localplus_gateway render > envoy.yaml && envoy -c envoy.yaml    the gateway
+#   python -m localplus_gateway render > envoy.yaml                           the gateway's config, and
+#   python -m localplus_gateway run envoy -c envoy.yaml                       Envoy, drained on SIGTERM
 #   localstripe --port 8420                                                   fake Stripe (dev only)
 # Build: docker build -t localplus-event-engine .   No secret is baked in: every setting is an env var, and
 # outside LOCALPLUS_ENV=dev nothing falls back to a dev default (CONTRACT §2). The local dev tooling

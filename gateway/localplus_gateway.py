@@ -1,7 +1,9 @@
-"""Render gateway/envoy.yaml.tmpl from the environment and the protos' descriptor set (CONTRACT §1, §2).
+"""Render gateway/envoy.yaml.tmpl from the environment and the protos' descriptor set (CONTRACT §1, §2),
+and run Envoy so that it drains when asked to stop.
 
 `python -m localplus_gateway render > envoy.yaml` is how docker-compose.yml and k8s/ make the gateway's
-config; `make up` and the tests render through localplus_dev.envoy, which also runs Envoy.
+config; `make up` and the tests render through localplus_dev.envoy. All of them run Envoy through
+`python -m localplus_gateway run envoy -c envoy.yaml ...` (see `run`).
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ import base64
 import importlib.util
 import json
 import os
+import signal
 import string
+import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from localplus_common.config import JWT_KEY_VARS, exit_if_missing, jwt_keys_from_env
+from localplus_common.config import JWT_KEY_VARS, drain_from_env, exit_if_missing, jwt_keys_from_env
 from localplus_common.services import SERVICES, addresses_from_env
 
 TEMPLATE = Path(__file__).resolve().parent / "envoy.yaml.tmpl"
@@ -44,6 +50,8 @@ PUBLIC_METHODS: frozenset[str] = frozenset(
 )
 # Writes that anonymous callers may make too (a bad token still fails): counting a page view.
 OPTIONAL_TOKEN_METHODS: frozenset[str] = frozenset({"/localplus.events.v1.EventsService/RecordEventView"})
+# The gateway listener's connection manager, whose stats `drain` reads.
+STAT_PREFIX = "gateway"
 HS256_PROVIDER = "supabase"
 JWKS_PROVIDER = "supabase_jwks"
 # Envoy's own error replies (not upstream ones) to JSON: HTTP status -> gRPC-style code name.
@@ -86,6 +94,10 @@ class GatewaySettings:
     # An http:// OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT, as the services read it): Envoy then makes a
     # span per request, continuing the client's traceparent and passing its own on; "": no tracing.
     otlp_endpoint: str = ""
+    # How `run` stops Envoy (localplus_common.config.drain_from_env): /healthz answers 503 for
+    # drain_seconds while requests are still served, then requests in flight get grace_seconds.
+    drain_seconds: float = 0.0
+    grace_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewaySettings:
@@ -93,6 +105,7 @@ class GatewaySettings:
         d = cls()
         jwt_secret, jwks = jwt_keys_from_env(env)
         exit_if_missing({JWT_KEY_VARS: jwt_secret or jwks})
+        drain_seconds, grace_seconds = drain_from_env(env)
         return cls(
             gateway_port=int(env.get("GATEWAY_PORT", d.gateway_port)),
             admin_port=int(env.get("ENVOY_ADMIN_PORT", d.admin_port)),
@@ -102,6 +115,8 @@ class GatewaySettings:
             listen_address=env.get("GATEWAY_LISTEN_ADDRESS", d.listen_address),
             stats_port=int(env.get("ENVOY_STATS_PORT") or d.stats_port),
             otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", d.otlp_endpoint),
+            drain_seconds=drain_seconds,
+            grace_seconds=grace_seconds,
         )
 
 
@@ -472,6 +487,7 @@ def render_envoy_config(
     return string.Template(TEMPLATE.read_text()).substitute(
         ADMIN_PORT=settings.admin_port,
         GATEWAY_PORT=settings.gateway_port,
+        STAT_PREFIX=STAT_PREFIX,
         LISTEN_ADDRESS=json.dumps(settings.listen_address),
         MAX_CONNECTIONS=settings.max_connections,
         REQUEST_HEADERS_TIMEOUT=f"{settings.request_headers_timeout_s:g}s",
@@ -488,13 +504,90 @@ def render_envoy_config(
     )
 
 
+# The admin answers on 127.0.0.1 only; past any HTTP proxy of the environment.
+_ADMIN = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _admin(port: int, method: str, path: str) -> bytes:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    with _ADMIN.open(request, timeout=2) as response:
+        body: bytes = response.read()
+        return body
+
+
+def _requests_active(admin_port: int) -> int:
+    """Requests open on the gateway listener."""
+    query = urlencode({"format": "json", "filter": rf"^http\.{STAT_PREFIX}\.downstream_rq_active$"})
+    stats = json.loads(_admin(admin_port, "GET", f"/stats?{query}"))
+    (stat,) = stats["stats"]
+    return int(stat["value"])
+
+
+def drain(admin_port: int, drain_seconds: float, grace_seconds: float) -> None:
+    """Envoy (1.40) stops at once on SIGTERM, cutting requests in flight, so first: fail /healthz
+    (readiness; from then on every response closes its connection: `connection: close` on HTTP/1.1, GOAWAY
+    on HTTP/2) while still serving for drain_seconds, so that load balancers move on; then stop accepting
+    connections and wait until no request is open, for at most grace_seconds. Idle connections are left
+    for Envoy's exit to close."""
+    print(
+        f"draining: /healthz 503 for {drain_seconds:g}s, then {grace_seconds:g}s for requests in flight",
+        file=sys.stderr,
+        flush=True,
+    )
+    _admin(admin_port, "POST", "/healthcheck/fail")
+    time.sleep(drain_seconds)
+    # Not `?graceful`: the listeners close now, and connections still open are served to the end.
+    _admin(admin_port, "POST", "/drain_listeners")
+    deadline = time.monotonic() + grace_seconds
+    while (still_open := _requests_active(admin_port)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if still_open:
+        print(f"stopping with {still_open} requests still open after {grace_seconds:g}s", file=sys.stderr, flush=True)
+
+
+def run(argv: list[str], admin_port: int, drain_seconds: float, grace_seconds: float) -> int:
+    """Run Envoy (`argv`, its admin on `admin_port`) until it exits; on SIGTERM or SIGINT `drain` it, then
+    stop it. Envoy's exit code, 128 + N for a signal N (as a shell reports it)."""
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    envoy = subprocess.Popen(argv)
+    while envoy.poll() is None and not stopping:
+        time.sleep(0.1)
+    if envoy.poll() is None:
+        try:
+            drain(admin_port, drain_seconds, grace_seconds)
+        except OSError as error:  # e.g. stopped before its admin listened: nothing to drain
+            print(f"not drained: {error}", file=sys.stderr, flush=True)
+        finally:
+            envoy.terminate()
+    code = envoy.wait()
+    return code if code >= 0 else 128 - code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localplus_gateway")
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser("render", help="print the Envoy config rendered from the environment")
     render.add_argument("--descriptor", type=Path, default=DEFAULT_DESCRIPTOR, help="descriptor set to read")
     render.add_argument("--descriptor-in-config", help="descriptor path as Envoy will see it")
+    run_envoy = commands.add_parser(
+        "run",
+        help="run Envoy (the command that follows) and drain it on SIGTERM: ENVOY_ADMIN_PORT, "
+        "LOCALPLUS_DRAIN_SECONDS, LOCALPLUS_GRACE_SECONDS",
+    )
+    run_envoy.add_argument("envoy", nargs=argparse.REMAINDER, help="the Envoy command line")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        if not args.envoy:
+            parser.error("run: no Envoy command line")
+        admin_port = int(os.environ.get("ENVOY_ADMIN_PORT") or GatewaySettings.admin_port)
+        return run(args.envoy, admin_port, *drain_from_env())
     sys.stdout.write(
         render_envoy_config(
             args.descriptor, GatewaySettings.from_env(), descriptor_path_in_config=args.descriptor_in_config

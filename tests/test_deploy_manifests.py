@@ -54,6 +54,8 @@ STRIPE_WEBHOOK_SECRET = "whsec_localplus"
 # The ticketing service's secrets: it alone is given them.
 TICKETING_SECRETS = {"STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "TICKET_SIGNING_KEY"}
 WEBHOOK_ROUTE = "/api/webhooks/stripe"
+# What runs Envoy in the containers, so that it drains on SIGTERM (localplus_gateway.run).
+GATEWAY_LAUNCHER = ["python", "-m", "localplus_gateway", "run"]
 
 Doc = dict[str, Any]
 
@@ -280,6 +282,9 @@ def test_gateway_deployment() -> None:
     # The config names files of the image (the OpenAPI document, the docs page): Envoy runs the image
     # that rendered it.
     assert envoy["image"] == render["image"]
+    # Envoy's launcher drains through the admin port the config was rendered with.
+    assert envoy["command"][:4] == GATEWAY_LAUNCHER
+    assert k8s_env(envoy, resources)["ENVOY_ADMIN_PORT"] == env["ENVOY_ADMIN_PORT"]
     # The init container writes the config into a volume that Envoy mounts where it reads it from.
     _, config_path, _ = parse_gateway_script(render["command"][2])
     envoy_config = envoy["command"][envoy["command"].index("-c") + 1]
@@ -389,19 +394,25 @@ def test_deployment_scales_out_and_survives_disruptions(name: str) -> None:
 
 @pytest.mark.parametrize("name", SCALED)
 def test_pods_stop_gracefully(name: str) -> None:
-    """A preStop pause lets endpoints and DNS forget the pod before SIGTERM; a service then drains
-    (NOT_SERVING for LOCALPLUS_DRAIN_SECONDS, then LOCALPLUS_GRACE_SECONDS for calls in flight), all
-    within terminationGracePeriodSeconds."""
+    """Endpoints, DNS and load balancers get time to forget a pod while it still serves: a service's pod
+    pauses in preStop, then drains (NOT_SERVING for LOCALPLUS_DRAIN_SECONDS, then LOCALPLUS_GRACE_SECONDS for
+    calls in flight); the gateway's drains at once (/healthz 503 from SIGTERM on, no pause that would keep it
+    200). All within terminationGracePeriodSeconds."""
     resources = k8s_resources()
     deployment = resources[("Deployment", name)]
     container = main_container(deployment)
-    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pause >= 5  # the gateway's DNS refresh (Envoy's default, 5 s)
-    needed = pause
-    if name in SERVICE_NAMES:
-        env = k8s_env(container, resources)
-        needed += float(env["LOCALPLUS_DRAIN_SECONDS"]) + float(env["LOCALPLUS_GRACE_SECONDS"])
-    assert pod_spec(deployment)["terminationGracePeriodSeconds"] > needed
+    env = k8s_env(container, resources)
+    drain, grace = float(env["LOCALPLUS_DRAIN_SECONDS"]), float(env["LOCALPLUS_GRACE_SECONDS"])
+    if name == "gateway":
+        assert "lifecycle" not in container
+        assert container["command"][:4] == GATEWAY_LAUNCHER
+        pause = 0
+    else:
+        pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    # Still serving for 10 s after the pod is deleted: for the gateway's DNS refresh (Envoy's default, 5 s)
+    # to forget a service's pod, for load balancers in front to forget the gateway's.
+    assert pause + drain >= 10
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] > pause + drain + grace
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=SERVICE_NAMES)
@@ -654,8 +665,12 @@ def test_compose_service_env(service: Service) -> None:
 
 
 def test_compose_gateway_and_migrate_env() -> None:
-    env = compose_service("gateway")["environment"]
+    gateway = compose_service("gateway")
+    env = gateway["environment"]
     assert env["LOCALPLUS_ENV"] == "production"
+    # The launcher's drain, like a service's, within the time compose waits before killing it.
+    drain = float(env["LOCALPLUS_DRAIN_SECONDS"]) + float(env["LOCALPLUS_GRACE_SECONDS"])
+    assert float(gateway["stop_grace_period"].removesuffix("s")) > drain
     assert env["ENVOY_STATS_PORT"] == str(ENVOY_STATS_PORT)
     assert env["GATEWAY_PORT"] == str(GATEWAY_PORT) and env["GATEWAY_LISTEN_ADDRESS"] == "0.0.0.0"
     assert env["SUPABASE_JWT_SECRET"] == DEV_JWT_SECRET
@@ -784,7 +799,7 @@ def test_compose_healthchecks_pass_against_the_stack(stack: Stack) -> None:
 
 
 def parse_gateway_script(script: str) -> tuple[list[str], str, list[str] | None]:
-    """`<render argv> > <config path> [&& exec <envoy argv>]` -> its three parts."""
+    """`<render argv> > <config path> [&& exec <launcher argv>]` -> its three parts."""
     segments: list[list[str]] = [[]]
     for token in shlex.split(script):
         if token == "&&":
@@ -806,21 +821,27 @@ class GatewayDeploy:
     env: dict[str, str]
     render: list[str]
     config_path: str
-    envoy: list[str]
+    envoy: list[str]  # as the launcher runs it
+
+
+def launched_envoy(argv: list[str]) -> list[str]:
+    assert argv[:4] == GATEWAY_LAUNCHER, argv
+    return argv[4:]
 
 
 def gateway_deploys() -> dict[str, GatewayDeploy]:
     command = compose_service("gateway")["command"]
     assert command[:2] == ["sh", "-c"]
-    render, config_path, envoy = parse_gateway_script(command[2])
-    assert envoy is not None
+    render, config_path, launcher = parse_gateway_script(command[2])
+    assert launcher is not None
+    envoy = launched_envoy(launcher)
     deploys = {"compose": GatewayDeploy(compose_service("gateway")["environment"], render, config_path, envoy)}
     _, k8s_render, k8s_envoy = gateway_k8s()
     assert k8s_render["command"][:2] == ["sh", "-c"]
-    render, config_path, envoy = parse_gateway_script(k8s_render["command"][2])
-    assert envoy is None
+    render, config_path, launcher = parse_gateway_script(k8s_render["command"][2])
+    assert launcher is None
     env = k8s_env(k8s_render, k8s_resources())
-    deploys["k8s"] = GatewayDeploy(env, render, config_path, k8s_envoy["command"])
+    deploys["k8s"] = GatewayDeploy(env, render, config_path, launched_envoy(k8s_envoy["command"]))
     return deploys
 
 

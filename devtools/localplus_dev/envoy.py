@@ -1,7 +1,10 @@
-"""Envoy as a supervised child, for `make up` and the tests; the config comes from localplus_gateway."""
+"""Envoy as a supervised child, for `make up` and the tests; the config, and the launcher that drains it
+when stopped, come from localplus_gateway."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -36,13 +39,22 @@ class Gateway:
         self.stop()  # a restart after a crash replaces the dead child
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_envoy_config(self.descriptor_path, self.settings))
-        argv = [venv_binary("envoy"), "-c", str(self.config_path), "--log-level", "warn"]
+        # Through the launcher the containers use: it drains Envoy on SIGTERM (localplus_gateway.run).
+        argv = [sys.executable, "-m", "localplus_gateway", "run"]
+        argv += [venv_binary("envoy"), "-c", str(self.config_path), "--log-level", "warn"]
         # Hot restart would make a second Envoy on this machine (tests next to `make up`) fight over
         # the shared-memory base id.
         argv.append("--disable-hot-restart")
         # The access log reaches envoy.log within 0.2 s of a request (Envoy's default is 10 s).
         argv += ["--file-flush-interval-msec", "200"]
-        self.child = self.supervisor.spawn("envoy", argv)
+        env = {
+            **os.environ,
+            "ENVOY_ADMIN_PORT": str(self.settings.admin_port),
+            "LOCALPLUS_DRAIN_SECONDS": str(self.settings.drain_seconds),
+            "LOCALPLUS_GRACE_SECONDS": str(self.settings.grace_seconds),
+        }
+        stop_timeout = self.settings.drain_seconds + self.settings.grace_seconds + 5
+        self.child = self.supervisor.spawn("envoy", argv, env=env, stop_timeout=stop_timeout)
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 30.0) -> None:

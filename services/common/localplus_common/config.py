@@ -32,6 +32,13 @@ def jwt_keys_from_env(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
     return secret, env.get("SUPABASE_JWKS", "")
 
 
+def drain_from_env(env: Mapping[str, str] = os.environ) -> tuple[float, float]:
+    """(LOCALPLUS_DRAIN_SECONDS, LOCALPLUS_GRACE_SECONDS): how a service or the gateway stops on SIGTERM.
+    For drain seconds it reports itself unhealthy while still serving (so that probes, load balancers and
+    health-checking clients move on), then refuses new connections and gives requests in flight grace seconds."""
+    return float(env.get("LOCALPLUS_DRAIN_SECONDS") or 0), float(env.get("LOCALPLUS_GRACE_SECONDS") or 5)
+
+
 def exit_if_missing(settings: Mapping[str, str]) -> None:
     """Stop the process with one line (no traceback) naming each setting whose value is empty."""
     missing = [name for name, value in settings.items() if not value]
@@ -52,8 +59,7 @@ class Settings:
     db_statement_cache_size: int
     # Processes serving the service (localplus_common.workers); each has its own pool of db_pool_max.
     workers: int = 1
-    # On SIGTERM: report NOT_SERVING for drain_seconds while still serving (so that health-checking
-    # clients and load balancers move on), then refuse new calls and give those in flight grace_seconds.
+    # On SIGTERM (drain_from_env): NOT_SERVING for drain_seconds, then grace_seconds for calls in flight.
     drain_seconds: float = 0.0
     grace_seconds: float = 5.0
 
@@ -61,6 +67,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
         database_url = database_url_from_env(env)
         jwt_secret, jwks = jwt_keys_from_env(env)
+        drain_seconds, grace_seconds = drain_from_env(env)
         exit_if_missing({"DATABASE_URL": database_url, JWT_KEY_VARS: jwt_secret or jwks})
         return cls(
             database_url=database_url,
@@ -72,8 +79,8 @@ class Settings:
             db_statement_cache_size=int(env.get("DB_STATEMENT_CACHE_SIZE") or 100),
             # Empty: one per CPU this process may use.
             workers=_positive(env, "LOCALPLUS_WORKERS", available_cpus()),
-            drain_seconds=float(env.get("LOCALPLUS_DRAIN_SECONDS") or 0),
-            grace_seconds=float(env.get("LOCALPLUS_GRACE_SECONDS") or 5),
+            drain_seconds=drain_seconds,
+            grace_seconds=grace_seconds,
         )
 
 
