@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -164,6 +165,31 @@ async def test_sigterm_drains_calls_in_flight(
         pool.shutdown(wait=False, cancel_futures=True)
         for channel in channels:
             channel.close()
+
+
+def children_of(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:  # the field after the state: the parent's pid
+                children.append(int(stat.parent.name))
+    return children
+
+
+def test_sigterm_while_the_workers_start_is_a_clean_stop(stack: Stack) -> None:
+    """A rolling update may stop a pod at once: SIGTERM while the workers are still starting stops them
+    (nothing was served, nothing is lost) and the supervisor exits 0, not as if a worker had failed."""
+    address = f"127.0.0.1:{free_port()}"
+    process = start_events(stack, address, workers=2)
+    try:
+        wait_for(lambda: len(children_of(process.pid)) == 2, "the workers to be spawned", timeout=30)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        assert health(address) is None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_workers_stop_when_their_supervisor_is_killed(stack: Stack) -> None:

@@ -270,6 +270,12 @@ async def serve(
         if code:
             raise SystemExit(code)
         return
+    # From before the server starts: a signal while it starts (a rolling update's quick stop) stops it
+    # the same way, once it is up, rather than killing it.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     metrics_at = metrics_address(service)
     supervised_metrics = is_worker() and metrics_served_by_supervisor()
     tracer_provider = start_tracing(service.name)
@@ -323,10 +329,6 @@ async def serve(
     )
     task = asyncio.create_task(background(Database(pool))) if background is not None else None
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     orphan_watch = asyncio.create_task(stop_when_orphaned(stop.set)) if is_worker() else None
     await stop.wait()
     if orphan_watch is not None:

@@ -66,26 +66,33 @@ async def supervise(workers: int, settings: Mapping[str, str]) -> int:
     until they exit; the exit status."""
     command = [sys.executable, *sys.orig_argv[1:]]
     env = {**os.environ, **settings, "LOCALPLUS_WORKERS": "1", SUPERVISOR_VAR: str(os.getpid())}
-    children = [await asyncio.create_subprocess_exec(*command, env=env) for _ in range(workers)]
-    log.info("%d workers: %s", workers, ", ".join(str(child.pid) for child in children))
-    stopping = False
+    children: list[asyncio.subprocess.Process] = []
+    passed_on: int | None = None  # the signal passed on to the workers
 
     def stop(signum: int) -> None:
-        nonlocal stopping
-        stopping = True
+        nonlocal passed_on
+        passed_on = signum
         for child in children:
             if child.returncode is None:
                 child.send_signal(signum)
 
+    # Before the workers exist, so that a signal while they start reaches every one of them.
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop, signum)
+    for _ in range(workers):
+        children.append(await asyncio.create_subprocess_exec(*command, env=env))
+        if passed_on is not None:
+            children[-1].send_signal(passed_on)
+    log.info("%d workers: %s", workers, ", ".join(str(child.pid) for child in children))
     exits = [asyncio.create_task(child.wait()) for child in children]
     await asyncio.wait(exits, return_when=asyncio.FIRST_COMPLETED)
-    if not stopping:
+    if passed_on is None:
         log.error("a worker exited on its own; stopping the others")
         stop(signal.SIGTERM)
         await asyncio.gather(*exits)
         return 1
-    codes = await asyncio.gather(*exits)
+    # A worker that the signal itself ended was still starting: it handles the signal (drains) from
+    # before it serves (localplus_common.server.serve), so it had served nothing and nothing was lost.
+    codes = [0 if code == -passed_on else code for code in await asyncio.gather(*exits)]
     return next((code for code in codes if code != 0), 0)
