@@ -284,17 +284,16 @@ def _nearest_first(sql: _Sql, conditions: str, distance: str, lat: str, lng: str
     index by a box around the cap of that radius (wider by a metre against rounding). The bound holds
     whatever the planar order, which only decides how tight it is. Adds the conditions to `sql` and
     returns the WITH clause they need."""
-    # Around the pole the cap spans every longitude; elsewhere at most asin(sin r / cos lat) either way.
     sql.where(f"{distance} <= (select km from reach)")
     sql.where(f"e.latitude between {lat} - (select dlat from reach) and {lat} + (select dlat from reach)")
     sql.where(f"e.longitude between {lng} - (select dlng from reach) and {lng} + (select dlng from reach)")
+    # A cap of angle r reaching a pole spans every longitude; otherwise asin(sin r / cos lat) either way.
+    dlng = f"case when r + radians(abs({lat})) < pi() / 2 then degrees(asin(least(1, sin(r) / cos(radians({lat})))))"
     return (
         f"with nearest as (select {distance} as km from public.events e where {conditions} "
         f"order by point(e.longitude, e.latitude) <-> point({lng}, {lat}) limit {limit}), "
-        "reach as (select km, degrees(r) as dlat, "
-        f"case when r + radians(abs({lat})) < pi() / 2 then degrees(asin(sin(r) / cos(radians({lat})))) else 360 end "
-        f"as dlng from (select max(km) as km, (max(km)::float8 + {REACH_SLACK_KM}) / {EARTH_RADIUS_KM} as r "
-        "from nearest) n) "
+        f"reach as (select km, degrees(r) as dlat, {dlng} else 360 end as dlng "
+        f"from (select max(km) as km, (max(km)::float8 + {REACH_SLACK_KM}) / {EARTH_RADIUS_KM} as r from nearest) n) "
     )
 
 
