@@ -19,8 +19,8 @@ import pytest
 
 from localplus.events.v1 import events_pb2
 from localplus_common.auth import ANONYMOUS
-from localplus_common.db import Database
-from localplus_events.discovery import plan_search
+from localplus_common.db import Connection, Database, current_identity
+from localplus_events.discovery import plan_search, search
 from localplus_events.mapping import search_query
 from tests.support import User, add_city, create_event, create_user, iso
 
@@ -574,6 +574,59 @@ async def test_pagination_by_distance_with_inserts(api: httpx.AsyncClient, user:
     assert distances == sorted(distances)
 
 
+# (centre, radius_km, spots within it, spots outside it); a spot (lat, lng) may hold several events.
+FAR_NORTH = (
+    (80.0, 10.0),
+    30,
+    # Three events on one spot, mirrored spots at the very same distance, then the planar order (in
+    # degrees) far from the true one: half a degree of longitude here is 9.7 km, a fifth of latitude 22 km.
+    [(80.05, 10.0), (80.05, 10.0), (80.05, 10.0), (80.0, 10.5), (80.0, 9.5), (80.2, 10.0), (80.15, 10.9),
+     (79.9, 8.7), (80.0, 11.4), (80.0, 8.6), (79.8, 10.0)],
+    [(80.3, 10.0), (79.7, 10.0), (80.0, 11.7)],
+)  # fmt: skip
+# Within reach of the pole the area spans every longitude.
+NEAR_THE_POLE = (
+    (89.95, 0.0),
+    20,
+    [(89.9, 0.0), (90.0, 0.0), (89.95, 10.0), (89.95, -10.0), (89.99, 15.0), (89.8, 0.0), (89.97, -17.0),
+     (89.96, 2.0), (89.96, 2.0)],
+    [(89.7, 0.0), (89.75, 5.0)],
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("case", [FAR_NORTH, NEAR_THE_POLE], ids=["far-north", "near-the-pole"])
+async def test_distance_pages_make_the_one_big_page(api: httpx.AsyncClient, user: User, city: str, case: Any) -> None:
+    """Nearest first, page after page, is exactly the one big page: every event within the radius once,
+    by distance and then id, ties (one spot, or two at the same distance) included."""
+    (lat, lng), radius, inside, outside = case
+    expected = []
+    for at_lat, at_lng in inside:
+        assert km(lat, lng, at_lat, at_lng) < radius - 0.5
+        expected.append((await publish(api, user, city, "Spot", latitude=at_lat, longitude=at_lng))["id"])
+    for at_lat, at_lng in outside:
+        assert km(lat, lng, at_lat, at_lng) > radius + 0.5
+        await publish(api, user, city, "Too far", latitude=at_lat, longitude=at_lng)
+    params = {"city": city, "near": f"{lat},{lng}", "radius_km": radius, "order_by": "distance"}
+
+    one_page = await found(api, **params)
+    keys = [(event["distance_km"], uuid.UUID(event["id"])) for event in one_page]
+    assert keys == sorted(keys)
+    assert sorted(event["id"] for event in one_page) == sorted(expected)
+    for event in one_page:
+        assert event["distance_km"] == pytest.approx(km(lat, lng, event["latitude"], event["longitude"]), abs=1e-5)
+    assert len({key for key, _ in keys}) < len(keys), "the case has ties"
+    for size in (1, 2, 3):
+        paged: list[Json] = []
+        token = ""
+        while True:
+            page = await list_page(api, **params, page_size=size, page_token=token)
+            paged += page["events"]
+            token = page.get("next_page_token", "")
+            if not token:
+                break
+        assert [event["id"] for event in paged] == [event["id"] for event in one_page], size
+
+
 async def test_pagination_by_popularity_with_inserts(
     api: httpx.AsyncClient, user: User, db: asyncpg.Pool, city: str
 ) -> None:
@@ -862,6 +915,65 @@ async def test_the_search_statement_finds_typos_and_thai_on_every_database(datab
             "jazz pottery": [],
         }
         assert {q: await search(q) for q in cases} == cases
+    finally:
+        await pool.execute("delete from public.events where city = $1", city)
+        await pool.execute("delete from public.cities where slug = $1", city)
+        await pool.close()
+
+
+async def test_nearest_first_on_every_database(database_url: str) -> None:
+    """The distance order's statement, as an anonymous caller: nearest first through the index with the
+    area as its conditions (row-level security allows them, being leakproof), and page after page the
+    same as one big page."""
+    (lat, lng), radius, inside, outside = FAR_NORTH
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    assert pool is not None
+    city = await add_city(pool, new_city())
+    try:
+        for at_lat, at_lng in [*inside, *outside]:
+            await pool.execute(
+                "insert into public.events (title, starts_at, ends_at, timezone, status, city, latitude, longitude) "
+                "values ('Spot', now() + interval '7 days', now() + interval '8 days', 'Asia/Bangkok', 'published', "
+                "$1, $2, $3)",
+                city,
+                at_lat,
+                at_lng,
+            )
+        db = Database(pool)
+
+        def request(size: int, token: str = "") -> events_pb2.ListEventsRequest:
+            return events_pb2.ListEventsRequest(
+                city=city, near=f"{lat},{lng}", radius_km=radius, order_by="distance", page_size=size, page_token=token
+            )
+
+        current_identity.set(ANONYMOUS)
+        one_page = [row["id"] for row in (await search(db, search_query(request(100)))).items]
+        assert len(one_page) == len(inside)
+        for size in (1, 2, 3):
+            paged: list[uuid.UUID] = []
+            token = ""
+            while True:
+                page = await search(db, search_query(request(size, token)))
+                paged += [row["id"] for row in page.items]
+                token = page.next_page_token
+                if not token:
+                    break
+            assert paged == one_page, size
+
+        plan = plan_search(search_query(request(2)))
+
+        async def explain(conn: Connection) -> str:
+            # The table is tiny: only forbidding the other ways shows whether the index can do it.
+            await conn.execute(
+                "set local enable_seqscan = off; set local enable_bitmapscan = off; set local enable_sort = off"
+            )
+            return "\n".join(row[0] for row in await conn.fetch(f"explain {plan.query}", *plan.params))
+
+        lines = [line.strip() for line in (await db.run(explain, ANONYMOUS)).splitlines()]
+        knn = "Order By: (point(longitude, latitude) <->"
+        nearest = next(i for i, line in enumerate(lines) if line.startswith(knn))
+        assert lines[nearest - 2].startswith("->  Index Scan using events_listed_near_idx"), lines
+        assert lines[nearest - 1].startswith("Index Cond: ((latitude >= '"), lines
     finally:
         await pool.execute("delete from public.events where city = $1", city)
         await pool.execute("delete from public.cities where slug = $1", city)

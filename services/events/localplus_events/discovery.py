@@ -41,6 +41,10 @@ MAX_WORD_LENGTH = 64
 DEFAULT_RADIUS_KM = 10.0
 MAX_RADIUS_KM = 500.0
 KM_PER_DEGREE = 111.32
+# As in public.distance_km (the IUGG mean radius).
+EARTH_RADIUS_KM = 6371.0088
+# Rounding room around the distance that bounds a page nearest first, in km.
+REACH_SLACK_KM = 0.001
 # Sort keys are similarities (0-1), distances (km) and counts; anything beyond this is not a real key.
 MAX_SORT_KEY = Decimal(2**31)
 SAVED_KEYSET = {"saved_at": time_value, "id": uuid_value}
@@ -216,21 +220,26 @@ def plan_search(
         score = f"round(word_similarity({q}, lower(e.title))::numeric, 6)"
     distance = "null::numeric"
     box = "null::box"
+    lat = lng = ""
     if near is not None:
         lat, lng = sql.param(near.latitude), sql.param(near.longitude)
         dlat = near.radius_km / KM_PER_DEGREE
         dlng = near.radius_km / (KM_PER_DEGREE * max(0.01, math.cos(math.radians(near.latitude))))
-        box = (
-            f"box(point({sql.param(near.longitude - dlng)}, {sql.param(near.latitude - dlat)}), "
-            f"point({sql.param(near.longitude + dlng)}, {sql.param(near.latitude + dlat)}))"
-        )
+        west, east = sql.param(near.longitude - dlng), sql.param(near.longitude + dlng)
+        south, north = sql.param(near.latitude - dlat), sql.param(near.latitude + dlat)
+        box = f"box(point({west}, {south}), point({east}, {north}))"
         distance = f"round(public.distance_km({lat}, {lng}, e.latitude, e.longitude)::numeric, 6)"
         sql.where(f"{distance} <= {sql.param(near.radius_km)}")
-    if words or near is not None:
-        # Text and area narrow the candidates through their indexes (see listed_event_candidates):
-        # every word must match some stretch of the text approximately (trigram word similarity:
-        # typos, partial words) or appear in it as is (a Thai word inside a run without spaces),
-        # inside the box around `near`.
+        if not words:
+            # The box as plain comparisons (exactly what `point <@ box` tests), which unlike `<@` RLS
+            # lets be index conditions (events_listed_near_idx: float comparisons are leakproof). With
+            # words the candidates are in the box already.
+            sql.where(f"e.latitude between {south} and {north} and e.longitude between {west} and {east}")
+    if words:
+        # Text narrows the candidates through its indexes (see listed_event_candidates): every word
+        # must match some stretch of the text approximately (trigram word similarity: typos, partial
+        # words) or appear in it as is (a Thai word inside a run without spaces), inside the box
+        # around `near` if given.
         patterns = [_contains(word) for word in words]
         candidates = (
             f"localplus_private.listed_event_candidates({sql.param(words)}::text[], {sql.param(patterns)}::text[], "
@@ -253,13 +262,39 @@ def plan_search(
 
     # Every event has its counters row (created with it).
     counters = "join public.event_counters c on c.event_id = e.id" if by_popularity else ""
+    conditions = " and ".join(sql.conditions)
+    # One row more than the page: whether another page follows.
+    limit_param = sql.param(limit + 1)
+    nearest = ""
+    if order == "distance" and not words:
+        nearest = _nearest_first(sql, conditions, distance, lat, lng, limit_param)
     statement = (
-        f"select e.*, {score} as score, {distance} as distance_km, {popularity} as popularity "
+        f"{nearest}select e.*, {score} as score, {distance} as distance_km, {popularity} as popularity "
         f"from public.events e {counters} "
-        # One row more than the page: whether another page follows.
-        f"where {' and '.join(sql.conditions)} order by {order_sql} limit {sql.param(limit + 1)}"
+        f"where {' and '.join(sql.conditions)} order by {order_sql} limit {limit_param}"
     )
     return SearchPlan(statement, sql.params, limit, order)
+
+
+def _nearest_first(sql: _Sql, conditions: str, distance: str, lat: str, lng: str, limit: str) -> str:
+    """Bound a page by distance with a nearest-first index scan (events_listed_near_idx, `<->`) instead
+    of reading every event in the area: the first `limit` events that match, in the index's planar
+    order, are all within `reach.km`, so the page (the `limit` nearest by great-circle distance, then
+    id) is too. It is then read exactly from the events within that reach, found through the same
+    index by a box around the cap of that radius (wider by a metre against rounding). The bound holds
+    whatever the planar order, which only decides how tight it is. Adds the conditions to `sql` and
+    returns the WITH clause they need."""
+    sql.where(f"{distance} <= (select km from reach)")
+    sql.where(f"e.latitude between {lat} - (select dlat from reach) and {lat} + (select dlat from reach)")
+    sql.where(f"e.longitude between {lng} - (select dlng from reach) and {lng} + (select dlng from reach)")
+    # A cap of angle r reaching a pole spans every longitude; otherwise asin(sin r / cos lat) either way.
+    dlng = f"case when r + radians(abs({lat})) < pi() / 2 then degrees(asin(least(1, sin(r) / cos(radians({lat})))))"
+    return (
+        f"with nearest as (select {distance} as km from public.events e where {conditions} "
+        f"order by point(e.longitude, e.latitude) <-> point({lng}, {lat}) limit {limit}), "
+        f"reach as (select km, degrees(r) as dlat, {dlng} else 360 end as dlng "
+        f"from (select max(km) as km, (max(km)::float8 + {REACH_SLACK_KM}) / {EARTH_RADIUS_KM} as r from nearest) n) "
+    )
 
 
 def _add_keyset(sql: _Sql, order: str, sort_key: str, position: dict[str, Any]) -> None:
