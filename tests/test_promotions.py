@@ -320,6 +320,36 @@ async def test_nobody_but_the_server_writes_spend_counts_or_status_in_sql(
             await conn.execute(statement)
 
 
+async def test_partners_never_learn_who_clicked_in_sql(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    """A click's viewer is a user id or an unsalted hash of an address and User-Agent (which a guess of
+    every address reverses): the business sees how many clicked and what they cost, never who."""
+    owner, business, _, event = await promoted_setup(api, db)
+    viewer = await add_partner_of_role(db, business, "viewer")
+    promotion = await create_promotion(api, owner, event["id"])
+    await db.execute(
+        "insert into public.promotion_clicks (promotion_id, viewer, day, spent_milli) values ($1, $2, current_date, 0)",
+        uuid.UUID(promotion["id"]),
+        f"u:{uuid.uuid4()}",
+    )
+    for partner in (owner, viewer):
+        async with as_caller(db, partner.id) as conn:
+            assert await conn.fetchval("select count(*) from public.promotion_clicks") == 1
+            assert (
+                await conn.fetchval("select sum(spent_milli) from public.promotion_clicks where day = current_date")
+                == 0
+            )
+        for statement in ("select viewer from public.promotion_clicks", "select * from public.promotion_clicks"):
+            async with as_caller(db, partner.id) as conn:
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.fetch(statement)
+
+
+async def add_partner_of_role(db: asyncpg.Pool, business: str, role: str) -> User:
+    partner = await create_user(db)
+    await add_partner(db, business, partner, role)
+    return partner
+
+
 # What is served
 
 
