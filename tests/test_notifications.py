@@ -59,6 +59,54 @@ async def test_registering_sends_a_confirmation_in_the_users_language(
     assert str(english.message["List-Unsubscribe"]).startswith(f"<{stack.gateway_url}/api/unsubscribe/")
 
 
+async def test_nothing_unreviewed_is_mailed_to_people_an_editor_signed_up(
+    stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User, other_user: User
+) -> None:
+    """Any signed-in user may create a draft and register anyone (any user's id) for it as its editor:
+    the draft's title, which no reviewer saw, must not reach them by the platform's mail ("You're
+    going: <any text>"), nor a published event's new title that is back in review. Messages about
+    the event while its text is unreviewed are dropped when due; orders' messages are not affected."""
+    spam = f"Win a prize at evil.example {uuid.uuid4().hex[:8]}"
+    draft = await create_event(api, user, title=spam)
+    signed_up = await api.post(
+        f"/api/events/{draft['id']}/participants", json={"user_id": str(other_user.id)}, headers=user.headers
+    )
+    assert signed_up.status_code == 200, signed_up.text
+    # A published event moved and retitled in one change: the move is queued, the new title unreviewed.
+    title = f"Reviewed {uuid.uuid4().hex[:8]}"
+    event = await create_event(api, user, title=title, status="EVENT_STATUS_PUBLISHED")
+    registered = await api.post(f"/api/events/{event['id']}/participants", json={}, headers=other_user.headers)
+    assert registered.status_code == 200, registered.text
+    await wait_for_mail(stack, titled(title), 1)
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(days=20)
+    retitled = await api.patch(
+        f"/api/events/{event['id']}", params={"update_mask": "title,starts_at,ends_at"},
+        json={"title": f"{spam} again", "starts_at": iso(later), "ends_at": iso(later + timedelta(hours=2))},
+        headers=user.headers,
+    )  # fmt: skip
+    assert retitled.status_code == 200 and retitled.json()["status"] == "EVENT_STATUS_PENDING_REVIEW", retitled.text
+    events = [uuid.UUID(draft["id"]), uuid.UUID(event["id"])]
+    await wait_sql(
+        db,
+        "select not exists (select 1 from public.notifications where event_id = any($1) and user_id = $2"
+        " and kind <> 'event_reminder' and status = 'pending')",
+        events,
+        other_user.id,
+    )
+    statuses = await db.fetch(
+        "select kind, status from public.notifications where event_id = any($1) and kind <> 'event_reminder'"
+        " and user_id = $2 order by created_at",
+        events,
+        other_user.id,
+    )
+    assert [(row["kind"], row["status"]) for row in statuses] == [
+        ("registration_confirmed", "cancelled"),
+        ("registration_confirmed", "sent"),
+        ("event_moved", "cancelled"),
+    ]
+    assert not [mail for mail in read_maildir(stack.config.maildir) if spam in mail.subject]
+
+
 async def test_cancelling_an_event_emails_every_going_and_waitlisted_person_once(
     stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User
 ) -> None:
