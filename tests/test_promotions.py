@@ -651,6 +651,9 @@ async def test_clicks_count_once_per_viewer_per_day_and_never_for_the_team_and_s
     assert await click(viewer_id="install-1") and not await click(viewer_id="install-1")
     assert not await click(viewer_id="install-2") and not await click()
     assert not await click(viewer_id="install-3", headers={"x-forwarded-for": "203.0.113.9"})
+    # Nor is a made-up User-Agent: an anonymous click pays once per address and day, whatever the browser.
+    assert not await click(headers={"user-agent": "another browser"})
+    assert not await click(headers={"user-agent": f"rotated {uuid.uuid4()}"})
     assert not await click(editor) and not await click(owner)
 
     await flushed(db, pid, served)
