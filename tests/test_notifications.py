@@ -107,6 +107,28 @@ async def test_nothing_unreviewed_is_mailed_to_people_an_editor_signed_up(
     assert not [mail for mail in read_maildir(stack.config.maildir) if spam in mail.subject]
 
 
+async def test_a_title_with_line_breaks_is_one_subject_line_and_stops_no_worker(
+    stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User, other_user: User
+) -> None:
+    """Supabase's REST lets an editor write any title, line breaks too: a mail header cannot hold one
+    (the email library raises), which ended the worker's task, and so the worker, again at each claim."""
+    marker = uuid.uuid4().hex[:8]
+    event = await create_event(api, user, title=f"Broken {marker}", status="EVENT_STATUS_PUBLISHED")
+    await db.execute(
+        "update public.events set title = $2 where id = $1", uuid.UUID(event["id"]), f"Broken {marker}\r\nBcc: x@evil"
+    )
+    after = await create_event(api, user, title=f"After {marker}", status="EVENT_STATUS_PUBLISHED")
+    for each in (event, after):
+        response = await api.post(f"/api/events/{each['id']}/participants", json={}, headers=other_user.headers)
+        assert response.status_code == 200, response.text
+    mails = await wait_for_mail(stack, lambda mail: marker in mail.subject, 2, within=30)
+    assert sorted(mail.subject for mail in mails) == [
+        f"You're going: After {marker}",
+        f"You're going: Broken {marker} Bcc: x@evil",
+    ]
+    assert all(mail.message["Bcc"] is None for mail in mails)
+
+
 async def test_cancelling_an_event_emails_every_going_and_waitlisted_person_once(
     stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User
 ) -> None:
