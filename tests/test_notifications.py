@@ -129,6 +129,26 @@ async def test_a_title_with_line_breaks_is_one_subject_line_and_stops_no_worker(
     assert all(mail.message["Bcc"] is None for mail in mails)
 
 
+async def test_a_message_that_cannot_be_written_is_a_dead_letter_not_the_end_of_the_worker(
+    stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User, other_user: User
+) -> None:
+    """Rows written before a value was refused (a time zone "PST", which AT TIME ZONE took) cannot be
+    rendered: that message fails for good, and the worker goes on with the others."""
+    marker = uuid.uuid4().hex[:8]
+    event = await create_event(api, user, title=f"Unwritable {marker}", status="EVENT_STATUS_PUBLISHED")
+    broken = await db.fetchval(
+        "insert into public.notifications (user_id, kind, channel, event_id, payload)"
+        " values ($1, 'event_moved', 'email', $2, '{\"starts_at\": \"not a time\"}') returning id",
+        other_user.id,
+        uuid.UUID(event["id"]),
+    )
+    await wait_sql(db, "select status = 'failed' from public.notifications where id = $1", broken, within=30)
+    response = await api.post(f"/api/events/{event['id']}/participants", json={}, headers=other_user.headers)
+    assert response.status_code == 200, response.text
+    (mail,) = await wait_for_mail(stack, lambda mail: marker in mail.subject, 1, within=30)
+    assert mail.kind == "registration_confirmed"
+
+
 async def test_cancelling_an_event_emails_every_going_and_waitlisted_person_once(
     stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User
 ) -> None:

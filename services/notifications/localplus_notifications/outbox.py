@@ -137,7 +137,14 @@ async def claim(pool: asyncpg.Pool, limit: int, lease_seconds: float) -> list[Me
     async with pool.acquire() as conn:
         while True:
             rows = await conn.fetch(CLAIM, limit, lease_seconds)
-            messages = [_message(row) for row in rows if row["status"] == "pending"]
+            messages = []
+            for row in rows:
+                if row["status"] != "pending":
+                    continue
+                try:
+                    messages.append(_message(row))
+                except ValueError as error:  # a row that cannot be read is a dead letter, not a stopped worker
+                    await conn.execute(MARK_FAILED, row["id"], row["attempts"], 0, True, f"unreadable: {error}")
             if messages or len(rows) < limit:
                 return messages
 
