@@ -345,3 +345,18 @@ async def test_a_going_party_cannot_grow_while_others_wait(pool: asyncpg.Pool) -
                 "update public.event_participants set guest_count = 1 where event_id = $1 and user_id = auth.uid()",
                 event,
             )
+
+
+async def test_a_time_zone_is_a_zone_name_not_an_abbreviation(pool: asyncpg.Pool) -> None:
+    """`AT TIME ZONE` also takes abbreviations ("PST"), which no zone database has: an editor writing
+    one through Supabase's REST made every Python reader of the event fail (the notifications worker
+    stopped at its messages, a city's calendar feed answered 500). The API already refused them."""
+    owner = await new_user(pool)
+    event_id = await new_event(pool, owner)
+    for zone in ("PST", "CEST", "ICT", "Z"):
+        async with as_caller(pool, owner) as conn:
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute("update public.events set timezone = $2 where id = $1", event_id, zone)
+    for zone in ("America/Los_Angeles", "UTC", "EST"):
+        async with as_caller(pool, owner) as conn:
+            await conn.execute("update public.events set timezone = $2 where id = $1", event_id, zone)

@@ -59,6 +59,96 @@ async def test_registering_sends_a_confirmation_in_the_users_language(
     assert str(english.message["List-Unsubscribe"]).startswith(f"<{stack.gateway_url}/api/unsubscribe/")
 
 
+async def test_nothing_unreviewed_is_mailed_to_people_an_editor_signed_up(
+    stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User, other_user: User
+) -> None:
+    """Any signed-in user may create a draft and register anyone (any user's id) for it as its editor:
+    the draft's title, which no reviewer saw, must not reach them by the platform's mail ("You're
+    going: <any text>"), nor a published event's new title that is back in review. Messages about
+    the event while its text is unreviewed are dropped when due; orders' messages are not affected."""
+    spam = f"Win a prize at evil.example {uuid.uuid4().hex[:8]}"
+    draft = await create_event(api, user, title=spam)
+    signed_up = await api.post(
+        f"/api/events/{draft['id']}/participants", json={"user_id": str(other_user.id)}, headers=user.headers
+    )
+    assert signed_up.status_code == 200, signed_up.text
+    # A published event moved and retitled in one change: the move is queued, the new title unreviewed.
+    title = f"Reviewed {uuid.uuid4().hex[:8]}"
+    event = await create_event(api, user, title=title, status="EVENT_STATUS_PUBLISHED")
+    registered = await api.post(f"/api/events/{event['id']}/participants", json={}, headers=other_user.headers)
+    assert registered.status_code == 200, registered.text
+    await wait_for_mail(stack, titled(title), 1)
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(days=20)
+    retitled = await api.patch(
+        f"/api/events/{event['id']}", params={"update_mask": "title,starts_at,ends_at"},
+        json={"title": f"{spam} again", "starts_at": iso(later), "ends_at": iso(later + timedelta(hours=2))},
+        headers=user.headers,
+    )  # fmt: skip
+    assert retitled.status_code == 200 and retitled.json()["status"] == "EVENT_STATUS_PENDING_REVIEW", retitled.text
+    events = [uuid.UUID(draft["id"]), uuid.UUID(event["id"])]
+    await wait_sql(
+        db,
+        "select not exists (select 1 from public.notifications where event_id = any($1) and user_id = $2"
+        " and kind <> 'event_reminder' and status = 'pending')",
+        events,
+        other_user.id,
+    )
+    statuses = await db.fetch(
+        "select kind, status from public.notifications where event_id = any($1) and kind <> 'event_reminder'"
+        " and user_id = $2 order by created_at",
+        events,
+        other_user.id,
+    )
+    assert [(row["kind"], row["status"]) for row in statuses] == [
+        ("registration_confirmed", "cancelled"),
+        ("registration_confirmed", "sent"),
+        ("event_moved", "cancelled"),
+    ]
+    assert not [mail for mail in read_maildir(stack.config.maildir) if spam in mail.subject]
+
+
+async def test_a_title_with_line_breaks_is_one_subject_line_and_stops_no_worker(
+    stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User, other_user: User
+) -> None:
+    """Supabase's REST lets an editor write any title, line breaks too: a mail header cannot hold one
+    (the email library raises), which ended the worker's task, and so the worker, again at each claim."""
+    marker = uuid.uuid4().hex[:8]
+    event = await create_event(api, user, title=f"Broken {marker}", status="EVENT_STATUS_PUBLISHED")
+    await db.execute(
+        "update public.events set title = $2 where id = $1", uuid.UUID(event["id"]), f"Broken {marker}\r\nBcc: x@evil"
+    )
+    after = await create_event(api, user, title=f"After {marker}", status="EVENT_STATUS_PUBLISHED")
+    for each in (event, after):
+        response = await api.post(f"/api/events/{each['id']}/participants", json={}, headers=other_user.headers)
+        assert response.status_code == 200, response.text
+    mails = await wait_for_mail(stack, lambda mail: marker in mail.subject, 2, within=30)
+    assert sorted(mail.subject for mail in mails) == [
+        f"You're going: After {marker}",
+        f"You're going: Broken {marker} Bcc: x@evil",
+    ]
+    assert all(mail.message["Bcc"] is None for mail in mails)
+
+
+async def test_a_message_that_cannot_be_written_is_a_dead_letter_not_the_end_of_the_worker(
+    stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User, other_user: User
+) -> None:
+    """Rows written before a value was refused (a time zone "PST", which AT TIME ZONE took) cannot be
+    rendered: that message fails for good, and the worker goes on with the others."""
+    marker = uuid.uuid4().hex[:8]
+    event = await create_event(api, user, title=f"Unwritable {marker}", status="EVENT_STATUS_PUBLISHED")
+    broken = await db.fetchval(
+        "insert into public.notifications (user_id, kind, channel, event_id, payload)"
+        " values ($1, 'event_moved', 'email', $2, '{\"starts_at\": \"not a time\"}') returning id",
+        other_user.id,
+        uuid.UUID(event["id"]),
+    )
+    await wait_sql(db, "select status = 'failed' from public.notifications where id = $1", broken, within=30)
+    response = await api.post(f"/api/events/{event['id']}/participants", json={}, headers=other_user.headers)
+    assert response.status_code == 200, response.text
+    (mail,) = await wait_for_mail(stack, lambda mail: marker in mail.subject, 1, within=30)
+    assert mail.kind == "registration_confirmed"
+
+
 async def test_cancelling_an_event_emails_every_going_and_waitlisted_person_once(
     stack: Stack, api: httpx.AsyncClient, db: asyncpg.Pool, user: User
 ) -> None:

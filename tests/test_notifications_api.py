@@ -53,6 +53,10 @@ async def test_preferences_are_each_users_own(api: httpx.AsyncClient, user: User
     for bad in ({"kind": "NOTIFICATION_KIND_EVENT_CANCELLED"}, {"channel": "NOTIFICATION_CHANNEL_PUSH"}, {}):
         response = await api.patch("/api/me/notification-settings", json={"preferences": [bad]}, headers=user.headers)
         assert response.status_code == 400, response.text
+    # One kind and channel named twice (one upsert cannot change a row twice: it was a 500).
+    twice = [{**CANCELLED_EMAIL, "enabled": True}, {**CANCELLED_EMAIL, "enabled": False}]
+    response = await api.patch("/api/me/notification-settings", json={"preferences": twice}, headers=user.headers)
+    assert response.status_code == 400, response.text
 
 
 async def test_an_opted_out_kind_is_not_sent(

@@ -181,7 +181,11 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     },
     "public.promotion_moderation_log": {"anon": {}, "authenticated": {"SELECT": ALL}},
     "public.promotion_impressions": {"anon": {}, "authenticated": {"SELECT": ALL}},
-    "public.promotion_clicks": {"anon": {}, "authenticated": {"SELECT": ALL}},
+    # Who clicked (a user id, or a hash of an address an exhaustive guess reverses) is the server's alone.
+    "public.promotion_clicks": {
+        "anon": {},
+        "authenticated": {"SELECT": {"promotion_id", "day", "spent_milli", "created_at"}},
+    },
 }
 # Columns no API role may ever set or change (CONTRACT §3: status times, `source`, counters, `sold`).
 SERVER_OWNED: dict[str, set[str]] = {

@@ -12,15 +12,21 @@ import math
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
 import pytest
 
+from localplus_common.auth import Identity
+from localplus_common.db import Database, current_identity
+from localplus_common.errors import ApiError
 from localplus_dev.stack import Stack
-from tests.sql_callers import as_caller
+from localplus_ticketing import promotions
+from localplus_ticketing.payment_provider import Checkout, PaymentProvider
+from tests.sql_callers import as_caller, claims_of
 from tests.stripe_support import refunded_at_stripe
 from tests.support import User, add_city, create_event, create_user, iso
 from tests.ticketing_support import pay_at_stripe
@@ -320,6 +326,89 @@ async def test_nobody_but_the_server_writes_spend_counts_or_status_in_sql(
             await conn.execute(statement)
 
 
+async def test_partners_never_learn_who_clicked_in_sql(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    """A click's viewer is a user id or an unsalted hash of an address and User-Agent (which a guess of
+    every address reverses): the business sees how many clicked and what they cost, never who."""
+    owner, business, _, event = await promoted_setup(api, db)
+    viewer = await add_partner_of_role(db, business, "viewer")
+    promotion = await create_promotion(api, owner, event["id"])
+    await db.execute(
+        "insert into public.promotion_clicks (promotion_id, viewer, day, spent_milli) values ($1, $2, current_date, 0)",
+        uuid.UUID(promotion["id"]),
+        f"u:{uuid.uuid4()}",
+    )
+    for partner in (owner, viewer):
+        async with as_caller(db, partner.id) as conn:
+            assert await conn.fetchval("select count(*) from public.promotion_clicks") == 1
+            assert (
+                await conn.fetchval("select sum(spent_milli) from public.promotion_clicks where day = current_date")
+                == 0
+            )
+        for statement in ("select viewer from public.promotion_clicks", "select * from public.promotion_clicks"):
+            async with as_caller(db, partner.id) as conn:
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.fetch(statement)
+
+
+class StripeMeanwhile:
+    """A payment provider during whose PaymentIntent call something else happens (what a concurrent
+    request could do in the round trip to Stripe)."""
+
+    def __init__(self, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        self.meanwhile = meanwhile
+        self.amounts: list[int] = []
+        self.cancelled: list[str] = []
+
+    async def promotion_payment_intent(self, promotion_id: uuid.UUID, amount: int, currency: str) -> Checkout:
+        self.amounts.append(amount)
+        await self.meanwhile()
+        return Checkout(payment_intent_id=f"pi_meanwhile_{uuid.uuid4().hex}", client_secret="secret")
+
+    async def cancel_payment_intent(self, payment_intent_id: str) -> None:
+        self.cancelled.append(payment_intent_id)
+
+
+async def test_a_budget_raised_while_checking_out_is_never_the_one_paid_for(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """The draft's budget is read, Stripe asked for that amount, then the draft becomes
+    awaiting_payment: a PATCH in between must not leave a promotion paid for 1,000 with a budget of
+    10,000,000 (spent, and never refunded past what was paid)."""
+    owner, _, _, event = await promoted_setup(api, db)
+    promotion = await create_promotion(api, owner, event["id"], budget_minor="1000")
+
+    async def raise_budget() -> None:
+        raised = await api.patch(
+            f"/api/promotions/{promotion['id']}", json={"budget_minor": "10000000"}, headers=owner.headers
+        )
+        assert raised.status_code == 200, raised.text
+
+    stripe = StripeMeanwhile(raise_budget)
+    caller = current_identity.set(Identity(role="authenticated", user_id=owner.id, claims=claims_of(owner.id)))
+    try:
+        with pytest.raises(ApiError) as refused:
+            await promotions.checkout(Database(db), cast(PaymentProvider, stripe), uuid.UUID(promotion["id"]))
+    finally:
+        current_identity.reset(caller)
+    assert refused.value.reason == "INVALID_STATE"
+    assert stripe.amounts == [1000] and len(stripe.cancelled) == 1
+    row = await db.fetchrow(
+        "select status, budget_minor, payment_intent_id from public.promotions where id = $1",
+        uuid.UUID(promotion["id"]),
+    )
+    assert row is not None and (row["status"], row["budget_minor"], row["payment_intent_id"]) == (
+        "draft",
+        10000000,
+        None,
+    )
+
+
+async def add_partner_of_role(db: asyncpg.Pool, business: str, role: str) -> User:
+    partner = await create_user(db)
+    await add_partner(db, business, partner, role)
+    return partner
+
+
 # What is served
 
 
@@ -562,6 +651,9 @@ async def test_clicks_count_once_per_viewer_per_day_and_never_for_the_team_and_s
     assert await click(viewer_id="install-1") and not await click(viewer_id="install-1")
     assert not await click(viewer_id="install-2") and not await click()
     assert not await click(viewer_id="install-3", headers={"x-forwarded-for": "203.0.113.9"})
+    # Nor is a made-up User-Agent: an anonymous click pays once per address and day, whatever the browser.
+    assert not await click(headers={"user-agent": "another browser"})
+    assert not await click(headers={"user-agent": f"rotated {uuid.uuid4()}"})
     assert not await click(editor) and not await click(owner)
 
     await flushed(db, pid, served)

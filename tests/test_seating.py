@@ -131,6 +131,28 @@ async def test_a_taken_seat_is_a_409_naming_it_and_nothing_is_held(
     assert mixed.status_code == 400
 
 
+async def test_seats_of_a_hidden_ticket_type_are_sold_only_to_whoever_sees_it(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    """A hidden ticket type is its editors' alone (as for unseated ones, and best_available of it):
+    naming its seats does not buy them through it."""
+    owner, buyer = await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, TWO_ZONES)
+    hidden = await api.patch(
+        f"/api/ticket-types/{seated.types['premium']['id']}", params={"update_mask": "hidden"},
+        json={"hidden": True}, headers=owner.headers,
+    )  # fmt: skip
+    assert hidden.status_code == 200, hidden.text
+    assert (await order_best(api, buyer, seated.types["premium"]["id"], 1)).status_code == 404
+    refused = await order_seats(api, buyer, seated.ids("Stalls A-1"))
+    assert refused.status_code == 404, refused.text
+    mixed = await order_seats(api, buyer, seated.ids("Stalls B-1", "Stalls A-2"))
+    assert mixed.status_code == 404, mixed.text
+    assert (await statuses(api, seated.event["id"]))["Stalls B-1"] == "AVAILABLE"
+    assert (await order_seats(api, buyer, seated.ids("Stalls B-1"))).status_code == 200
+    assert (await order_seats(api, owner, seated.ids("Stalls A-1"))).status_code == 200
+
+
 async def test_an_expired_hold_frees_its_seat_at_once(api: httpx.AsyncClient, db: asyncpg.Pool, admin: User) -> None:
     owner, first, second = await create_user(db), await create_user(db), await create_user(db)
     seated = await seated_event(api, admin, owner, TWO_ZONES)

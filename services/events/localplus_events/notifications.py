@@ -114,6 +114,8 @@ async def update_notification_settings(db: Database, changes: list[Preference]) 
     user_id = identity.user_id
     if not changes:
         raise invalid_argument("settings.preferences", "give at least one preference to change")
+    if len({(change.kind, change.channel) for change in changes}) < len(changes):
+        raise invalid_argument("settings.preferences", "name each kind and channel at most once")
 
     async def run(conn: Connection) -> list[Preference]:
         await conn.execute(

@@ -109,7 +109,8 @@ def render(facts: Facts, unsubscribe_url: str | None) -> Rendered:
         "code": facts.confirmation_code,
         "amount": _amount(facts.amount_minor, facts.currency),
     }
-    subject = subject_template.format(**values)
+    # One line: a title written through Supabase's REST may hold line breaks, which no mail header can.
+    subject = " ".join(subject_template.format(**values).split())
     body = body_template.format(**values)
     lines = [body]
     if facts.venue:

@@ -20,20 +20,29 @@ import asyncpg
 
 from localplus_notifications.messages import Facts
 
+# A message about an event whose text no reviewer vouches for now (never published, or back in review:
+# `published_at` is null) is dropped when due, not sent: any signed-in user may write a draft and, as its
+# editor, register anyone for it, and the title is read at sending. Orders' messages concern a purchase.
 CLAIM = """
 with due as (
-  select id from public.notifications
-   where status = 'pending' and send_after <= now()
-   order by send_after
+  select n.id, n.order_id is null and n.event_id is not null
+               and not exists (select 1 from public.events e where e.id = n.event_id and e.published_at is not null)
+                 as unreviewed
+    from public.notifications n
+   where n.status = 'pending' and n.send_after <= now()
+   order by n.send_after
    limit $1
-   for update skip locked
+   for update of n skip locked
 ), claimed as (
   update public.notifications n
-     set attempts = n.attempts + 1, send_after = now() + make_interval(secs => $2), updated_at = now()
+     set attempts = n.attempts + 1, send_after = now() + make_interval(secs => $2), updated_at = now(),
+         status = case when due.unreviewed then 'cancelled' else n.status end,
+         last_error = case when due.unreviewed then 'the event is not published (its text is not reviewed)'
+                           else n.last_error end
     from due where n.id = due.id
   returning n.*
 )
-select c.id, c.user_id, c.kind, c.channel, c.attempts, c.payload, c.order_id,
+select c.id, c.status, c.user_id, c.kind, c.channel, c.attempts, c.payload, c.order_id,
        u.email, coalesce(u.raw_user_meta_data ->> 'locale', '') as locale,
        e.title, coalesce(o.starts_at, e.starts_at) as starts_at, coalesce(e.timezone, 'UTC') as timezone,
        coalesce(e.venue_name, '') as venue_name,
@@ -124,9 +133,20 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def claim(pool: asyncpg.Pool, limit: int, lease_seconds: float) -> list[Message]:
+    """Due messages to send; none only when none is due (a batch all dropped is no reason to wait)."""
     async with pool.acquire() as conn:
-        rows = await conn.fetch(CLAIM, limit, lease_seconds)
-    return [_message(row) for row in rows]
+        while True:
+            rows = await conn.fetch(CLAIM, limit, lease_seconds)
+            messages = []
+            for row in rows:
+                if row["status"] != "pending":
+                    continue
+                try:
+                    messages.append(_message(row))
+                except ValueError as error:  # a row that cannot be read is a dead letter, not a stopped worker
+                    await conn.execute(MARK_FAILED, row["id"], row["attempts"], 0, True, f"unreadable: {error}")
+            if messages or len(rows) < limit:
+                return messages
 
 
 async def renew(pool: asyncpg.Pool, messages: list[Message], lease_seconds: float) -> set[UUID]:

@@ -71,7 +71,9 @@ class Worker:
                     await self.pool.execute(
                         "delete from public.push_subscriptions where endpoint = any($1)", result.gone
                     )
-        except mail.PermanentFailure as error:
+        # ValueError, LookupError: a message that cannot be written (a header with a line break, a time
+        # zone no zone database has) fails for good rather than ending the task, and so the worker.
+        except (mail.PermanentFailure, ValueError, LookupError) as error:
             await outbox.mark_failed(self.pool, message, str(error), delay=0, dead=True)
             self.stats.dead += 1
             log.warning("notification %s failed for good: %s", message.id, error)

@@ -406,6 +406,15 @@ class NewSeatOrder:
     occurrence_id: UUID | None  # with seat_ids, when the event sells its seats per occurrence
 
 
+# The ticket types selling some seats (of their category, for the occurrence when one is named).
+SEAT_TYPES = """
+select coalesce(array_agg(distinct t.id), '{}')
+  from public.event_seats es join public.plan_seats ps on ps.id = es.plan_seat_id
+  join public.ticket_types t on t.event_id = es.event_id and t.seat_category = ps.category
+ where es.id = any($1) and ($2::uuid is null or coalesce(t.occurrence_id, t.event_id) = $2)
+"""
+
+
 async def create_seat_order(db: Database, new: NewSeatOrder, hold: timedelta) -> OrderView:
     """Hold chosen seats, or the best adjacent ones of a ticket type, for `hold` (409 SEAT_UNAVAILABLE
     naming the seats taken, SOLD_OUT when no block is left); the same request_id answers the same order."""
@@ -436,11 +445,14 @@ async def create_seat_order(db: Database, new: NewSeatOrder, hold: timedelta) ->
         if not events:
             raise not_found("ticket type not found" if best_type else "seat not found")
         event_id = events[0]["event_id"]
+        # The ticket types that would sell the seats (reserve_seats picks among these), and then the
+        # buyer must see each one: a hidden type is sold only to the event's editors.
+        types = (
+            [best_type] if best_type is not None else await conn.fetchval(SEAT_TYPES, new.seat_ids, new.occurrence_id)
+        )
         await act_as(conn, identity, event_id=event_id)
         await visible_event(conn, event_id)
-        if best_type is not None and not await conn.fetchval(
-            "select exists (select 1 from public.ticket_types where id = $1)", best_type
-        ):
+        if await conn.fetchval("select count(*) from public.ticket_types where id = any($1)", types) < len(types):
             raise not_found("ticket type not found")  # hidden from this buyer
         await act_as(conn, SERVER)
         order_id = await conn.fetchval(

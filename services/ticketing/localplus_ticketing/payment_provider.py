@@ -79,7 +79,8 @@ class PaymentProvider:
                 "payment_method_types": ["card"],
                 "metadata": {"promotion_id": str(promotion_id)},
             },
-            f"promotion-{promotion_id}-payment-intent",
+            # A draft's budget may change after a checkout that found it changed meanwhile.
+            f"promotion-{promotion_id}-payment-intent-{amount}-{currency}",
         )
         return Checkout(payment_intent_id=intent.id, client_secret=intent.client_secret or "")
 

@@ -235,13 +235,18 @@ async def checkout(db: Database, payments: PaymentProvider, promotion_id: UUID) 
     if promotion["status"] != "draft":
         raise aborted(f"the promotion is {promotion['status']}; only a draft is paid for", "INVALID_STATE")
     started = await payments.promotion_payment_intent(promotion_id, promotion["budget_minor"], promotion["currency"])
+    # Still the budget asked of Stripe: a draft changed during the call would otherwise be paid for
+    # at its old budget and spend its new one.
     row = await db.run(
         lambda conn: conn.fetchrow(
             "update public.promotions set status = 'awaiting_payment', payment_intent_id = $2, client_secret = $3, "
-            f"updated_at = now() where id = $1 and status = 'draft' returning {COLUMNS}",
+            "updated_at = now() where id = $1 and status = 'draft' and budget_minor = $4 and currency = $5 "
+            f"returning {COLUMNS}",
             promotion_id,
             started.payment_intent_id,
             started.client_secret,
+            promotion["budget_minor"],
+            promotion["currency"],
         ),
         SERVER,
     )

@@ -139,7 +139,7 @@ class PromotionRpcs:
 
     async def ClickPromotion(self, request: promotions_pb2.ClickPromotionRequest, context: Context) -> Any:
         counted = await promotions.click(
-            self.db, parse_uuid("id", request.id), viewer_key(current_identity.get(), context)
+            self.db, parse_uuid("id", request.id), viewer_key(current_identity.get(), context, by_browser=False)
         )
         return promotions_pb2.ClickPromotionResponse(counted=counted)
 
