@@ -8,10 +8,11 @@
 -- capacity (CHECKs), and the capacities add up to the type's inventory, so what is sold and held
 -- never exceeds the inventory, whatever a function does.
 --
--- A payment locks the buckets of its holds (in order) before it reads them: whoever gives an
--- expired hold back to the others holds its bucket too, so a hold that the payment counts on can
--- no longer vanish between its reading and its sale (the sale would then be issued from a bucket
--- that had given its ticket back to another buyer).
+-- A payment locks its holds before it reads them: a hold that the payment counts on can no longer be
+-- given back to the others (expired) between its reading and its sale, which would then be issued
+-- from a bucket that had given its ticket to another buyer. Paying an expired hold while a buyer who
+-- found every bucket full gives expired holds back can deadlock (each waits for the other's lock);
+-- Postgres then undoes one of them, and the service retries it.
 
 alter table public.ticket_type_buckets add column if not exists sold integer not null default 0;
 
@@ -236,7 +237,7 @@ begin
 end
 $$;
 
--- Pay: as before; the holds' buckets locked first, their sales counted in them.
+-- Pay: as before; its holds locked first, their sales counted in their buckets.
 create or replace function localplus_private.pay_order(p_order_id uuid, p_ticket_ids uuid[], p_codes text[],
                                                        p_confirmation_code text)
   returns text
@@ -257,13 +258,9 @@ begin
   if v_order.status in ('refunded', 'cancelled') then
     return v_order.status;
   end if;
-  -- The buckets of its holds, in order, before the holds are read: an expired hold is given back to
-  -- the others only under its bucket's lock, so the holds read here stay this order's until sold.
-  perform 1 from public.ticket_type_buckets b
-   where (b.ticket_type_id, b.bucket) in (select h.ticket_type_id, h.bucket from public.ticket_holds h
-                                           where h.order_id = p_order_id)
-   order by b.ticket_type_id, b.bucket
-     for update of b;
+  -- Its holds locked before they are read: whoever gives an expired hold back to the others deletes it,
+  -- so one given back meanwhile is gone here (and taken again below), and none can go until this commits.
+  perform 1 from public.ticket_holds where order_id = p_order_id for update;
   if exists (select 1 from public.order_items i where i.order_id = p_order_id and i.quantity > (
                select coalesce(sum(h.quantity), 0) from public.ticket_holds h
                 where h.order_id = i.order_id and h.ticket_type_id = i.ticket_type_id)) then
@@ -298,7 +295,7 @@ begin
   insert into public.outbox (topic, aggregate_id, payload)
   values ('order.paid', p_order_id, jsonb_build_object('order_id', p_order_id, 'buyer_id', v_order.buyer_id,
           'event_id', v_order.event_id, 'confirmation_code', p_confirmation_code));
-  -- The holds become sales of their buckets (locked above, or by take_tickets: no new lock to wait for).
+  -- Last, so that their locks are the shortest: the holds become sales of their buckets.
   update public.ticket_type_buckets b set sold = b.sold + h.quantity
     from public.ticket_holds h
    where h.order_id = p_order_id and b.ticket_type_id = h.ticket_type_id and b.bucket = h.bucket;
