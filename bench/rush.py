@@ -6,9 +6,10 @@ and in buckets (the migration's 16 rows that buyers draw from), and the bare cei
   req/s is tickets SOLD per second, two HTTP requests each, and the latency is the whole sale's.
   `rush` splits the type into 1 bucket (every buyer queues on one row lock, as in Phase 2), `rush-b`
   keeps the 16 buckets every type gets.
-* SQL, `rush`: the bare ceiling of a single hot row, `UPDATE ticket_types SET sold = sold + 1 WHERE id = $1
-  AND sold < inventory` alone; `rush-b`: the same bare draw from the type's buckets (one row of 16 nobody
-  else is drawing from: FOR UPDATE SKIP LOCKED). As many connections as the service's pool.
+* SQL, `rush`: the bare ceiling of a single hot row, `UPDATE ... SET taken = taken + 1 WHERE ... AND taken <
+  capacity` alone on the 1-bucket type's one row (Phase 2's `sold < inventory`); `rush-b`: the same bare draw
+  from the type's buckets (one row of 16 nobody else is drawing from: FOR UPDATE SKIP LOCKED). As many
+  connections as the service's pool.
 
 A fresh ticket type per route (and round), with room for every sale of the run; after each route the
 type's counts are checked in SQL (never more sold and held than its inventory, the buckets' counts
@@ -43,7 +44,10 @@ WARMUP, DURATION = 45.0, 15.0
 INVENTORY = 1_000_000  # the most a ticket type may have
 # Buyers' bench user indexes start here, clear of the other scenarios' (which count from 1).
 FIRST_BUYER = 1 << 40
-CEILING = "update public.ticket_types set sold = sold + 1 where id = $1 and sold < inventory"
+CEILING = (
+    "update public.ticket_type_buckets set taken = taken + 1 where ticket_type_id = $1 and bucket = 0"
+    " and taken < capacity"
+)
 # The pick is a materialized CTE: as a subquery in FROM the planner may put it on the inner side of a
 # nested loop and run it (and random()) once per bucket, updating several ("UPDATE 3").
 BUCKET_DRAW = """
@@ -59,14 +63,14 @@ update public.ticket_type_buckets b set taken = b.taken + 1
 # What a type's rows say after a run: `oversold` must be 0, `mismatch` (buckets against holds and
 # sales, tickets against sales) too.
 COUNTS = """
-select t.sold, h.held, t.inventory,
-       greatest(0, t.sold + h.live - t.inventory) + b.over as oversold,
-       abs(b.taken - t.sold - h.held) + abs(b.capacity - t.inventory) + abs(k.tickets - t.sold) as mismatch
+select b.sold, h.held, t.inventory,
+       greatest(0, b.sold + h.live - t.inventory) + b.over as oversold,
+       abs(b.taken - b.sold - h.held) + abs(b.capacity - t.inventory) + abs(k.tickets - b.sold) as mismatch
   from public.ticket_types t,
        lateral (select coalesce(sum(quantity), 0) as held,
                        coalesce(sum(quantity) filter (where expires_at > now()), 0) as live
                   from public.ticket_holds where ticket_type_id = t.id) h,
-       lateral (select sum(taken) as taken, sum(capacity) as capacity,
+       lateral (select sum(taken) as taken, sum(capacity) as capacity, sum(sold) as sold,
                        sum(greatest(0, taken - capacity)) as over
                   from public.ticket_type_buckets where ticket_type_id = t.id) b,
        lateral (select count(*) as tickets from public.tickets where ticket_type_id = t.id) k
@@ -137,7 +141,7 @@ class Rush(Scenario):
         self.buckets = buckets
         self.name = "rush" if buckets == 1 else "rush-b"
         shape = "ONE row (1 bucket, Phase 2's hot row)" if buckets == 1 else f"{buckets} buckets"
-        bare = "the bare hot-row UPDATE ... SET sold = sold + 1" if buckets == 1 else "the bare bucket draw"
+        bare = "the bare hot-row UPDATE ... SET taken = taken + 1" if buckets == 1 else "the bare bucket draw"
         self.description = (
             f"ONE free ticket type in {shape}, every sale a new buyer: reserve + checkout (2 requests; req/s = "
             f"tickets sold/s); SQL: {bare}"
@@ -222,7 +226,7 @@ class Rush(Scenario):
         and no bucket past its capacity; and the books agree (buckets, holds, sales, tickets)."""
         counts = run_with_pool(context.endpoints.database_url, lambda pool: pool.fetchrow(COUNTS, self._types[route]))
         if route is Route.SQL:
-            # The bare statements count in one place only (sold, or the buckets): nothing else to agree.
+            # The bare statements count in the buckets' `taken` only: nothing else to agree.
             oversold = counts["oversold"]
             if oversold:
                 raise AssertionError(f"{self.name}: {oversold} tickets oversold: {dict(counts)}")

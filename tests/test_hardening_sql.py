@@ -108,7 +108,6 @@ SERVER_OWNED = [
     ("event_participants", "created_at", "'1970-01-01'"),
     ("event_permissions", "granted_by", "null"),
     ("event_permissions", "created_at", "'1970-01-01'"),
-    ("ticket_types", "sold", "5"),
     ("ticket_types", "created_at", "'1970-01-01'"),
     ("event_saves", "created_at", "'1970-01-01'"),
     ("event_counters", "going", "1000"),
@@ -211,9 +210,12 @@ async def test_editors_cannot_set_sold(pool: asyncpg.Pool) -> None:
     await pool.execute(
         "insert into public.ticket_types (event_id, name, currency, inventory) values ($1, 'GA', 'THB', 10)", event
     )
+    # What is sold is counted in the type's buckets, which are the server's alone.
     refused = (
-        "update public.ticket_types set sold = 10 where event_id = $1",
-        "insert into public.ticket_types (event_id, name, currency, inventory, sold) values ($1, 'VIP', 'THB', 10, 10)",
+        "update public.ticket_type_buckets set sold = 10, taken = 10"
+        " where ticket_type_id in (select id from public.ticket_types where event_id = $1)",
+        "insert into public.ticket_type_buckets (ticket_type_id, bucket, capacity, taken, sold)"
+        " select id, 100, 10, 10, 10 from public.ticket_types where event_id = $1",
     )
     for sql in refused:
         async with as_caller(pool, editor) as conn:

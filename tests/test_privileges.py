@@ -33,6 +33,8 @@ DEFINER_ALLOW_LIST: dict[str, str] = {
     "own ties only (the analytics rollups' policy)",
     "localplus_private.tickets_held(uuid)": "how many tickets of a type unexpired reservations hold: public, "
     "like availability, and nothing about who holds them",
+    "localplus_private.tickets_sold(uuid)": "how many tickets of a type are sold (its buckets' count): public, "
+    "like availability, and nothing about who bought them",
 }
 
 # Table privileges of each API role on each engine table: privilege -> ALL or the columns.
@@ -197,7 +199,7 @@ SERVER_OWNED: dict[str, set[str]] = {
     "public.scraper_imports": {"status", "event_id", "duplicate_of", "score", "content_hash", "item"},
     "public.event_participants": {"created_at", "updated_at", "status_changed_at"},
     "public.event_permissions": {"granted_by", "created_at"},
-    "public.ticket_types": {"id", "sold", "created_at", "updated_at"},
+    "public.ticket_types": {"id", "created_at", "updated_at"},
     "public.event_saves": {"created_at"},
     "public.event_occurrences": {
         "id", "event_id", "original_starts_at", "starts_at", "ends_at", "moved", "cancelled", "in_series",

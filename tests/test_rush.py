@@ -76,7 +76,7 @@ async def test_500_buyers_for_100_tickets_through_the_gateway(stack: Stack, db: 
         assert late.status_code == 409 and late.json()["details"][0]["reason"] == "SOLD_OUT"
 
     counts = await db.fetchrow(
-        "select (select sold from public.ticket_types where id = $1) as sold,"
+        "select localplus_private.tickets_sold($1) as sold,"
         " (select count(*) from public.tickets where ticket_type_id = $1) as tickets,"
         " (select count(distinct code) from public.tickets where ticket_type_id = $1) as codes,"
         " (select count(*) from public.ticket_holds where ticket_type_id = $1) as holds",

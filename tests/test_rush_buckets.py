@@ -34,7 +34,7 @@ BUCKETS_MIGRATION = "20261210000000_rush_buckets.sql"
 
 # One snapshot of a type's books: sold and held against the inventory, and the buckets against both.
 BOOKS = """
-select t.inventory, t.sold,
+select t.inventory, localplus_private.tickets_sold(t.id) as sold,
        (select coalesce(sum(quantity), 0) from public.ticket_holds where ticket_type_id = t.id)::int as held,
        (select coalesce(sum(quantity), 0) from public.ticket_holds
          where ticket_type_id = t.id and expires_at > now())::int as live,
@@ -42,18 +42,24 @@ select t.inventory, t.sold,
        (select count(*) from public.ticket_type_buckets where ticket_type_id = t.id)::int as buckets,
        (select sum(taken) from public.ticket_type_buckets where ticket_type_id = t.id)::int as taken,
        (select sum(capacity) from public.ticket_type_buckets where ticket_type_id = t.id)::int as capacity,
-       (select count(*) from public.ticket_type_buckets where ticket_type_id = t.id and taken > capacity)::int as over
+       (select count(*) from public.ticket_type_buckets where ticket_type_id = t.id and taken > capacity)::int as over,
+       -- Buckets whose count of tickets taken is not their holds and their sales.
+       (select count(*) from public.ticket_type_buckets b
+         where b.ticket_type_id = t.id
+           and b.taken <> b.sold + (select coalesce(sum(h.quantity), 0) from public.ticket_holds h
+                                     where h.ticket_type_id = b.ticket_type_id and h.bucket = b.bucket))::int
+         as unbalanced
   from public.ticket_types t where t.id = $1
 """
 
 
 async def books(db: asyncpg.Pool, type_id: str) -> dict[str, int]:
     """The type's books, asserted to agree: every bucket within its capacity, the capacities adding up to
-    the inventory, what the buckets count equal to what is sold and held, one ticket per sale."""
+    the inventory, what each bucket counts equal to its holds and sales, one ticket per sale."""
     row = await db.fetchrow(BOOKS, uuid.UUID(type_id))
     assert row is not None
     counts = dict(row)
-    assert counts["over"] == 0, counts
+    assert counts["over"] == 0 and counts["unbalanced"] == 0, counts
     assert counts["capacity"] == counts["inventory"], counts
     assert counts["taken"] == counts["sold"] + counts["held"], counts
     assert counts["tickets"] == counts["sold"], counts
@@ -182,6 +188,57 @@ async def test_a_busy_bucket_is_waited_for_not_taken_for_sold_out(
         await busy.rollback()
     bought = await pending
     assert bought.status_code == 200, bought.text
+    await books(db, str(type_id))
+
+
+async def test_paying_a_hold_while_it_is_given_back_sells_it_once(
+    api: httpx.AsyncClient, db: asyncpg.Pool, user: User
+) -> None:
+    """A payment for an expired hold races a buyer who gives that hold back to the others (a bucket's
+    reclaim): the payment either finds its hold or takes the ticket again, never both sold and given
+    back (the sale would leave its bucket with a free ticket that the next buyer gets: one too many)."""
+    owner, other, late = await create_user(db), await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, price_minor=0, inventory=2)
+    type_id = uuid.UUID(ticket_type["id"])
+    await db.execute("select localplus_private.split_ticket_type($1, 1)", type_id)
+    assert (await reserve(api, other, str(type_id))).status_code == 200
+    reserved = await reserve(api, user, str(type_id))
+    assert reserved.status_code == 200, reserved.text
+    order_id = uuid.UUID(reserved.json()["id"])
+    await db.execute(
+        "update public.ticket_holds set expires_at = now() - interval '1 second' where order_id = $1", order_id
+    )
+    async with db.acquire() as reclaimer, db.acquire() as payer:
+        giving_back = reclaimer.transaction()
+        await giving_back.start()
+        # As a buyer who found every bucket full does: all of them locked, the expired holds given back.
+        await reclaimer.execute(
+            "select 1 from public.ticket_type_buckets where ticket_type_id = $1 for update", type_id
+        )
+        await reclaimer.execute("select localplus_private.reclaim_expired_holds($1)", type_id)
+        paying = asyncio.ensure_future(
+            payer.fetchval(
+                "select localplus_private.pay_order($1, $2, $3, 'LP-RACE')", order_id, [uuid.uuid4()], ["LP1.race"]
+            )
+        )
+        pid = payer.get_server_pid()
+        for _ in range(100):  # until the payment waits for the reclaim's locks
+            if await db.fetchval("select wait_event_type = 'Lock' from pg_stat_activity where pid = $1", pid):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the payment did not wait for the reclaim: {await paying}")
+        await giving_back.commit()
+        assert await paying == "paid"
+    # One ticket sold, the other held: the next buyer finds none.
+    refused = await reserve(api, late, str(type_id))
+    assert refused.status_code == 409 and refused.json()["details"][0]["reason"] == "SOLD_OUT", refused.text
+    counts = await db.fetchrow(
+        "select (select sum(taken) from public.ticket_type_buckets where ticket_type_id = $1)::int as taken,"
+        " (select count(*) from public.tickets where ticket_type_id = $1)::int as tickets",
+        type_id,
+    )
+    assert dict(counts or {}) == {"taken": 2, "tickets": 1}
     await books(db, str(type_id))
 
 

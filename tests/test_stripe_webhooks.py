@@ -46,7 +46,7 @@ async def status_of(db: asyncpg.Pool, order_id: str) -> str:
 async def ticket_type_row(db: asyncpg.Pool, ticket_type_id: str) -> asyncpg.Record:
     row = await db.fetchrow(
         "select sold, inventory - sold - localplus_private.tickets_held(id) as available "
-        "from public.ticket_types where id = $1",
+        "from public.ticket_types, localplus_private.tickets_sold(id) as sold where id = $1",
         uuid.UUID(ticket_type_id),
     )
     assert row is not None

@@ -48,7 +48,7 @@ DOWNTIME_S = 2.0
 WEBHOOK_DELAY_S = 1.0
 # sold and unexpired holds of the type, and its tickets issued, in one snapshot.
 SAMPLE = """
-select t.inventory, t.sold,
+select t.inventory, localplus_private.tickets_sold(t.id) as sold,
        (select coalesce(sum(h.quantity), 0) from public.ticket_holds h
          where h.ticket_type_id = t.id and h.expires_at > now()) as held,
        (select count(*) from public.tickets k where k.ticket_type_id = t.id and k.status <> 'void') as issued

@@ -62,10 +62,12 @@ class OrderView:
 
 @dataclass(frozen=True)
 class Payment:
-    """What paying an order did: localplus_private.pay_order's outcome and the tickets it issued."""
+    """What paying an order did: localplus_private.pay_order's outcome and the tickets it issued; when
+    paid, what the payment wrote on the order (its confirmation code, and paid_at: the transaction's now())."""
 
     outcome: str
     tickets: int = 0
+    paid: dict[str, Any] = field(default_factory=dict)
 
 
 def confirmation_code() -> str:
@@ -176,6 +178,8 @@ async def checkout_order(
         if view.order["status"] in ("paid", "partially_refunded") or view.order["total_minor"] != 0:
             return view, None
         payment = await pay(conn, signer, order_id, known=view)
+        if payment.outcome == "paid":  # the order as read, with what paying it changed (no second read)
+            return OrderView(view.order | payment.paid, view.items, view.seats), payment
         return await _read(conn, order_id, with_secrets=True), payment
 
     view, free_payment = await db.run(read_or_pay_free, SERVER, generic_plans=True)
@@ -238,14 +242,20 @@ async def pay(conn: Connection, signer: TicketSigner, order_id: UUID, *, known: 
     # never deleted, only ended, so `seats` is empty only for an order that never had any).
     if known.seats and not await seating.sell_seats(conn, order_id):
         return Payment("sold_out")
-    outcome: str = await conn.fetchval(
-        "select localplus_private.pay_order($1, $2, $3, $4)", order_id, ticket_ids, codes, confirmation_code()
+    code = confirmation_code()
+    paid = await conn.fetchrow(
+        "select localplus_private.pay_order($1, $2, $3, $4) as outcome, now() as paid_at",
+        order_id,
+        ticket_ids,
+        codes,
+        code,
     )
-    if outcome != "paid":
-        return Payment(outcome)
+    assert paid is not None
+    if paid["outcome"] != "paid":
+        return Payment(paid["outcome"])
     if known.seats:
         await seating.seat_tickets(conn, order_id)
-    return Payment(outcome, admissions)
+    return Payment("paid", admissions, {"status": "paid", "paid_at": paid["paid_at"], "confirmation_code": code})
 
 
 @dataclass(frozen=True)

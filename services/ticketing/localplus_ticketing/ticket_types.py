@@ -1,7 +1,7 @@
 """Ticket types of an event: list them a page at a time, create, change and delete them. Each use
 case runs in one request transaction, so row-level security decides what the caller sees and may
-change; `sold` is the server's (only the orders' functions change it) and `available` is computed:
-inventory minus sold minus what unexpired reservations hold."""
+change; `sold` is the server's (the orders' functions count it in the type's buckets) and `available`
+is computed: inventory minus sold minus what unexpired reservations hold."""
 
 import dataclasses
 import re
@@ -28,8 +28,12 @@ from localplus_common.paging import (
 
 # The list order, which page tokens hold the position in.
 KEYSET: Keyset = {"sort_order": int32_value, "created_at": time_value, "id": uuid_value}
-# Every ticket type as clients see it.
-COLUMNS = "t.*, greatest(0, t.inventory - t.sold - localplus_private.tickets_held(t.id)) as available"
+# Every ticket type as clients see it, selected from TYPES.
+COLUMNS = "t.*, c.sold, greatest(0, t.inventory - c.sold - c.held) as available"
+TYPES = (
+    "public.ticket_types t cross join lateral (select localplus_private.tickets_sold(t.id) as sold,"
+    " localplus_private.tickets_held(t.id) as held) c"
+)
 # What an editor may change, in the order of the proto's fields.
 EDITABLE_FIELDS = (
     "occurrence_id", "name", "description", "price_minor", "currency", "inventory", "min_per_order",
@@ -73,7 +77,7 @@ async def list_ticket_types(db: Database, event_id: UUID, page: PageRequest) -> 
         await visible_event(conn, event_id)
         return await conn.fetch(
             f"""
-            select {COLUMNS} from public.ticket_types t
+            select {COLUMNS} from {TYPES}
             where event_id = $1
               and ($2::integer is null or (sort_order, created_at, id) > ($2, $3::timestamptz, $4::uuid))
             order by sort_order, created_at, id
@@ -139,7 +143,7 @@ async def update_ticket_type(db: Database, ticket_type_id: UUID, changes: dict[s
         # Locked first: reservations lock the row too, so what is held cannot change under the check.
         await conn.execute("select 1 from public.ticket_types where id = $1 for update", ticket_type_id)
         taken = await conn.fetchval(
-            "select sold + localplus_private.tickets_held(id) from public.ticket_types where id = $1", ticket_type_id
+            "select localplus_private.tickets_sold($1) + localplus_private.tickets_held($1)", ticket_type_id
         )
         if merged["inventory"] < taken:
             raise _invalid("inventory", f"inventory cannot be below the {taken} tickets sold and held")
@@ -177,7 +181,7 @@ async def _editable(conn: Connection, ticket_type_id: UUID) -> asyncpg.Record:
 
 
 async def _read(conn: Connection, ticket_type_id: UUID) -> asyncpg.Record:
-    row = await conn.fetchrow(f"select {COLUMNS} from public.ticket_types t where t.id = $1", ticket_type_id)
+    row = await conn.fetchrow(f"select {COLUMNS} from {TYPES} where t.id = $1", ticket_type_id)
     assert row is not None
     return row
 
