@@ -21,15 +21,14 @@ import asyncpg
 from localplus_common.access import VIEWER, require_rank, signed_in, visible_event
 from localplus_common.auth import SERVER
 from localplus_common.db import Connection, Database, act_as
+from localplus_ticketing.ticket_types import AVAILABLE, TYPES
 
-BY_TICKET_TYPE = """
-select t.id, t.name, t.price_minor, t.currency, h.sold, h.held,
-       greatest(0, t.inventory - h.sold - h.held) as available,
+# Sold, held and available as the ticket types' own reads count them (ticket_types.TYPES).
+BY_TICKET_TYPE = f"""
+select t.id, t.name, t.price_minor, t.currency, c.sold, c.held, {AVAILABLE} as available,
        coalesce(issued.gross_minor, 0)::bigint as gross_minor, coalesce(issued.checked_in, 0)::integer as checked_in,
        coalesce(back.refunded, 0)::integer as refunded, coalesce(back.refunded_minor, 0)::bigint as refunded_minor
-  from public.ticket_types t
- cross join lateral (select localplus_private.tickets_sold(t.id) as sold,
-                            localplus_private.tickets_held(t.id) as held) h
+  from {TYPES}
   left join (select ticket_type_id, sum(price_minor) as gross_minor,
                     count(*) filter (where status = 'checked_in') as checked_in
                from public.tickets where event_id = $1 group by 1) issued on issued.ticket_type_id = t.id

@@ -29,7 +29,8 @@ from localplus_common.paging import (
 # The list order, which page tokens hold the position in.
 KEYSET: Keyset = {"sort_order": int32_value, "created_at": time_value, "id": uuid_value}
 # Every ticket type as clients see it, selected from TYPES.
-COLUMNS = "t.*, c.sold, greatest(0, t.inventory - c.sold - c.held) as available"
+AVAILABLE = "greatest(0, t.inventory - c.sold - c.held)"
+COLUMNS = f"t.*, c.sold, {AVAILABLE} as available"
 TYPES = (
     "public.ticket_types t cross join lateral (select localplus_private.tickets_sold(t.id) as sold,"
     " localplus_private.tickets_held(t.id) as held) c"
