@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from localplus_dev.postgres import free_port
-from tests.support import create_event, create_user
+from tests.support import User, create_event, create_user, event_body, service_role_token
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONPATH = [
@@ -291,6 +291,29 @@ class Up:
                 os.kill(pid, signal.SIGKILL)
 
 
+async def assert_an_event_at_a_venue_is_in_bangkok(api: httpx.AsyncClient, owner: User, business: str) -> None:
+    """Phase 4 on the stack `make up` runs: the seeded cities, a venue, an event at it taking Bangkok's
+    time zone, and `city=` knowing its cities."""
+    cities = await api.get("/api/cities", params={"page_size": 100})
+    assert cities.status_code == 200, cities.text
+    assert "bangkok" in {city["slug"] for city in cities.json()["cities"]}
+    body = {"city": "bangkok", "name": "Riverside Stage", "address": "1 Charoen Krung Rd", "business_id": business}
+    venue = await api.post("/api/venues", json=body, headers=owner.headers)
+    assert venue.status_code == 200, venue.text
+    at_venue = event_body(title="At the venue", business_id=business, venue_id=venue.json()["id"])
+    del at_venue["timezone"]
+    created = await api.post("/api/events", json=at_venue, headers=owner.headers)
+    assert created.status_code == 200, created.text
+    assert (created.json()["timezone"], created.json()["city"]) == ("Asia/Bangkok", "bangkok")
+    backend = {"authorization": f"Bearer {service_role_token()}"}
+    approved = await api.post(f"/api/events/{created.json()['id']}:approve", json={}, headers=backend)
+    assert approved.status_code == 200, approved.text
+    listed = await api.get("/api/events", params={"city": "bangkok", "page_size": 100})
+    assert created.json()["id"] in {e["id"] for e in listed.json()["events"]}
+    atlantis = await api.get("/api/events", params={"city": "atlantis"})
+    assert atlantis.status_code == 400 and "atlantis" in atlantis.json()["message"], atlantis.text
+
+
 @pytest.fixture
 async def make_up(tmp_path: Path) -> AsyncIterator[Up]:
     up = Up(tmp_path, Ports.free())
@@ -311,10 +334,15 @@ async def test_make_up_ready_stop_and_reuse(make_up: Up) -> None:
     assert pool is not None
     try:
         owner = await create_user(pool)
+        business = await pool.fetchval("insert into public.businesses (name) values ('Riverside Café') returning id")
+        await pool.execute(
+            "insert into public.partners (business_id, user_id, role) values ($1, $2, 'owner')", business, owner.id
+        )
     finally:
         await pool.close()
     async with httpx.AsyncClient(base_url=up.gateway_url, timeout=30) as api:
         event = await create_event(api, owner, title="Survives a restart", status="EVENT_STATUS_PUBLISHED")
+        await assert_an_event_at_a_venue_is_in_bangkok(api, owner, str(business))
     services = (up.ports.events_metrics, up.ports.ticketing_metrics, up.ports.recurrence_metrics)
     metrics = [f"http://127.0.0.1:{port}/metrics" for port in services]
     metrics.append(f"http://127.0.0.1:{up.ports.admin}/stats/prometheus")
