@@ -34,6 +34,17 @@ async def visible_event(conn: Connection, event_id: UUID) -> asyncpg.Record:
     return event
 
 
+async def require_business_partner(conn: Connection, identity: Identity, business_id: UUID, what: str) -> None:
+    """A business's figures are its partners' (any role) and platform admins': 404 when it does not
+    exist, 403 for anyone else."""
+    if not await conn.fetchval("select exists (select 1 from public.businesses where id = $1)", business_id):
+        raise not_found("business not found")
+    if not identity.is_platform_admin and not await conn.fetchval(
+        "select localplus_private.is_business_partner($1, array['owner', 'editor', 'viewer'])", business_id
+    ):
+        raise permission_denied(f"only the business's partners may see its {what}")
+
+
 def require_rank(event: asyncpg.Record, rank: int, action: str) -> None:
     if event["caller_rank"] < rank:
         raise permission_denied(f"you may not {action} this event")

@@ -24,12 +24,11 @@ from uuid import UUID
 
 import asyncpg
 
-from localplus_common.access import EDITOR, VIEWER, require_rank, signed_in, visible_event
+from localplus_common.access import EDITOR, VIEWER, require_business_partner, require_rank, signed_in, visible_event
 from localplus_common.auth import SERVER
 from localplus_common.cities import city_id
 from localplus_common.db import Connection, Database, act_as
-from localplus_common.errors import invalid_argument, not_found, permission_denied
-from localplus_events import repository as repo
+from localplus_common.errors import invalid_argument, permission_denied
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +150,7 @@ async def business_analytics(db: Database, business_id: UUID, days: DateRange) -
     identity = signed_in()
 
     async def run(conn: Connection) -> list[asyncpg.Record]:
-        if not await conn.fetchval("select exists (select 1 from public.businesses where id = $1)", business_id):
-            raise not_found("business not found")
-        if not identity.is_platform_admin and not await repo.is_business_partner(
-            conn, business_id, ("owner", "editor", "viewer")
-        ):
-            raise permission_denied("only the business's partners may see its analytics")
+        await require_business_partner(conn, identity, business_id, "analytics")
         return await conn.fetch(
             f"{SUMS} from public.analytics_business_days where business_id = $1 and day between $2 and $3 "
             "group by 1, 2",

@@ -6,9 +6,8 @@ from uuid import UUID
 
 import asyncpg
 
-from localplus_common.access import VIEWER, require_rank, signed_in, visible_event
+from localplus_common.access import VIEWER, require_business_partner, require_rank, signed_in, visible_event
 from localplus_common.db import Connection, Database
-from localplus_common.errors import not_found, permission_denied
 from localplus_events import repository as repo
 
 COUNTS = ("going", "interested", "waitlisted", "cancelled", "attended", "guests", "saves")
@@ -64,12 +63,7 @@ async def business_stats(db: Database, business_id: UUID) -> BusinessStats:
     identity = signed_in()
 
     async def run(conn: Connection) -> list[asyncpg.Record]:
-        if not await conn.fetchval("select exists (select 1 from public.businesses where id = $1)", business_id):
-            raise not_found("business not found")
-        if not identity.is_platform_admin and not await repo.is_business_partner(
-            conn, business_id, ("owner", "editor", "viewer")
-        ):
-            raise permission_denied("only the business's partners may see its figures")
+        await require_business_partner(conn, identity, business_id, "figures")
         return await conn.fetch(
             f"""
             select e.status, count(*) as events, {", ".join(f"coalesce(sum(c.{n}), 0) as {n}" for n in COUNTS)}
