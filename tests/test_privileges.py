@@ -33,6 +33,8 @@ DEFINER_ALLOW_LIST: dict[str, str] = {
     "own ties only (the analytics rollups' policy)",
     "localplus_private.tickets_held(uuid)": "how many tickets of a type unexpired reservations hold: public, "
     "like availability, and nothing about who holds them",
+    "localplus_private.seats_blocked(uuid)": "how many seats of a seated type its editors blocked: public, like "
+    "availability and like each seat's status",
     "localplus_private.tickets_sold(uuid)": "how many tickets of a type are sold (its buckets' count): public, "
     "like availability, and nothing about who bought them",
 }

@@ -153,6 +153,31 @@ async def test_seats_of_a_hidden_ticket_type_are_sold_only_to_whoever_sees_it(
     assert (await order_seats(api, owner, seated.ids("Stalls A-1"))).status_code == 200
 
 
+async def test_seats_of_a_hidden_ticket_type_do_not_name_it_to_whoever_cannot_see_it(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    """The seat list and map say which type sells a seat only when the caller may see that type: a
+    hidden one's seats show their category and status without it (its editors still see it)."""
+    owner, buyer = await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, TWO_ZONES)
+    event_id, secret = seated.event["id"], seated.types["premium"]["id"]
+    hidden = await api.patch(
+        f"/api/ticket-types/{secret}", params={"update_mask": "hidden"}, json={"hidden": True}, headers=owner.headers
+    )
+    assert hidden.status_code == 200, hidden.text
+    for who in ({}, buyer.headers):
+        listed = await api.get(f"/api/events/{event_id}/seats", headers=who)
+        assert listed.status_code == 200, listed.text
+        assert secret not in listed.text
+        seats = {f"{s['zone']} {s['label']}": s for s in listed.json()["seats"]}
+        assert seats["Stalls A-1"]["category"] == "premium" and seats["Stalls A-1"].get("ticket_type_id", "") == ""
+        assert seats["Stalls B-1"]["ticket_type_id"] == seated.types["standard"]["id"]
+        svg = await api.get(f"/api/events/{event_id}/seat-map.svg", headers=who)
+        assert svg.status_code == 200 and secret not in svg.text
+    editors = (await api.get(f"/api/events/{event_id}/seats", headers=owner.headers)).json()["seats"]
+    assert {s["ticket_type_id"] for s in editors if s["category"] == "premium"} == {secret}
+
+
 async def test_an_expired_hold_frees_its_seat_at_once(api: httpx.AsyncClient, db: asyncpg.Pool, admin: User) -> None:
     owner, first, second = await create_user(db), await create_user(db), await create_user(db)
     seated = await seated_event(api, admin, owner, TWO_ZONES)
@@ -201,6 +226,40 @@ async def test_a_seated_types_available_counts_live_holds_and_never_expired_ones
     assert (await checkout(api, second, bought["id"])).json()["order"]["status"] == "ORDER_STATUS_PAID"
     final = await premium()
     assert final["sold"] == 1 and final["available"] == 3
+
+
+async def test_blocked_seats_are_not_available_and_the_totals_still_add_up(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    """Of the 7 standard seats, 2 blocked, 1 held and 1 sold leave 3 for buyers, both in the ticket
+    type's `available` and in the sales figures, whose sold + held + available + blocked is the 7."""
+    owner, first, second = await create_user(db), await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, TWO_ZONES, prices={"premium": 0, "standard": 0})
+    event_id, standard = seated.event["id"], seated.types["standard"]["id"]
+
+    async def figures() -> tuple[dict[str, Any], dict[str, Any]]:
+        listed = (await api.get(f"/api/events/{event_id}/ticket-types")).json()["ticket_types"]
+        sales = await api.get(f"/api/events/{event_id}/sales", headers=owner.headers)
+        assert sales.status_code == 200, sales.text
+        by_type = next(t for t in sales.json()["ticket_types"] if t["ticket_type_id"] == standard)
+        return next(t for t in listed if t["id"] == standard), by_type
+
+    house = {"seat_ids": seated.ids("Stalls B-3", "Stalls B-4")}
+    assert (await api.post(f"/api/events/{event_id}/seats:block", json=house, headers=owner.headers)).is_success
+    assert (await order_seats(api, first, seated.ids("Stalls B-1"))).status_code == 200
+    bought = (await order_seats(api, second, seated.ids("Balcony C-1"))).json()
+    assert (await checkout(api, second, bought["id"])).json()["order"]["status"] == "ORDER_STATUS_PAID"
+    listed, sales = await figures()
+    assert listed["inventory"] == 7 and listed["sold"] == 1 and listed["available"] == 3
+    assert (sales["sold"], sales["held"], sales["available"]) == (1, 1, 3)
+    blocked = sum(1 for s in (await statuses(api, event_id)).values() if s == "BLOCKED")
+    assert sales["sold"] + sales["held"] + sales["available"] + blocked == listed["inventory"]
+    # Unblocked, they are for sale again; a premium seat blocked takes nothing from the standard ones.
+    assert (await api.post(f"/api/events/{event_id}/seats:unblock", json=house, headers=owner.headers)).is_success
+    other = {"seat_ids": seated.ids("Stalls A-1")}
+    assert (await api.post(f"/api/events/{event_id}/seats:block", json=other, headers=owner.headers)).is_success
+    listed, sales = await figures()
+    assert listed["available"] == sales["available"] == 5
 
 
 async def test_cancel_and_refund_give_seats_back(api: httpx.AsyncClient, db: asyncpg.Pool, admin: User) -> None:

@@ -32,7 +32,8 @@ MAX_CAPACITY = 1_000_000
 MAX_SEAT_IDS = 1_000
 
 PLAN_COLUMNS = "id, venue_id, name, general_admission, created_at, updated_at"
-# Every seat of an event, with its status for one occurrence key ($2) and the type selling it.
+# Every seat of an event, with its status for one occurrence key ($2) and the type selling it, if that
+# type is one of $3 (those the caller may see: a hidden type's id is its editors' alone).
 SEATS_SQL = """
 select es.id, ps.zone, ps.row_name, ps.number, ps.category, ps.accessible, ps.x, ps.y,
        tt.id as ticket_type_id, coalesce(c.kind, 'available') as status
@@ -41,7 +42,7 @@ select es.id, ps.zone, ps.row_name, ps.number, ps.category, ps.accessible, ps.x,
   left join public.seat_claims c
     on c.seat_id = es.id and c.occurrence_key = $2 and localplus_private.seat_claim_live(c.during)
   left join (select distinct on (seat_category) seat_category, id from public.ticket_types
-              where event_id = $1 and coalesce(occurrence_id, event_id) = $2
+              where event_id = $1 and coalesce(occurrence_id, event_id) = $2 and id = any ($3)
               order by seat_category, id) tt on tt.seat_category = ps.category
  where es.event_id = $1 {only}
  order by ps.zone_rank, ps.row_rank, ps.seat_rank
@@ -221,8 +222,9 @@ async def list_seats(db: Database, event_id: UUID, occurrence_id: UUID | None) -
 
     async def list_them(conn: Connection) -> list[asyncpg.Record]:
         key = await _seated_event(conn, event_id, occurrence_id)
+        types = await _visible_types(conn, event_id)
         await act_as(conn, SERVER)
-        return await conn.fetch(SEATS_SQL.format(only=""), event_id, key)
+        return await conn.fetch(SEATS_SQL.format(only=""), event_id, key, types)
 
     return await db.run(list_them, event_id=event_id)
 
@@ -237,11 +239,23 @@ async def block_seats(
 
     async def change(conn: Connection) -> list[asyncpg.Record]:
         key = await _seated_event(conn, event_id, occurrence_id, rank=EDITOR)
+        types = await _visible_types(conn, event_id)
         await act_as(conn, SERVER)
         await conn.execute("select localplus_private.block_seats($1, $2, $3, $4)", event_id, key, seat_ids, block)
-        return await conn.fetch(SEATS_SQL.format(only="and es.id = any ($3)"), event_id, key, seat_ids)
+        return await conn.fetch(SEATS_SQL.format(only="and es.id = any ($4)"), event_id, key, types, seat_ids)
 
     return await db.run(change, event_id=event_id)
+
+
+async def _visible_types(conn: Connection, event_id: UUID) -> list[UUID]:
+    """The event's seated ticket types the caller may see (read as the caller: row-level security
+    shows hidden ones to the event's editors only), before the seats are read as the server."""
+    types: list[UUID] = await conn.fetchval(
+        "select coalesce(array_agg(id), '{}') from public.ticket_types"
+        " where event_id = $1 and seat_category is not null",
+        event_id,
+    )
+    return types
 
 
 async def _seated_event(conn: Connection, event_id: UUID, occurrence_id: UUID | None, rank: int = 0) -> UUID:

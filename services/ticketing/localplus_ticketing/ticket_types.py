@@ -1,7 +1,7 @@
 """Ticket types of an event: list them a page at a time, create, change and delete them. Each use
 case runs in one request transaction, so row-level security decides what the caller sees and may
 change; `sold` is the server's (the orders' functions count it in the type's buckets) and `available`
-is computed: inventory minus sold minus what unexpired reservations hold."""
+is computed: inventory minus sold minus what unexpired reservations hold minus blocked seats."""
 
 import dataclasses
 import re
@@ -29,11 +29,11 @@ from localplus_common.paging import (
 # The list order, which page tokens hold the position in.
 KEYSET: Keyset = {"sort_order": int32_value, "created_at": time_value, "id": uuid_value}
 # Every ticket type as clients see it, selected from TYPES.
-AVAILABLE = "greatest(0, t.inventory - c.sold - c.held)"
+AVAILABLE = "greatest(0, t.inventory - c.sold - c.held - c.blocked)"
 COLUMNS = f"t.*, c.sold, {AVAILABLE} as available"
 TYPES = (
     "public.ticket_types t cross join lateral (select localplus_private.tickets_sold(t.id) as sold,"
-    " localplus_private.tickets_held(t.id) as held) c"
+    " localplus_private.tickets_held(t.id) as held, localplus_private.seats_blocked(t.id) as blocked) c"
 )
 # What an editor may change, in the order of the proto's fields.
 EDITABLE_FIELDS = (
