@@ -132,7 +132,7 @@ async def weekend_latency(db: Database, gateway_url: str) -> tuple[tuple[float, 
     for _ in range(QUERIES):
         query = occurrences.OccurrenceSearch(rng.choice(CITIES), start, end, PageRequest(20, ""))
         began = time.perf_counter()
-        page, _ = await occurrences.search(db, query)
+        page, _ = await occurrences.search(db, query, None, "")
         service.append((time.perf_counter() - began) * 1000)
         found += len(page.items)
     gateway: list[float] = []

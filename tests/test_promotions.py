@@ -2,8 +2,11 @@
 admin approves it, and `GET /api/events` answers `sponsored[]` beside the organic page: only promoted
 events matching the request's own filters that the caller may see, never one on the page or twice,
 the organic page unchanged. Spend never passes the budget under concurrent impressions; pacing
-spreads it over the days; clicks count once per viewer per day; stats equal a recount of the raw
-rows; cancelling refunds what is unspent. Row-level security in raw SQL as Supabase's REST runs it."""
+spreads it over the days; a viewer listing in a loop is charged one impression an hour (the
+frequency cap); clicks count once per viewer per day; stats equal a recount of the raw rows;
+cancelling refunds what is unspent. Row-level security in raw SQL as Supabase's REST runs it.
+Distinct anonymous viewers are clients connecting from distinct loopback addresses (all of 127/8
+reaches the gateway on Linux), as the gateway sees them."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -23,6 +27,7 @@ import pytest
 from localplus_common.auth import Identity
 from localplus_common.db import Database, current_identity
 from localplus_common.errors import ApiError
+from localplus_common.sponsored import ChargedViewers
 from localplus_dev.stack import Stack
 from localplus_ticketing import promotions
 from localplus_ticketing.payment_provider import Checkout, PaymentProvider
@@ -164,6 +169,23 @@ async def promoted_setup(
     return owner, business, city, event
 
 
+@asynccontextmanager
+async def viewers_at(stack: Stack, count: int) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """`count` anonymous clients, each connecting from an address of its own (127.0.1.1, 127.0.1.2, ...):
+    so many viewers as the gateway sees them."""
+    async with AsyncExitStack() as clients:
+        yield [
+            await clients.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=stack.gateway_url,
+                    timeout=30,
+                    transport=httpx.AsyncHTTPTransport(local_address=f"127.0.1.{n}"),
+                )
+            )
+            for n in range(1, count + 1)
+        ]
+
+
 async def flushed(db: asyncpg.Pool, promotion_id: str, impressions: int, within_s: float = 10.0) -> None:
     """Wait until the servers recorded `impressions` (they flush every second)."""
     deadline = time.monotonic() + within_s
@@ -270,6 +292,33 @@ async def test_only_owners_and_editors_promote_their_published_public_events(
     assert bad.status_code == 400
     anonymous = await api.post("/api/promotions", json=promotion_body(event["id"]))
     assert anonymous.status_code == 401
+
+
+def violated_field(response: httpx.Response) -> str:
+    """The field a 400's BadRequest names."""
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["message"] and any(d.get("reason") == "INVALID_ARGUMENT" for d in body["details"]), body
+    (field,) = [v["field"] for d in body["details"] for v in d.get("field_violations", [])]
+    return field
+
+
+async def test_targeting_lists_are_bounded_in_count_and_length(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    owner, _, _, event = await promoted_setup(api, db)
+    # The most they may hold: 50 entries of 64 characters each.
+    most = {field: [f"{n:02d}".ljust(64, field[0]) for n in range(50)] for field in ("cities", "categories")}
+    draft = await create_promotion(api, owner, event["id"], **most)
+    assert len(draft["cities"]) == 50 and len(draft["categories"]) == 50
+    for field in ("cities", "categories"):
+        for bad in (["a"] * 51, ["a" * 65], [""], ["ok", "x" * 10_000]):
+            created = await api.post(
+                "/api/promotions", json=promotion_body(event["id"], **{field: bad}), headers=owner.headers
+            )
+            assert violated_field(created) == field, bad
+            patched = await api.patch(f"/api/promotions/{draft['id']}", json={field: bad}, headers=owner.headers)
+            assert violated_field(patched) == field, bad
+    unchanged = await api.get(f"/api/promotions/{draft['id']}", headers=owner.headers)
+    assert unchanged.json()["cities"] == draft["cities"] and unchanged.json()["categories"] == draft["categories"]
 
 
 async def test_partners_see_only_their_businesses_promotions_in_the_api_and_in_sql(
@@ -562,7 +611,8 @@ async def test_fifty_concurrent_impressions_with_one_impression_of_budget_left_s
     assert approved.status_code == 200
     await asyncio.sleep(1.5)  # every server has read it live
 
-    bodies = await asyncio.gather(*(listing(api, city=city) for _ in range(50)))
+    async with viewers_at(stack, 50) as viewers:  # 50 people, each charged (the frequency cap aside)
+        bodies = await asyncio.gather(*(listing(viewer, city=city) for viewer in viewers))
     served = sum(sponsored_ids(body).count(paid["id"]) for body in bodies)
     assert served == 1
     await flushed(db, paid["id"], 1)
@@ -584,12 +634,70 @@ async def test_pacing_spreads_the_budget_over_the_promotions_days(
         starts_at=iso(now - timedelta(minutes=1)), ends_at=iso(now - timedelta(minutes=1) + timedelta(days=10)),
     )  # fmt: skip
     await asyncio.sleep(1.5)
-    bodies = [await listing(api, city=city) for _ in range(12)]
+    async with viewers_at(stack, 12) as viewers:
+        bodies = [await listing(viewer, city=city) for viewer in viewers]
     assert sum(sponsored_ids(body).count(promotion["id"]) for body in bodies) == 3
     await flushed(db, promotion["id"], 3)
     assert (
         await db.fetchval("select spent_milli from public.promotions where id = $1", uuid.UUID(promotion["id"])) == 3000
     )
+
+
+async def promotion_figures(api: httpx.AsyncClient, who: User, promotion_id: str) -> tuple[int, int]:
+    """Impressions and spent_minor in the promotion's stats."""
+    stats = await api.get(f"/api/promotions/{promotion_id}/stats", headers=who.headers)
+    assert stats.status_code == 200, stats.text
+    return int(stats.json().get("impressions", 0)), int(stats.json().get("spent_minor", 0))
+
+
+async def test_a_viewer_listing_in_a_loop_is_charged_one_impression_and_two_viewers_two(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool, admin: User
+) -> None:
+    """The frequency cap: one anonymous address listing 20 times (a new User-Agent each time, which any
+    client writes) is shown the promotion every time and charged one impression; another address, one more."""
+    owner, _, city, event = await promoted_setup(api, db)
+    # 1000 per thousand impressions: an impression costs 1 minor unit.
+    promotion = await active_promotion(api, stack, owner, admin, event["id"], bid_minor="1000")
+    pid = promotion["id"]
+    await asyncio.sleep(1.5)  # every server has read it live
+
+    async def served_to(viewer: httpx.AsyncClient) -> int:
+        served = 0
+        for n in range(20):
+            response = await viewer.get(
+                "/api/events", params={"city": city, "page_size": 1}, headers={"user-agent": f"browser {n}"}
+            )
+            assert response.status_code == 200, response.text
+            served += sponsored_ids(response.json()).count(pid)
+        return served
+
+    async with viewers_at(stack, 2) as (one, other):
+        assert await served_to(one) == 20
+        await flushed(db, pid, 1)
+        await asyncio.sleep(1.5)  # nothing more comes with a later flush
+        assert await promotion_figures(api, owner, pid) == (1, 1)
+        assert await db.fetchval("select spent_milli from public.promotions where id = $1", uuid.UUID(pid)) == 1000
+        assert await served_to(other) == 20
+        await flushed(db, pid, 2)
+        await asyncio.sleep(1.5)
+        assert await promotion_figures(api, owner, pid) == (2, 2)
+
+
+def test_the_frequency_caps_memory_is_bounded_and_its_entries_expire() -> None:
+    now = [0.0]
+    charged = ChargedViewers(window_s=60.0, max_entries=2, clock=lambda: now[0])
+    first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    assert charged.claim("a:x", first) and not charged.claim("a:x", first)
+    assert charged.claim("a:y", first) and charged.claim("a:x", second)  # another viewer, another promotion
+    # Full: the oldest pair was forgotten (charged again), never more than two kept.
+    assert charged.claim("a:x", first) and not charged.claim("a:x", second)
+    now[0] = 59.0
+    assert not charged.claim("a:x", first)
+    now[0] = 60.0  # the window is over for what was charged at 0
+    assert charged.claim("a:x", second) and not charged.claim("a:x", second)
+    charged.forget("a:x", third)  # nothing to forget: no error
+    charged.forget("a:x", second)
+    assert charged.claim("a:x", second)
 
 
 async def test_competing_promotions_rotate_weighted_by_price(
@@ -631,9 +739,10 @@ async def test_clicks_count_once_per_viewer_per_day_and_never_for_the_team_and_s
     viewer, editor = await create_user(db), await create_user(db)
     await add_partner(db, business, editor, "editor")
     await until_served(api, pid, city=city)
-    served = 1
     for _ in range(7):
-        served += sponsored_ids(await listing(api, city=city)).count(pid)
+        assert pid in sponsored_ids(await listing(api, city=city))
+    assert pid in sponsored_ids(await listing(api, viewer, city=city))
+    served = 2  # two viewers (this address, `viewer`): an impression each within the hour, however often
     # The business's own team sees it, uncounted.
     for _ in range(3):
         assert pid in sponsored_ids(await listing(api, owner, city=city))
@@ -682,9 +791,9 @@ async def test_cancelling_refunds_the_unspent_budget_through_localstripe(
     owner, _, city, event = await promoted_setup(api, db)
     promotion = await active_promotion(api, stack, owner, admin, event["id"], budget_minor="1000", bid_minor="1500")
     await until_served(api, promotion["id"], city=city)
-    served = 1
     for _ in range(4):
-        served += sponsored_ids(await listing(api, city=city)).count(promotion["id"])
+        assert promotion["id"] in sponsored_ids(await listing(api, city=city))
+    served = 1  # one viewer, charged once within the hour
     await flushed(db, promotion["id"], served)
     cancelled = await api.post(f"/api/promotions/{promotion['id']}:cancel", json={}, headers=owner.headers)
     assert cancelled.status_code == 200, cancelled.text

@@ -18,13 +18,21 @@ what is served, without a hot row.
   lease in memory, then records what it served in batches every FLUSH_S
   (record_promotion_impressions). A CPC promotion is served while its allowance covers a click; the
   click pays (record_promotion_click). Impressions for the business's own team are shown, not counted.
+- Frequency cap: a viewer (`viewers.viewer_key(..., by_browser=False)`: the user, else the address the
+  gateway saw) is charged and counted an impression of a promotion at most once per CAP_WINDOW_S; shown
+  it again meanwhile, it is shown free (while the promotion could still pay), so listing in a loop
+  drains nobody's budget. The pairs charged are remembered per process (bounded: CAP_MAX_ENTRIES, each
+  expiring after the window), so with N processes serving a viewer may be charged up to N times a
+  window: the price of keeping no shared state (no hot row, no write per impression).
 """
 
 import asyncio
 import logging
 import os
 import random
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from uuid import UUID
@@ -42,6 +50,11 @@ LEASE_IMPRESSIONS = 100
 # A CPC bid's assumed click-through rate, to weigh it against CPM bids.
 ASSUMED_CTR = 0.01
 DEFAULT_SLOTS = 2
+# Frequency cap: one charged impression per viewer and promotion an hour, as ad servers count reach.
+CAP_WINDOW_S = 3600.0
+# (viewer, promotion) pairs remembered per process, about 270 bytes each (~27 MB at most); past it the
+# oldest is forgotten early (that viewer may be charged again within its window), never memory.
+CAP_MAX_ENTRIES = 100_000
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,40 @@ def slots_from_env(env: Mapping[str, str] = os.environ) -> int:
     return max(0, int(env.get("SPONSORED_SLOTS") or DEFAULT_SLOTS))
 
 
+class ChargedViewers:
+    """The (viewer, promotion) pairs charged within the window, oldest first: every entry lives the same
+    window, so the oldest is always the first to expire, and at most `max_entries` are kept."""
+
+    def __init__(
+        self,
+        window_s: float = CAP_WINDOW_S,
+        max_entries: int = CAP_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._window_s = window_s
+        self._max_entries = max_entries
+        self._clock = clock
+        self._expires: OrderedDict[tuple[str, UUID], float] = OrderedDict()
+
+    def claim(self, viewer: str, promotion_id: UUID) -> bool:
+        """Whether this viewer is to be charged for the promotion now (not charged within the window);
+        if so, remembered as charged."""
+        now = self._clock()
+        while self._expires and next(iter(self._expires.values())) <= now:
+            self._expires.popitem(last=False)
+        key = (viewer, promotion_id)
+        if key in self._expires:
+            return False
+        if len(self._expires) >= self._max_entries:
+            self._expires.popitem(last=False)
+        self._expires[key] = now + self._window_s
+        return True
+
+    def forget(self, viewer: str, promotion_id: UUID) -> None:
+        """A claim whose impression was not paid for after all."""
+        self._expires.pop((viewer, promotion_id), None)
+
+
 class Sponsorship:
     def __init__(self, slots: int = DEFAULT_SLOTS, rng: random.Random | None = None) -> None:
         self.slots = slots
@@ -108,6 +155,7 @@ class Sponsorship:
         self._locks: dict[UUID, asyncio.Lock] = {}
         # Served, not yet recorded: (promotion, day) -> [impressions, cost].
         self._pending: dict[tuple[UUID, date], list[int]] = {}
+        self._charged = ChargedViewers()
 
     def candidates(self, query: Request) -> list[UUID]:
         """The events of live promotions this request could show (no I/O: the list read last refresh)."""
@@ -116,18 +164,29 @@ class Sponsorship:
         return list({p.event_id for p in self._live if p.targets(query)})
 
     async def choose(
-        self, query: Request, page_length: int, matched: list[asyncpg.Record], own_businesses: set[UUID]
+        self,
+        query: Request,
+        page_length: int,
+        matched: list[asyncpg.Record],
+        own_businesses: set[UUID],
+        viewer: str,
     ) -> list[Sponsored]:
-        """Fill the page's slots from the promoted events the search matched (none on the page)."""
+        """Fill the page's slots from the promoted events the search matched (none on the page), for
+        `viewer` (`viewers.viewer_key(..., by_browser=False)`: the frequency cap's key)."""
         try:
-            return await self._choose(query, page_length, matched, own_businesses)
+            return await self._choose(query, page_length, matched, own_businesses, viewer)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             # Sponsored results never cost a consumer the organic page.
             log.warning("sponsored results skipped", exc_info=True)
             return []
 
     async def _choose(
-        self, query: Request, page_length: int, matched: list[asyncpg.Record], own_businesses: set[UUID]
+        self,
+        query: Request,
+        page_length: int,
+        matched: list[asyncpg.Record],
+        own_businesses: set[UUID],
+        viewer: str,
     ) -> list[Sponsored]:
         # A matched row is the promoted event's (its `event_id`, else its `id`).
         events = {row.get("event_id", row["id"]): row for row in matched}
@@ -140,25 +199,44 @@ class Sponsorship:
                 break
             if any(c.event_id == promotion.event_id for c in chosen):
                 continue
-            own = promotion.business_id in own_businesses
-            if not own and not await self._take(promotion):
+            if promotion.business_id in own_businesses:
+                chosen.append(promotion)
+                continue
+            if not self._charged.claim(viewer, promotion.id):
+                # Charged for this viewer within the window: shown again, free, while it could still pay.
+                if self._affordable(promotion):
+                    chosen.append(promotion)
+                continue
+            paid = False
+            try:
+                paid = await self._take(promotion)
+            finally:
+                if not paid:
+                    self._charged.forget(viewer, promotion.id)
+            if not paid:
                 continue
             chosen.append(promotion)
-            if not own:
-                key = (promotion.id, datetime.now(UTC).date())
-                served = self._pending.setdefault(key, [0, 0])
-                served[0] += 1
-                served[1] += promotion.impression_cost
+            key = (promotion.id, datetime.now(UTC).date())
+            served = self._pending.setdefault(key, [0, 0])
+            served[0] += 1
+            served[1] += promotion.impression_cost
         step = max(1, page_length // max(1, len(chosen)))
         return [
             Sponsored(min(page_length, k * step), promotion.id, events[promotion.event_id])
             for k, promotion in enumerate(chosen)
         ]
 
+    def _affordable(self, promotion: Live) -> bool:
+        """Whether it could pay for an impression (CPC: a click) out of its lease or its headroom."""
+        if promotion.bid_type == "cpc":
+            return self._headroom.get(promotion.id, 0) >= promotion.bid_minor * 1000
+        cost = promotion.impression_cost
+        return self._lease.get(promotion.id, 0) >= cost or self._headroom.get(promotion.id, 0) >= cost
+
     async def _take(self, promotion: Live) -> bool:
         """Whether this impression is paid for: out of the lease, leasing more when it runs out."""
         if promotion.bid_type == "cpc":
-            return self._headroom.get(promotion.id, 0) >= promotion.bid_minor * 1000
+            return self._affordable(promotion)
         cost = promotion.impression_cost
         # Check and take with no await in between: the event loop runs one request at a time here.
         if self._lease.get(promotion.id, 0) >= cost:

@@ -133,16 +133,17 @@ class SearchPlan:
 
 async def search(db: Database, query: SearchQuery) -> Page[asyncpg.Record]:
     """Published public events matching `query`, one page of them."""
-    page, _ = await search_with_sponsored(db, query, None)
+    page, _ = await search_with_sponsored(db, query, None, "")
     return page
 
 
 async def search_with_sponsored(
-    db: Database, query: SearchQuery, sponsorship: Sponsorship | None
+    db: Database, query: SearchQuery, sponsorship: Sponsorship | None, viewer: str
 ) -> tuple[Page[asyncpg.Record], list[Sponsored]]:
-    """One page of `query`, and beside it the sponsored results for that page (localplus_common.sponsored):
-    promoted events found by the same search, in the same transaction, none of them on the page. The
-    page itself is built exactly as without promotions."""
+    """One page of `query`, and beside it the sponsored results for that page (localplus_common.sponsored)
+    for `viewer` (who is charged for them: viewers.viewer_key(..., by_browser=False)): promoted events
+    found by the same search, in the same transaction, none of them on the page. The page itself is
+    built exactly as without promotions."""
     plan = plan_search(query)
     target = Request(q=query.q, city=query.city, category=query.category)
     promoted = sponsorship.candidates(target) if sponsorship is not None else []
@@ -163,7 +164,7 @@ async def search_with_sponsored(
     page = Page(rows[: plan.limit], _search_page_token(rows, plan.limit, plan.order))
     if sponsorship is None or not matched:
         return page, []
-    return page, await sponsorship.choose(target, len(page.items), matched, own)
+    return page, await sponsorship.choose(target, len(page.items), matched, own, viewer)
 
 
 def plan_search(

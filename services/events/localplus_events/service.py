@@ -39,8 +39,9 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
     async def ListEvents(
         self, request: events_pb2.ListEventsRequest, context: Context
     ) -> events_pb2.ListEventsResponse:
+        viewer = viewer_key(current_identity.get(), context, by_browser=False)
         page, sponsored = await discovery.search_with_sponsored(
-            self.db, mapping.search_query(request), self.sponsorship
+            self.db, mapping.search_query(request), self.sponsorship, viewer
         )
         return mapping.list_events_response(page, sponsored)
 

@@ -346,13 +346,14 @@ class OccurrenceSearch:
 
 
 async def search(
-    db: Database, query: OccurrenceSearch, sponsorship: Sponsorship | None = None
+    db: Database, query: OccurrenceSearch, sponsorship: Sponsorship | None, viewer: str
 ) -> tuple[Page[asyncpg.Record], list[Sponsored]]:
     """Scheduled occurrences of published public events in [start, end), soonest first. The plan:
     the city's listed events (events_listed_city_id_idx), then each one's occurrences in the window
     (event_occurrences_event_starts_idx), merged in time order. Beside the page, the sponsored results
-    (localplus_common.sponsored): promoted events with a scheduled occurrence in the same window and
-    city, none on the page, found in the same transaction; the page is what it is without them."""
+    (localplus_common.sponsored) for `viewer` (viewers.viewer_key(..., by_browser=False)): promoted
+    events with a scheduled occurrence in the same window and city, none on the page, found in the same
+    transaction; the page is what it is without them."""
     start = query.start or datetime.now(UTC)
     end = query.end or start + DEFAULT_SEARCH_WINDOW
     if end <= start:
@@ -376,4 +377,4 @@ async def search(
     page = page_of(rows, query.page.size, KEYSET)
     if sponsorship is None or not matched:
         return page, []
-    return page, await sponsorship.choose(target, len(page.items), matched, own)
+    return page, await sponsorship.choose(target, len(page.items), matched, own, viewer)

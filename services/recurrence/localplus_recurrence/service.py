@@ -10,10 +10,11 @@ from grpc.aio import ServicerContext as Context
 
 from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
 from localplus_common.calls import Forward
-from localplus_common.db import Database
+from localplus_common.db import Database, current_identity
 from localplus_common.paging import page_request
 from localplus_common.requests import parse_uuid, timestamp_or_none
 from localplus_common.sponsored import Sponsorship
+from localplus_common.viewers import viewer_key
 from localplus_recurrence import calendars, mapping, materialise, occurrences, rules
 from localplus_recurrence.events_client import EventsClient
 from localplus_recurrence.settings import RecurrenceSettings
@@ -61,7 +62,8 @@ class RecurrenceService(recurrence_pb2_grpc.RecurrenceServiceServicer):
             timestamp_or_none(request, "end"),
             page_request(request.page_size, request.page_token),
         )
-        page, sponsored = await occurrences.search(self.db, query, self.sponsorship)
+        viewer = viewer_key(current_identity.get(), context, by_browser=False)
+        page, sponsored = await occurrences.search(self.db, query, self.sponsorship, viewer)
         return recurrence_pb2.SearchOccurrencesResponse(
             occurrences=[mapping.listed_to_proto(row) for row in page.items],
             next_page_token=page.next_page_token,

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 PLACEMENTS = {"search", "browse"}
 BID_TYPES = {"cpc", "cpm"}
+# Targeting lists: at most MAX_TARGETS entries (the table's check) of 1 to MAX_TARGET_LENGTH characters
+# (a city slug's and an event category's longest), checked before any SQL so the 400 names the field.
+MAX_TARGETS = 50
+MAX_TARGET_LENGTH = 64
 # What a partner may change, and only while the promotion is a draft.
 EDITABLE = ("placements", "cities", "categories", "starts_at", "ends_at", "budget_minor", "currency", "bid_type",
             "bid_minor")  # fmt: skip
@@ -65,6 +69,12 @@ def _validate(values: dict[str, Any]) -> None:
     placements = values.get("placements")
     if placements is not None and (not placements or not set(placements) <= PLACEMENTS):
         raise invalid_argument("placements", "placements must name PROMOTION_PLACEMENT_SEARCH and/or _BROWSE")
+    for field in ("cities", "categories"):
+        targets = values.get(field) or []
+        if len(targets) > MAX_TARGETS:
+            raise invalid_argument(field, f"{field} may name at most {MAX_TARGETS}")
+        if any(not 1 <= len(target) <= MAX_TARGET_LENGTH for target in targets):
+            raise invalid_argument(field, f"each of {field} must be 1 to {MAX_TARGET_LENGTH} characters")
     if "bid_type" in values and values["bid_type"] not in BID_TYPES:
         raise invalid_argument("bid_type", "bid_type must be BID_TYPE_CPC or BID_TYPE_CPM")
     for field in ("budget_minor", "bid_minor"):
