@@ -52,13 +52,15 @@ def schedule_of(event: asyncpg.Record) -> Schedule:
 async def build(
     conn: Connection, event_id: UUID, settings: RecurrenceSettings, now: datetime | None = None
 ) -> Built | None:
-    """(Re)build one event's occurrences as the server; None if the event is gone. Builds of one
-    event queue up behind a transaction-level lock."""
+    """(Re)build one event's occurrences as the server; None if the event is gone. Every build
+    (a schedule's write, the horizon job, a split) locks the event's row first, and so does a PATCH
+    of one occurrence before reading it: they queue up, each reads what the last left, and none
+    deletes an occurrence that a PATCH is editing. `for no key update` leaves foreign keys to the
+    event (registrations, saves) free."""
     now = now or datetime.now(UTC)
-    await conn.execute("select pg_advisory_xact_lock(hashtextextended($1::uuid::text, 7))", event_id)
     event = await conn.fetchrow(
         "select id, version, starts_at, ends_at, timezone, recurrence_rrule, recurrence_exdates, recurrence_rdates"
-        " from public.events where id = $1",
+        " from public.events where id = $1 for no key update",
         event_id,
     )
     if event is None:

@@ -131,7 +131,7 @@ async def update_occurrence(
         return await _update_following(db, events, settings, forward, event_id, occurrence_id, changes)
 
     async def update(conn: Connection) -> tuple[asyncpg.Record, int]:
-        event, occurrence = await _editable(conn, event_id, occurrence_id)
+        event, occurrence = await _editable(conn, event_id, occurrence_id, lock=True)
         if event["recurrence_rrule"] is None:
             raise failed_precondition("a one-off event's occurrence is the event: edit the event", "NOT_RECURRING")
         starts_at = changes.starts_at or occurrence["starts_at"]
@@ -139,10 +139,6 @@ async def update_occurrence(
         if ends_at <= starts_at:
             raise invalid_argument("occurrence.ends_at", "ends_at must be after starts_at")
         set_capacity, capacity = changes.capacity
-        await act_as(conn, SERVER, event_id=event_id)
-        # More places let the occurrence's waitlist in (event_occurrences_after_capacity_change), which
-        # locks the event row: lock it before the occurrence's, in a registration's order.
-        await conn.execute("select 1 from public.events where id = $1 for update", event_id)
         await conn.execute(
             """
             update public.event_occurrences set
@@ -169,8 +165,18 @@ async def update_occurrence(
     return updated
 
 
-async def _editable(conn: Connection, event_id: UUID, occurrence_id: UUID) -> tuple[asyncpg.Record, asyncpg.Record]:
+async def _editable(
+    conn: Connection, event_id: UUID, occurrence_id: UUID, *, lock: bool = False
+) -> tuple[asyncpg.Record, asyncpg.Record]:
+    """The event and occurrence a caller may change. `lock`: for a write, as the server from then on,
+    with the event's row locked before the occurrence is read, in a registration's order (more places
+    let the occurrence's waitlist in, event_occurrences_after_capacity_change, which locks the event
+    row), and behind any build of the series (materialise.build): the occurrence is as the last
+    build left it, or gone."""
     event = await visible_event(conn, event_id)
+    if lock:
+        await act_as(conn, SERVER, event_id=event_id)
+        await conn.execute("select 1 from public.events where id = $1 for update", event_id)
     occurrence = await conn.fetchrow(
         "select * from public.event_occurrences where id = $1 and event_id = $2", occurrence_id, event_id
     )
