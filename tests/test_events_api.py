@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import httpx
 
@@ -134,3 +136,38 @@ async def test_grpc_direct_and_through_gateway_agree(
     via_gateway = await events_pb2_grpc.EventsServiceStub(gateway_channel).GetEvent(request)
     assert direct == via_gateway
     assert direct.title == created["title"]
+
+
+async def test_concurrent_patches_without_an_etag_all_apply(api: httpx.AsyncClient, user: User) -> None:
+    """Without an etag the caller asked for no version check (AIP-134): each PATCH waits for the one
+    before it and applies to what it wrote, where a compare-and-set answered 409 to all but one."""
+    created = await create_event(api, user)
+    fields = ["title", "description", "venue_name", "address", "category", "capacity"] * 3
+
+    async def patch(n: int, field: str) -> httpx.Response:
+        value: str | int = 100 + n if field == "capacity" else f"{field} {n}"
+        return await api.patch(
+            f"/api/events/{created['id']}", params={"update_mask": field}, json={field: value}, headers=user.headers
+        )
+
+    answers = await asyncio.gather(*(patch(n, field) for n, field in enumerate(fields)))
+    assert [a.status_code for a in answers] == [200] * len(fields), [a.text for a in answers if a.status_code != 200]
+    final = (await api.get(f"/api/events/{created['id']}", headers=user.headers)).json()
+    # Every field holds one of the values written to it, and the version counted every write.
+    for field in set(fields):
+        written = {a.json().get(field) for a in answers} | {created.get(field)}
+        assert final.get(field) in written, field
+    assert int(final["etag"]) == int(created["etag"]) + len(fields)
+
+
+async def test_an_etag_still_refuses_a_write_after_a_concurrent_one(api: httpx.AsyncClient, user: User) -> None:
+    created = await create_event(api, user)
+    answers = await asyncio.gather(
+        *(
+            api.patch(
+                f"/api/events/{created['id']}", json={"title": f"T{n}", "etag": created["etag"]}, headers=user.headers
+            )
+            for n in range(6)
+        )
+    )
+    assert sorted(a.status_code for a in answers) == [200] + [409] * 5, [a.text for a in answers]

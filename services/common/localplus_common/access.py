@@ -45,6 +45,24 @@ async def require_business_partner(conn: Connection, identity: Identity, busines
         raise permission_denied(f"only the business's partners may see its {what}")
 
 
+async def event_to_change(conn: Connection, event_id: UUID, rank: int, action: str, etag: str) -> asyncpg.Record:
+    """The event the caller is about to write, locked until the transaction ends: 404 when invisible,
+    403 below `rank`, then read again under the row's lock, so that a write waits for a concurrent one
+    and applies to what it left (without an etag the caller asked for no version check, AIP-134), and
+    409 when `etag` is stale. Locked only after the rank check: row-level security admits a `for update`
+    read only to who may update the row, so a viewer's would be a 404 instead of a 403."""
+    require_rank(await visible_event(conn, event_id), rank, action)
+    event = await conn.fetchrow(
+        "select e.*, localplus_private.event_role_rank(e.id) as caller_rank from public.events e "
+        "where e.id = $1 for no key update of e",
+        event_id,
+    )
+    if event is None:  # deleted meanwhile
+        raise not_found("event not found")
+    check_etag(event, etag)
+    return event
+
+
 def require_rank(event: asyncpg.Record, rank: int, action: str) -> None:
     if event["caller_rank"] < rank:
         raise permission_denied(f"you may not {action} this event")

@@ -9,11 +9,11 @@ from uuid import UUID
 
 import asyncpg
 
-from localplus_common.access import EDITOR, OWNER, check_etag, require_rank, signed_in, visible_event
+from localplus_common.access import EDITOR, OWNER, event_to_change, signed_in, visible_event
 from localplus_common.auth import SERVER
 from localplus_common.calls import Forward
 from localplus_common.db import Connection, Database, act_as, current_identity
-from localplus_common.errors import aborted, failed_precondition, permission_denied
+from localplus_common.errors import failed_precondition, permission_denied
 from localplus_common.telemetry import WAITLIST_PROMOTIONS
 from localplus_common.waitlist import promoted_here
 from localplus_events import places
@@ -80,9 +80,7 @@ async def update_event(
     signed_in()
 
     async def update(conn: Connection) -> tuple[asyncpg.Record, bool, int]:
-        current = await visible_event(conn, event_id)
-        require_rank(current, EDITOR, "edit")
-        check_etag(current, etag)
+        current = await event_to_change(conn, event_id, EDITOR, "edit", etag)
         merged = {name: current[name] for name in EDITABLE_COLUMNS} | changes
         validate_event(merged)
         if not changes:
@@ -91,9 +89,7 @@ async def update_event(
         written = dict(changes)
         if rescheduled and merged["recurrence_rrule"] is not None:
             written |= await schedules.validate(forward, merged)
-        updated = await repo.update_event(conn, event_id, current["version"], written)
-        if updated is None:
-            raise aborted("the event changed meanwhile; read it again and retry", "ETAG_MISMATCH")
+        updated = await repo.update_event(conn, event_id, written)
         promoted = 0
         if "capacity" in changes:  # a larger one lets the waitlist in (events_after_capacity_change)
             await act_as(conn, SERVER)
@@ -111,11 +107,8 @@ async def delete_event(db: Database, event_id: UUID, etag: str) -> None:
     signed_in()
 
     async def delete(conn: Connection) -> None:
-        current = await visible_event(conn, event_id)
-        require_rank(current, OWNER, "delete")
-        check_etag(current, etag)
-        if not await repo.delete_event(conn, event_id, current["version"]):
-            raise aborted("the event changed meanwhile; read it again and retry", "ETAG_MISMATCH")
+        await event_to_change(conn, event_id, OWNER, "delete", etag)
+        await repo.delete_event(conn, event_id)
 
     await db.run(delete, event_id=event_id)
 
@@ -144,9 +137,7 @@ async def split_event(
     signed_in()
 
     async def run(conn: Connection) -> tuple[asyncpg.Record, asyncpg.Record]:
-        current = await visible_event(conn, split.event_id)
-        require_rank(current, EDITOR, "split")
-        check_etag(current, split.etag)
+        current = await event_to_change(conn, split.event_id, EDITOR, "split", split.etag)
         if current["recurrence_rrule"] is None:
             raise failed_precondition("only a recurring event can be split", "NOT_RECURRING")
         if split.split_at <= datetime.now(UTC):
@@ -158,9 +149,7 @@ async def split_event(
         validate_event(copy)
         before = await schedules.validate(forward, {name: current[name] for name in SCHEDULE_COLUMNS} | split.before)
         after = await schedules.validate(forward, copy | split.after)
-        updated = await repo.update_event(conn, split.event_id, current["version"], before)
-        if updated is None:
-            raise aborted("the event changed meanwhile; read it again and retry", "ETAG_MISMATCH")
+        updated = await repo.update_event(conn, split.event_id, before)
         await act_as(conn, SERVER, event_id=split.event_id)
         created = await repo.insert_event(conn, current["created_by"], copy | after)
         await repo.copy_permissions(conn, split.event_id, created["id"])

@@ -28,24 +28,19 @@ async def insert_event(conn: Connection, created_by: UUID | None, values: dict[s
     return row
 
 
-async def update_event(conn: Connection, event_id: UUID, version: int, values: dict[str, Any]) -> asyncpg.Record | None:
-    """Apply `values` if the event is still at `version`; None when it moved on meanwhile."""
-    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, start=3))
-    return await conn.fetchrow(
-        f"update public.events set {assignments} where id = $1 and version = $2 returning *",
-        event_id,
-        version,
-        *values.values(),
+async def update_event(conn: Connection, event_id: UUID, values: dict[str, Any]) -> asyncpg.Record:
+    """Apply `values` to the event the caller holds locked (access.event_to_change)."""
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, start=2))
+    row = await conn.fetchrow(
+        f"update public.events set {assignments} where id = $1 returning *", event_id, *values.values()
     )
+    assert row is not None, "the event is locked by this transaction"
+    return row
 
 
-async def delete_event(conn: Connection, event_id: UUID, version: int) -> bool:
-    deleted = await conn.fetchval(
-        "with gone as (delete from public.events where id = $1 and version = $2 returning 1) select count(*) from gone",
-        event_id,
-        version,
-    )
-    return bool(deleted)
+async def delete_event(conn: Connection, event_id: UUID) -> None:
+    """Delete the event the caller holds locked (access.event_to_change)."""
+    await conn.execute("delete from public.events where id = $1", event_id)
 
 
 async def copy_permissions(conn: Connection, from_event: UUID, to_event: UUID) -> None:
