@@ -23,9 +23,9 @@ from localplus_common.auth import SERVER
 from localplus_common.db import Connection, Database, act_as
 from localplus_ticketing.ticket_types import AVAILABLE, TYPES
 
-# Sold, held and available as the ticket types' own reads count them (ticket_types.TYPES).
+# Sold, held, blocked and available as the ticket types' own reads count them (ticket_types.TYPES).
 BY_TICKET_TYPE = f"""
-select t.id, t.name, t.price_minor, t.currency, c.sold, c.held, {AVAILABLE} as available,
+select t.id, t.name, t.price_minor, t.currency, c.sold, c.held, c.blocked, {AVAILABLE} as available,
        coalesce(issued.gross_minor, 0)::bigint as gross_minor, coalesce(issued.checked_in, 0)::integer as checked_in,
        coalesce(back.refunded, 0)::integer as refunded, coalesce(back.refunded_minor, 0)::bigint as refunded_minor
   from {TYPES}
