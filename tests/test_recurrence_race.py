@@ -10,7 +10,7 @@ import functools
 import itertools
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -24,7 +24,7 @@ from localplus_dev.stack import Stack
 from localplus_recurrence import materialise
 from localplus_recurrence.rules import compile_schedule
 from localplus_recurrence.settings import RecurrenceSettings
-from tests.support import User
+from tests.support import User, iso
 from tests.test_recurrence_api import occurrences, patch, set_rule, weekly_event
 
 # Two rules from the same Tuesday 19:00 that share few instances: every switch deletes and adds many.
@@ -148,3 +148,42 @@ async def test_occurrence_edits_racing_rebuilds_neither_fail_nor_get_lost(
     capacity = await db.fetchval("select capacity from public.event_occurrences where id = $1", uuid.UUID(first))
     assert capacity == notes[rows[0]["note"]]  # one PATCH's note and capacity, together
     await assert_final_rules_occurrences(db, event_id)
+
+
+async def test_a_split_planned_on_an_older_rule_does_not_overwrite_a_newer_one(
+    api: httpx.AsyncClient, user: User, db: asyncpg.Pool
+) -> None:
+    """A "this and following" PATCH reads the event, then asks the events service to split it. A rule
+    change landing in between (forced here: the event's row is held locked until the split waits for it,
+    then changed) fails the split with 409, where the split used to write a rule derived from the one
+    it replaced over the newer one."""
+    event = await weekly_event(api, user)
+    found = await occurrences(api, event["id"])
+    event_id = uuid.UUID(event["id"])
+    newer = "FREQ=WEEKLY;BYDAY=TU;COUNT=5"
+    later = datetime.fromisoformat(found[2]["starts_at"]) + timedelta(hours=1)
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("select 1 from public.events where id = $1 for update", event_id)
+        split = asyncio.create_task(
+            patch(
+                api,
+                user,
+                event["id"],
+                found[2]["id"],
+                {"starts_at": iso(later), "ends_at": iso(later + timedelta(hours=2))},
+                scope="UPDATE_SCOPE_THIS_AND_FOLLOWING",
+            )
+        )
+        for _ in range(200):  # until the events service's split waits for the row
+            waiting = await db.fetchval(
+                "select count(*) from pg_stat_activity"
+                " where wait_event_type = 'Lock' and query like '%for no key update of e'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting, "the split never waited for the event's row"
+        await conn.execute("update public.events set recurrence_rrule = $2 where id = $1", event_id, newer)
+    answer = await split
+    assert answer.status_code == 409 and "ETAG_MISMATCH" in answer.text, answer.text
+    assert (await api.get(f"/api/events/{event['id']}")).json()["recurrence"]["rrule"] == newer

@@ -24,6 +24,7 @@ class EventsClient:
             id=str(split.event_id),
             recurrence_before=recurrence_to_proto(split.before),
             recurrence_after=recurrence_to_proto(split.after),
+            etag=split.etag,
         )
         request.split_at.FromDatetime(split.split_at)
         request.starts_at.FromDatetime(split.starts_at)
@@ -36,9 +37,9 @@ class EventsClient:
             raise passed_on(error, "events") from None
         return UUID(response.new_event.id)
 
-    async def end_series(self, forward: Forward, event_id: UUID, recurrence: Recurrence) -> None:
+    async def end_series(self, forward: Forward, event_id: UUID, recurrence: Recurrence, etag: str) -> None:
         request = events_pb2.UpdateEventRequest(
-            event=events_pb2.Event(id=str(event_id), recurrence=recurrence_to_proto(recurrence)),
+            event=events_pb2.Event(id=str(event_id), recurrence=recurrence_to_proto(recurrence), etag=etag),
             update_mask=field_mask_pb2.FieldMask(paths=["recurrence"]),
         )
         try:

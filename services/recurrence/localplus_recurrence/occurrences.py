@@ -100,7 +100,7 @@ class EventsPort(Protocol):
 
     async def split_event(self, forward: Forward, split: Split) -> UUID: ...
 
-    async def end_series(self, forward: Forward, event_id: UUID, recurrence: rules.Recurrence) -> None: ...
+    async def end_series(self, forward: Forward, event_id: UUID, recurrence: rules.Recurrence, etag: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,9 @@ class Split:
     ends_at: datetime
     after: rules.Recurrence
     capacity: int | None
+    # The event's version the split was planned on: a change made since fails it (409) instead of
+    # being overwritten by a rule derived from what it replaced.
+    etag: str
 
 
 async def update_occurrence(
@@ -262,7 +265,7 @@ async def _update_following(
         tuple(d for d in recurrence.rdates if d < split_at),
     )
     if changes.cancelled:
-        await events.end_series(forward, event_id, before)
+        await events.end_series(forward, event_id, before, str(event["version"]))
         # The occurrence is no longer in the series (gone, with the later ones): as it was, called off.
         capacity = occurrence["capacity"] if occurrence["capacity"] is not None else event["capacity"]
         return {**dict(occurrence), "status": "cancelled", "capacity": capacity}
@@ -285,7 +288,14 @@ async def _update_following(
     )
     set_capacity, capacity = changes.capacity
     split = Split(
-        event_id, split_at, before, starts_at, ends_at, after, capacity if set_capacity else event["capacity"]
+        event_id,
+        split_at,
+        before,
+        starts_at,
+        ends_at,
+        after,
+        capacity if set_capacity else event["capacity"],
+        str(event["version"]),
     )
     new_event_id = await events.split_event(forward, split)
 
