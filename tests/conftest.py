@@ -12,6 +12,8 @@ import grpc
 import httpx
 import pytest
 
+from localplus_common.config import DEV_JWT_SECRET, Settings
+from localplus_common.db import Database, create_pool
 from localplus_common.migrate import migrate
 from localplus_dev.postgres import PostgresServer, free_port
 from localplus_dev.processes import Supervisor
@@ -34,6 +36,24 @@ async def db(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=5)
     assert pool is not None
     yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def service_db(stack: Stack) -> AsyncIterator[Database]:
+    """A pool made like the services' (their codecs, statement cache), on the stack's database: for a
+    use case or a background job's work run in a test's own process."""
+    config = Settings(
+        database_url=stack.database_url,
+        database_read_url="",
+        jwt_secret=DEV_JWT_SECRET,
+        jwks="",
+        addresses={},
+        db_pool_max=8,
+        db_statement_cache_size=100,
+    )
+    pool = await create_pool(config)
+    yield Database(pool)
     await pool.close()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 
 from localplus_common.auth import Identity
 from localplus_common.calls import Forward
-from localplus_common.config import DEV_JWT_SECRET, Settings
-from localplus_common.db import Database, create_pool, current_identity
+from localplus_common.db import Database, current_identity
 from localplus_dev.postgres import free_port
 from localplus_dev.stack import Stack
 from localplus_events import events
@@ -32,23 +31,6 @@ from localplus_recurrence.rules import to_instant, to_wall
 from localplus_recurrence.settings import RecurrenceSettings
 from tests.sql_callers import as_caller, claims_of
 from tests.support import User
-
-
-@pytest.fixture(scope="module")
-async def service_db(stack: Stack) -> AsyncIterator[Database]:
-    """A pool made like the services' (their timestamptz codec), on the stack's database."""
-    config = Settings(
-        database_url=stack.database_url,
-        database_read_url="",
-        jwt_secret=DEV_JWT_SECRET,
-        jwks="",
-        addresses={},
-        db_pool_max=4,
-        db_statement_cache_size=100,
-    )
-    pool = await create_pool(config)
-    yield Database(pool)
-    await pool.close()
 
 
 async def occurrence_starts(db: asyncpg.Pool, event_id: uuid.UUID) -> list[datetime]:

@@ -9,18 +9,14 @@ import asyncio
 import functools
 import itertools
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 
 from localplus_common.auth import SERVER
-from localplus_common.config import DEV_JWT_SECRET, Settings
-from localplus_common.db import Database, create_pool
-from localplus_dev.stack import Stack
+from localplus_common.db import Database
 from localplus_recurrence import materialise
 from localplus_recurrence.rules import compile_schedule
 from localplus_recurrence.settings import RecurrenceSettings
@@ -30,23 +26,6 @@ from tests.test_recurrence_api import occurrences, patch, set_rule, weekly_event
 # Two rules from the same Tuesday 19:00 that share few instances: every switch deletes and adds many.
 DAILY, TWICE_WEEKLY = "FREQ=DAILY;COUNT=120", "FREQ=WEEKLY;BYDAY=TU,FR;COUNT=60"
 RULE_CHANGES = 20
-
-
-@pytest.fixture(scope="module")
-async def job_db(stack: Stack) -> AsyncIterator[Database]:
-    """A pool made like the recurrence service's, for the horizon job's own build (materialise.repair)."""
-    config = Settings(
-        database_url=stack.database_url,
-        database_read_url="",
-        jwt_secret=DEV_JWT_SECRET,
-        jwks="",
-        addresses={},
-        db_pool_max=8,
-        db_statement_cache_size=100,
-    )
-    pool = await create_pool(config)
-    yield Database(pool)
-    await pool.close()
 
 
 async def expected_starts(db: asyncpg.Pool, event_id: str) -> list[datetime]:
@@ -86,7 +65,7 @@ async def assert_final_rules_occurrences(db: asyncpg.Pool, event_id: str) -> Non
 
 
 async def test_concurrent_rule_changes_and_the_horizon_job_leave_exactly_the_final_rules_occurrences(
-    api: httpx.AsyncClient, db: asyncpg.Pool, job_db: Database, user: User
+    api: httpx.AsyncClient, db: asyncpg.Pool, service_db: Database, user: User
 ) -> None:
     """Five rounds of 20 rule PATCHes, 5 at a time, each rebuilding after its commit, with the horizon
     job's build of the event 4 at a time meanwhile. Without a lock between builds an older rule's build
@@ -98,7 +77,7 @@ async def test_concurrent_rule_changes_and_the_horizon_job_leave_exactly_the_fin
         changing = asyncio.ensure_future(rule_changes(api, user, event_id, 5))
         jobs: list[Any] = []
         while not changing.done():  # the horizon job's build (repair -> build), again and again meanwhile
-            jobs += await asyncio.gather(*(job_db.run(build, SERVER) for _ in range(4)), return_exceptions=True)
+            jobs += await asyncio.gather(*(service_db.run(build, SERVER) for _ in range(4)), return_exceptions=True)
         responses = changing.result()
         assert all(r.status_code < 500 for r in responses), [r.text for r in responses if r.status_code >= 500]
         # Unconditional PATCHes of one event at once: each applies, or is told the event changed meanwhile.
