@@ -25,6 +25,7 @@ from bench.__main__ import parse_args as bench_args
 from bench.harness import running_stack
 from bench.load import GrpcWorkload, LoadResult, run_h2load, run_python_load
 from bench.runner import Context, Route
+from localplus_common.services import EVENTS
 from localplus_dev.postgres import free_port
 from localplus_dev.processes import exit_on_sigterm
 
@@ -67,7 +68,9 @@ def main(argv: list[str]) -> int:
         # The very environment the stack's own services get.
         env = bench_stack.stack._service_env()
         base_addr = f"127.0.0.1:{free_port()}"
-        env.update(PYTHONPATH=":".join(str(args.base.resolve() / d) for d in SOURCE_DIRS), EVENTS_ADDR=base_addr)
+        env.update(PYTHONPATH=":".join(str(args.base.resolve() / d) for d in SOURCE_DIRS))
+        # Its own address, and no metrics port: the stack's events service holds that one.
+        env.update({EVENTS.addr_var: base_addr, EVENTS.metrics_var: "off"})
         base = subprocess.Popen([sys.executable, "-m", "localplus_events"], env=env, cwd=args.base)
         try:
             time.sleep(3)
