@@ -369,3 +369,19 @@ async def test_new_private_functions_and_tables_start_with_no_grants(conn: async
         assert 0 not in {row["grantee"] for row in executors}
     finally:
         await transaction.rollback()
+
+
+async def test_no_api_role_may_run_a_function_that_takes_the_request_context(conn: asyncpg.Connection) -> None:
+    """Database.read's functions set the caller they are given (localplus_private.become): whoever may
+    run one may read as anybody, so only the services' login role, their owner, may."""
+    takers = await conn.fetch(
+        "select p.oid::regprocedure::text as signature, has_function_privilege('anon', p.oid, 'execute') as anon,"
+        "       has_function_privilege('authenticated', p.oid, 'execute') as authenticated,"
+        "       has_function_privilege('service_role', p.oid, 'execute') as service_role"
+        "  from pg_proc p where p.proargnames[1:2] = array['p_role', 'p_claims']"
+    )
+    assert {
+        "localplus_private.become(text,text,text,text)",
+        "localplus_private.read_event(text,text,text,text,uuid)",
+    } <= {signature(t["signature"]) for t in takers}
+    assert [t["signature"] for t in takers if t["anon"] or t["authenticated"] or t["service_role"]] == []

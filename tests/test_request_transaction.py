@@ -198,3 +198,22 @@ async def test_a_request_transaction_costs_one_round_trip_more_than_its_statemen
         with pytest.raises(asyncpg.DivisionByZeroError):
             await database.run(fail, ANONYMOUS)
         assert await admin.fetchval("select current_user") != "anon"
+
+
+async def test_reading_an_event_costs_one_round_trip_and_leaves_nothing_set(database_url: str) -> None:
+    """GetEvent's read (Database.read) sends no BEGIN and no COMMIT: its one statement is its own
+    transaction, and the caller it set ends with it, on the very connection the next request gets."""
+    async with counted(database_url) as (database, relay):
+        admin = database.pool
+        owner, stranger = await new_user(admin), await new_user(admin)
+        unlisted = await new_event(admin, owner, visibility="unlisted")
+        for identity in (caller(owner), caller(stranger), ANONYMOUS):
+            assert await read_as(database, identity, unlisted) == "seen"  # prepares the statement
+            before = relay.count
+            assert await read_as(database, identity, unlisted) == "seen"  # by its id, though unlisted
+            assert relay.count - before == 1
+            leftover = await admin.fetchval(
+                "select current_user || ' ' || coalesce(current_setting('request.jwt.claims', true), '') || ' '"
+                " || coalesce(current_setting('localplus.event_id', true), '')"
+            )
+            assert leftover.split() == [await admin.fetchval("select session_user")]

@@ -1,15 +1,18 @@
 """The database pool and the one place a request's transaction is opened.
 
 Like PostgREST, every request runs in a single transaction as `anon`, `authenticated` or
-`service_role`, with `request.jwt.claims` set, so row-level security decides what it sees.
+`service_role`, with `request.jwt.claims` set, so row-level security decides what it sees: `run`
+opens one for the work it is given; `read` runs a one-statement read as its own implicit transaction,
+in one round trip.
 """
 
 import asyncio
+import contextlib
 import contextvars
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -168,20 +171,33 @@ class Database:
         transaction, and never lists unlisted events otherwise.
         """
         who = identity or current_identity.get()
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                return await self._transaction(work, who, event_id, replica, generic_plans)
-            except asyncpg.PostgresError as error:
-                if error.sqlstate not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
-                    raise
-            except TimeoutError as error:  # asyncpg's command_timeout
-                raise DatabaseUnavailable("the database did not answer in time") from error
-            await asyncio.sleep(0.005 * attempt)
-        raise AssertionError("unreachable")
+        return await _retrying(lambda: self._transaction(work, who, event_id, replica, generic_plans))
 
-    async def _transaction(
-        self, work: Work[T], who: Identity, event_id: UUID | None, replica: bool, generic_plans: bool
-    ) -> T:
+    async def read(
+        self,
+        statement: str,
+        *args: Any,
+        identity: Identity | None = None,
+        event_id: UUID | None = None,
+        replica: bool = False,
+    ) -> list[asyncpg.Record]:
+        """A request's read in one round trip, where `run` takes three (BEGIN with the caller, the work,
+        COMMIT): `statement` selects from a plain plpgsql function of localplus_private that takes the
+        caller's context as $1-$4 (role, claims, the event named by id, the request id), sets it with
+        localplus_private.become and only then reads (sql/migrations/20261224000000_one_round_trip_reads.sql
+        says why row-level security holds); `args` are its $5 on. It runs outside a transaction block,
+        as one implicit transaction, so the caller's settings end with it. `identity`, `event_id` and
+        `replica` are as for `run`."""
+        who = identity or current_identity.get()
+        context = (who.role, who.claims_json, "" if event_id is None else str(event_id), current_request_id.get())
+        return await _retrying(lambda: self._read(statement, context + args, replica))
+
+    async def _read(self, statement: str, args: tuple[Any, ...], replica: bool) -> list[asyncpg.Record]:
+        async with self._connection(replica) as conn:
+            return await conn.fetch(statement, *args)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, replica: bool) -> AsyncIterator[Connection]:
         pool = self.replica_pool if replica else self.pool
         metrics = self._pool_metrics[pool]
         metrics.waiting.inc()
@@ -195,17 +211,38 @@ class Database:
             metrics.waiting.dec()
         metrics.acquire.observe(time.perf_counter() - started)
         try:
-            # The transaction starts and the caller is set in one round trip: one simple-protocol
-            # message of two statements. Not in the same statement as the work's first query: row-level
-            # security is decided when a statement is planned, as whoever the session is then.
-            context = request_context(who, event_id=event_id) + (GENERIC_PLANS if generic_plans else "")
-            await conn.execute(f"{BEGIN_READ_ONLY if replica else BEGIN}; {context}")
-            result = await work(conn)
-            await conn.execute("commit")
-            return result
-        except BaseException:
-            if not conn.is_closed() and conn.is_in_transaction():
-                await conn.execute("rollback")
-            raise
+            yield conn
         finally:
             await pool.release(conn)
+
+    async def _transaction(
+        self, work: Work[T], who: Identity, event_id: UUID | None, replica: bool, generic_plans: bool
+    ) -> T:
+        async with self._connection(replica) as conn:
+            try:
+                # The transaction starts and the caller is set in one round trip: one simple-protocol
+                # message of two statements. Not in the same statement as the work's first query:
+                # row-level security is decided when a statement is planned, as whoever the session is then.
+                context = request_context(who, event_id=event_id) + (GENERIC_PLANS if generic_plans else "")
+                await conn.execute(f"{BEGIN_READ_ONLY if replica else BEGIN}; {context}")
+                result = await work(conn)
+                await conn.execute("commit")
+                return result
+            except BaseException:
+                if not conn.is_closed() and conn.is_in_transaction():
+                    await conn.execute("rollback")
+                raise
+
+
+async def _retrying(attempt_once: Callable[[], Awaitable[T]]) -> T:
+    """`attempt_once` again after a deadlock or a serialization failure (it rolled back whole)."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return await attempt_once()
+        except asyncpg.PostgresError as error:
+            if error.sqlstate not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
+                raise
+        except TimeoutError as error:  # asyncpg's command_timeout
+            raise DatabaseUnavailable("the database did not answer in time") from error
+        await asyncio.sleep(0.005 * attempt)
+    raise AssertionError("unreachable")

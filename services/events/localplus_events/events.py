@@ -9,11 +9,11 @@ from uuid import UUID
 
 import asyncpg
 
-from localplus_common.access import EDITOR, OWNER, event_to_change, signed_in, visible_event
+from localplus_common.access import EDITOR, OWNER, event_to_change, signed_in
 from localplus_common.auth import SERVER
 from localplus_common.calls import Forward
 from localplus_common.db import Connection, Database, act_as, current_identity
-from localplus_common.errors import failed_precondition, permission_denied
+from localplus_common.errors import failed_precondition, not_found, permission_denied
 from localplus_common.telemetry import WAITLIST_PROMOTIONS
 from localplus_common.waitlist import promoted_here
 from localplus_events import places
@@ -64,9 +64,19 @@ async def create_event(
 
 
 async def get_event(db: Database, event_id: UUID) -> asyncpg.Record:
+    """The event as the caller may see it, with `caller_rank` (access.visible_event, in one round trip);
+    404 when invisible."""
     # Anonymous readers cannot have changed it: they may read a replica.
     anonymous = not current_identity.get().is_signed_in
-    return await db.run(lambda conn: visible_event(conn, event_id), event_id=event_id, replica=anonymous)
+    rows = await db.read(
+        "select (r.event).*, r.caller_rank from localplus_private.read_event($1, $2, $3, $4, $5) r",
+        event_id,
+        event_id=event_id,
+        replica=anonymous,
+    )
+    if not rows:
+        raise not_found("event not found")
+    return rows[0]
 
 
 def _schedule_changed(current: asyncpg.Record, changes: dict[str, Any]) -> bool:
