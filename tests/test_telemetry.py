@@ -487,6 +487,15 @@ def assert_under(span: Span, ancestor: Span, spans: list[Span]) -> None:
     assert parent is ancestor, f"{span.name} is not under {ancestor.name}"
 
 
+def statements_of(spans: list[Span]) -> str:
+    return " ".join(
+        attribute.value.string_value
+        for span in spans
+        for attribute in span.attributes
+        if attribute.key == "db.statement"
+    )
+
+
 async def test_a_request_through_the_gateway_is_one_connected_trace(
     api: httpx.AsyncClient, stack: Stack, user: User, tmp_path: Path
 ) -> None:
@@ -518,15 +527,10 @@ async def test_a_request_through_the_gateway_is_one_connected_trace(
     (server,) = [span for span in spans if span.name == f"/{EVENTS_SERVICE}/GetEvent"]
     assert server.parent_span_id == envoy.span_id, "the service continues Envoy's span"
     sql = [span for span in spans if span.kind == Span.SPAN_KIND_CLIENT]
-    assert len(sql) >= 2, [span.name for span in spans]  # act_as and the read, at least
-    for span in sql:
-        assert_under(span, server, spans)
-    statements = " ".join(
-        attribute.value.string_value for span in sql for attribute in span.attributes if attribute.key == "db.statement"
-    )
-    assert "set_config('localplus.request_id'" in statements and "from public.events" in statements
-    # The request context's statement is exported without the caller's claims (no user id, no email).
-    assert "set_config('request.jwt.claims', '<claims>'" in statements
+    # GetEvent is one statement (Database.read): the caller's claims travel as a parameter, never exported.
+    assert len(sql) == 1, [span.name for span in spans]
+    assert_under(sql[0], server, spans)
+    assert "localplus_private.read_event(" in statements_of(sql)
     assert str(user.id) not in " ".join(str(span) for span in spans)
     assert line["trace_id"] == trace_id.hex(), "the request's log line names its trace"
 
@@ -535,6 +539,11 @@ async def test_a_request_through_the_gateway_is_one_connected_trace(
     assert called, [span.name for span in spans2]
     for span in called:
         assert_under(span, create, spans2)
+    # A transaction's request context (Database.run) is exported without the caller's claims.
+    statements = statements_of([span for span in spans2 if span.kind == Span.SPAN_KIND_CLIENT])
+    assert "set_config('localplus.request_id'" in statements and "into public.events" in statements
+    assert "set_config('request.jwt.claims', '<claims>'" in statements
+    assert str(user.id) not in " ".join(str(span) for span in spans2)
     assert {resource.get("service.name") for resource in receiver.resources} == {"gateway", "events", "recurrence"}
     assert not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"), "the session's stack runs without tracing"
 
