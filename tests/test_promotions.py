@@ -319,6 +319,26 @@ async def test_targeting_lists_are_bounded_in_count_and_length(api: httpx.AsyncC
             assert violated_field(patched) == field, bad
     unchanged = await api.get(f"/api/promotions/{draft['id']}", headers=owner.headers)
     assert unchanged.json()["cities"] == draft["cities"] and unchanged.json()["categories"] == draft["categories"]
+    # The same bounds hold for a partner writing in SQL (Supabase's REST): the table's checks.
+    too_long_or_empty: list[list[str | None]] = [["a"] * 51, ["a" * 65], [""], [None]]
+    for field in ("cities", "categories"):
+        for entries in too_long_or_empty:
+            async with as_caller(db, owner.id) as conn:
+                with pytest.raises(asyncpg.CheckViolationError):
+                    await conn.execute(
+                        f"insert into public.promotions (event_id, business_id, placements, starts_at, ends_at,"
+                        f" budget_minor, currency, bid_type, bid_minor, created_by, {field})"
+                        " select id, business_id, '{search}', now(), now() + interval '1 day', 1000, 'THB', 'cpc', 10,"
+                        " $2, $3 from public.events where id = $1",
+                        uuid.UUID(event["id"]),
+                        owner.id,
+                        entries,
+                    )
+            async with as_caller(db, owner.id) as conn:
+                with pytest.raises(asyncpg.CheckViolationError):
+                    await conn.execute(
+                        f"update public.promotions set {field} = $2 where id = $1", uuid.UUID(draft["id"]), entries
+                    )
 
 
 async def test_partners_see_only_their_businesses_promotions_in_the_api_and_in_sql(

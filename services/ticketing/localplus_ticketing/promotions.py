@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 PLACEMENTS = {"search", "browse"}
 BID_TYPES = {"cpc", "cpm"}
-# Targeting lists: at most MAX_TARGETS entries (the table's check) of 1 to MAX_TARGET_LENGTH characters
+# Targeting lists: at most MAX_TARGETS entries of 1 to MAX_TARGET_LENGTH characters (the table checks both)
 # (a city slug's and an event category's longest), checked before any SQL so the 400 names the field.
 MAX_TARGETS = 50
 MAX_TARGET_LENGTH = 64
