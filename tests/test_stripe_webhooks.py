@@ -16,8 +16,13 @@ import uuid
 
 import asyncpg
 import httpx
+import pytest
 
+from localplus_common.db import Database
 from localplus_dev.stack import Stack
+from localplus_ticketing import payments
+from localplus_ticketing.payment_provider import PaymentProvider
+from localplus_ticketing.settings import TicketingSettings
 from tests.stripe_support import (
     WEBHOOK,
     awaiting_payment,
@@ -451,3 +456,29 @@ async def test_a_payment_confirmed_at_localstripe_pays_through_its_own_webhook(
     recorded = await db.fetch("select type from public.stripe_events where object_id = $1", order["payment_intent_id"])
     assert [r["type"] for r in recorded] == ["payment_intent.succeeded"]
     assert len(await order_tickets(db, order["id"])) == 2
+
+
+async def test_the_sweeper_cancels_an_expired_orders_payment_at_stripe(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool, service_db: Database
+) -> None:
+    """An order that expired unpaid can no longer be paid at Stripe: its tickets went back on sale."""
+    owner, buyer = await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, inventory=1)
+    order = await awaiting_payment(api, buyer, ticket_type["id"])
+    await db.execute(
+        "update public.orders set expires_at = now() - interval '1 second' where id = $1", uuid.UUID(order["id"])
+    )
+    await db.execute(
+        "update public.ticket_holds set expires_at = now() - interval '1 second' where order_id = $1",
+        uuid.UUID(order["id"]),
+    )
+    settings = TicketingSettings.from_env({"LOCALPLUS_ENV": "dev", "STRIPE_API_BASE": stack.stripe.url})
+    # (The stack's own sweeper may get there first: either way the order expires and its payment is cancelled.)
+    await payments.expire_orders(service_db, PaymentProvider(settings))
+    assert await status_of(db, order["id"]) == "expired"
+    async with localstripe(stack) as stripe:
+        intent = await stripe.get(f"/v1/payment_intents/{order['payment_intent_id']}")
+    assert intent.json()["status"] == "canceled", intent.text
+    with pytest.raises(AssertionError):  # the buyer's app cannot confirm it any more
+        await pay_at_stripe(stack, order["payment_intent_id"])
+    assert await status_of(db, order["id"]) == "expired"

@@ -32,7 +32,7 @@ def main() -> None:
         while True:
             await asyncio.sleep(ticketing.sweep_every.total_seconds())
             try:
-                expired = await payments.expire_orders(db)
+                expired = await payments.expire_orders(db, sweep_payments)
             except Exception:  # the next sweep tries again
                 log.exception("expiring orders failed")
                 continue

@@ -304,9 +304,18 @@ async def settle_refund(db: Database, payments: PaymentProvider, refund_id: UUID
     return stripe_refund_id
 
 
-async def expire_orders(db: Database) -> int:
-    expired: int = await db.run(lambda conn: conn.fetchval("select localplus_private.expire_orders()"), SERVER)
-    return expired
+async def expire_orders(db: Database, payments: PaymentProvider) -> int:
+    """Expire the unpaid orders whose hold ran out (their tickets go back on sale), then cancel their
+    PaymentIntents at Stripe so that nobody pays for them late; answers how many expired. The cancels
+    are best effort, after the commit: a payment that gets through anyway, or whose cancel was lost
+    with this process, is settled by its webhook (_paid)."""
+    expired = await db.run(
+        lambda conn: conn.fetch("select order_id, payment_intent_id from localplus_private.expire_orders()"), SERVER
+    )
+    for order in expired:
+        if order["payment_intent_id"]:
+            await payments.cancel_payment_intent(order["payment_intent_id"])
+    return len(expired)
 
 
 @dataclass(frozen=True)
