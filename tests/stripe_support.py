@@ -146,7 +146,7 @@ async def expire_hold(db: asyncpg.Pool, order_id: str) -> None:
                      uuid.UUID(order_id))  # fmt: skip
     await db.execute("update public.orders set expires_at = now() - interval '1 second' where id = $1",
                      uuid.UUID(order_id))  # fmt: skip
-    await db.execute("select localplus_private.expire_orders()")
+    await db.execute("select localplus_private.expire_due_orders()")
 
 
 class WebhookCatcher:

@@ -310,7 +310,7 @@ async def expire_orders(db: Database, payments: PaymentProvider) -> int:
     are best effort, after the commit: a payment that gets through anyway, or whose cancel was lost
     with this process, is settled by its webhook (_paid)."""
     expired = await db.run(
-        lambda conn: conn.fetch("select order_id, payment_intent_id from localplus_private.expire_orders()"), SERVER
+        lambda conn: conn.fetch("select order_id, payment_intent_id from localplus_private.expire_due_orders()"), SERVER
     )
     for order in expired:
         if order["payment_intent_id"]:

@@ -1,10 +1,12 @@
 -- An order that expired unpaid kept its PaymentIntent open at Stripe, so its buyer could still pay
 -- for tickets that had gone back on sale, and be refunded when the payment's webhook arrived
--- (payments._paid). expire_orders now answers the orders it expired with their PaymentIntents, which
--- the sweeper then cancels at Stripe (best effort: a payment that gets through anyway is still
--- refunded, or paid if the tickets are still there). Same body as before but for what it returns.
+-- (payments._paid). expire_due_orders replaces expire_orders: the same body, but it answers the orders
+-- it expired with their PaymentIntents, which the sweeper then cancels at Stripe (best effort: a
+-- payment that gets through anyway is still refunded, or paid if the tickets are still there). A new
+-- name because a function's result type cannot change in place, and the earlier migrations, run
+-- again, create expire_orders as they did.
 drop function if exists localplus_private.expire_orders();
-create function localplus_private.expire_orders() returns table (order_id uuid, payment_intent_id text)
+create or replace function localplus_private.expire_due_orders() returns table (order_id uuid, payment_intent_id text)
   language plpgsql security definer
   set search_path = ''
   as $$
@@ -31,5 +33,5 @@ begin
 end
 $$;
 
-revoke all on function localplus_private.expire_orders() from public, anon, authenticated, service_role;
-grant execute on function localplus_private.expire_orders() to service_role;
+revoke all on function localplus_private.expire_due_orders() from public, anon, authenticated, service_role;
+grant execute on function localplus_private.expire_due_orders() to service_role;
