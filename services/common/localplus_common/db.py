@@ -7,10 +7,9 @@ in one round trip.
 """
 
 import asyncio
-import contextlib
 import contextvars
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias, TypeVar
 from uuid import UUID
@@ -193,45 +192,47 @@ class Database:
         return await _retrying(lambda: self._read(statement, context + args, replica))
 
     async def _read(self, statement: str, args: tuple[Any, ...], replica: bool) -> list[asyncpg.Record]:
-        async with self._connection(replica) as conn:
-            return await conn.fetch(statement, *args)
-
-    @contextlib.asynccontextmanager
-    async def _connection(self, replica: bool) -> AsyncIterator[Connection]:
         pool = self.replica_pool if replica else self.pool
+        conn = await self._acquire(pool)
+        try:
+            return await conn.fetch(statement, *args)
+        finally:
+            await pool.release(conn)
+
+    async def _acquire(self, pool: asyncpg.Pool) -> Connection:
         metrics = self._pool_metrics[pool]
         metrics.waiting.inc()
         started = time.perf_counter()
         try:
-            conn = await pool.acquire()
+            conn: Connection = await pool.acquire()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             # Refused, unreachable, out of connections, shutting down: unlike any error of the work.
             raise DatabaseUnavailable("the database cannot be reached") from error
         finally:
             metrics.waiting.dec()
         metrics.acquire.observe(time.perf_counter() - started)
-        try:
-            yield conn
-        finally:
-            await pool.release(conn)
+        return conn
 
     async def _transaction(
         self, work: Work[T], who: Identity, event_id: UUID | None, replica: bool, generic_plans: bool
     ) -> T:
-        async with self._connection(replica) as conn:
-            try:
-                # The transaction starts and the caller is set in one round trip: one simple-protocol
-                # message of two statements. Not in the same statement as the work's first query:
-                # row-level security is decided when a statement is planned, as whoever the session is then.
-                context = request_context(who, event_id=event_id) + (GENERIC_PLANS if generic_plans else "")
-                await conn.execute(f"{BEGIN_READ_ONLY if replica else BEGIN}; {context}")
-                result = await work(conn)
-                await conn.execute("commit")
-                return result
-            except BaseException:
-                if not conn.is_closed() and conn.is_in_transaction():
-                    await conn.execute("rollback")
-                raise
+        pool = self.replica_pool if replica else self.pool
+        conn = await self._acquire(pool)
+        try:
+            # The transaction starts and the caller is set in one round trip: one simple-protocol
+            # message of two statements. Not in the same statement as the work's first query: row-level
+            # security is decided when a statement is planned, as whoever the session is then.
+            context = request_context(who, event_id=event_id) + (GENERIC_PLANS if generic_plans else "")
+            await conn.execute(f"{BEGIN_READ_ONLY if replica else BEGIN}; {context}")
+            result = await work(conn)
+            await conn.execute("commit")
+            return result
+        except BaseException:
+            if not conn.is_closed() and conn.is_in_transaction():
+                await conn.execute("rollback")
+            raise
+        finally:
+            await pool.release(conn)
 
 
 async def _retrying(attempt_once: Callable[[], Awaitable[T]]) -> T:
