@@ -112,15 +112,23 @@ def request_context(identity: Identity, *, event_id: UUID | None = None) -> str:
     request's id (Envoy's x-request-id; audit rows record it).
 
     Its values are literals rather than parameters so that it can travel in one simple-protocol
-    message with the BEGIN (Database.run): one round trip for both. A new setting is one more entry."""
-    settings = {
-        "role": identity.role,
-        "request.jwt.claims": identity.claims_json,
-        "localplus.event_id": "" if event_id is None else str(event_id),
-        "localplus.request_id": current_request_id.get(),
-    }
-    calls = (f"set_config({literal(name)}, {literal(value)}, true)" for name, value in settings.items())
+    message with the BEGIN (Database.run): one round trip for both. A new setting is one more entry
+    in CONTEXT_SETTINGS and context_values, and a parameter of localplus_private.become."""
+    values = context_values(identity, event_id)
+    calls = (
+        f"set_config({literal(name)}, {literal(value)}, true)"
+        for name, value in zip(CONTEXT_SETTINGS, values, strict=True)
+    )
     return "select " + ", ".join(calls)
+
+
+# The settings of a request context, in the order localplus_private.become takes them (Database.read).
+CONTEXT_SETTINGS = ("role", "request.jwt.claims", "localplus.event_id", "localplus.request_id")
+
+
+def context_values(identity: Identity, event_id: UUID | None) -> tuple[str, str, str, str]:
+    """The values of CONTEXT_SETTINGS for `identity` in the current request."""
+    return identity.role, identity.claims_json, "" if event_id is None else str(event_id), current_request_id.get()
 
 
 async def act_as(conn: Connection, identity: Identity, *, event_id: UUID | None = None) -> None:
@@ -188,7 +196,7 @@ class Database:
         as one implicit transaction, so the caller's settings end with it. `identity`, `event_id` and
         `replica` are as for `run`."""
         who = identity or current_identity.get()
-        context = (who.role, who.claims_json, "" if event_id is None else str(event_id), current_request_id.get())
+        context = context_values(who, event_id)
         return await _retrying(lambda: self._read(statement, context + args, replica))
 
     async def _read(self, statement: str, args: tuple[Any, ...], replica: bool) -> list[asyncpg.Record]:
