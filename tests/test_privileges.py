@@ -132,6 +132,7 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
     # Rush scale: a ticket type's inventory in buckets, the server's alone.
     "public.ticket_type_buckets": {"anon": {}, "authenticated": {}},
     "public.stripe_events": {"anon": {}, "authenticated": {}},
+    "public.stripe_refunds_awaiting_order": {"anon": {}, "authenticated": {}},
     "public.outbox": {"anon": {}, "authenticated": {}},
     # Phase 5: the notifications outbox is the server's (users read their own, admins all); users keep
     # their own preferences and read and remove their own push subscriptions, which the server writes.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import Any
 
 import asyncpg
 import httpx
@@ -189,6 +190,96 @@ async def test_a_partial_refund_before_a_success_that_finds_the_tickets_gone_ref
         await asyncio.sleep(0.2)
     assert await refunded_at_stripe(stack, order["payment_intent_id"]) == [total - 1_000]
     assert await order_tickets(db, order["id"]) == []
+
+
+SESSION_ORDER_TOTAL = 10_000
+
+
+async def _refunded_before_its_session_completed(
+    api: httpx.AsyncClient, db: asyncpg.Pool, running_totals: list[int]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An order of SESSION_ORDER_TOTAL paid by a Checkout Session whose refunds at Stripe (Stripe's
+    running totals) are delivered before its `checkout.session.completed`: (the order, its ticket type)."""
+    owner, buyer = await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, price_minor=SESSION_ORDER_TOTAL // 2, inventory=2)
+    order = (await reserve(api, buyer, ticket_type["id"], quantity=2)).json()
+    assert int(order["total_minor"]) == SESSION_ORDER_TOTAL
+    intent_id = f"pi_{uuid.uuid4().hex[:24]}"
+    for refunded in running_totals:
+        refund = stripe_event("charge.refunded", charge({**order, "payment_intent_id": intent_id}, refunded))
+        assert (await deliver(api, refund)).status_code == 200
+    assert await status_of(db, order["id"]) == "reserved"
+    session = checkout_session(order, status="complete", payment_status="paid", payment_intent=intent_id)
+    assert (await deliver(api, stripe_event("checkout.session.completed", session))).status_code == 200
+    return order, ticket_type
+
+
+async def test_a_refund_delivered_before_its_checkout_session_completed_leaves_the_order_refunded(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """The session's PaymentIntent is unknown until `checkout.session.completed`: the refund that names
+    it first is kept, not dropped (which issued tickets for money given back)."""
+    order, ticket_type = await _refunded_before_its_session_completed(api, db, [SESSION_ORDER_TOTAL])
+    row = await order_row(db, order["id"])
+    assert row["status"] == "refunded" and row["refunded_minor"] == SESSION_ORDER_TOTAL and row["paid_at"] is None
+    assert await order_tickets(db, order["id"]) == []
+    assert dict(await ticket_type_row(db, ticket_type["id"])) == {"sold": 0, "available": 2}
+    assert await order_refunds(db, order["id"]) == []
+
+
+async def test_partial_refunds_delivered_before_their_checkout_session_completed_leave_the_rest_paid(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """Stripe's running totals of 3,000 and then 5,000, both before the session's success: the payment
+    still pays, its tickets are issued, and the order counts 5,000 refunded (nothing sent back)."""
+    order, _ = await _refunded_before_its_session_completed(api, db, [3_000, 5_000])
+    row = await order_row(db, order["id"])
+    assert row["status"] == "partially_refunded" and row["refunded_minor"] == 5_000 and row["paid_at"] is not None
+    assert [t["status"] for t in await order_tickets(db, order["id"])] == ["valid", "valid"]
+    assert [(r["amount_minor"], r["status"]) for r in await order_refunds(db, order["id"])] == [(5_000, "succeeded")]
+
+
+async def test_a_refund_delivered_while_its_checkout_session_s_success_is_processed_is_not_lost(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """The success has recorded the PaymentIntent on the order (not committed yet) and found no refund
+    kept for it; the refund's event, processed meanwhile, finds no order naming it and keeps itself.
+    Unless the two are ordered, the success commits tickets and the refund stays kept for good. The
+    success is held up inside its payment by locking its ticket type's buckets, as a busy sale would."""
+    owner, buyer = await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, inventory=2)
+    order = (await reserve(api, buyer, ticket_type["id"], quantity=2)).json()
+    total = int(order["total_minor"])
+    intent_id = f"pi_{uuid.uuid4().hex[:24]}"
+    session = checkout_session(order, status="complete", payment_status="paid", payment_intent=intent_id)
+    refund = stripe_event("charge.refunded", charge({**order, "payment_intent_id": intent_id}, total))
+    waiting = "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query ilike $1"
+    async with db.acquire() as busy_sale:
+        holding = busy_sale.transaction()
+        await holding.start()
+        await busy_sale.execute(
+            "select 1 from public.ticket_type_buckets where ticket_type_id = $1 for update",
+            uuid.UUID(ticket_type["id"]),
+        )
+        paying = asyncio.ensure_future(deliver(api, stripe_event("checkout.session.completed", session)))
+        for _ in range(100):  # until the success waits inside its payment
+            if await db.fetchval(waiting, "%pay_order%"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the success never reached its payment: {(await paying).text}")
+        refunding = asyncio.ensure_future(deliver(api, refund))
+        for _ in range(40):  # until the refund is processed, or waits for the success
+            if refunding.done() or await db.fetchval(waiting, "%advisory%"):
+                break
+            await asyncio.sleep(0.05)
+        await holding.commit()
+    assert (await paying).status_code == 200 and (await refunding).status_code == 200
+    # The refund waited for the success, so it is a refund of a paid order: its tickets are void.
+    row = await order_row(db, order["id"])
+    assert row["status"] == "refunded" and row["refunded_minor"] == total
+    assert {t["status"] for t in await order_tickets(db, order["id"])} <= {"void"}
+    assert dict(await ticket_type_row(db, ticket_type["id"])) == {"sold": 0, "available": 2}
 
 
 async def test_a_success_after_the_hold_expired_pays_while_the_tickets_are_still_there(
@@ -407,7 +498,7 @@ async def test_partial_refunds_at_stripe_processed_at_once_record_stripe_s_total
         for _ in range(100):
             waiting = await db.fetchval(
                 "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and pid <> $1 "
-                "and query like '%public.%'",
+                "and (query like '%public.%' or query like '%advisory%')",
                 gate.get_server_pid(),
             )
             if waiting == 2:

@@ -27,6 +27,8 @@ from localplus_ticketing.payment_provider import PaymentProvider
 log = logging.getLogger(__name__)
 # Older than that, a payment nobody finished is not going to be: the reconciler stops asking Stripe.
 RECONCILE_WINDOW = timedelta(days=7)
+# The namespace of _lock_payment's advisory locks (the reservations' is 20261210).
+PAYMENT_LOCKS = 20261224
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ async def _apply(conn: Connection, signer: TicketSigner, event: dict[str, Any]) 
                 conn, await _order_of(conn, subject), subject.get("payment_intent") or "", subject["id"]
             )
         case "charge.refunded":
-            await _refunded_at_stripe(conn, subject)
+            refunded = int(subject.get("amount_refunded") or 0)
+            await _refunded_at_stripe(conn, subject.get("payment_intent") or "", refunded, subject.get("amount"))
         case "charge.dispute.created":
             await conn.execute(
                 "update public.orders set disputed_at = coalesce(disputed_at, now()), updated_at = now() "
@@ -144,6 +147,7 @@ async def _paid(
     """A payment of `amount` in `currency` by `payment_intent_id` succeeded."""
     if order_id is None:
         return Applied()  # not one of ours
+    await _lock_payment(conn, payment_intent_id)
     order = await conn.fetchrow("select total_minor, currency from public.orders where id = $1 for update", order_id)
     if order is None:
         return Applied()  # gone with its event meanwhile
@@ -159,6 +163,8 @@ async def _paid(
         order_id,
         payment_intent_id,
     )
+    if payment_intent_id and payment_intent_id == recorded:
+        await _apply_refund_that_came_first(conn, payment_intent_id)
     payment = await pay(conn, signer, order_id)
     outcome = payment.outcome
     if outcome == "paid":
@@ -221,22 +227,60 @@ async def _payment_ended(
         await conn.execute("select localplus_private.cancel_order($1)", order_id)
 
 
-async def _refunded_at_stripe(conn: Connection, charge: dict[str, Any]) -> None:
-    """A charge refunded at Stripe: ours (already recorded), or made there (the dashboard)."""
+async def _lock_payment(conn: Connection, payment_intent_id: str) -> None:
+    """Until commit, no other event of this PaymentIntent's success or refund is processed. An order
+    names a Checkout Session's PaymentIntent only once its success is processed, so the order's lock
+    cannot order a refund's event against that success: this lock does."""
+    if payment_intent_id:
+        await conn.execute("select pg_advisory_xact_lock($1, hashtext($2))", PAYMENT_LOCKS, payment_intent_id)
+
+
+async def _apply_refund_that_came_first(conn: Connection, payment_intent_id: str) -> None:
+    """A refund at Stripe whose event arrived before any order named its PaymentIntent, applied now
+    that the order does (the payment's lock is held)."""
+    kept = await conn.fetchrow(
+        "delete from public.stripe_refunds_awaiting_order where payment_intent_id = $1 "
+        "returning amount_refunded, amount",
+        payment_intent_id,
+    )
+    if kept is not None:
+        await _refunded_at_stripe(conn, payment_intent_id, kept["amount_refunded"], kept["amount"])
+
+
+async def _refunded_at_stripe(
+    conn: Connection, payment_intent_id: str, refunded_at_stripe: int, charged: int | None
+) -> None:
+    """`refunded_at_stripe` (Stripe's running total) of a charge of `charged` refunded at Stripe: our
+    refund (already recorded), or one made there (the dashboard)."""
+    await _lock_payment(conn, payment_intent_id)
     # The order's lock: two refunds' events (each with Stripe's running total) or a refund's and the
     # payment's success, processed at once, must each see what the other recorded.
     order = await conn.fetchrow(
         "select id, status, total_minor from public.orders where payment_intent_id = $1 for update",
-        charge.get("payment_intent"),
+        payment_intent_id,
     )
     if order is None:
+        if payment_intent_id:
+            # Its order may not know it yet (a Checkout Session's success not processed yet): kept until
+            # a success names it (_apply_refund_that_came_first). Stripe's totals only grow.
+            await conn.execute(
+                """
+                insert into public.stripe_refunds_awaiting_order as kept (payment_intent_id, amount_refunded, amount)
+                values ($1, $2, $3)
+                on conflict (payment_intent_id) do update
+                   set amount_refunded = greatest(kept.amount_refunded, excluded.amount_refunded),
+                       amount = coalesce(excluded.amount, kept.amount)
+                """,
+                payment_intent_id,
+                refunded_at_stripe,
+                charged,
+            )
         return
-    refunded_at_stripe = int(charge.get("amount_refunded") or 0)
     # Our refund of a payment that was not the order's money (_refund_whole): the order is as it was.
     not_the_orders = await conn.fetchval(
         "select coalesce(sum(amount_minor), 0) from public.refunds where order_id = $1 and payment_intent_id = $2",
         order["id"],
-        charge.get("payment_intent"),
+        payment_intent_id,
     )
     if not_the_orders and refunded_at_stripe <= not_the_orders:
         return
@@ -249,7 +293,7 @@ async def _refunded_at_stripe(conn: Connection, charge: dict[str, Any]) -> None:
     )
     if refunded_at_stripe <= ours:
         return
-    if refunded_at_stripe >= int(charge.get("amount") or order["total_minor"]):
+    if refunded_at_stripe >= int(charged or order["total_minor"]):
         await conn.execute(
             "select localplus_private.refund_tickets($1, '{}', 'refunded at Stripe', null, true)", order["id"]
         )
