@@ -437,6 +437,22 @@ class StripeMeanwhile:
         self.cancelled.append(payment_intent_id)
 
 
+async def test_checkouts_of_one_draft_at_once_answer_one_payment_that_stays_payable(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool
+) -> None:
+    """Stripe answers every checkout of the same budget with the same PaymentIntent (one idempotency
+    key). The checkouts that found the draft already awaiting payment cancelled that PaymentIntent: the
+    one the promotion was waiting for, which could then never be paid."""
+    owner, _, _, event = await promoted_setup(api, db)
+    promotion = await create_promotion(api, owner, event["id"])
+    url = f"/api/promotions/{promotion['id']}:checkout"
+    started = await asyncio.gather(*(api.post(url, json={}, headers=owner.headers) for _ in range(6)))
+    assert [r.status_code for r in started] == [200] * 6, [r.text for r in started]
+    (intent_id,) = {r.json()["payment_intent_id"] for r in started}
+    await pay_at_stripe(stack, intent_id)
+    await wait_promotion(api, owner, promotion["id"], "PROMOTION_STATUS_PENDING_REVIEW")
+
+
 async def test_a_budget_raised_while_checking_out_is_never_the_one_paid_for(
     api: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:

@@ -261,6 +261,19 @@ async def checkout(db: Database, payments: PaymentProvider, promotion_id: UUID) 
         SERVER,
     )
     if row is None:
+        # A concurrent checkout of the same budget got the same PaymentIntent from Stripe (the same
+        # idempotency key) and recorded it first: that one is the promotion's, to answer, not to cancel.
+        recorded = await db.run(
+            lambda conn: conn.fetchrow(
+                f"select {COLUMNS} from public.promotions where id = $1 and status = 'awaiting_payment' "
+                "and payment_intent_id = $2",
+                promotion_id,
+                started.payment_intent_id,
+            ),
+            SERVER,
+        )
+        if recorded is not None:
+            return CheckoutView(recorded, started.payment_intent_id, started.client_secret)
         await payments.cancel_payment_intent(started.payment_intent_id)
         raise aborted("the promotion changed meanwhile", "INVALID_STATE")
     return CheckoutView(row, started.payment_intent_id, started.client_secret)
