@@ -31,6 +31,7 @@ from localplus_common.sponsored import ChargedViewers
 from localplus_dev.stack import Stack
 from localplus_ticketing import promotions
 from localplus_ticketing.payment_provider import Checkout, PaymentProvider
+from localplus_ticketing.settings import TicketingSettings
 from tests.sql_callers import as_caller, claims_of
 from tests.stripe_support import refunded_at_stripe
 from tests.support import User, add_city, create_event, create_user, iso
@@ -421,20 +422,27 @@ async def test_partners_never_learn_who_clicked_in_sql(api: httpx.AsyncClient, d
 
 class StripeMeanwhile:
     """A payment provider during whose PaymentIntent call something else happens (what a concurrent
-    request could do in the round trip to Stripe)."""
+    request could do in the round trip to Stripe); with `stripe`, the calls then go on to it."""
 
-    def __init__(self, meanwhile: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, meanwhile: Callable[[], Awaitable[None]], stripe: PaymentProvider | None = None) -> None:
         self.meanwhile = meanwhile
+        self.stripe = stripe
         self.amounts: list[int] = []
         self.cancelled: list[str] = []
 
-    async def promotion_payment_intent(self, promotion_id: uuid.UUID, amount: int, currency: str) -> Checkout:
+    async def promotion_payment_intent(
+        self, promotion_id: uuid.UUID, amount: int, currency: str, draft_version: datetime
+    ) -> Checkout:
         self.amounts.append(amount)
         await self.meanwhile()
+        if self.stripe is not None:
+            return await self.stripe.promotion_payment_intent(promotion_id, amount, currency, draft_version)
         return Checkout(payment_intent_id=f"pi_meanwhile_{uuid.uuid4().hex}", client_secret="secret")
 
     async def cancel_payment_intent(self, payment_intent_id: str) -> None:
         self.cancelled.append(payment_intent_id)
+        if self.stripe is not None:
+            await self.stripe.cancel_payment_intent(payment_intent_id)
 
 
 async def test_checkouts_of_one_draft_at_once_answer_one_payment_that_stays_payable(
@@ -486,6 +494,53 @@ async def test_a_budget_raised_while_checking_out_is_never_the_one_paid_for(
         10000000,
         None,
     )
+
+
+class KeyRecordingStripe(PaymentProvider):
+    """localstripe, recording the idempotency key of every call: localstripe ignores them, Stripe
+    answers a repeated one with its first answer for a day."""
+
+    def __init__(self, settings: TicketingSettings) -> None:
+        super().__init__(settings)
+        self.keys: list[str] = []
+
+    async def _call(self, create: Any, params: dict[str, Any], idempotency_key: str) -> Any:
+        self.keys.append(idempotency_key)
+        return await super()._call(create, params, idempotency_key)
+
+
+async def test_a_checkout_after_one_that_found_the_budget_changed_gets_a_payment_it_can_make(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool
+) -> None:
+    """The checkout that found the budget changed during its call to Stripe cancelled the PaymentIntent
+    it got. With a key made of the budget alone, the next checkout of that budget asked again under
+    the same key, and Stripe would have answered the cancelled PaymentIntent, which nobody can pay."""
+    owner, _, _, event = await promoted_setup(api, db)
+    promotion = await create_promotion(api, owner, event["id"], budget_minor="1000")
+    url = f"/api/promotions/{promotion['id']}"
+
+    async def set_budget(budget: str) -> None:
+        changed = await api.patch(url, json={"budget_minor": budget}, headers=owner.headers)
+        assert changed.status_code == 200, changed.text
+
+    stripe = KeyRecordingStripe(
+        TicketingSettings.from_env({"LOCALPLUS_ENV": "dev", "STRIPE_API_BASE": stack.stripe.url})
+    )
+    meanwhile = StripeMeanwhile(lambda: set_budget("2000"), stripe)
+    caller = current_identity.set(Identity(role="authenticated", user_id=owner.id, claims=claims_of(owner.id)))
+    try:
+        with pytest.raises(ApiError):
+            await promotions.checkout(Database(db), cast(PaymentProvider, meanwhile), uuid.UUID(promotion["id"]))
+        assert len(meanwhile.cancelled) == 1
+        await set_budget("1000")
+        started = await promotions.checkout(Database(db), stripe, uuid.UUID(promotion["id"]))
+    finally:
+        current_identity.reset(caller)
+    first, again = (key for key in stripe.keys if "-payment-intent-" in key)
+    assert first != again
+    assert started.payment_intent_id != meanwhile.cancelled[0]
+    await pay_at_stripe(stack, started.payment_intent_id)
+    await wait_promotion(api, owner, promotion["id"], "PROMOTION_STATUS_PENDING_REVIEW")
 
 
 async def add_partner_of_role(db: asyncpg.Pool, business: str, role: str) -> User:

@@ -4,6 +4,7 @@ charges or refunds twice. localstripe stands in for Stripe in dev mode and in th
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -69,8 +70,11 @@ class PaymentProvider:
         )
         return Checkout(payment_intent_id=intent.id, client_secret=intent.client_secret or "")
 
-    async def promotion_payment_intent(self, promotion_id: UUID, amount: int, currency: str) -> Checkout:
-        """The PaymentIntent for a promotion's budget (its metadata names the promotion, for the webhook)."""
+    async def promotion_payment_intent(
+        self, promotion_id: UUID, amount: int, currency: str, draft_version: datetime
+    ) -> Checkout:
+        """The PaymentIntent for a promotion's budget (its metadata names the promotion, for the webhook),
+        one per version of the draft (its `updated_at`)."""
         intent = await self._call(
             self._client.v1.payment_intents.create_async,
             {
@@ -79,8 +83,10 @@ class PaymentProvider:
                 "payment_method_types": ["card"],
                 "metadata": {"promotion_id": str(promotion_id)},
             },
-            # A draft's budget may change after a checkout that found it changed meanwhile.
-            f"promotion-{promotion_id}-payment-intent-{amount}-{currency}",
+            # Checkouts of one version share one PaymentIntent. Every change of the draft makes a new
+            # version, so one that follows a checkout that found the draft changed (and cancelled its
+            # PaymentIntent) does not get the cancelled PaymentIntent back, even for the same budget.
+            f"promotion-{promotion_id}-payment-intent-{draft_version.isoformat()}",
         )
         return Checkout(payment_intent_id=intent.id, client_secret=intent.client_secret or "")
 

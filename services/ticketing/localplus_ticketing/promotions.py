@@ -20,7 +20,7 @@ from localplus_common.auth import SERVER
 from localplus_common.db import Connection, Database, act_as, current_identity
 from localplus_common.errors import ApiError, aborted, invalid_argument, not_found, permission_denied
 from localplus_common.paging import Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
-from localplus_ticketing.payment_provider import PaymentProvider
+from localplus_ticketing.payment_provider import Checkout, PaymentProvider
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,9 @@ async def checkout(db: Database, payments: PaymentProvider, promotion_id: UUID) 
         return CheckoutView(promotion, promotion["payment_intent_id"], secret)
     if promotion["status"] != "draft":
         raise aborted(f"the promotion is {promotion['status']}; only a draft is paid for", "INVALID_STATE")
-    started = await payments.promotion_payment_intent(promotion_id, promotion["budget_minor"], promotion["currency"])
+    started = await payments.promotion_payment_intent(
+        promotion_id, promotion["budget_minor"], promotion["currency"], promotion["updated_at"]
+    )
     # Still the budget asked of Stripe: a draft changed during the call would otherwise be paid for
     # at its old budget and spend its new one.
     row = await db.run(
@@ -261,22 +263,31 @@ async def checkout(db: Database, payments: PaymentProvider, promotion_id: UUID) 
         SERVER,
     )
     if row is None:
-        # A concurrent checkout of the same budget got the same PaymentIntent from Stripe (the same
-        # idempotency key) and recorded it first: that one is the promotion's, to answer, not to cancel.
-        recorded = await db.run(
-            lambda conn: conn.fetchrow(
-                f"select {COLUMNS} from public.promotions where id = $1 and status = 'awaiting_payment' "
-                "and payment_intent_id = $2",
-                promotion_id,
-                started.payment_intent_id,
-            ),
-            SERVER,
-        )
-        if recorded is not None:
-            return CheckoutView(recorded, started.payment_intent_id, started.client_secret)
-        await payments.cancel_payment_intent(started.payment_intent_id)
-        raise aborted("the promotion changed meanwhile", "INVALID_STATE")
+        return await _checked_out_meanwhile(db, payments, promotion, started)
     return CheckoutView(row, started.payment_intent_id, started.client_secret)
+
+
+async def _checked_out_meanwhile(
+    db: Database, payments: PaymentProvider, draft: asyncpg.Record, started: Checkout
+) -> CheckoutView:
+    """The draft was no longer the one `started` pays for. A concurrent checkout of the same budget
+    recorded its PaymentIntent first: that one is answered, and `started` cancelled unless it is the
+    same (Stripe answers one idempotency key with one PaymentIntent). Anything else changed: a 409."""
+    recorded = await db.run(
+        lambda conn: conn.fetchrow(
+            f"select {COLUMNS}, client_secret from public.promotions where id = $1 and status = 'awaiting_payment' "
+            "and budget_minor = $2 and currency = $3",
+            draft["id"],
+            draft["budget_minor"],
+            draft["currency"],
+        ),
+        SERVER,
+    )
+    if recorded is None or recorded["payment_intent_id"] != started.payment_intent_id:
+        await payments.cancel_payment_intent(started.payment_intent_id)
+    if recorded is None or not recorded["client_secret"]:
+        raise aborted("the promotion changed meanwhile", "INVALID_STATE")
+    return CheckoutView(recorded, recorded["payment_intent_id"], recorded["client_secret"])
 
 
 async def paid(conn: Connection, promotion_id: UUID, payment_intent_id: str, amount: int) -> bool:
