@@ -282,6 +282,37 @@ async def test_a_refund_delivered_while_its_checkout_session_s_success_is_proces
     assert dict(await ticket_type_row(db, ticket_type["id"])) == {"sold": 0, "available": 2}
 
 
+async def test_the_reconciler_drops_refunds_kept_for_a_payment_no_order_named_within_a_week(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool
+) -> None:
+    """A refund of a charge that is not ours (another product on the same Stripe account) is kept like
+    one whose success is still on the way; the reconciler drops it once no success can come."""
+    ours, strangers = f"pi_{uuid.uuid4().hex[:24]}", f"pi_{uuid.uuid4().hex[:24]}"
+    for intent_id in (ours, strangers):
+        refund = {
+            "id": f"ch_{uuid.uuid4().hex[:24]}",
+            "object": "charge",
+            "amount": 100,
+            "amount_refunded": 100,
+            "currency": "thb",
+            "payment_intent": intent_id,
+            "status": "succeeded",
+        }
+        assert (await deliver(api, stripe_event("charge.refunded", refund))).status_code == 200
+    await db.execute(
+        "update public.stripe_refunds_awaiting_order set received_at = now() - interval '8 days' "
+        "where payment_intent_id = $1",
+        strangers,
+    )
+    code, output = await run_reconcile(stack)
+    assert code == 0, output
+    kept = await db.fetch(
+        "select payment_intent_id from public.stripe_refunds_awaiting_order where payment_intent_id = any($1)",
+        [ours, strangers],
+    )
+    assert [row["payment_intent_id"] for row in kept] == [ours]
+
+
 async def test_a_success_after_the_hold_expired_pays_while_the_tickets_are_still_there(
     api: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:

@@ -378,7 +378,8 @@ async def reconcile(
     """Settle from Stripe's own state what missed webhooks and crashes left open, older than
     `older_than` (younger ones may still be on their way): pending refunds are sent, and orders whose
     PaymentIntent succeeded (or was cancelled) at Stripe are paid (or given up) as its webhook would
-    have. Answers what changed and what could not be done (retried on the next run)."""
+    have; refunds kept for a PaymentIntent no order named within RECONCILE_WINDOW are dropped.
+    Answers what changed and what could not be done (retried on the next run)."""
     settled: list[Settled] = []
     pending = await db.run(
         lambda conn: conn.fetch(
@@ -412,6 +413,15 @@ async def reconcile(
             continue
         if outcome is not None:
             settled.append(Settled("order", order["id"], outcome))
+    # Refunds kept for a PaymentIntent no order named within the window are not ours (another product
+    # on the same Stripe account): Stripe retries a success for three days at most.
+    await db.run(
+        lambda conn: conn.execute(
+            "delete from public.stripe_refunds_awaiting_order where received_at <= now() - $1::interval",
+            RECONCILE_WINDOW,
+        ),
+        SERVER,
+    )
     return settled
 
 
