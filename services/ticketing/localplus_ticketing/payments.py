@@ -109,8 +109,10 @@ async def _apply(conn: Connection, signer: TicketSigner, event: dict[str, Any]) 
                 conn, await _order_of(conn, subject), subject.get("payment_intent") or "", subject["id"]
             )
         case "charge.refunded":
+            payment_intent_id = subject.get("payment_intent") or ""
+            await _lock_payment(conn, payment_intent_id)
             refunded = int(subject.get("amount_refunded") or 0)
-            await _refunded_at_stripe(conn, subject.get("payment_intent") or "", refunded, subject.get("amount"))
+            await _refunded_at_stripe(conn, payment_intent_id, refunded, subject.get("amount"))
         case "charge.dispute.created":
             await conn.execute(
                 "update public.orders set disputed_at = coalesce(disputed_at, now()), updated_at = now() "
@@ -251,8 +253,7 @@ async def _refunded_at_stripe(
     conn: Connection, payment_intent_id: str, refunded_at_stripe: int, charged: int | None
 ) -> None:
     """`refunded_at_stripe` (Stripe's running total) of a charge of `charged` refunded at Stripe: our
-    refund (already recorded), or one made there (the dashboard)."""
-    await _lock_payment(conn, payment_intent_id)
+    refund (already recorded), or one made there (the dashboard). The payment's lock is held."""
     # The order's lock: two refunds' events (each with Stripe's running total) or a refund's and the
     # payment's success, processed at once, must each see what the other recorded.
     order = await conn.fetchrow(
