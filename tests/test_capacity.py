@@ -182,21 +182,28 @@ async def test_seat_check_race_exists_without_the_lock_and_the_lock_closes_it(se
         await server.drop_database(scratch)
 
 
-async def _event_with_a_waitlist(conn: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
-    """A published event of one place: (its id, the person going, the person waiting)."""
-    owner, going, waiting = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    await conn.executemany("insert into auth.users (id) values ($1)", [(owner,), (going,), (waiting,)])
+REGISTER = "insert into public.event_participants (event_id, user_id) values ($1, $2)"
+CANCEL = "update public.event_participants set status = 'cancelled' where event_id = $1 and user_id = $2"
+
+
+async def _event_with_a_waitlist(conn: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, uuid.UUID]:
+    """A published event of one place: (its id, the person going, the person waiting, a newcomer who
+    has not registered yet)."""
+    owner, going, waiting, newcomer = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await conn.executemany("insert into auth.users (id) values ($1)", [(owner,), (going,), (waiting,), (newcomer,)])
     event_id: uuid.UUID = await conn.fetchval(
         "insert into public.events (created_by, title, starts_at, ends_at, timezone, capacity, status) "
         "values ($1, 'one place', now() + interval '1 day', now() + interval '2 days', 'UTC', 1, 'published') "
         "returning id",
         owner,
     )
-    await conn.executemany(
-        "insert into public.event_participants (event_id, user_id) values ($1, $2)",
-        [(event_id, going), (event_id, waiting)],
-    )
-    return event_id, going, waiting
+    await conn.executemany(REGISTER, [(event_id, going), (event_id, waiting)])
+    return event_id, going, waiting, newcomer
+
+
+async def _status_of_each(conn: asyncpg.Connection, event_id: uuid.UUID) -> dict[uuid.UUID, str]:
+    rows = await conn.fetch("select user_id, status from public.event_participants where event_id = $1", event_id)
+    return {row["user_id"]: row["status"] for row in rows}
 
 
 async def _until_waiting_for_a_lock(conn: asyncpg.Connection, pid: int, what: Awaitable[object]) -> None:
@@ -207,29 +214,19 @@ async def _until_waiting_for_a_lock(conn: asyncpg.Connection, pid: int, what: Aw
     raise AssertionError(f"it never waited: {await what}")
 
 
-CANCEL = "update public.event_participants set status = 'cancelled' where event_id = $1 and user_id = $2"
-
-
 async def test_a_row_referencing_the_event_holds_up_no_registration(database_url: str) -> None:
     """Inserting anything that references an event (a save, a notification, a day of analytics) takes a
     key-share lock on the event row until it commits; the seat check's lock must not wait for it, or a
     cancellation holding the counters waits behind a transaction waiting for those counters: a deadlock."""
     admin, referencing, writer = [await asyncpg.connect(database_url) for _ in range(3)]
     try:
-        event_id, going, waiting = await _event_with_a_waitlist(admin)
+        event_id, going, waiting, newcomer = await _event_with_a_waitlist(admin)
         await writer.execute("set lock_timeout = '3s'")
         async with referencing.transaction():
             await referencing.execute("select 1 from public.events where id = $1 for key share", event_id)
             await writer.execute(CANCEL, event_id, going)  # promotes the waitlist
-            newcomer = uuid.uuid4()
-            await admin.execute("insert into auth.users (id) values ($1)", newcomer)
-            await writer.execute(
-                "insert into public.event_participants (event_id, user_id) values ($1, $2)", event_id, newcomer
-            )
-        statuses = await admin.fetch(
-            "select user_id, status from public.event_participants where event_id = $1", event_id
-        )
-        assert {row["user_id"]: row["status"] for row in statuses} == {
+            await writer.execute(REGISTER, event_id, newcomer)
+        assert await _status_of_each(admin, event_id) == {
             going: "cancelled",
             waiting: "going",
             newcomer: "waitlisted",
@@ -246,23 +243,16 @@ async def test_a_cancellation_takes_the_event_lock_before_the_counters(database_
     the event lock first."""
     admin, registering, cancelling = [await asyncpg.connect(database_url) for _ in range(3)]
     try:
-        event_id, going, waiting = await _event_with_a_waitlist(admin)
-        newcomer = uuid.uuid4()
-        await admin.execute("insert into auth.users (id) values ($1)", newcomer)
+        event_id, going, waiting, newcomer = await _event_with_a_waitlist(admin)
         async with registering.transaction():
             # The seat check of a registration in flight: the event is locked, the counters not yet bumped.
             await registering.execute("select 1 from public.events where id = $1 for no key update", event_id)
             cancelled = asyncio.ensure_future(cancelling.execute(CANCEL, event_id, going))
             await _until_waiting_for_a_lock(admin, cancelling.get_server_pid(), cancelled)
-            await registering.execute(
-                "insert into public.event_participants (event_id, user_id) values ($1, $2)", event_id, newcomer
-            )
+            await registering.execute(REGISTER, event_id, newcomer)
         await asyncio.wait_for(cancelled, 10)
-        statuses = await admin.fetch(
-            "select user_id, status from public.event_participants where event_id = $1", event_id
-        )
         # The newcomer asked while the place was still taken, so they wait behind the earlier waiter.
-        assert {row["user_id"]: row["status"] for row in statuses} == {
+        assert await _status_of_each(admin, event_id) == {
             going: "cancelled",
             waiting: "going",
             newcomer: "waitlisted",
