@@ -222,35 +222,74 @@ class JsonFormatter(logging.Formatter):
         self._service = service
 
     def format(self, record: logging.LogRecord) -> str:
+        error = self.formatException(record.exc_info) if record.exc_info else None
+        return self.line(
+            record.created, record.levelname, record.name, record.getMessage(), getattr(record, "fields", None), error
+        )
+
+    def line(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        fields: Mapping[str, object] | None = None,
+        error: str | None = None,
+    ) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
+            "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+            "level": level,
             "service": self._service,
-            "logger": record.name,
-            "message": record.getMessage(),
+            "logger": logger,
+            "message": message,
         }
-        fields = getattr(record, "fields", None)
         if fields:
             entry.update(fields)
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+        if error:
+            entry["error"] = error
         return json.dumps(entry, default=str)
+
+
+class _AccessLog:
+    """Request lines, written straight to the process's log handler: through `Logger.info` (a LogRecord,
+    the handler chain) a line took ~75 µs of the events service's ~610 µs of CPU per GET, this way about
+    45 (README, Benchmarks)."""
+
+    def __init__(self, handler: logging.StreamHandler[Any], formatter: JsonFormatter) -> None:
+        self._handler = handler
+        self._formatter = formatter
+
+    def write(self, fields: Mapping[str, object]) -> None:
+        line = self._formatter.line(time.time(), "INFO", ACCESS_LOG.name, "request", fields)
+        handler = self._handler
+        handler.acquire()
+        try:
+            handler.stream.write(line + "\n")
+            handler.stream.flush()
+        finally:
+            handler.release()
+
+
+_access_log: _AccessLog | None = None
 
 
 def configure_logging(service: str) -> None:
     """JSON lines on stdout for the whole process (LOG_LEVEL, default INFO; WARNING drops request lines)."""
+    global _access_log
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter(service))
+    formatter = JsonFormatter(service)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("LOG_LEVEL") or logging.INFO)
+    _access_log = _AccessLog(handler, formatter)
 
 
 def log_request(
     method: str, code: grpc.StatusCode, started: float, request_id: str, user_id: object, trace_id: str
 ) -> None:
-    """The one line of a request, written when it ends."""
-    if not ACCESS_LOG.isEnabledFor(logging.INFO):
+    """The one line of a request, written when it ends (once configure_logging has set where)."""
+    if _access_log is None or not ACCESS_LOG.isEnabledFor(logging.INFO):
         return
     fields = {
         "method": method,
@@ -261,7 +300,7 @@ def log_request(
     }
     if trace_id:
         fields["trace_id"] = trace_id
-    ACCESS_LOG.info("request", extra={"fields": fields})
+    _access_log.write(fields)
 
 
 def start_tracing(service: str, env: Mapping[str, str] = os.environ) -> TracerProvider | None:
