@@ -627,6 +627,71 @@ async def test_distance_pages_make_the_one_big_page(api: httpx.AsyncClient, user
         assert [event["id"] for event in paged] == [event["id"] for event in one_page], size
 
 
+def north_of(lat: float, lng: float, distance_km: float) -> tuple[float, float]:
+    return lat + math.degrees(distance_km / 6371.0088), lng
+
+
+def east_of(lat: float, lng: float, distance_km: float) -> tuple[float, float]:
+    """The point `distance_km` away on the same latitude (east, wrapped at the antimeridian)."""
+    d_lng = 2 * math.asin(math.sin(distance_km / 2 / 6371.0088) / math.cos(math.radians(lat)))
+    return lat, (lng + math.degrees(d_lng) + 180) % 360 - 180
+
+
+# (centre, radius_km, spots within it, spots outside it), as in FAR_NORTH.
+AT_THE_EDGE = (
+    (13.75, 100.5),
+    10,
+    # 10 m inside, due north and due east: a degree of latitude is 111.195 km on the database's sphere.
+    [north_of(13.75, 100.5, 9.99), east_of(13.75, 100.5, 9.99)],
+    [north_of(13.75, 100.5, 10.01), east_of(13.75, 100.5, 10.01)],
+)
+ACROSS_THE_ANTIMERIDIAN = (
+    (-17.0, 179.95),
+    20,
+    [(-17.0, -179.95), (-16.95, -179.9), (-17.05, 179.99), east_of(-17.0, 179.95, 19.9)],
+    [(-17.0, -179.7), (-17.0, 179.7), east_of(-17.0, 179.95, 20.2)],
+)
+ACROSS_THE_POLE = (
+    (89.95, 0.0),
+    20,
+    [(89.97, 170.0), (89.9, 180.0), (89.95, 90.0), (89.95, -120.0)],
+    [(89.7, 180.0), (89.7, 0.0)],
+)
+
+
+@pytest.mark.parametrize(
+    "case", [AT_THE_EDGE, ACROSS_THE_ANTIMERIDIAN, ACROSS_THE_POLE], ids=["edge", "antimeridian", "pole"]
+)
+async def test_every_order_finds_every_event_within_the_radius(
+    api: httpx.AsyncClient, user: User, city: str, case: Any
+) -> None:
+    """Near me finds the events within the radius by the database's own distance, whatever the order
+    and with or without words: up to the radius's last metres, across the antimeridian (longitudes
+    from 179.9 to -179.9) and across a pole."""
+    (lat, lng), radius, inside, outside = case
+    expected = []
+    for at_lat, at_lng in inside:
+        assert km(lat, lng, at_lat, at_lng) < radius
+        expected.append((await publish(api, user, city, "Spot", latitude=at_lat, longitude=at_lng))["id"])
+    for at_lat, at_lng in outside:
+        assert km(lat, lng, at_lat, at_lng) > radius
+        await publish(api, user, city, "Spot", latitude=at_lat, longitude=at_lng)
+    near: dict[str, Any] = {"city": city, "near": f"{lat},{lng}", "radius_km": radius}
+    orders: list[dict[str, str]] = [
+        {},
+        {"order_by": "distance"},
+        {"order_by": "popularity"},
+        {"q": "spot"},
+        {"q": "spot", "order_by": "distance"},
+    ]
+    for params in orders:
+        events = await found(api, None, **near, **params)
+        assert sorted(event["id"] for event in events) == sorted(expected), params
+        if params.get("order_by") == "distance":
+            distances = [event["distance_km"] for event in events]
+            assert distances == sorted(distances), params
+
+
 async def test_pagination_by_popularity_with_inserts(
     api: httpx.AsyncClient, user: User, db: asyncpg.Pool, city: str
 ) -> None:

@@ -40,7 +40,6 @@ MAX_QUERY_WORDS = 8
 MAX_WORD_LENGTH = 64
 DEFAULT_RADIUS_KM = 10.0
 MAX_RADIUS_KM = 500.0
-KM_PER_DEGREE = 111.32
 # As in public.distance_km (the IUGG mean radius).
 EARTH_RADIUS_KM = 6371.0088
 # Rounding room around the distance that bounds a page nearest first, in km.
@@ -222,20 +221,22 @@ def plan_search(
     distance = "null::numeric"
     box = "null::box"
     lat = lng = ""
+    area = None
     if near is not None:
         lat, lng = sql.param(near.latitude), sql.param(near.longitude)
-        dlat = near.radius_km / KM_PER_DEGREE
-        dlng = near.radius_km / (KM_PER_DEGREE * max(0.01, math.cos(math.radians(near.latitude))))
-        west, east = sql.param(near.longitude - dlng), sql.param(near.longitude + dlng)
-        south, north = sql.param(near.latitude - dlat), sql.param(near.latitude + dlat)
-        box = f"box(point({west}, {south}), point({east}, {north}))"
+        area = _Area.around(near)
         distance = f"round(public.distance_km({lat}, {lng}, e.latitude, e.longitude)::numeric, 6)"
         sql.where(f"{distance} <= {sql.param(near.radius_km)}")
+        if words and area.is_a_box:
+            box = (
+                f"box(point({sql.param(area.west)}, {sql.param(area.south)}), "
+                f"point({sql.param(area.east)}, {sql.param(area.north)}))"
+            )
         if not words:
-            # The box as plain comparisons (exactly what `point <@ box` tests), which unlike `<@` RLS
-            # lets be index conditions (events_listed_near_idx: float comparisons are leakproof). With
-            # words the candidates are in the box already.
-            sql.where(f"e.latitude between {south} and {north} and e.longitude between {west} and {east}")
+            # The area as plain comparisons, which unlike `<@` RLS lets be index conditions
+            # (events_listed_near_idx: float comparisons are leakproof). With words the candidates are
+            # in the box already, or within the distance, checked above.
+            sql.where(area.condition(sql))
     if words:
         # Text narrows the candidates through its indexes (see listed_event_candidates): every word
         # must match some stretch of the text approximately (trigram word similarity: typos, partial
@@ -267,7 +268,8 @@ def plan_search(
     # One row more than the page: whether another page follows.
     limit_param = sql.param(limit + 1)
     nearest = ""
-    if order == "distance" and not words:
+    # Planar nearest first is no order across the antimeridian: such areas are read whole.
+    if order == "distance" and not words and area is not None and not area.wraps:
         nearest = _nearest_first(sql, conditions, distance, lat, lng, limit_param)
     statement = (
         f"{nearest}select e.*, {score} as score, {distance} as distance_km, {popularity} as popularity "
@@ -275,6 +277,51 @@ def plan_search(
         f"where {' and '.join(sql.conditions)} order by {order_sql} limit {limit_param}"
     )
     return SearchPlan(statement, sql.params, limit, order)
+
+
+@dataclass(frozen=True)
+class _Area:
+    """The latitudes and longitudes (degrees) that hold every point within a radius of a centre on
+    public.distance_km's sphere, wider by REACH_SLACK_KM against rounding. `west` may lie below -180 or
+    `east` above 180 when the area crosses the antimeridian; `all_longitudes` when it reaches a pole."""
+
+    south: float
+    north: float
+    west: float
+    east: float
+    all_longitudes: bool
+
+    @classmethod
+    def around(cls, near: Near) -> "_Area":
+        r = (near.radius_km + REACH_SLACK_KM) / EARTH_RADIUS_KM  # the radius as an angle
+        dlat = math.degrees(r)
+        latitude = math.radians(near.latitude)
+        # A cap reaching a pole spans every longitude; otherwise asin(sin r / cos lat) either way.
+        all_longitudes = r + abs(latitude) >= math.pi / 2
+        dlng = 180.0 if all_longitudes else math.degrees(math.asin(min(1.0, math.sin(r) / math.cos(latitude))))
+        return cls(
+            near.latitude - dlat, near.latitude + dlat, near.longitude - dlng, near.longitude + dlng, all_longitudes
+        )
+
+    @property
+    def wraps(self) -> bool:
+        return not self.all_longitudes and (self.west < -180 or self.east > 180)
+
+    @property
+    def is_a_box(self) -> bool:
+        """Whether one box of (longitude, latitude) holds it."""
+        return not self.all_longitudes and not self.wraps
+
+    def condition(self, sql: "_Sql") -> str:
+        latitudes = f"e.latitude between {sql.param(self.south)} and {sql.param(self.north)}"
+        if self.all_longitudes:
+            return latitudes
+        if not self.wraps:
+            return f"{latitudes} and e.longitude between {sql.param(self.west)} and {sql.param(self.east)}"
+        # Both sides of the antimeridian: from `west` to 180 and from -180 to `east`, wrapped.
+        west = self.west + 360 if self.west < -180 else self.west
+        east = self.east - 360 if self.east > 180 else self.east
+        return f"{latitudes} and (e.longitude >= {sql.param(west)} or e.longitude <= {sql.param(east)})"
 
 
 def _nearest_first(sql: _Sql, conditions: str, distance: str, lat: str, lng: str, limit: str) -> str:
