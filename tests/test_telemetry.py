@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import logging
 import os
 import secrets
+import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -21,11 +25,13 @@ from typing import Any
 import asyncpg
 import grpc
 import httpx
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client.parser import text_string_to_metric_families
 
 from localplus.events.v1 import events_pb2, events_pb2_grpc
+from localplus_common import telemetry
 from localplus_common.config import DEV_JWT_SECRET
 from localplus_common.services import EVENTS, RECURRENCE
 from localplus_dev.envoy import Gateway
@@ -120,6 +126,35 @@ async def test_a_request_is_one_line_per_hop_under_one_request_id(
     assert line["time"].endswith("+00:00")
     for hop in (envoy, line):
         assert user.token not in json.dumps(hop) and user.token.split(".")[1] not in json.dumps(hop)
+
+
+def test_the_request_line_is_the_line_the_log_formatter_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request line is put together by hand (it is on every call's path): it is the JSON line the
+    process's formatter writes for the same fields, key for key, escapes included."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stream)
+    monkeypatch.setattr(telemetry, "_access_log", None)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    telemetry.configure_logging("events")
+    user_id = uuid.uuid4()
+    for trace_id in ("", "4bf92f3577b34da6a3ce929d0e0e4736"):
+        telemetry.log_request(
+            "/p.S/M", grpc.StatusCode.NOT_FOUND, time.perf_counter() - 0.0123, 'a"b\\c', user_id, trace_id
+        )
+        fields = {"method": "/p.S/M", "status": "NOT_FOUND", "duration_ms": 0.0, "request_id": 'a"b\\c'}
+        fields |= {"user_id": str(user_id)} | ({"trace_id": trace_id} if trace_id else {})
+        telemetry.ACCESS_LOG.info("request", extra={"fields": fields})
+    telemetry.log_request("/p.S/M", grpc.StatusCode.OK, time.perf_counter(), "r-1", None, "")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 5
+    for written, formatted in (lines[0:2], lines[2:4]):
+        assert 12 <= written["duration_ms"] < 1_000
+        assert written["time"].endswith("+00:00")
+        assert list(written) == list(formatted)
+        assert {**written, "time": "", "duration_ms": 0} == {**formatted, "time": "", "duration_ms": 0}
+    assert lines[4]["user_id"] is None and lines[4]["status"] == "OK"
 
 
 async def test_an_error_body_carries_the_request_id_of_both_hops_lines(
