@@ -90,6 +90,40 @@ async def test_forged_altered_or_unsigned_deliveries_are_refused_and_change_noth
     assert await status_of(db, order["id"]) == "paid"
 
 
+async def test_a_signed_body_that_is_no_stripe_event_is_refused_and_changes_nothing(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """The signature proves who sent a body, not that it is well formed: a signed body without the shape
+    of a Stripe event is a 400, never a 500, and records nothing."""
+    owner, buyer = await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, inventory=5)
+    order = await awaiting_payment(api, buyer, ticket_type["id"])
+    event = stripe_event("payment_intent.succeeded", payment_intent(order))
+    subject = event["data"]["object"]
+    malformed: list[Any] = [
+        [1, 2],
+        "payment_intent.succeeded",
+        {**event, "data": {"object": "oops"}},
+        {**event, "data": []},
+        {key: value for key, value in event.items() if key != "id"},
+        {**event, "type": 7},
+        {**event, "data": {"object": {key: value for key, value in subject.items() if key != "id"}}},
+        {**event, "data": {"object": {**subject, "amount_received": "lots"}}},
+        {**event, "data": {"object": {**subject, "amount": True}}},
+        {**event, "data": {"object": {**subject, "metadata": ["order_id", order["id"]]}}},
+        {**event, "data": {"object": {**subject, "currency": 764}}},
+    ]
+    for body in malformed:
+        raw = json.dumps(body).encode()
+        refused = await api.post(WEBHOOK, content=raw, headers=signed(raw))
+        assert refused.status_code == 400, (body, refused.text)
+        assert refused.json()["details"][0]["reason"] == "INVALID_ARGUMENT", refused.text
+    assert await status_of(db, order["id"]) == "awaiting_payment"
+    assert await events_recorded(db, event["id"]) == 0
+    assert (await deliver(api, event)).status_code == 200
+    assert await status_of(db, order["id"]) == "paid"
+
+
 async def test_a_delivery_signed_more_than_five_minutes_ago_is_a_replay(
     api: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:

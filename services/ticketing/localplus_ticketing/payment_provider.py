@@ -24,6 +24,36 @@ PROVIDER_UNAVAILABLE = ApiError(
 )
 
 
+NOT_AN_EVENT = invalid_argument("payload", "the webhook body is not a Stripe event")
+# The fields of an event's object that its handling reads besides `id`: amounts, and the rest's types.
+SUBJECT_AMOUNTS = ("amount", "amount_received", "amount_total", "amount_refunded")
+SUBJECT_FIELDS: dict[str, type] = {
+    "metadata": dict,
+    "currency": str,
+    "payment_intent": str,
+    "payment_status": str,
+    "client_reference_id": str,
+}
+
+
+def _is_amount(value: object) -> bool:
+    """A whole number of minor units; as digits too (localstripe keeps an update's form value as sent)."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdigit())
+
+
+def _is_stripe_event(event: dict[str, Any]) -> bool:
+    """Whether a signed body has the shape of a Stripe event as far as its handling reads it: the
+    signature proves who sent it, not that it is well formed (a 500 for a body Stripe never sends)."""
+    subject = event["data"].get("object") if isinstance(event.get("data"), dict) else None
+    if not (isinstance(event.get("id"), str) and event["id"] and isinstance(event.get("type"), str)):
+        return False
+    if not (isinstance(subject, dict) and isinstance(subject.get("id"), str)):
+        return False
+    return all(subject.get(name) is None or _is_amount(subject[name]) for name in SUBJECT_AMOUNTS) and all(
+        subject.get(name) is None or isinstance(subject[name], kind) for name, kind in SUBJECT_FIELDS.items()
+    )
+
+
 @dataclass(frozen=True)
 class Checkout:
     """What the buyer pays with: a PaymentIntent's client secret or a Checkout Session's page."""
@@ -163,9 +193,12 @@ class PaymentProvider:
             event = stripe.Webhook.construct_event(payload, signature, self._webhook_secret, WEBHOOK_TOLERANCE_S)
         except stripe.SignatureVerificationError:
             raise invalid_argument("stripe-signature", "the webhook signature is not valid") from None
-        except ValueError:
-            raise invalid_argument("payload", "the webhook body is not a Stripe event") from None
+        # Not JSON, or JSON but not an object (stripe reads a list or a string with `.get`).
+        except (ValueError, TypeError, AttributeError):
+            raise NOT_AN_EVENT from None
         result: dict[str, Any] = event.to_dict()
+        if not _is_stripe_event(result):
+            raise NOT_AN_EVENT
         return result
 
     async def _call(self, create: Any, params: dict[str, Any], idempotency_key: str) -> Any:
