@@ -306,8 +306,11 @@ def violated_field(response: httpx.Response) -> str:
 
 async def test_targeting_lists_are_bounded_in_count_and_length(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
     owner, _, _, event = await promoted_setup(api, db)
-    # The most they may hold: 50 entries of 64 characters each.
-    most = {field: [f"{n:02d}".ljust(64, field[0]) for n in range(50)] for field in ("cities", "categories")}
+    # The most they may hold: 50 entries of 64 characters each (cities that exist).
+    prefix = uuid.uuid4().hex[:8]
+    most = {field: [f"{prefix}{n:02d}".ljust(64, field[0]) for n in range(50)] for field in ("cities", "categories")}
+    for slug in most["cities"]:
+        await add_city(db, slug)
     draft = await create_promotion(api, owner, event["id"], **most)
     assert len(draft["cities"]) == 50 and len(draft["categories"]) == 50
     for field in ("cities", "categories"):
@@ -342,6 +345,21 @@ async def test_targeting_lists_are_bounded_in_count_and_length(api: httpx.AsyncC
                     )
 
 
+async def test_cities_are_slugs_of_cities_that_exist(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    """A promotion for a city nobody lists would never be shown: the slug is checked as `city=` is."""
+    owner, _, _, event = await promoted_setup(api, db)
+    known = await add_city(db, f"city-{uuid.uuid4().hex[:8]}")
+    created = await api.post(
+        "/api/promotions", json=promotion_body(event["id"], cities=[known, "atlantis"]), headers=owner.headers
+    )
+    assert violated_field(created) == "cities" and "atlantis" in created.json()["message"]
+    draft = await create_promotion(api, owner, event["id"], cities=[known.upper()])
+    assert draft["cities"] == [known]
+    patched = await api.patch(f"/api/promotions/{draft['id']}", json={"cities": ["nowhere"]}, headers=owner.headers)
+    assert violated_field(patched) == "cities" and "nowhere" in patched.json()["message"]
+    assert (await api.get(f"/api/promotions/{draft['id']}", headers=owner.headers)).json()["cities"] == [known]
+
+
 async def test_partners_see_only_their_businesses_promotions_in_the_api_and_in_sql(
     api: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:
@@ -356,6 +374,11 @@ async def test_partners_see_only_their_businesses_promotions_in_the_api_and_in_s
     assert (await api.get(f"/api/promotions/{mine['id']}", headers=viewer.headers)).status_code == 200
     listed = await api.get(f"/api/businesses/{business}/promotions", headers=owner.headers)
     assert [p["id"] for p in listed.json()["promotions"]] == [mine["id"]]
+    # As for the business's other figures: 403 for another business's partner, 404 for no business.
+    refused = await api.get(f"/api/businesses/{business}/promotions", headers=other_owner.headers)
+    assert refused.status_code == 403, refused.text
+    unknown = await api.get(f"/api/businesses/{uuid.uuid4()}/promotions", headers=owner.headers)
+    assert unknown.status_code == 404, unknown.text
     assert (
         await api.patch(f"/api/promotions/{mine['id']}", json={"bid_minor": "2000"}, headers=viewer.headers)
     ).status_code == 403

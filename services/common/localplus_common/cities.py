@@ -12,3 +12,14 @@ async def city_id(conn: Connection, slug: str, field: str = "city") -> UUID:
     if found is None:
         raise invalid_argument(field, f"there is no city {slug[:64]!r}; GET /api/cities lists them")
     return found
+
+
+async def require_cities(conn: Connection, slugs: list[str], field: str) -> None:
+    """Every slug names a city, or a 400 naming the first that does not."""
+    unknown: list[str] = await conn.fetchval(
+        "select coalesce(array_agg(s order by s), '{}') from unnest($1::text[]) s"
+        " where not exists (select 1 from public.cities c where c.slug = s)",
+        slugs,
+    )
+    if unknown:
+        raise invalid_argument(field, f"there is no city {unknown[0][:64]!r}; GET /api/cities lists them")

@@ -15,8 +15,9 @@ from uuid import UUID
 
 import asyncpg
 
-from localplus_common.access import signed_in
+from localplus_common.access import require_business_partner, signed_in
 from localplus_common.auth import SERVER
+from localplus_common.cities import require_cities
 from localplus_common.db import Connection, Database, act_as, current_identity
 from localplus_common.errors import ApiError, aborted, invalid_argument, not_found, permission_denied
 from localplus_common.paging import Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
@@ -144,6 +145,7 @@ async def create_promotion(db: Database, new: PromotionInput) -> asyncpg.Record:
         if event["status"] != "published" or event["visibility"] != "public":
             raise invalid_argument("event_id", "only published public events can be promoted")
         await _require_manager(conn, event, "create")
+        await require_cities(conn, values.get("cities") or [], "cities")
         columns = ["event_id", "business_id", "created_by", *values]
         params = [new.event_id, event["business_id"], identity.user_id, *values.values()]
         placeholders = ", ".join(f"${i}" for i in range(1, len(params) + 1))
@@ -176,6 +178,7 @@ async def update_promotion(db: Database, promotion_id: UUID, changes: PromotionI
         _check_bid(merged)
         if not values:
             return current
+        await require_cities(conn, values.get("cities") or [], "cities")
         sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, start=2))
         row = await conn.fetchrow(
             f"update public.promotions set {sets} where id = $1 and status = 'draft' returning {COLUMNS}",
@@ -190,19 +193,22 @@ async def update_promotion(db: Database, promotion_id: UUID, changes: PromotionI
 
 
 async def business_promotions(db: Database, business_id: UUID, page: PageRequest) -> Page[asyncpg.Record]:
-    """A business's promotions, newest first (row-level security: its partners and admins)."""
-    signed_in()
+    """A business's promotions, newest first, for its partners and admins (row-level security): 404 for
+    a business that does not exist, 403 for anyone else, as for its other figures."""
+    identity = signed_in()
     after = decode_keyset(page.token, NEWEST_KEYSET)
-    rows = await db.run(
-        lambda conn: conn.fetch(
+
+    async def read(conn: Connection) -> list[asyncpg.Record]:
+        await require_business_partner(conn, identity, business_id, "promotions")
+        return await conn.fetch(
             f"select {COLUMNS} from public.promotions where business_id = $1 "
             "and ($3::timestamptz is null or (created_at, id) < ($3, $4)) order by created_at desc, id desc limit $2",
             business_id,
             page.size + 1,
             *(after or (None, None)),
         )
-    )
-    return page_of(rows, page.size, NEWEST_KEYSET)
+
+    return page_of(await db.run(read), page.size, NEWEST_KEYSET)
 
 
 async def moderation_queue(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
