@@ -63,6 +63,28 @@ async def test_a_plan_belongs_to_a_venue_and_its_managers_change_it(
     assert got["name"] == "Big hall" and got["zones"] == plan["zones"]
 
 
+async def test_a_venues_plans_are_listed_in_pages_oldest_first(api: httpx.AsyncClient, admin: User) -> None:
+    venue_id = await add_venue(api, admin)
+    names = [f"Hall {n}" for n in range(5)]
+    for name in names:
+        assert (await add_plan(api, admin, venue_id, TWO_ZONES, name=name)).status_code == 200
+    seen: list[str] = []
+    token = ""
+    while True:
+        response = await api.get(f"/api/venues/{venue_id}/seating-plans", params={"page_size": 2, "page_token": token})
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert len(page["seating_plans"]) <= 2
+        seen += [plan["name"] for plan in page["seating_plans"]]
+        token = page.get("next_page_token", "")
+        if not token:
+            break
+    assert seen == names
+    for bad in ({"page_token": "nonsense"}, {"page_size": 101}, {"page_size": -1}):
+        refused = await api.get(f"/api/venues/{venue_id}/seating-plans", params=bad)
+        assert refused.status_code == 400, (bad, refused.text)
+
+
 async def test_chosen_seats_paid_at_stripe_make_seated_tickets(
     api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool, admin: User
 ) -> None:

@@ -20,6 +20,7 @@ from localplus_common.access import EDITOR, require_rank, signed_in, visible_eve
 from localplus_common.auth import SERVER
 from localplus_common.db import Connection, Database, act_as, current_identity
 from localplus_common.errors import invalid_argument, not_found, permission_denied
+from localplus_common.paging import Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
 from localplus_common.requests import text
 
 MAX_PLAN_NAME = 200
@@ -32,6 +33,7 @@ MAX_CAPACITY = 1_000_000
 MAX_SEAT_IDS = 1_000
 
 PLAN_COLUMNS = "id, venue_id, name, general_admission, created_at, updated_at"
+OLDEST_KEYSET = {"created_at": time_value, "id": uuid_value}
 # Every seat of an event, with its status for one occurrence key ($2) and the type selling it, if that
 # type is one of $3 (those the caller may see: a hidden type's id is its editors' alone).
 SEATS_SQL = """
@@ -71,14 +73,22 @@ def seat_label(row: str, number: str) -> str:
 # Plans
 
 
-async def list_plans(db: Database, venue_id: UUID) -> list[asyncpg.Record]:
+async def list_plans(db: Database, venue_id: UUID, page: PageRequest) -> Page[asyncpg.Record]:
+    """A venue's plans, oldest first."""
+    after = decode_keyset(page.token, OLDEST_KEYSET)
+
     async def list_them(conn: Connection) -> list[asyncpg.Record]:
         await _venue(conn, venue_id)
         return await conn.fetch(
-            f"select {PLAN_COLUMNS} from public.seating_plans where venue_id = $1 order by created_at, id", venue_id
+            f"select {PLAN_COLUMNS} from public.seating_plans where venue_id = $1"
+            " and ($3::timestamptz is null or (created_at, id) > ($3, $4)) order by created_at, id limit $2",
+            venue_id,
+            page.size + 1,
+            *(after or (None, None)),
         )
 
-    return await db.run(list_them, replica=not current_identity.get().is_signed_in)
+    rows = await db.run(list_them, replica=not current_identity.get().is_signed_in)
+    return page_of(rows, page.size, OLDEST_KEYSET)
 
 
 async def get_plan(db: Database, plan_id: UUID) -> PlanView:

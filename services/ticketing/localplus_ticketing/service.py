@@ -141,8 +141,12 @@ class TicketingService(PromotionRpcs, ticketing_pb2_grpc.TicketingServiceService
     # Seating
 
     async def ListSeatingPlans(self, request: ticketing_pb2.ListSeatingPlansRequest, context: Context) -> Any:
-        plans = await seating.list_plans(self.db, parse_uuid("venue_id", request.venue_id))
-        return ticketing_pb2.ListSeatingPlansResponse(seating_plans=[mapping.plan_to_proto(row) for row in plans])
+        page = await seating.list_plans(
+            self.db, parse_uuid("venue_id", request.venue_id), page_request(request.page_size, request.page_token)
+        )
+        return ticketing_pb2.ListSeatingPlansResponse(
+            seating_plans=[mapping.plan_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+        )
 
     async def CreateSeatingPlan(self, request: ticketing_pb2.CreateSeatingPlanRequest, context: Context) -> Any:
         venue_id = parse_uuid("venue_id", request.venue_id)
