@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -93,3 +95,28 @@ async def add_city(db: asyncpg.Pool | asyncpg.Connection, slug: str) -> str:
         slug,
     )
     return slug
+
+
+async def lock_waiters(
+    db: asyncpg.Pool | asyncpg.Connection,
+    *,
+    pid: int | None = None,
+    query_like: str | None = None,
+    at_least: int = 1,
+    seconds: float = 5.0,
+) -> int:
+    """How many backends wait for a lock (only `pid`, or only those running a statement like
+    `query_like`), asked until `at_least` do or `seconds` pass: a race test holds a lock until the other
+    side is seen waiting for it. `db` must not be inside a transaction, which would see
+    pg_stat_activity as it was when first read."""
+    deadline = time.monotonic() + seconds
+    while True:
+        waiting: int = await db.fetchval(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+            " and ($1::int is null or pid = $1) and ($2::text is null or query ilike $2)",
+            pid,
+            query_like,
+        )
+        if waiting >= at_least or time.monotonic() > deadline:
+            return waiting
+        await asyncio.sleep(0.05)

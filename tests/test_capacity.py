@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Awaitable
 
 import asyncpg
 import httpx
@@ -20,7 +19,7 @@ from localplus_common.config import DEV_JWT_SECRET
 from localplus_common.migrate import migrate
 from localplus_dev.token import mint
 from tests.databases import Server
-from tests.support import User, create_event, create_user
+from tests.support import User, create_event, create_user, lock_waiters
 
 CAPACITY = 50
 REGISTRANTS = 200
@@ -206,14 +205,6 @@ async def _status_of_each(conn: asyncpg.Connection, event_id: uuid.UUID) -> dict
     return {row["user_id"]: row["status"] for row in rows}
 
 
-async def _until_waiting_for_a_lock(conn: asyncpg.Connection, pid: int, what: Awaitable[object]) -> None:
-    for _ in range(100):
-        if await conn.fetchval("select wait_event_type = 'Lock' from pg_stat_activity where pid = $1", pid):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"it never waited: {await what}")
-
-
 async def test_a_row_referencing_the_event_holds_up_no_registration(database_url: str) -> None:
     """Inserting anything that references an event (a save, a notification, a day of analytics) takes a
     key-share lock on the event row until it commits; the seat check's lock must not wait for it, or a
@@ -248,7 +239,8 @@ async def test_a_cancellation_takes_the_event_lock_before_the_counters(database_
             # The seat check of a registration in flight: the event is locked, the counters not yet bumped.
             await registering.execute("select 1 from public.events where id = $1 for no key update", event_id)
             cancelled = asyncio.ensure_future(cancelling.execute(CANCEL, event_id, going))
-            await _until_waiting_for_a_lock(admin, cancelling.get_server_pid(), cancelled)
+            if not await lock_waiters(admin, pid=cancelling.get_server_pid()):
+                raise AssertionError(f"the cancellation never waited: {await cancelled}")
             await registering.execute(REGISTER, event_id, newcomer)
         await asyncio.wait_for(cancelled, 10)
         # The newcomer asked while the place was still taken, so they wait behind the earlier waiter.

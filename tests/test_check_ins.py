@@ -26,7 +26,7 @@ from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
 from localplus_dev.stack import Stack
 from localplus_ticketing.check_ins import ADMIT
 from localplus_ticketing.tickets import QR_BORDER, QR_ERROR, QR_SCALE
-from tests.support import User, create_event, create_user, iso
+from tests.support import User, create_event, create_user, iso, lock_waiters
 from tests.ticketing_support import checkout, event_with_tickets, my_tickets, reserve
 
 Json = dict[str, Any]
@@ -332,14 +332,7 @@ async def test_scanners_at_the_same_moment_admit_a_ticket_once(
         await transaction.start()
         await blocker.execute("select 1 from public.tickets where id = $1 for update", uuid.UUID(ticket["id"]))
         scans = [asyncio.create_task(scan(api, owner, event["id"], ticket["code"])) for _ in range(SCANNERS)]
-        waiting = 0
-        for _ in range(100):
-            waiting = await db.fetchval(
-                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query ilike '%tickets%'"
-            )
-            if waiting >= 5:
-                break
-            await asyncio.sleep(0.05)
+        waiting = await lock_waiters(db, query_like="%tickets%", at_least=5)
         assert waiting >= 2, "the scans should have met at the ticket"
         await transaction.commit()
         responses = await asyncio.gather(*scans)

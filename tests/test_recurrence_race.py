@@ -20,7 +20,7 @@ from localplus_common.db import Database
 from localplus_recurrence import materialise
 from localplus_recurrence.rules import compile_schedule
 from localplus_recurrence.settings import RecurrenceSettings
-from tests.support import User, iso
+from tests.support import User, iso, lock_waiters
 from tests.test_recurrence_api import occurrences, patch, set_rule, weekly_event
 
 # Two rules from the same Tuesday 19:00 that share few instances: every switch deletes and adds many.
@@ -153,15 +153,8 @@ async def test_a_split_planned_on_an_older_rule_does_not_overwrite_a_newer_one(
                 scope="UPDATE_SCOPE_THIS_AND_FOLLOWING",
             )
         )
-        for _ in range(200):  # until the events service's split waits for the row
-            waiting = await db.fetchval(
-                "select count(*) from pg_stat_activity"
-                " where wait_event_type = 'Lock' and query like '%for no key update of e'"
-            )
-            if waiting:
-                break
-            await asyncio.sleep(0.05)
-        assert waiting, "the split never waited for the event's row"
+        # Until the events service's split waits for the row.
+        assert await lock_waiters(db, query_like="%for no key update of e", seconds=10), "the split never waited"
         await conn.execute("update public.events set recurrence_rrule = $2 where id = $1", event_id, newer)
     answer = await split
     assert answer.status_code == 409 and "ETAG_MISMATCH" in answer.text, answer.text

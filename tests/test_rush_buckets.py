@@ -25,7 +25,7 @@ import pytest
 from localplus_common.migrate import MIGRATIONS_DIR, migrate
 from localplus_dev.stack import Stack
 from tests.databases import Server
-from tests.support import User, create_user
+from tests.support import User, create_user, lock_waiters
 from tests.test_rush import many_buyers
 from tests.ticketing_support import checkout, event_with_tickets, reserve
 
@@ -221,12 +221,7 @@ async def test_paying_a_hold_while_it_is_given_back_sells_it_once(
                 "select localplus_private.pay_order($1, $2, $3, 'LP-RACE')", order_id, [uuid.uuid4()], ["LP1.race"]
             )
         )
-        pid = payer.get_server_pid()
-        for _ in range(100):  # until the payment waits for the reclaim's locks
-            if await db.fetchval("select wait_event_type = 'Lock' from pg_stat_activity where pid = $1", pid):
-                break
-            await asyncio.sleep(0.05)
-        else:
+        if not await lock_waiters(db, pid=payer.get_server_pid()):
             raise AssertionError(f"the payment did not wait for the reclaim: {await paying}")
         await giving_back.commit()
         assert await paying == "paid"

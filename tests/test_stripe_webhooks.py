@@ -41,7 +41,7 @@ from tests.stripe_support import (
     signed,
     stripe_event,
 )
-from tests.support import create_user
+from tests.support import create_user, lock_waiters
 from tests.ticketing_support import event_with_tickets, pay_at_stripe, reserve, wait_for_status
 
 
@@ -287,7 +287,6 @@ async def test_a_refund_delivered_while_its_checkout_session_s_success_is_proces
     intent_id = f"pi_{uuid.uuid4().hex[:24]}"
     session = checkout_session(order, status="complete", payment_status="paid", payment_intent=intent_id)
     refund = stripe_event("charge.refunded", charge({**order, "payment_intent_id": intent_id}, total))
-    waiting = "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query ilike $1"
     async with db.acquire() as busy_sale:
         holding = busy_sale.transaction()
         await holding.start()
@@ -296,17 +295,10 @@ async def test_a_refund_delivered_while_its_checkout_session_s_success_is_proces
             uuid.UUID(ticket_type["id"]),
         )
         paying = asyncio.ensure_future(deliver(api, stripe_event("checkout.session.completed", session)))
-        for _ in range(100):  # until the success waits inside its payment
-            if await db.fetchval(waiting, "%pay_order%"):
-                break
-            await asyncio.sleep(0.05)
-        else:
+        if not await lock_waiters(db, query_like="%pay_order%"):
             raise AssertionError(f"the success never reached its payment: {(await paying).text}")
         refunding = asyncio.ensure_future(deliver(api, refund))
-        for _ in range(40):  # until the refund is processed, or waits for the success
-            if refunding.done() or await db.fetchval(waiting, "%advisory%"):
-                break
-            await asyncio.sleep(0.05)
+        await lock_waiters(db, query_like="%advisory%", seconds=2)  # until the refund waits for the success
         await holding.commit()
     assert (await paying).status_code == 200 and (await refunding).status_code == 200
     # The refund waited for the success, so it is a refund of a paid order: its tickets are void.
