@@ -92,6 +92,17 @@ async def test_new_unchanged_changed_and_bad_items(api: httpx.AsyncClient, db: a
     assert results[4]["external_id"] == good["external_id"]
 
 
+async def test_an_unreadable_item_is_answered_under_its_own_external_id(api: httpx.AsyncClient) -> None:
+    no_start = {k: v for k, v in item().items() if k != "starts_at"}
+    bad_source = item(source="Not A Source!")
+    results = await send(api, no_start, bad_source)
+    assert [(r["external_id"], r["result"]) for r in results] == [
+        (no_start["external_id"], "IMPORT_RESULT_REJECTED"),
+        (bad_source["external_id"], "IMPORT_RESULT_REJECTED"),
+    ]
+    assert "starts_at" in results[0]["error"] and "source" in results[1]["error"]
+
+
 async def test_only_the_backend_imports(api: httpx.AsyncClient, user: User, admin: User) -> None:
     for headers, status in (({}, 401), (user.headers, 403), (admin.headers, 403)):
         response = await api.post("/api/imports", json={"items": [item()]}, headers=headers)

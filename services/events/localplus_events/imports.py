@@ -64,6 +64,14 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """An item that could not even be read, kept with the caller's external_id to answer under."""
+
+    external_id: str
+    error: ApiError
+
+
+@dataclass(frozen=True)
 class ItemResult:
     external_id: str
     result: str  # created, updated, unchanged, duplicate, rejected
@@ -73,7 +81,7 @@ class ItemResult:
     error: str = ""
 
 
-async def import_items(db: Database, items: list[Item | ApiError]) -> list[ItemResult]:
+async def import_items(db: Database, items: list[Item | Unreadable]) -> list[ItemResult]:
     """Import each item on its own; an item that could not even be read arrives as its error."""
     identity = signed_in()
     if identity.role != "service_role":
@@ -81,9 +89,9 @@ async def import_items(db: Database, items: list[Item | ApiError]) -> list[ItemR
     if len(items) > MAX_ITEMS:
         raise invalid_argument("items", f"at most {MAX_ITEMS} items per request")
     results = []
-    for index, item in enumerate(items):
-        if isinstance(item, ApiError):
-            results.append(ItemResult(f"#{index}", "rejected", error=item.message))
+    for item in items:
+        if isinstance(item, Unreadable):
+            results.append(ItemResult(item.external_id, "rejected", error=item.error.message))
             continue
         try:
             results.append(await _import_one(db, item))

@@ -41,7 +41,7 @@ from localplus_events.domain import (
     status_name,
 )
 from localplus_events.events import Split
-from localplus_events.imports import Item, ItemResult, QueuedImport
+from localplus_events.imports import Item, ItemResult, QueuedImport, Unreadable
 from localplus_events.moderation import QueueFilter
 from localplus_events.participants import ParticipantChanges
 from localplus_events.places import NewVenue
@@ -476,14 +476,15 @@ IMPORT_DECISIONS = {
 }
 
 
-def import_items(request: events_pb2.ImportEventsRequest) -> list[Item | ApiError]:
-    """Each item as the use case takes it, or the reason it cannot be read (reported for that item)."""
-    items: list[Item | ApiError] = []
+def import_items(request: events_pb2.ImportEventsRequest) -> list[Item | Unreadable]:
+    """Each item as the use case takes it, or the reason it cannot be read (reported for that item,
+    under the external_id the caller sent, which is how a scraper matches results to items)."""
+    items: list[Item | Unreadable] = []
     for item in request.items:
         try:
             items.append(import_item(item))
         except ApiError as error:
-            items.append(error)
+            items.append(Unreadable(item.external_id, error))
     return items
 
 
