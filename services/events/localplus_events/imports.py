@@ -19,6 +19,7 @@ from localplus_common.access import signed_in
 from localplus_common.auth import SERVER
 from localplus_common.db import Connection, Database
 from localplus_common.errors import ApiError, failed_precondition, invalid_argument, not_found, permission_denied
+from localplus_common.money import check_currency, check_price_minor
 from localplus_common.paging import Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
 from localplus_events import dedup
 from localplus_events.domain import validate_event
@@ -240,7 +241,8 @@ def _event_values(item: Item) -> tuple[Any, ...]:
 
 
 def _check(item: Item) -> None:
-    """The checks an event gets (title, times, time zone, coordinates), for the event the item makes."""
+    """The checks an event gets (title, times, time zone, coordinates), for the event the item makes,
+    and a ticket type's for its price."""
     if not item.external_id or len(item.external_id) > 200:
         raise invalid_argument("external_id", "external_id is required, at most 200 characters")
     ends_at = item.ends_at or item.starts_at + DEFAULT_LENGTH
@@ -256,6 +258,11 @@ def _check(item: Item) -> None:
     )
     if len(item.title) > 200 or len(item.description) > 20_000 or len(item.venue_name) > 200:
         raise invalid_argument("title", "title and venue_name take at most 200 characters, description 20,000")
+    # The price is only kept with the item, but a moderator or a later ticket type reads it as money.
+    if item.price_minor is not None:
+        check_price_minor("price_minor", item.price_minor)
+    if item.currency:
+        check_currency("currency", item.currency)
 
 
 def _database_refusal(error: asyncpg.PostgresError) -> str:

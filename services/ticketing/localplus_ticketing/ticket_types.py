@@ -4,7 +4,6 @@ change; `sold` is the server's (the orders' functions count it in the type's buc
 is computed: inventory minus sold minus what unexpired reservations hold minus blocked seats."""
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +14,7 @@ import asyncpg
 from localplus_common.access import EDITOR, require_rank, signed_in, visible_event
 from localplus_common.db import Connection, Database, current_identity
 from localplus_common.errors import ApiError, invalid_argument, not_found
+from localplus_common.money import check_currency, check_price_minor
 from localplus_common.paging import (
     Keyset,
     Page,
@@ -44,11 +44,9 @@ EDITABLE_FIELDS = (
 # The limits of public.ticket_types' CHECKs, checked here first to name the field at fault.
 MAX_NAME = 100
 MAX_DESCRIPTION = 2000
-MAX_PRICE_MINOR = 100_000_000_000
 MAX_INVENTORY = 1_000_000
 MAX_PER_ORDER = 100
 DEFAULT_MAX_PER_ORDER = 10
-CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 @dataclass(frozen=True)
@@ -193,9 +191,8 @@ def _checked(new: NewTicketType) -> NewTicketType:
         raise _invalid("name", "name is required")
     _check_text("name", new.name, MAX_NAME)
     _check_text("description", new.description, MAX_DESCRIPTION)
-    _check_range("price_minor", new.price_minor, 0, MAX_PRICE_MINOR)
-    if not CURRENCY.fullmatch(new.currency):
-        raise _invalid("currency", "currency must be an ISO 4217 code such as THB")
+    check_price_minor("ticket_type.price_minor", new.price_minor)
+    check_currency("ticket_type.currency", new.currency)
     _check_range("inventory", new.inventory, 0, MAX_INVENTORY)
     min_per_order = 1 if new.min_per_order is None else new.min_per_order
     _check_range("min_per_order", min_per_order, 1, MAX_PER_ORDER)
