@@ -119,6 +119,27 @@ async def test_bad_recurrences_are_400s_and_nothing_is_written(api: httpx.AsyncC
     assert title not in mine.text
 
 
+async def test_a_zero_interval_or_count_is_a_400_naming_the_rule(api: httpx.AsyncClient, user: User) -> None:
+    """RFC 5545 wants INTERVAL and COUNT positive; INTERVAL=0 was stored (and put in calendar.ics) with no
+    occurrence, INTERVAL=-1 was a 500."""
+    starts = next_weekday(LONDON, 1, 19)
+    title = f"nonsense recurrence {uuid.uuid4()}"
+    for rule, part in (
+        ("FREQ=DAILY;INTERVAL=0", "INTERVAL"),
+        ("FREQ=WEEKLY;INTERVAL=-1", "INTERVAL"),
+        ("FREQ=DAILY;COUNT=0", "COUNT"),
+        ("FREQ=MONTHLY;BYMONTHDAY=0", "BYMONTHDAY"),
+    ):
+        body = {"title": title, "starts_at": iso(starts), "ends_at": iso(starts + timedelta(hours=2)),
+                "timezone": "Europe/London", "recurrence": {"rrule": rule}}  # fmt: skip
+        response = await api.post("/api/events", json=body, headers=user.headers)
+        assert response.status_code == 400, (rule, response.text)
+        assert response.json()["code"] == 3, response.text  # INVALID_ARGUMENT
+        assert "recurrence.rrule" in response.text and f"{part} must be" in response.json()["message"], response.text
+    mine = await api.get("/api/me/events", headers=user.headers)
+    assert title not in mine.text
+
+
 async def test_exceptions_survive_a_rule_change_where_their_occurrence_does(api: httpx.AsyncClient, user: User) -> None:
     event = await weekly_event(api, user)
     first = await occurrences(api, event["id"])

@@ -143,6 +143,17 @@ BAD = [
     ("FREQ=HOURLY;BYMONTH=4;BYMONTHDAY=31", "recurrence.rrule", "no occurrence"),
     ("FREQ=WEEKLY;BYDAY=WE", "recurrence.rrule", "first occurrence"),  # starts on a Tuesday
     ("FREQ=DAILY;UNTIL=20260101T000000Z", "recurrence.rrule", "no occurrence"),  # ends before it starts
+    # RFC 5545 ranges dateutil does not enforce: it takes them and then loops over nothing or fails mid-way.
+    ("FREQ=DAILY;INTERVAL=0", "recurrence.rrule", "INTERVAL must be a positive integer"),
+    ("FREQ=WEEKLY;INTERVAL=-1", "recurrence.rrule", "INTERVAL must be a positive integer"),
+    ("FREQ=DAILY;INTERVAL=+2", "recurrence.rrule", "INTERVAL must be a positive integer"),
+    ("FREQ=DAILY;COUNT=0", "recurrence.rrule", "COUNT must be a positive integer"),
+    ("FREQ=DAILY;COUNT=-3", "recurrence.rrule", "COUNT must be a positive integer"),
+    ("FREQ=MONTHLY;BYMONTHDAY=0", "recurrence.rrule", "BYMONTHDAY must be 1 to 31 or -31 to -1"),
+    ("FREQ=YEARLY;BYMONTH=13", "recurrence.rrule", "BYMONTH must be 1 to 12"),
+    ("FREQ=YEARLY;BYWEEKNO=54", "recurrence.rrule", "BYWEEKNO must be 1 to 53 or -53 to -1"),
+    ("FREQ=YEARLY;BYYEARDAY=-0", "recurrence.rrule", "BYYEARDAY must be 1 to 366 or -366 to -1"),
+    ("FREQ=DAILY;BYHOUR=-1", "recurrence.rrule", "BYHOUR must be 0 to 23"),
     ("", "recurrence.rrule", "required"),
     ("X" * 600, "recurrence.rrule", "longer than"),
 ]

@@ -44,6 +44,16 @@ ALLOWED_PARTS = {
 FREQUENCIES = ("YEARLY", "MONTHLY", "WEEKLY", "DAILY", "HOURLY")
 PART = re.compile(r"^[A-Z]+=[A-Z0-9,+\-]+$")
 UNTIL_FORMS = (("%Y%m%dT%H%M%SZ", "utc"), ("%Y%m%dT%H%M%S", "local"), ("%Y%m%d", "date"))
+# RFC 5545 §3.3.10's ranges for the numeric parts, as (lowest, highest, may count from the end with a
+# minus). dateutil takes INTERVAL=0, INTERVAL=-1 or BYMONTHDAY=0 and then finds nothing, loops or fails
+# mid-expansion (a stored rule with no occurrence, or a 500), so they are refused before it sees them.
+POSITIVE_PARTS = ("COUNT", "INTERVAL")
+NUMBER_LISTS = {
+    "BYMINUTE": (0, 59, False), "BYHOUR": (0, 23, False), "BYMONTHDAY": (1, 31, True),
+    "BYYEARDAY": (1, 366, True), "BYWEEKNO": (1, 53, True), "BYMONTH": (1, 12, False),
+    "BYSETPOS": (1, 366, True),
+}  # fmt: skip
+NUMBER = re.compile(r"[+-]?[0-9]{1,3}")
 
 
 class _BoundedDatetime(types.ModuleType):
@@ -135,11 +145,27 @@ def normalise_rule(text: str) -> str:
             raise invalid_argument(FIELD, f"FREQ={value} is not allowed: events recur at most hourly")
         if name == "FREQ" and value not in FREQUENCIES:
             raise invalid_argument(FIELD, f"FREQ must be one of {', '.join(FREQUENCIES)}")
+        if name in POSITIVE_PARTS and not (value.isdigit() and int(value) > 0):
+            raise invalid_argument(FIELD, f"{name} must be a positive integer (RFC 5545), e.g. {name}=2")
+        if name in NUMBER_LISTS:
+            _check_numbers(name, value)
     if "FREQ" not in names:
         raise invalid_argument(FIELD, "recurrence.rrule needs FREQ, e.g. FREQ=WEEKLY")
     if "COUNT" in names and "UNTIL" in names:
         raise invalid_argument(FIELD, "recurrence.rrule may have COUNT or UNTIL, not both (RFC 5545)")
     return rule
+
+
+def _check_numbers(name: str, value: str) -> None:
+    """A BY part's comma-separated numbers, each within RFC 5545's range for it."""
+    lowest, highest, from_the_end = NUMBER_LISTS[name]
+    for number in value.split(","):
+        # A sign only where the grammar has one (BYHOUR=-0 is no hour); -0 is below 1 where it does.
+        well_formed = NUMBER.fullmatch(number) and (from_the_end or number[0].isdigit())
+        if well_formed and lowest <= abs(int(number)) <= highest:
+            continue
+        allowed = f"{lowest} to {highest}" + (f" or -{highest} to -{lowest}" if from_the_end else "")
+        raise invalid_argument(FIELD, f"{name} must be {allowed} (RFC 5545), not {number[:10]!r}")
 
 
 def _until(value: str, zone: ZoneInfo) -> datetime:
