@@ -347,6 +347,27 @@ async def test_feeds_have_etags_and_answer_304_while_nothing_changed(
     assert changed.status_code == 200 and changed.headers["etag"] != before and "doors at 18:30" in changed.text
 
 
+async def test_json_feeds_print_their_occurrences_like_the_api_does(
+    api: httpx.AsyncClient, user: User, db: asyncpg.Pool
+) -> None:
+    """Nothing upcoming is `{"occurrences": []}`, not `{}`, and an occurrence in a feed has the fields it has
+    in GET /api/occurrences (an empty `note`, `moved` false), as in every list the gateway prints."""
+    business_id = await db.fetchval("insert into public.businesses (name) values ('Quiet business') returning id")
+    city = await add_city(db, f"city-{uuid.uuid4().hex[:8]}")
+    for path in (f"/api/businesses/{business_id}/calendar.json", f"/api/cities/{city}/calendar.json"):
+        response = await api.get(path)
+        assert response.status_code == 200, (path, response.text)
+        assert response.json() == {"occurrences": []}, path
+
+    event = await weekly_event(api, user, city=city)
+    start = parse_time(event["starts_at"]) - timedelta(hours=1)
+    window = {"city": city, "start": iso(start), "end": iso(start + timedelta(days=2))}
+    [listed] = (await api.get("/api/occurrences", params=window)).json()["occurrences"]
+    [first, *_] = (await api.get(f"/api/cities/{city}/calendar.json")).json()["occurrences"]
+    assert first["occurrence"] == listed["occurrence"]
+    assert set(first["event"]) == set(listed["event"])
+
+
 async def test_feeds_show_only_what_the_caller_may_see(api: httpx.AsyncClient, user: User, other_user: User) -> None:
     draft = await weekly_event(api, user, status="EVENT_STATUS_DRAFT")
     assert (await api.get(f"/api/events/{draft['id']}/calendar.ics")).status_code == 404

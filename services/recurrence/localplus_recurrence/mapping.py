@@ -142,7 +142,11 @@ def http_body(document: Document, kind: str) -> httpbody_pb2.HttpBody:
     if kind == "ics":
         return httpbody_pb2.HttpBody(content_type=ICS_TYPE, data=document.ics)
     feed = recurrence_pb2.CalendarFeed(occurrences=[listed_to_proto(row) for row in document.occurrences])
-    data = json_format.MessageToJson(feed, preserving_proto_field_name=True, indent=None)
+    # Printed here, not by Envoy (an HttpBody passes through as is): with Envoy's print options, so an
+    # empty feed is {"occurrences": []} and fields left at their defaults are there, as in every list.
+    data = json_format.MessageToJson(
+        feed, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=None
+    )
     return httpbody_pb2.HttpBody(content_type=JSON_TYPE, data=data.encode())
 
 
