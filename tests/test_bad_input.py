@@ -662,6 +662,15 @@ CASES = [
         json={"name": "GA", "currency": "thb", "inventory": 5},
         field="ticket_type.currency",
     ),
+    Case(
+        "ticket-type-no-such-currency",
+        "POST",
+        "/api/events/{event_id}/ticket-types",
+        400,
+        "INVALID_ARGUMENT",
+        json={"name": "GA", "currency": "XYZ", "inventory": 5},
+        field="ticket_type.currency",
+    ),
     # Every bound of a ticket type gets a 400 naming its field, before the table's CHECKs see it.
     *(
         Case(

@@ -345,6 +345,16 @@ async def test_targeting_lists_are_bounded_in_count_and_length(api: httpx.AsyncC
                     )
 
 
+async def test_a_currency_is_an_iso_4217_code(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    owner, _, _, event = await promoted_setup(api, db)
+    for bad in ("XYZ", "BAHT", "TH"):
+        created = await api.post(
+            "/api/promotions", json=promotion_body(event["id"], currency=bad), headers=owner.headers
+        )
+        assert violated_field(created) == "currency", bad
+    assert (await create_promotion(api, owner, event["id"], currency="thb"))["currency"] == "THB"
+
+
 async def test_cities_are_slugs_of_cities_that_exist(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
     """A promotion for a city nobody lists would never be shown: the slug is checked as `city=` is."""
     owner, _, _, event = await promoted_setup(api, db)

@@ -20,6 +20,7 @@ from localplus_common.auth import SERVER
 from localplus_common.cities import require_cities
 from localplus_common.db import Connection, Database, act_as, current_identity
 from localplus_common.errors import ApiError, aborted, invalid_argument, not_found, permission_denied
+from localplus_common.money import check_currency
 from localplus_common.paging import Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
 from localplus_ticketing.payment_provider import Checkout, PaymentProvider
 
@@ -81,8 +82,8 @@ def _validate(values: dict[str, Any]) -> None:
     for field in ("budget_minor", "bid_minor"):
         if field in values and values[field] <= 0:
             raise invalid_argument(field, f"{field} must be positive")
-    if "currency" in values and not (len(values["currency"]) == 3 and values["currency"].isalpha()):
-        raise invalid_argument("currency", "currency must be an ISO 4217 code, e.g. THB")
+    if "currency" in values:
+        check_currency("currency", values["currency"].upper())  # stored upper-cased (_normalised)
     starts, ends = values.get("starts_at"), values.get("ends_at")
     if starts and ends and ends <= starts:
         raise invalid_argument("ends_at", "ends_at must be after starts_at")
