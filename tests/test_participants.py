@@ -172,3 +172,69 @@ async def test_the_body_cannot_name_another_user_than_the_path(
     for who in (other_user, someone):
         status = (await api.get(resource(event, who), headers=user.headers)).json()["status"]
         assert status == "PARTICIPANT_STATUS_GOING"
+
+
+async def grant(api: httpx.AsyncClient, event: dict[str, Any], owner: User, who: User, role: str) -> None:
+    granted = await api.post(
+        f"/api/events/{event['id']}/permissions", json={"user_id": str(who.id), "role": role}, headers=owner.headers
+    )
+    assert granted.status_code == 200, granted.text
+
+
+async def test_nobody_registers_themselves_for_an_unpublished_event(
+    api: httpx.AsyncClient, db: asyncpg.Pool, user: User, other_user: User, admin: User
+) -> None:
+    """CONTRACT §3: one's own registration is for published events only, whatever one's role on the
+    event: the owner, an editor and a platform admin get the viewer's answer, with or without naming
+    themselves as `user_id`."""
+    draft = await create_event(api, user)
+    editor, viewer = await create_user(db), await create_user(db)
+    await grant(api, draft, user, editor, "EVENT_ROLE_EDITOR")
+    await grant(api, draft, user, viewer, "EVENT_ROLE_VIEWER")
+    path = f"/api/events/{draft['id']}/participants"
+
+    answers: set[tuple[Any, ...]] = set()
+    for who in (viewer, user, editor, admin):
+        for body in ({}, {"user_id": str(who.id)}):
+            response = await api.post(path, json=body, headers=who.headers)
+            answer = response.json()
+            reasons = [detail.get("reason") for detail in answer.get("details", [])]
+            answers.add((response.status_code, *reasons, answer.get("message")))
+    assert answers == {(400, "REGISTRATION_CLOSED", "registration opens once the event is published")}
+
+    # Editors still put other people on a draft's list (README, Notifications: "as its editor,
+    # register anyone for it"); that is managing registrations, not registering oneself.
+    added = await api.post(path, json={"user_id": str(other_user.id)}, headers=editor.headers)
+    assert added.status_code == 200, added.text
+    listed = (await api.get(path, headers=user.headers)).json()["participants"]
+    assert [p["user_id"] for p in listed] == [str(other_user.id)]
+
+
+@pytest.mark.parametrize("how", ["back_in_review", "cancelled"])
+async def test_one_still_leaves_an_event_that_is_no_longer_published(
+    api: httpx.AsyncClient, event: dict[str, Any], user: User, other_user: User, how: str
+) -> None:
+    """Registrations made while an event was published can be cancelled once it is not, by the owner
+    as by anyone; coming back to it (here: going -> interested) waits for it to be published again."""
+    for who in (user, other_user):
+        await register(api, event, who)
+    url = f"/api/events/{event['id']}"
+    if how == "back_in_review":
+        edited = await api.patch(
+            url, params={"update_mask": "description"}, json={"description": "Now with a choir."}, headers=user.headers
+        )
+        assert edited.json()["status"] == "EVENT_STATUS_PENDING_REVIEW", edited.text
+    else:
+        cancelled = await api.post(f"{url}:cancel", json={}, headers=user.headers)
+        assert cancelled.json()["event"]["status"] == "EVENT_STATUS_CANCELLED", cancelled.text
+
+    for who in (user, other_user):
+        path = resource(event, who)
+        changed = await api.put(path, json={"status": "PARTICIPANT_STATUS_INTERESTED"}, headers=who.headers)
+        assert changed.status_code == 400, changed.text
+        assert changed.json()["details"][0]["reason"] == "REGISTRATION_CLOSED"
+        assert (await api.get(path, headers=who.headers)).json()["status"] == "PARTICIPANT_STATUS_GOING"
+        left = await api.delete(path, headers=who.headers)
+        assert left.status_code == 200, left.text
+        # Read by the owner: having left an event that is not published, one no longer sees it.
+        assert (await api.get(path, headers=user.headers)).json()["status"] == "PARTICIPANT_STATUS_CANCELLED"

@@ -83,9 +83,10 @@ ALL, OWN = "all", "own"  # get_participants: 200 with every registration / only 
 # allowed is 403, anonymous writes 401 (Envoy refuses them; anonymous reads of participants and
 # permissions are refused by the service). 400 = FAILED_PRECONDITION with reason REGISTRATION_CLOSED:
 # one's own registration needs a published event. 409 = already registered. update_own / cancel_own
-# are 404 for whoever holds no registration. Editors and up manage registrations, so they may add one
-# (their own included) even to a draft; a participant may always cancel. participant/draft/update_own
-# (column 9) is 400 REGISTRATION_CLOSED like register (column 7): the same rule, the same answer.
+# are 404 for whoever holds no registration. Editors and up manage registrations, so they may add other
+# people even to a draft (column 8), but registering themselves (column 7) is 400 there like for anyone:
+# the rule is the event's, not the caller's rank. A participant may always cancel. participant/draft/
+# update_own (column 9) is 400 REGISTRATION_CLOSED like register (column 7): the same rule, the same answer.
 EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
         #            1    2       3    4    5    6    7    8    9    10   11   12   13   14   15
     "anonymous": {
@@ -116,19 +117,19 @@ EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
         "public":   (200, LISTED, 200, 200, 403, ALL, 200, 200, 404, 404, 200, 200, 200, 403, 403),
         "unlisted": (200, ABSENT, 200, 200, 403, ALL, 200, 200, 404, 404, 200, 200, 200, 403, 403),
         "private":  (200, ABSENT, 200, 200, 403, ALL, 200, 200, 404, 404, 200, 200, 200, 403, 403),
-        "draft":    (200, ABSENT, 200, 200, 403, ALL, 200, 200, 404, 404, 200, 200, 200, 403, 403),
+        "draft":    (200, ABSENT, 200, 200, 403, ALL, 400, 200, 404, 404, 200, 200, 200, 403, 403),
     },
     "owner": {
         "public":   (200, LISTED, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
         "unlisted": (200, ABSENT, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
         "private":  (200, ABSENT, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
-        "draft":    (200, ABSENT, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
+        "draft":    (200, ABSENT, 200, 200, 200, ALL, 400, 200, 404, 404, 200, 200, 200, 200, 200),
     },
     "creator": {
         "public":   (200, LISTED, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
         "unlisted": (200, ABSENT, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
         "private":  (200, ABSENT, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
-        "draft":    (200, ABSENT, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
+        "draft":    (200, ABSENT, 200, 200, 200, ALL, 400, 200, 404, 404, 200, 200, 200, 200, 200),
     },
     "expired": {
         "public":   (200, LISTED, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
@@ -146,13 +147,13 @@ EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
         "public":   (200, LISTED, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
         "unlisted": (200, ABSENT, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
         "private":  (200, ABSENT, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
-        "draft":    (200, ABSENT, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
+        "draft":    (200, ABSENT, 200, 200, 200, ALL, 400, 200, 404, 404, 200, 200, 200, 200, 200),
     },
     "business_editor": {
         "public":   (200, LISTED, 200, 200, 403, ALL, 200, 200, 404, 404, 200, 200, 200, 403, 403),
         "unlisted": (200, ABSENT, 200, 200, 403, ALL, 200, 200, 404, 404, 200, 200, 200, 403, 403),
         "private":  (200, ABSENT, 200, 200, 403, ALL, 200, 200, 404, 404, 200, 200, 200, 403, 403),
-        "draft":    (200, ABSENT, 200, 200, 403, ALL, 200, 200, 404, 404, 200, 200, 200, 403, 403),
+        "draft":    (200, ABSENT, 200, 200, 403, ALL, 400, 200, 404, 404, 200, 200, 200, 403, 403),
     },
     "business_viewer": {
         "public":   (200, LISTED, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
@@ -164,7 +165,7 @@ EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
         "public":   (200, LISTED, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
         "unlisted": (200, ABSENT, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
         "private":  (200, ABSENT, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
-        "draft":    (200, ABSENT, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
+        "draft":    (200, ABSENT, 200, 200, 200, ALL, 400, 200, 404, 404, 200, 200, 200, 200, 200),
     },
 }
 

@@ -53,8 +53,8 @@ ALL, OWN = "all rows", "own rows only"  # selects of participants and permission
 # Columns numbered as in SQL_ACTIONS. Row counts for selects, updates and deletes; OK / DENIED /
 # DUPLICATE for inserts, DENIED also for an update whose new row fails the policy's WITH CHECK.
 # One's own registration needs a published event the caller can see (a private one only with a role
-# or a registration); editors and up may add anyone to any event they edit. An already registered
-# participant passes the policy and hits the primary key instead.
+# or a registration), editors' and admins' too; editors and up may add anyone else to any event they
+# edit. An already registered participant passes the policy and hits the primary key instead.
 SQL_EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
         #            1  2  3  4    5          6       7       8  9  10  11   12      13  14
     "anonymous": {
@@ -85,19 +85,19 @@ SQL_EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
         "public":   (1, 1, 0, ALL, OK,        OK,     0,      0, 1, 1,  ALL, DENIED, 0,  DENIED),
         "unlisted": (1, 1, 0, ALL, OK,        OK,     0,      0, 1, 1,  ALL, DENIED, 0,  DENIED),
         "private":  (1, 1, 0, ALL, OK,        OK,     0,      0, 1, 1,  ALL, DENIED, 0,  DENIED),
-        "draft":    (1, 1, 0, ALL, OK,        OK,     0,      0, 1, 1,  ALL, DENIED, 0,  DENIED),
+        "draft":    (1, 1, 0, ALL, DENIED,    OK,     0,      0, 1, 1,  ALL, DENIED, 0,  DENIED),
     },
     "owner": {
         "public":   (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  DENIED),
         "unlisted": (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  DENIED),
         "private":  (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  DENIED),
-        "draft":    (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  DENIED),
+        "draft":    (1, 1, 1, ALL, DENIED,    OK,     0,      0, 1, 1,  ALL, OK,     1,  DENIED),
     },
     "creator": {
         "public":   (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  DENIED),
         "unlisted": (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  DENIED),
         "private":  (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  DENIED),
-        "draft":    (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  DENIED),
+        "draft":    (1, 1, 1, ALL, DENIED,    OK,     0,      0, 1, 1,  ALL, OK,     1,  DENIED),
     },
     "expired": {
         "public":   (1, 0, 0, OWN, OK,        DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
@@ -115,13 +115,13 @@ SQL_EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
         "public":   (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  OK),
         "unlisted": (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  OK),
         "private":  (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  OK),
-        "draft":    (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  OK),
+        "draft":    (1, 1, 1, ALL, DENIED,    OK,     0,      0, 1, 1,  ALL, OK,     1,  OK),
     },
     "business_editor": {
         "public":   (1, 1, 0, ALL, OK,        OK,     0,      0, 1, 1,  ALL, DENIED, 0,  OK),
         "unlisted": (1, 1, 0, ALL, OK,        OK,     0,      0, 1, 1,  ALL, DENIED, 0,  OK),
         "private":  (1, 1, 0, ALL, OK,        OK,     0,      0, 1, 1,  ALL, DENIED, 0,  OK),
-        "draft":    (1, 1, 0, ALL, OK,        OK,     0,      0, 1, 1,  ALL, DENIED, 0,  OK),
+        "draft":    (1, 1, 0, ALL, DENIED,    OK,     0,      0, 1, 1,  ALL, DENIED, 0,  OK),
     },
     "business_viewer": {
         "public":   (1, 0, 0, OWN, OK,        DENIED, 0,      0, 0, 0,  OWN, DENIED, 0,  DENIED),
@@ -133,7 +133,7 @@ SQL_EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
         "public":   (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  OK),
         "unlisted": (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  OK),
         "private":  (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  OK),
-        "draft":    (1, 1, 1, ALL, OK,        OK,     0,      0, 1, 1,  ALL, OK,     1,  OK),
+        "draft":    (1, 1, 1, ALL, DENIED,    OK,     0,      0, 1, 1,  ALL, OK,     1,  OK),
     },
 }
 # fmt: on
@@ -324,5 +324,32 @@ async def test_service_role_bypasses_the_policies(sql_db: asyncpg.Pool) -> None:
             assert {row["user_id"] for row in permissions} == set(scene.permission_holders)
             assert await _write(conn, "update public.events set visibility = 'private' where id = $1", event) == 1
             assert await _write(conn, "delete from public.events where id = $1", event) == 1
+    finally:
+        await clean_up(sql_db, scene)
+
+
+async def test_an_owners_own_registration_on_a_draft_can_only_be_cancelled(sql_db: asyncpg.Pool) -> None:
+    """The owner's own registration follows the rule everyone's does (published events only), also
+    when it dates from before the event went back to draft; leaving is always allowed."""
+    scene = await arrange(sql_db, "creator", "draft")
+    event = scene.event_id
+    own = "update public.event_participants set status = $2 where event_id = $1 and user_id = auth.uid()"
+    try:
+        await sql_db.execute(
+            "insert into public.event_participants (event_id, user_id, status) values ($1, $2, 'interested')",
+            event,
+            scene.actor,
+        )
+        for status in ("going", "interested", "waitlisted", "attended"):
+            async with _rolled_back(sql_db) as conn:
+                await conn.execute(SUPABASE_DEFAULT_GRANTS)
+                await conn.execute(AS_CALLER, "authenticated", json.dumps(scene.claims))
+                assert await _write(conn, own, event, status) == DENIED, status
+        async with _rolled_back(sql_db) as conn:
+            await conn.execute(SUPABASE_DEFAULT_GRANTS)
+            await conn.execute(AS_CALLER, "authenticated", json.dumps(scene.claims))
+            assert await _write(conn, own, event, "cancelled") == 1
+            deleted = "delete from public.event_participants where event_id = $1 and user_id = auth.uid()"
+            assert await _write(conn, deleted, event) == 1
     finally:
         await clean_up(sql_db, scene)

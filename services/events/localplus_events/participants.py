@@ -75,6 +75,10 @@ async def create_participant(
             raise invalid_argument("status", "register as PARTICIPANT_STATUS_GOING or _INTERESTED")
         if event["caller_rank"] < EDITOR:
             await _check_registration_open(conn, event)
+        elif target == identity.user_id:
+            # Editors manage other people's registrations anywhere, but their own is one's own like
+            # anyone's: published events only (CONTRACT §3).
+            _check_published(event)
         row = await repo.register(conn, event_id, target, status, guest_count, wanted.occurrence_id)
         if row is None:
             raise already_exists("already registered; update the registration instead")
@@ -106,6 +110,8 @@ async def update_participant(
                 raise permission_denied("only editors may set that status")
             if status != "cancelled":
                 await _check_registration_open(conn, event)
+        elif target == identity.user_id and status != "cancelled":
+            _check_published(event)
         row = await repo.update_participant(conn, event_id, target, status, guest_count)
         if row is None:
             raise permission_denied("you may not change this registration")
@@ -152,8 +158,12 @@ def _target_user(identity: Identity, requested: UUID | None) -> UUID:
     return identity.user_id
 
 
-async def _check_registration_open(conn: Connection, event: asyncpg.Record) -> None:
+def _check_published(event: asyncpg.Record) -> None:
     if event["status"] != "published":
         raise failed_precondition("registration opens once the event is published", "REGISTRATION_CLOSED")
+
+
+async def _check_registration_open(conn: Connection, event: asyncpg.Record) -> None:
+    _check_published(event)
     if not await repo.accepts_registrations(conn, event["id"]):
         raise failed_precondition("registration is not open for this event", "REGISTRATION_CLOSED")
