@@ -95,16 +95,24 @@ async def test_someone_elses_registration_is_not_found_for_non_editors(
     await register(api, event, fellow)
     stranger = await create_user(db)
     path = resource(event, other_user)
+    never_registered = resource(event, await create_user(db))
+    # CONTRACT §3: who may not see a row gets 404, whatever they ask to do with it; so a change
+    # answers as the read does, and tells no more (not even whether the registration exists).
     for caller in (fellow, stranger):
-        response = await api.get(path, headers=caller.headers)
-        assert response.status_code == 404, response.text
-    # As on the collection route: changing someone else's registration takes an editor.
-    for method in ("PUT", "PATCH"):
-        refused = await api.request(method, path, json={"guest_count": 3}, headers=stranger.headers)
-        assert refused.status_code == 403, refused.text
-    assert (await api.delete(path, headers=stranger.headers)).status_code == 403
+        for target in (path, never_registered):
+            for method, body in (("GET", None), ("PUT", {"guest_count": 3}), ("PATCH", {"guest_count": 3})):
+                response = await api.request(method, target, json=body, headers=caller.headers)
+                assert response.status_code == 404, f"{method}: {response.text}"
+                assert response.json()["message"] == "no registration for this event"
+            response = await api.delete(target, headers=caller.headers)
+            assert response.status_code == 404, f"DELETE: {response.text}"
+            assert response.json()["message"] == "no registration for this event"
     assert (await api.get(path)).status_code == 401
     assert (await api.get(path, headers=other_user.headers)).json()["guest_count"] == 0
+    assert (await api.get(path, headers=other_user.headers)).json()["status"] == "PARTICIPANT_STATUS_GOING"
+    # What one sees but may not do is 403: a participant cannot check themselves in.
+    checked_in = await api.put(path, json={"status": "PARTICIPANT_STATUS_ATTENDED"}, headers=other_user.headers)
+    assert checked_in.status_code == 403, checked_in.text
 
 
 async def test_no_registration_is_404(api: httpx.AsyncClient, event: dict[str, Any], user: User) -> None:

@@ -79,14 +79,16 @@ LISTED, ABSENT = "listed", "absent"  # list_events: 200, and the event is (not) 
 ALL, OWN = "all", "own"  # get_participants: 200 with every registration / only the caller's own
 
 # fmt: off
-# The matrix, CONTRACT §3; columns numbered as in ACTIONS. An invisible event is 404, visible but not
-# allowed is 403, anonymous writes 401 (Envoy refuses them; anonymous reads of participants and
-# permissions are refused by the service). 400 = FAILED_PRECONDITION with reason REGISTRATION_CLOSED:
-# one's own registration needs a published event. 409 = already registered. update_own / cancel_own
-# are 404 for whoever holds no registration. Editors and up manage registrations, so they may add other
-# people even to a draft (column 8), but registering themselves (column 7) is 400 there like for anyone:
-# the rule is the event's, not the caller's rank. A participant may always cancel. participant/draft/
-# update_own (column 9) is 400 REGISTRATION_CLOSED like register (column 7): the same rule, the same answer.
+# The matrix, CONTRACT §3; columns numbered as in ACTIONS. An invisible event or registration is 404,
+# visible but not allowed is 403, anonymous writes 401 (Envoy refuses them; anonymous reads of
+# participants and permissions are refused by the service). 400 = FAILED_PRECONDITION with reason
+# REGISTRATION_CLOSED: one's own registration needs a published event. 409 = already registered.
+# update_own / cancel_own are 404 for whoever holds no registration; update_other_participant /
+# cancel_other (11, 12) for whoever may not see the attendee's (everyone below editor). Editors and up
+# manage registrations, so they may add other people even to a draft (column 8), but registering
+# themselves (column 7) is 400 there like for anyone: the rule is the event's, not the caller's rank.
+# A participant may always cancel. participant/draft/update_own (column 9) is 400 REGISTRATION_CLOSED
+# like register (column 7): the same rule, the same answer.
 EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
         #            1    2       3    4    5    6    7    8    9    10   11   12   13   14   15
     "anonymous": {
@@ -96,22 +98,22 @@ EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
         "draft":    (404, ABSENT, 401, 401, 401, 401, 401, 401, 401, 401, 401, 401, 401, 401, 401),
     },
     "stranger": {
-        "public":   (200, LISTED, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
-        "unlisted": (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
+        "public":   (200, LISTED, 403, 403, 403, OWN, 200, 403, 404, 404, 404, 404, 403, 403, 403),
+        "unlisted": (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 404, 404, 403, 403, 403),
         "private":  (404, ABSENT, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404),
         "draft":    (404, ABSENT, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404),
     },
     "participant": {
-        "public":   (200, LISTED, 403, 403, 403, OWN, 409, 403, 200, 200, 403, 403, 403, 403, 403),
-        "unlisted": (200, ABSENT, 403, 403, 403, OWN, 409, 403, 200, 200, 403, 403, 403, 403, 403),
-        "private":  (200, ABSENT, 403, 403, 403, OWN, 409, 403, 200, 200, 403, 403, 403, 403, 403),
-        "draft":    (200, ABSENT, 403, 403, 403, OWN, 400, 403, 400, 200, 403, 403, 403, 403, 403),
+        "public":   (200, LISTED, 403, 403, 403, OWN, 409, 403, 200, 200, 404, 404, 403, 403, 403),
+        "unlisted": (200, ABSENT, 403, 403, 403, OWN, 409, 403, 200, 200, 404, 404, 403, 403, 403),
+        "private":  (200, ABSENT, 403, 403, 403, OWN, 409, 403, 200, 200, 404, 404, 403, 403, 403),
+        "draft":    (200, ABSENT, 403, 403, 403, OWN, 400, 403, 400, 200, 404, 404, 403, 403, 403),
     },
     "viewer": {
-        "public":   (200, LISTED, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
-        "unlisted": (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
-        "private":  (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
-        "draft":    (200, ABSENT, 403, 403, 403, OWN, 400, 403, 404, 404, 403, 403, 403, 403, 403),
+        "public":   (200, LISTED, 403, 403, 403, OWN, 200, 403, 404, 404, 404, 404, 403, 403, 403),
+        "unlisted": (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 404, 404, 403, 403, 403),
+        "private":  (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 404, 404, 403, 403, 403),
+        "draft":    (200, ABSENT, 403, 403, 403, OWN, 400, 403, 404, 404, 404, 404, 403, 403, 403),
     },
     "editor": {
         "public":   (200, LISTED, 200, 200, 403, ALL, 200, 200, 404, 404, 200, 200, 200, 403, 403),
@@ -132,14 +134,14 @@ EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
         "draft":    (200, ABSENT, 200, 200, 200, ALL, 400, 200, 404, 404, 200, 200, 200, 200, 200),
     },
     "expired": {
-        "public":   (200, LISTED, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
-        "unlisted": (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
+        "public":   (200, LISTED, 403, 403, 403, OWN, 200, 403, 404, 404, 404, 404, 403, 403, 403),
+        "unlisted": (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 404, 404, 403, 403, 403),
         "private":  (404, ABSENT, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404),
         "draft":    (404, ABSENT, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404),
     },
     "other_business_partner": {
-        "public":   (200, LISTED, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
-        "unlisted": (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
+        "public":   (200, LISTED, 403, 403, 403, OWN, 200, 403, 404, 404, 404, 404, 403, 403, 403),
+        "unlisted": (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 404, 404, 403, 403, 403),
         "private":  (404, ABSENT, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404),
         "draft":    (404, ABSENT, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404),
     },
@@ -156,10 +158,10 @@ EXPECTED: dict[str, dict[str, tuple[Expect, ...]]] = {
         "draft":    (200, ABSENT, 200, 200, 403, ALL, 400, 200, 404, 404, 200, 200, 200, 403, 403),
     },
     "business_viewer": {
-        "public":   (200, LISTED, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
-        "unlisted": (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
-        "private":  (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 403, 403, 403, 403, 403),
-        "draft":    (200, ABSENT, 403, 403, 403, OWN, 400, 403, 404, 404, 403, 403, 403, 403, 403),
+        "public":   (200, LISTED, 403, 403, 403, OWN, 200, 403, 404, 404, 404, 404, 403, 403, 403),
+        "unlisted": (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 404, 404, 403, 403, 403),
+        "private":  (200, ABSENT, 403, 403, 403, OWN, 200, 403, 404, 404, 404, 404, 403, 403, 403),
+        "draft":    (200, ABSENT, 403, 403, 403, OWN, 400, 403, 404, 404, 404, 404, 403, 403, 403),
     },
     "admin": {
         "public":   (200, LISTED, 200, 200, 200, ALL, 200, 200, 404, 404, 200, 200, 200, 200, 200),
@@ -648,6 +650,7 @@ GRPC_CELLS: list[tuple[str, str, str]] = [
     ("business_editor", "draft", "register_other"),
     ("editor", "public", "put_event"),
     ("editor", "unlisted", "cancel_other"),
+    ("viewer", "public", "cancel_other"),  # NOT_FOUND: another's registration is not theirs to see
     ("viewer", "private", "patch_event"),  # PERMISSION_DENIED
     ("business_viewer", "public", "get_permissions"),  # PERMISSION_DENIED
     ("editor", "private", "update_other_participant"),

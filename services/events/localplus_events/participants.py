@@ -98,11 +98,12 @@ async def update_participant(
     async def update(conn: Connection) -> tuple[asyncpg.Record, int]:
         event = await visible_event(conn, event_id)
         is_editor = event["caller_rank"] >= EDITOR
-        if target != identity.user_id and not is_editor:
-            raise permission_denied("only editors may change other people's registrations")
+        # Looked up before the rank check: a registration the caller cannot see is 404, as for GET.
         current = await repo.get_participant(conn, event_id, target)
         if current is None:
             raise not_found("no registration for this event")
+        if target != identity.user_id and not is_editor:
+            raise permission_denied("only editors may change other people's registrations")
         status = changes.status if changes.status is not None else current["status"]
         guest_count = changes.guest_count if changes.guest_count is not None else current["guest_count"]
         if not is_editor:
@@ -129,10 +130,13 @@ async def delete_participant(db: Database, event_id: UUID, user_id: UUID | None)
 
     async def cancel(conn: Connection) -> int:
         event = await visible_event(conn, event_id)
+        # Looked up before the rank check: a registration the caller cannot see is 404, as for GET.
+        current = await repo.get_participant(conn, event_id, target)
+        if current is None:
+            raise not_found("no registration for this event")
         if target != identity.user_id:
             require_rank(event, EDITOR, "cancel other people's registrations for")
-        current = await repo.get_participant(conn, event_id, target)
-        if current is None or current["status"] == "cancelled":
+        if current["status"] == "cancelled":
             raise not_found("no active registration for this event")
         await repo.update_participant(conn, event_id, target, "cancelled", current["guest_count"])
         return await _promoted(conn, event_id, target, current["status"])
