@@ -19,6 +19,7 @@ from localplus_common.config import DEV_JWT_SECRET
 from localplus_common.migrate import migrate
 from localplus_dev.token import mint
 from tests.databases import Server
+from tests.sql_callers import as_caller
 from tests.support import User, create_event, create_user, lock_waiters
 
 CAPACITY = 50
@@ -72,6 +73,37 @@ async def test_concurrent_registrations_fill_capacity_exactly(api: httpx.AsyncCl
         [row["user_id"] for row in queue],
     )
     assert {row["user_id"] for row in promoted} == {row["user_id"] for row in queue[:CANCELLATIONS]}
+
+
+async def test_naming_a_one_off_events_only_occurrence_takes_one_of_the_events_places(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """A one-off event's one occurrence (its id is the event's) is the event: a registration naming it,
+    by the API or in SQL as Supabase's REST would write it, takes one of the event's places. It was
+    counted in a pool of its own, as large again, so a full event let in as many people once more."""
+    owner = await create_user(db)
+    event = await create_event(api, owner, status="EVENT_STATUS_PUBLISHED", capacity=2)
+    url = f"/api/events/{event['id']}/participants"
+    first, second, third, fourth = await _many_users(db, 4)
+    for who, body in ((first, {}), (second, {"occurrence_id": event["id"]})):
+        going = await api.post(url, json=body, headers=who.headers)
+        assert going.json()["status"] == "PARTICIPANT_STATUS_GOING", going.text
+    naming = await api.post(url, json={"occurrence_id": event["id"]}, headers=third.headers)
+    assert naming.status_code == 200, naming.text
+    assert naming.json()["status"] == "PARTICIPANT_STATUS_WAITLISTED" and not naming.json().get("occurrence_id")
+    async with as_caller(db, fourth.id) as conn:
+        row = await conn.fetchrow(
+            "insert into public.event_participants (event_id, user_id, status, guest_count, occurrence_id)"
+            " values ($1, $2, 'going', 1, $1) returning status, occurrence_id",
+            uuid.UUID(event["id"]),
+            fourth.id,
+        )
+        assert row is not None and (row["status"], row["occurrence_id"]) == ("waitlisted", None)
+    assert await _statuses(db, event["id"]) == {"going": 2, "waitlisted": 1}
+    counters = await db.fetchrow(
+        "select going, guests from public.event_counters where event_id = $1", uuid.UUID(event["id"])
+    )
+    assert counters is not None and (counters["going"], counters["guests"]) == (2, 0)
 
 
 async def test_guests_count_against_capacity(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
