@@ -5,9 +5,13 @@ tests/test_hardening_sql.py."""
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import httpx
+import pytest
 
+from tests.sql_callers import as_caller
 from tests.support import User, create_event, create_user, service_role_token
 
 BACKEND = {"authorization": f"Bearer {service_role_token()}"}
@@ -90,3 +94,42 @@ async def test_a_later_smaller_party_does_not_overtake_the_waitlist(api: httpx.A
     everyone = (await api.get(url, headers=owner.headers)).json()["participants"]
     by_user = {p["user_id"]: p["status"] for p in everyone}
     assert by_user[str(family.id)] == by_user[str(single.id)] == "PARTICIPANT_STATUS_GOING"
+
+
+async def _business_owned_by(db: asyncpg.Pool, owner: User) -> str:
+    business_id = uuid.uuid4()
+    await db.execute("insert into public.businesses (id, name) values ($1, 'Theirs')", business_id)
+    await db.execute(
+        "insert into public.partners (business_id, user_id, role) values ($1, $2, 'owner')", business_id, owner.id
+    )
+    return str(business_id)
+
+
+async def test_an_editor_cannot_make_themselves_owner_by_moving_the_event_to_their_business(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """Moving an event to another business changes who owns it, so it takes the event's owner: an
+    editor who owns another business moved the event there and could then revoke, cancel and delete."""
+    owner, editor = await create_user(db), await create_user(db)
+    event = await create_event(api, owner)
+    granted = await api.post(
+        f"/api/events/{event['id']}/permissions",
+        json={"user_id": str(editor.id), "role": "EVENT_ROLE_EDITOR"},
+        headers=owner.headers,
+    )
+    assert granted.status_code == 200, granted.text
+    theirs = await _business_owned_by(db, editor)
+    url = f"/api/events/{event['id']}?update_mask=business_id"
+    moved = await api.patch(url, json={"business_id": theirs}, headers=editor.headers)
+    assert moved.status_code == 403, moved.text
+    async with as_caller(db, editor.id) as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(
+                "update public.events set business_id = $2 where id = $1", uuid.UUID(event["id"]), theirs
+            )
+    assert (await api.get(f"/api/events/{event['id']}", headers=owner.headers)).json().get("business_id") is None
+    assert (await api.delete(f"/api/events/{event['id']}", headers=editor.headers)).status_code == 403
+    # The owner may, into a business they are an owner or editor partner of.
+    mine = await _business_owned_by(db, owner)
+    moved = await api.patch(url, json={"business_id": mine}, headers=owner.headers)
+    assert moved.status_code == 200 and moved.json()["business_id"] == mine, moved.text
