@@ -3,12 +3,14 @@ service), get the tickets; free orders; idempotent reservations; holds that expi
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
 import httpx
 
 from localplus_dev.stack import Stack
+from tests.stripe_support import localstripe
 from tests.support import User, create_user
 from tests.ticketing_support import (
     checkout,
@@ -50,6 +52,29 @@ async def test_reserve_pay_at_stripe_and_get_tickets(api: httpx.AsyncClient, sta
     types = await api.get(f"/api/events/{event['id']}/ticket-types")
     assert types.json()["ticket_types"][0]["sold"] == 2
     assert types.json()["ticket_types"][0]["available"] == 8
+
+
+async def test_checkouts_of_one_order_at_once_answer_one_payment_and_cancel_the_rest(
+    api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool
+) -> None:
+    """Each checkout asks Stripe for a PaymentIntent; where Stripe does not answer one idempotency key
+    with one PaymentIntent (localstripe), the last to write one on the order used to win, and the buyer
+    could pay each of them (refunded later, but charged first). Now the first recorded is the order's,
+    every checkout answers it, and the others are cancelled."""
+    owner, buyer = await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, price_minor=50_000, inventory=5)
+    order = (await reserve(api, buyer, ticket_type["id"], quantity=2)).json()
+    started = await asyncio.gather(*(checkout(api, buyer, order["id"]) for _ in range(6)))
+    assert [r.status_code for r in started] == [200] * 6, [r.text for r in started]
+    (intent_id,) = {r.json()["order"]["payment_intent_id"] for r in started}
+    async with localstripe(stack) as stripe:
+        listed = await stripe.get("/v1/payment_intents", params={"limit": 100})
+        assert listed.status_code == 200, listed.text
+    of_the_order = {i["id"]: i["status"] for i in listed.json()["data"] if i["metadata"].get("order_id") == order["id"]}
+    assert of_the_order.pop(intent_id) != "canceled"
+    assert set(of_the_order.values()) <= {"canceled"}, of_the_order
+    await pay_at_stripe(stack, intent_id)
+    await wait_for_status(api, buyer, order["id"], "ORDER_STATUS_PAID")
 
 
 async def test_a_free_order_is_paid_at_checkout(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:

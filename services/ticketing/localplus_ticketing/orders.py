@@ -197,11 +197,16 @@ async def checkout_order(
     else:
         names = await db.run(lambda conn: _line_items(conn, order_id), SERVER)
         checkout = await payments.checkout_session(order_id, names, order["currency"], *session)
-    started = await db.run(lambda conn: _start_payment(conn, order_id, checkout), SERVER, generic_plans=True)
-    if not started:
+    recorded = await db.run(lambda conn: _start_payment(conn, order_id, checkout), SERVER, generic_plans=True)
+    if recorded is None:
         if checkout.payment_intent_id:
             await payments.cancel_payment_intent(checkout.payment_intent_id)
         raise aborted("the reservation ran out meanwhile; reserve again", "HOLD_EXPIRED")
+    if checkout.payment_intent_id and recorded != checkout.payment_intent_id:
+        # A concurrent checkout of this order recorded its PaymentIntent first: that one is the order's,
+        # and this one is cancelled, so the buyer cannot pay twice. (Stripe answers one idempotency key
+        # with one PaymentIntent, so this is where it does not: localstripe, or a key's 24 hours past.)
+        await payments.cancel_payment_intent(checkout.payment_intent_id)
     return await db.run(lambda conn: _read(conn, order_id, with_secrets=True), SERVER, generic_plans=True)
 
 
@@ -370,16 +375,20 @@ async def _line_items(conn: Connection, order_id: UUID) -> list[LineItem]:
     return [LineItem(row["name"], row["unit_price_minor"], row["quantity"]) for row in rows]
 
 
-async def _start_payment(conn: Connection, order_id: UUID, checkout: Checkout) -> bool:
-    """Record the checkout on the order, unless its hold ran out (or it was given up) meanwhile."""
-    status = await conn.execute(
+async def _start_payment(conn: Connection, order_id: UUID, checkout: Checkout) -> str | None:
+    """Record the checkout on the order, unless its hold ran out (or it was given up) meanwhile: None
+    then, else the order's PaymentIntent ('' for none). A PaymentIntent or a Checkout Session that a
+    concurrent checkout recorded first stays the order's (the last to write used to win, and the
+    buyer could pay each one)."""
+    recorded: str | None = await conn.fetchval(
         """
         update public.orders set status = 'awaiting_payment', updated_at = now(),
-               payment_intent_id = coalesce(nullif($2, ''), payment_intent_id),
-               client_secret = coalesce(nullif($3, ''), client_secret),
-               checkout_session_id = coalesce(nullif($4, ''), checkout_session_id),
-               checkout_url = coalesce(nullif($5, ''), checkout_url)
+               payment_intent_id = case when $2 <> '' and client_secret is null then $2 else payment_intent_id end,
+               client_secret = case when $2 <> '' and client_secret is null then nullif($3, '') else client_secret end,
+               checkout_session_id = case when $4 <> '' and checkout_url is null then $4 else checkout_session_id end,
+               checkout_url = case when $4 <> '' and checkout_url is null then nullif($5, '') else checkout_url end
          where id = $1 and status in ('reserved', 'awaiting_payment') and expires_at > now()
+        returning coalesce(payment_intent_id, '')
         """,
         order_id,
         checkout.payment_intent_id,
@@ -387,7 +396,7 @@ async def _start_payment(conn: Connection, order_id: UUID, checkout: Checkout) -
         checkout.checkout_session_id,
         checkout.checkout_url,
     )
-    return status == "UPDATE 1"
+    return recorded
 
 
 def _check(new: NewOrder) -> None:
