@@ -8,8 +8,10 @@ import uuid
 
 import asyncpg
 import httpx
+import pytest
 
 from localplus_dev.stack import Stack
+from tests.sql_callers import as_caller
 from tests.stripe_support import localstripe
 from tests.support import User, create_user
 from tests.ticketing_support import (
@@ -195,3 +197,32 @@ async def test_editors_change_and_delete_ticket_types_but_sold_is_the_servers(
     _, unsold = await event_with_tickets(api, owner, inventory=5)
     assert (await api.delete(f"/api/ticket-types/{unsold['id']}", headers=owner.headers)).status_code == 200
     assert (await api.delete(f"/api/ticket-types/{unsold['id']}", headers=owner.headers)).status_code == 404
+
+
+async def test_what_a_ticket_type_sold_as_stays_once_ordered(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    """Seat claims are keyed by a type's occurrence: a sold type moved to another occurrence put its
+    sold seats on sale again, sold twice. Once ordered, a type keeps its occurrence, currency and seat
+    category, through the API (a 400 naming the field) and in SQL as its editor (the table's trigger)."""
+    owner, buyer = await create_user(db), await create_user(db)
+    event, ticket_type = await event_with_tickets(api, owner, inventory=5)
+    path = f"/api/ticket-types/{ticket_type['id']}"
+    # A one-off event's one occurrence has the event's id.
+    moved = await api.patch(
+        path, params={"update_mask": "occurrence_id"}, json={"occurrence_id": event["id"]}, headers=owner.headers
+    )
+    assert moved.status_code == 200, moved.text
+    assert (await reserve(api, buyer, ticket_type["id"])).status_code == 200
+    for field, value in (("occurrence_id", ""), ("currency", "USD")):
+        refused = await api.patch(path, params={"update_mask": field}, json={field: value}, headers=owner.headers)
+        assert refused.status_code == 400, refused.text
+        assert [v["field"] for d in refused.json()["details"] for v in d.get("field_violations", [])] == [
+            f"ticket_type.{field}"
+        ]
+    for assignment in ("occurrence_id = null", "currency = 'USD'"):
+        async with as_caller(db, owner.id) as conn:
+            with pytest.raises(asyncpg.RaiseError, match="were ordered"):
+                await conn.execute(
+                    f"update public.ticket_types set {assignment} where id = $1", uuid.UUID(ticket_type["id"])
+                )
+    renamed = await api.patch(path, params={"update_mask": "name"}, json={"name": "Late bird"}, headers=owner.headers)
+    assert renamed.status_code == 200 and renamed.json()["occurrence_id"] == event["id"], renamed.text

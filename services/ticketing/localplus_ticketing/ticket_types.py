@@ -40,6 +40,9 @@ EDITABLE_FIELDS = (
     "occurrence_id", "name", "description", "price_minor", "currency", "inventory", "min_per_order",
     "max_per_order", "sales_starts_at", "sales_ends_at", "hidden", "sort_order", "seat_category",
 )  # fmt: skip
+# What tickets were sold as: fixed once a ticket of the type was ordered (seat claims are keyed by the
+# occurrence, so a sold seat would be on sale again under another).
+SOLD_AS = ("occurrence_id", "currency", "seat_category")
 
 # The limits of public.ticket_types' CHECKs, checked here first to name the field at fault.
 MAX_NAME = 100
@@ -127,7 +130,7 @@ async def create_ticket_type(db: Database, event_id: UUID, new: NewTicketType) -
 
 async def update_ticket_type(db: Database, ticket_type_id: UUID, changes: dict[str, Any]) -> asyncpg.Record:
     """Change the named fields (editor and up). Inventory cannot go below what is sold and held, and
-    the currency stays once orders were made in it."""
+    the occurrence, currency and seat category stay once tickets were ordered."""
     signed_in()
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
@@ -146,10 +149,12 @@ async def update_ticket_type(db: Database, ticket_type_id: UUID, changes: dict[s
         )
         if merged["inventory"] < taken:
             raise _invalid("inventory", f"inventory cannot be below the {taken} tickets sold and held")
-        if merged["currency"] != current["currency"] and await conn.fetchval(
+        # What was sold stays what it was sold as (the table's trigger holds the same for SQL writers).
+        kept = [name for name in SOLD_AS if merged[name] != current[name]]
+        if kept and await conn.fetchval(
             "select exists (select 1 from public.order_items where ticket_type_id = $1)", ticket_type_id
         ):
-            raise _invalid("currency", "the currency cannot change once tickets were ordered")
+            raise _invalid(kept[0], f"the {kept[0]} cannot change once tickets were ordered")
         assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=2))
         await conn.execute(
             f"update public.ticket_types set {assignments} where id = $1", ticket_type_id, *changes.values()
