@@ -100,6 +100,9 @@ async def test_the_same_request_id_reserves_once(api: httpx.AsyncClient, db: asy
     second = await reserve(api, buyer, ticket_type["id"], quantity=2, request_id=request_id)
     assert first.status_code == second.status_code == 200
     assert first.json()["id"] == second.json()["id"]
+    # The same request_id for other items is another request: a 409, not the first order as if it were.
+    other = await reserve(api, buyer, ticket_type["id"], quantity=3, request_id=request_id)
+    assert other.status_code == 409 and other.json()["details"][0]["reason"] == "REQUEST_ID_REUSED", other.text
     types = await api.get(f"/api/events/{event['id']}/ticket-types")
     assert types.json()["ticket_types"][0]["available"] == 3
 

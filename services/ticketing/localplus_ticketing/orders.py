@@ -19,7 +19,14 @@ import asyncpg
 from localplus_common.access import OWNER, signed_in, visible_event
 from localplus_common.auth import SERVER, Identity
 from localplus_common.db import Connection, Database, act_as
-from localplus_common.errors import aborted, failed_precondition, invalid_argument, not_found, permission_denied
+from localplus_common.errors import (
+    aborted,
+    already_exists,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    permission_denied,
+)
 from localplus_common.paging import Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
 from localplus_common.requests import text
 from localplus_common.telemetry import TICKETS_SOLD
@@ -116,7 +123,12 @@ async def create_order(db: Database, new: NewOrder, hold: timedelta) -> OrderVie
             json.dumps([{"ticket_type_id": str(type_id), "quantity": quantity} for type_id, quantity in new.items]),
             hold,
         )
-        return await _read(conn, order_id, with_secrets=True)
+        view = await _read(conn, order_id, with_secrets=True)
+        # The same request_id answers its order (a retry); with other items it is another request, and
+        # answering the first order would tell the caller theirs was made (AIP-155).
+        if {(item["ticket_type_id"], item["quantity"]) for item in view.items} != set(new.items):
+            raise already_exists("this request_id was used for an order of other items", "REQUEST_ID_REUSED")
+        return view
 
     return await db.run(reserve, SERVER, generic_plans=True)
 
