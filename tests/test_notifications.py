@@ -57,6 +57,9 @@ async def test_registering_sends_a_confirmation_in_the_users_language(
     assert {part.get_content_type() for part in english.message.walk()} >= {"text/plain", "text/html"}
     assert english.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert str(english.message["List-Unsubscribe"]).startswith(f"<{stack.gateway_url}/api/unsubscribe/")
+    # As sent: the <URL> itself, not RFC 2047 encoded words (which hide it from mail clients).
+    raw = dict(english.message.raw_items())["List-Unsubscribe"]
+    assert raw.strip() == str(english.message["List-Unsubscribe"]) and "=?" not in raw, raw
 
 
 async def test_nothing_unreviewed_is_mailed_to_people_an_editor_signed_up(

@@ -8,6 +8,7 @@ import io
 import smtplib
 import ssl
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import formatdate
 
 import segno
@@ -18,6 +19,25 @@ from localplus_notifications.messages import locale_of, render
 from localplus_notifications.outbox import Message
 
 MESSAGE_ID_DOMAIN = "notifications.localplus"
+
+
+class _Policy(EmailPolicy):
+    """The default policy, but List-Unsubscribe is written as it is: its <URL> is one word longer than
+    a folded line, which the default policy writes as RFC 2047 encoded words, and RFC 2369/8058
+    clients then find no URL there (no one-click unsubscribe)."""
+
+    def fold(self, name: str, value: str) -> str:
+        if name.lower() == "list-unsubscribe":
+            return f"{name}: {value}{self.linesep}"
+        return super().fold(name, value)
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() == "list-unsubscribe":
+            return self.fold(name, value).encode("ascii")
+        return super().fold_binary(name, value)
+
+
+MAIL_POLICY = _Policy()
 
 
 class PermanentFailure(Exception):
@@ -36,7 +56,7 @@ def unsubscribe_url(settings: WorkerSettings, message: Message) -> str:
 def build(settings: WorkerSettings, message: Message) -> EmailMessage:
     link = unsubscribe_url(settings, message)
     rendered = render(message.facts, link)
-    mime = EmailMessage()
+    mime = EmailMessage(policy=MAIL_POLICY)
     mime["From"] = settings.mail_from
     mime["To"] = message.email
     mime["Subject"] = rendered.subject
