@@ -315,6 +315,13 @@ async def test_partners_see_only_their_own_analytics_through_the_api(
     assert (await status(path, owner, start="2026-13-01")).status_code == 400
     assert (await status(path, owner, start="2026-03-02", end="2026-03-01")).status_code == 400
     assert (await status(path, owner, start="2025-01-01", end="2026-03-01")).status_code == 400
+    # Days outside the API's range of times (1900 to 2200), also as the end a default start is counted
+    # back from (a 500 for a day in year 1), on every analytics route and its CSV twin.
+    for route in (path, f"{path}.csv", f"/api/businesses/{business}/analytics", "/api/analytics"):
+        who = admin if route == "/api/analytics" else owner
+        for dates in ({"end": "0001-01-01"}, {"start": "1899-12-31", "end": "1900-01-05"}, {"start": "2200-01-01"}):
+            refused = await status(route, who, **dates)
+            assert refused.status_code == 400, (route, dates, refused.text)
     year = await status(path, owner, start="2025-03-01", end="2026-03-01")
     assert year.status_code == 200 and len(year.json()["days"]) == 366
 

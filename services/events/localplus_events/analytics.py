@@ -29,6 +29,7 @@ from localplus_common.auth import SERVER
 from localplus_common.cities import city_id
 from localplus_common.db import Connection, Database, act_as
 from localplus_common.errors import invalid_argument, permission_denied
+from localplus_common.requests import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +105,17 @@ def date_range(start: str, end: str, today: date | None = None) -> DateRange:
 
 
 def _day(field: str, value: str) -> date:
+    """A day within the API's range of times (a default start counted back from a day in year 1 fell
+    off the calendar: a 500)."""
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise invalid_argument(field, "must be a date, YYYY-MM-DD") from None
+    if not EARLIEST_TIMESTAMP.date() <= day < LATEST_TIMESTAMP.date():
+        raise invalid_argument(
+            field, f"must be from {EARLIEST_TIMESTAMP:%Y-%m-%d} up to {LATEST_TIMESTAMP:%Y-%m-%d} (UTC)"
+        )
+    return day
 
 
 async def record_view(db: Database, event_id: UUID, viewer: str) -> bool:
