@@ -148,6 +148,8 @@ BAD = [
     ("FREQ=WEEKLY;INTERVAL=-1", "recurrence.rrule", "INTERVAL must be a positive integer"),
     ("FREQ=DAILY;INTERVAL=+2", "recurrence.rrule", "INTERVAL must be a positive integer"),
     ("FREQ=DAILY;COUNT=0", "recurrence.rrule", "COUNT must be a positive integer"),
+    ("FREQ=DAILY;COUNT=99999999999999999999", "recurrence.rrule", "COUNT must be a positive integer"),
+    ("FREQ=DAILY;INTERVAL=1000001", "recurrence.rrule", "INTERVAL must be a positive integer"),
     ("FREQ=DAILY;COUNT=-3", "recurrence.rrule", "COUNT must be a positive integer"),
     ("FREQ=MONTHLY;BYMONTHDAY=0", "recurrence.rrule", "BYMONTHDAY must be 1 to 31 or -31 to -1"),
     ("FREQ=YEARLY;BYMONTH=13", "recurrence.rrule", "BYMONTH must be 1 to 12"),

@@ -48,6 +48,9 @@ UNTIL_FORMS = (("%Y%m%dT%H%M%SZ", "utc"), ("%Y%m%dT%H%M%S", "local"), ("%Y%m%d",
 # minus). dateutil takes INTERVAL=0, INTERVAL=-1 or BYMONTHDAY=0 and then finds nothing, loops or fails
 # mid-expansion (a stored rule with no occurrence, or a 500), so they are refused before it sees them.
 POSITIVE_PARTS = ("COUNT", "INTERVAL")
+# Their largest: more than an hourly series holds up to the API's last year, and well inside RFC 5545's
+# INTEGER (a COUNT of 20 digits was stored, and then every calendar.ics of it was a 500).
+MAX_PART = 1_000_000
 NUMBER_LISTS = {
     "BYMINUTE": (0, 59, False), "BYHOUR": (0, 23, False), "BYMONTHDAY": (1, 31, True),
     "BYYEARDAY": (1, 366, True), "BYWEEKNO": (1, 53, True), "BYMONTH": (1, 12, False),
@@ -145,8 +148,10 @@ def normalise_rule(text: str) -> str:
             raise invalid_argument(FIELD, f"FREQ={value} is not allowed: events recur at most hourly")
         if name == "FREQ" and value not in FREQUENCIES:
             raise invalid_argument(FIELD, f"FREQ must be one of {', '.join(FREQUENCIES)}")
-        if name in POSITIVE_PARTS and not (value.isdigit() and int(value) > 0):
-            raise invalid_argument(FIELD, f"{name} must be a positive integer (RFC 5545), e.g. {name}=2")
+        if name in POSITIVE_PARTS and not (value.isdigit() and 0 < int(value) <= MAX_PART):
+            raise invalid_argument(
+                FIELD, f"{name} must be a positive integer (RFC 5545) up to {MAX_PART:,}, e.g. {name}=2"
+            )
         if name in NUMBER_LISTS:
             _check_numbers(name, value)
     if "FREQ" not in names:
