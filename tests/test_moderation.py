@@ -118,6 +118,9 @@ async def test_admin_approving_a_deleted_event_gets_404(api: httpx.AsyncClient, 
     # The history outlives the event, for admins.
     log = await api.get(f"/api/events/{event['id']}/moderation-log", headers=admin.headers)
     assert [e["to_status"] for e in log.json()["entries"]][-1] == "EVENT_STATUS_PENDING_REVIEW"
+    # An id that never was an event has no history: 404, as for everything else named by it.
+    never = await api.get(f"/api/events/{uuid.uuid4()}/moderation-log", headers=admin.headers)
+    assert never.status_code == 404, never.text
 
 
 async def test_cancel_is_for_owners_and_keeps_the_event_readable(

@@ -128,11 +128,20 @@ async def moderation_log(db: Database, event_id: UUID, page: PageRequest) -> Pag
             event = await visible_event(conn, event_id)
             if event["caller_rank"] < OWNER:
                 raise permission_denied("only owners and platform admins may read the moderation log")
-        return await conn.fetch(
+        rows = await conn.fetch(
             "select * from public.event_moderation_log where event_id = $1 and id > $2 order by id limit $3",
             event_id,
             after[0] if after else 0,
             page.size + 1,
         )
+        # No history and no event: an id that never was one (a deleted event keeps its history).
+        if (
+            not rows
+            and after is None
+            and identity.is_platform_admin
+            and not await conn.fetchval("select exists (select 1 from public.events where id = $1)", event_id)
+        ):
+            raise not_found("event not found")
+        return rows
 
     return page_of(await db.run(run, event_id=event_id), page.size, LOG_KEYSET)
