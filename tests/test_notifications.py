@@ -358,6 +358,10 @@ async def test_a_cancelled_or_moved_occurrence_tells_its_own_registrations(
     (told,) = await wait_for_mail(stack, lambda m: m.kind == "occurrence_cancelled" and title in m.subject, 1)
     assert told.to == f"{user.id}@example.test"
     assert await reminder(user) == []
+    # Taking place again, as scheduled: its registrations (still going) are reminded again.
+    restored = await patch(api, owner, event["id"], found[1]["id"], {"status": "OCCURRENCE_STATUS_SCHEDULED"})
+    assert restored.status_code == 200, restored.text
+    assert await reminder(user) == [datetime.fromisoformat(found[1]["starts_at"]) - timedelta(days=1)]
 
     later = datetime.fromisoformat(found[2]["starts_at"]) + timedelta(hours=1)
     body = {"starts_at": iso(later), "ends_at": iso(later + timedelta(hours=2))}
