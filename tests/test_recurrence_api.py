@@ -340,6 +340,9 @@ async def test_feeds_have_etags_and_answer_304_while_nothing_changed(
         assert cached.status_code == 304, (path, cached.status_code)
         assert cached.content == b"" and cached.headers["etag"] == etag
         assert (await api.get(path, headers={"if-none-match": '"stale"'})).status_code == 200
+        # If-None-Match compares weakly, and `*` matches any current feed (RFC 9110 §13.1.2).
+        for matching in (f"W/{etag}", f'"stale", W/{etag}', "*"):
+            assert (await api.get(path, headers={"if-none-match": matching})).status_code == 304, matching
     (occurrence, *_) = await occurrences(api, event["id"])
     before = (await api.get(f"/api/cities/{city}/calendar.ics")).headers["etag"]
     await patch(api, user, event["id"], occurrence["id"], {"note": "doors at 18:30"})

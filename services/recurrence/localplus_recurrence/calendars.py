@@ -74,6 +74,12 @@ def city_slug(slug: str) -> str:
     return slug
 
 
+def _matches(etag: str, if_none_match: str) -> bool:
+    """If-None-Match compares weakly (RFC 9110 §13.1.2): `W/"x"` matches `"x"`, and `*` any feed."""
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
 async def _version(conn: Connection, feed: Feed, kind: str) -> tuple[str, datetime | None]:
     """The feed's ETag and Last-Modified: a digest of its events' versions and its occurrences'
     changes (an occurrence is deleted only when its event's schedule, and so its version, changed)."""
@@ -107,7 +113,7 @@ async def document(db: Database, feed: Feed, kind: str, if_none_match: str | Non
         if feed.city is not None:
             await city_id(conn, feed.city, "slug")
         etag, last_modified = await _version(conn, feed, kind)
-        if if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}:
+        if if_none_match is not None and _matches(etag, if_none_match):
             return Document(etag, last_modified, True)
         if kind == "ics":
             return Document(etag, last_modified, False, ics=await _ics(conn, feed))
