@@ -26,7 +26,7 @@ from tests.notifications_support import (
     wait_sql,
     wait_until,
 )
-from tests.support import User, create_event, create_user, iso
+from tests.support import User, create_event, create_user, iso, service_role_token
 from tests.test_recurrence_api import occurrences, patch, weekly_event
 from tests.ticketing_support import checkout, event_with_tickets, reserve
 
@@ -370,3 +370,30 @@ async def test_a_cancelled_or_moved_occurrence_tells_its_own_registrations(
     (told,) = await wait_for_mail(stack, lambda m: m.kind == "occurrence_moved" and title in m.subject, 1)
     assert told.to == f"{other_user.id}@example.test"
     assert await reminder(other_user) == [later - timedelta(days=1)]  # no DST change in between
+
+
+async def test_publishing_reminds_the_people_an_editor_registered_for_one_occurrence(
+    api: httpx.AsyncClient, db: asyncpg.Pool, user: User
+) -> None:
+    """Editors may register people on a draft; publishing it scheduled reminders for series-wide
+    registrations only, so someone registered for one occurrence of a recurring draft was never
+    reminded."""
+    owner = await create_user(db)
+    draft = await weekly_event(api, owner, status="EVENT_STATUS_DRAFT")
+    second = await db.fetchrow(
+        "select id, starts_at from public.event_occurrences where event_id = $1 order by starts_at offset 1 limit 1",
+        uuid.UUID(draft["id"]),
+    )
+    assert second is not None
+    body = {"user_id": str(user.id), "occurrence_id": str(second["id"])}
+    registered = await api.post(f"/api/events/{draft['id']}/participants", json=body, headers=owner.headers)
+    assert registered.status_code == 200, registered.text
+    backend = {"authorization": f"Bearer {service_role_token()}"}
+    assert (await api.post(f"/api/events/{draft['id']}:approve", json={}, headers=backend)).status_code == 200
+    reminders = await db.fetch(
+        "select send_after from public.notifications where user_id = $1 and event_id = $2"
+        " and kind = 'event_reminder' and channel = 'email' and status = 'pending'",
+        user.id,
+        uuid.UUID(draft["id"]),
+    )
+    assert [r["send_after"] for r in reminders] == [second["starts_at"] - timedelta(days=1)]
