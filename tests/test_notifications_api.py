@@ -209,6 +209,7 @@ async def test_web_push_reaches_each_subscription_encrypted_to_its_keys(
             "https://fcm.googleapis.com.attacker.example/fcm/send/x",
             "http://fcm.googleapis.com/fcm/send/x",
             "https://fcm.googleapis.com:bad/x",
+            "https://fcm.googleapis.com:5432/fcm/send/x",
         ):
             bad = {"endpoint": endpoint, "keys": phone["keys"]}
             refused = await api.put("/api/me/push-subscriptions", json=bad, headers=user.headers)

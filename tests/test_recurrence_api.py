@@ -405,14 +405,16 @@ async def test_a_registration_for_one_occurrence_takes_that_occurrences_place(
     assert cancel.status_code == 200, cancel.text
     promoted = await api.get(f"/api/events/{event['id']}/participants", headers=waiting_user.headers)
     assert promoted.json()["participants"][0]["status"] == "PARTICIPANT_STATUS_GOING"
-    # An occurrence of another event is refused, and so is a cancelled one.
+    # An occurrence of another event, or none at all, is not one of this event's (404); a cancelled
+    # one of its own does not take place (400).
     other = await weekly_event(api, user)
     (foreign, *_) = await occurrences(api, other["id"])
     stranger = await create_user(db)
-    refused = await api.post(
-        f"/api/events/{event['id']}/participants", json={"occurrence_id": foreign["id"]}, headers=stranger.headers
-    )
-    assert refused.status_code == 400, refused.text
+    for occurrence_id in (foreign["id"], str(uuid.uuid4())):
+        refused = await api.post(
+            f"/api/events/{event['id']}/participants", json={"occurrence_id": occurrence_id}, headers=stranger.headers
+        )
+        assert refused.status_code == 404 and "no such occurrence" in refused.text, refused.text
     await patch(api, user, event["id"], found[3]["id"], {"status": "OCCURRENCE_STATUS_CANCELLED"})
     called_off = await api.post(
         f"/api/events/{event['id']}/participants", json={"occurrence_id": found[3]["id"]}, headers=stranger.headers

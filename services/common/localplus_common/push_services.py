@@ -31,14 +31,17 @@ def push_service_hosts(env: Mapping[str, str] = os.environ) -> tuple[str, ...]:
 
 
 def is_push_service(endpoint: str, hosts: tuple[str, ...]) -> bool:
-    """An https URL (http too for dev mode's loopback hosts) on one of `hosts` or a subdomain of one,
-    with no user info (`https://fcm.googleapis.com@10.0.0.1/` is a request to 10.0.0.1)."""
+    """An https URL on port 443 (http on any port too for dev mode's loopback hosts) on one of `hosts`
+    or a subdomain of one, with no user info (`https://fcm.googleapis.com@10.0.0.1/` is a request to
+    10.0.0.1). Push services answer on 443 only; another port would reach whatever else listens there."""
     try:
         parts = urlsplit(endpoint)
-        host, _port = (parts.hostname or "").lower(), parts.port  # a malformed port raises
+        host, port = (parts.hostname or "").lower(), parts.port  # a malformed port raises
     except ValueError:
         return False
     if parts.username is not None or parts.password is not None or not host:
+        return False
+    if port not in (None, 443) and host not in DEV_PUSH_SERVICE_HOSTS:
         return False
     if parts.scheme != "https" and not (parts.scheme == "http" and host in DEV_PUSH_SERVICE_HOSTS):
         return False

@@ -79,6 +79,12 @@ async def create_participant(
             # Editors manage other people's registrations anywhere, but their own is one's own like
             # anyone's: published events only (CONTRACT §3).
             _check_published(event)
+        if wanted.occurrence_id is not None and not await conn.fetchval(
+            "select exists (select 1 from public.event_occurrences where id = $1 and event_id = $2)",
+            wanted.occurrence_id,
+            event_id,
+        ):
+            raise not_found("no such occurrence of this event")
         row = await repo.register(conn, event_id, target, status, guest_count, wanted.occurrence_id)
         if row is None:
             raise already_exists("already registered; update the registration instead")
