@@ -3,14 +3,14 @@
 from uuid import UUID
 
 from localplus_common.db import Connection
-from localplus_common.errors import invalid_argument
+from localplus_common.errors import ApiError, invalid_argument
 
 
 async def city_id(conn: Connection, slug: str, field: str = "city") -> UUID:
     """The city a slug names, or a 400 naming the slug."""
     found: UUID | None = await conn.fetchval("select id from public.cities where slug = $1", slug.strip().lower())
     if found is None:
-        raise invalid_argument(field, f"there is no city {slug[:64]!r}; GET /api/cities lists them")
+        raise _no_city(field, slug)
     return found
 
 
@@ -22,4 +22,8 @@ async def require_cities(conn: Connection, slugs: list[str], field: str) -> None
         slugs,
     )
     if unknown:
-        raise invalid_argument(field, f"there is no city {unknown[0][:64]!r}; GET /api/cities lists them")
+        raise _no_city(field, unknown[0])
+
+
+def _no_city(field: str, slug: str) -> ApiError:
+    return invalid_argument(field, f"there is no city {slug[:64]!r}; GET /api/cities lists them")
