@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -49,12 +50,33 @@ def bin_dir(flavour: Flavour) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
+# Ports picked for servers lie below the kernel's ephemeral range (Linux: 32768 on): the kernel gives
+# ports of that range to outgoing connections, which the suite opens by the thousand, and one of them
+# took a port picked there (by binding to port 0) before its server bound it ("address already in use").
+SERVER_PORTS_FROM = 10_000
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, outside the ephemeral range."""
+    try:
+        below = int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        below = SERVER_PORTS_FROM  # not Linux: the kernel's pick below
+    for _ in range(100):
+        if below <= SERVER_PORTS_FROM + 1:
+            break
+        port = random.randrange(SERVER_PORTS_FROM, below)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def _server_account() -> pwd.struct_passwd | None:
