@@ -21,6 +21,7 @@ from localplus_dev.token import mint
 from tests.databases import Server
 from tests.sql_callers import as_caller
 from tests.support import User, create_event, create_user, lock_waiters
+from tests.test_recurrence_api import occurrences, patch, weekly_event
 
 CAPACITY = 50
 REGISTRANTS = 200
@@ -104,6 +105,89 @@ async def test_naming_a_one_off_events_only_occurrence_takes_one_of_the_events_p
         "select going, guests from public.event_counters where event_id = $1", uuid.UUID(event["id"])
     )
     assert counters is not None and (counters["going"], counters["guests"]) == (2, 0)
+
+
+async def _statuses_of(db: asyncpg.Pool, event_id: str, people: list[User]) -> list[str]:
+    rows = await db.fetch(
+        "select status from public.event_participants where event_id = $1 and user_id = any($2::uuid[]) "
+        "order by array_position($2::uuid[], user_id)",
+        uuid.UUID(event_id),
+        [person.id for person in people],
+    )
+    return [row["status"] for row in rows]
+
+
+async def test_a_series_wide_registration_takes_a_place_in_every_occurrence(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """A recurring event's session holds its capacity, counting series-wide registrations and its own
+    together (they were two pools, so a session of 3 held 3 series-wide people and 3 more of its own).
+    A series-wide registration waits while any session to come is full, and places freed in one pool
+    go to the other's waitlist when its own has nobody waiting."""
+    owner = await create_user(db)
+    event = await weekly_event(api, owner, capacity=3)
+    url = f"/api/events/{event['id']}/participants"
+    first, second, third, fourth, fifth, sixth, seventh = people = await _many_users(db, 7)
+    session, other_session = (o["id"] for o in (await occurrences(api, event["id"]))[1:3])
+
+    async def register(who: User, occurrence_id: str | None = None) -> str:
+        body = {"occurrence_id": occurrence_id} if occurrence_id else {}
+        response = await api.post(url, json=body, headers=who.headers)
+        assert response.status_code == 200, response.text
+        return str(response.json()["status"])
+
+    async def cancel(who: User) -> None:
+        response = await api.delete(url, headers=who.headers)
+        assert response.status_code == 200, response.text
+
+    assert [await register(first), await register(second)] == ["PARTICIPANT_STATUS_GOING"] * 2
+    assert await register(third, session) == "PARTICIPANT_STATUS_GOING"
+    assert await register(fourth, session) == "PARTICIPANT_STATUS_WAITLISTED"
+    # The series has a place left, the session has none.
+    assert await register(fifth) == "PARTICIPANT_STATUS_WAITLISTED"
+    await cancel(third)  # the session's own waitlist comes first
+    assert await _statuses_of(db, event["id"], people[2:5]) == ["cancelled", "going", "waitlisted"]
+    await cancel(fourth)  # nobody waits for the session alone: the series-wide registration fits now
+    assert await _statuses_of(db, event["id"], people[3:5]) == ["cancelled", "going"]
+    assert await register(sixth, other_session) == "PARTICIPANT_STATUS_WAITLISTED"
+    await cancel(first)  # a series-wide place is a place in every session
+    assert await _statuses_of(db, event["id"], people[:6]) == [
+        "cancelled",
+        "going",
+        "cancelled",
+        "cancelled",
+        "going",
+        "going",
+    ]
+    # The other session is full: a session called off no longer needs the series-wide place.
+    assert await register(seventh) == "PARTICIPANT_STATUS_WAITLISTED"
+    called_off = await patch(api, owner, event["id"], other_session, {"status": "OCCURRENCE_STATUS_CANCELLED"})
+    assert called_off.status_code == 200, called_off.text
+    assert await _statuses_of(db, event["id"], [seventh]) == ["going"]
+
+
+async def test_concurrent_series_and_session_registrations_never_overfill_a_session(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    owner = await create_user(db)
+    event = await weekly_event(api, owner, capacity=5)
+    url = f"/api/events/{event['id']}/participants"
+    session = (await occurrences(api, event["id"]))[1]["id"]
+    people = await _many_users(db, 20)
+    bodies = [{} if i % 2 else {"occurrence_id": session} for i in range(len(people))]
+
+    responses = await asyncio.gather(
+        *(api.post(url, json=body, headers=p.headers) for p, body in zip(people, bodies, strict=True))
+    )
+
+    assert [r.status_code for r in responses] == [200] * len(people), {r.text for r in responses}
+    in_session = await db.fetchval(
+        "select count(*) from public.event_participants where event_id = $1 and status = 'going' "
+        "and (occurrence_id is null or occurrence_id = $2)",
+        uuid.UUID(event["id"]),
+        uuid.UUID(session),
+    )
+    assert in_session == 5
 
 
 async def test_guests_count_against_capacity(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
