@@ -22,7 +22,7 @@ from tests.stripe_support import (
     stripe_event,
 )
 from tests.support import User, create_event, create_user
-from tests.ticketing_support import checkout, event_with_tickets, reserve
+from tests.ticketing_support import checkout, event_with_tickets, my_tickets, reserve
 
 BANGKOK = ZoneInfo("Asia/Bangkok")
 
@@ -186,3 +186,27 @@ async def test_partners_see_their_business_s_events_only(api: httpx.AsyncClient,
         assert (await sales_of(api, listed["id"], partner)).status_code == 200
     assert (await sales_of(api, event["id"], other_partner)).status_code == 403
     assert (await sales_of(api, draft["id"], other_partner)).status_code == 404
+
+
+async def test_a_ticket_refunded_after_it_was_scanned_still_counts_as_checked_in(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """`checked_in` is the tickets scanned at the door: someone let in and refunded afterwards (a goodwill
+    refund) was still there. They dropped out of the figure when their ticket was voided."""
+    owner, buyer = await create_user(db), await create_user(db)
+    event, general = await event_with_tickets(api, owner, price_minor=50_000, inventory=10)
+    order = await paid(api, buyer, general["id"], 2)
+    scanned, _ = [t for t in await my_tickets(api, buyer) if t["order_id"] == order["id"]]
+    admitted = await api.post(
+        "/api/check-ins", json={"event_id": event["id"], "code": scanned["code"]}, headers=owner.headers
+    )
+    assert admitted.json()["result"] == "CHECK_IN_RESULT_ADMITTED", admitted.text
+    back = await api.post(
+        f"/api/orders/{order['id']}:refund", json={"ticket_ids": [scanned["id"]]}, headers=owner.headers
+    )
+    assert back.status_code == 200, back.text
+
+    sales = (await sales_of(api, event["id"], owner)).json()
+
+    assert (sales["tickets_sold"], sales["checked_in"]) == (1, 1), sales
+    assert (sales["ticket_types"][0]["refunded"], sales["ticket_types"][0]["checked_in"]) == (1, 1), sales

@@ -11,7 +11,8 @@ What counts: money is taken when an order is paid (`paid_at`, free orders too) a
 a refund of it is recorded (pending or sent); days are the event's time zone's. A payment refunded
 before it could be honoured (sold out meanwhile, refunded at Stripe before its success arrived) and
 a second payment of one order sold nothing and count in neither. A partial refund made in Stripe's
-dashboard names no tickets: it counts in the event's and the day's figures, not a ticket type's."""
+dashboard names no tickets: it counts in the event's and the day's figures, not a ticket type's.
+Checked in counts every ticket scanned at the door, refunded afterwards or not: its holder was let in."""
 
 from dataclasses import dataclass
 from uuid import UUID
@@ -30,7 +31,7 @@ select t.id, t.name, t.price_minor, t.currency, c.sold, c.held, c.blocked, {AVAI
        coalesce(back.refunded, 0)::integer as refunded, coalesce(back.refunded_minor, 0)::bigint as refunded_minor
   from {TYPES}
   left join (select ticket_type_id, sum(price_minor) as gross_minor,
-                    count(*) filter (where status = 'checked_in') as checked_in
+                    count(*) filter (where checked_in_at is not null) as checked_in
                from public.tickets where event_id = $1 group by 1) issued on issued.ticket_type_id = t.id
   left join (select k.ticket_type_id, count(*) as refunded, sum(k.price_minor) as refunded_minor
                from public.orders o
