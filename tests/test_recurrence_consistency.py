@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import grpc
+import httpx
+import icalendar
 import pytest
 from dateutil import rrule as dateutil_rrule
 from hypothesis import HealthCheck, assume, given, settings
@@ -30,7 +32,8 @@ from localplus_recurrence import materialise
 from localplus_recurrence.rules import to_instant, to_wall
 from localplus_recurrence.settings import RecurrenceSettings
 from tests.sql_callers import as_caller, claims_of
-from tests.support import User
+from tests.support import User, add_city
+from tests.test_recurrence_api import weekly_event
 
 
 async def occurrence_starts(db: asyncpg.Pool, event_id: uuid.UUID) -> list[datetime]:
@@ -229,3 +232,27 @@ async def test_a_build_leaves_exactly_a_fresh_expansion(
     assert all(r["starts_at"] == r["original_starts_at"] for r in rows)
     assert {r["ends_at"] - r["starts_at"] for r in rows} <= {timedelta(minutes=90)}
     assert {r["status"] for r in rows} <= {"scheduled"}
+
+
+async def test_a_rule_written_through_supabase_rest_that_the_service_refuses_breaks_no_feed(
+    api: httpx.AsyncClient, db: asyncpg.Pool, user: User
+) -> None:
+    """The SQL checks hold a rule's shape, not all of RFC 5545: an editor can store BYDAY=XX or a
+    20-digit COUNT through Supabase's REST. Such a series has no occurrences (the service cannot expand
+    it), so it is left out of the iCalendar feeds too: every feed naming it, the city's and the
+    business's included, was a 500 for everyone."""
+    city = await add_city(db, f"city-{uuid.uuid4().hex[:8]}")
+    kept = await weekly_event(api, user, city=city)
+    broken = await weekly_event(api, user, city=city)
+    paths = (f"/api/cities/{city}/calendar.ics", f"/api/events/{broken['id']}/calendar.ics")
+    for rule in ("FREQ=WEEKLY;BYDAY=XX", "FREQ=DAILY;COUNT=99999999999999999999", "FREQ=DAILY;INTERVAL=0"):
+        async with as_caller(db, user.id, commit=True) as conn:
+            await conn.execute(
+                "update public.events set recurrence_rrule = $2 where id = $1", uuid.UUID(broken["id"]), rule
+            )
+        for path in paths:
+            feed = await api.get(path)
+            assert feed.status_code == 200, (rule, path, feed.text)
+            uids = [str(e["uid"]) for e in icalendar.Calendar.from_ical(feed.text).walk("VEVENT")]
+            assert f"{broken['id']}@localplus" not in uids, (rule, path)
+            assert (f"{kept['id']}@localplus" in uids) == ("cities" in path), (rule, path)

@@ -11,6 +11,7 @@ without the feed being built.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,8 +24,12 @@ import icalendar
 from localplus_common.access import visible_event
 from localplus_common.cities import city_id
 from localplus_common.db import Connection, Database
-from localplus_common.errors import invalid_argument
+from localplus_common.errors import ApiError, invalid_argument
+from localplus_recurrence.materialise import schedule_of
 from localplus_recurrence.occurrences import LISTED_COLUMNS
+from localplus_recurrence.rules import compile_schedule
+
+log = logging.getLogger(__name__)
 
 PRODID = "-//LocalPlus//Event Engine//EN"
 # What one feed holds at most: events (iCalendar) and occurrences (JSON, within the next days).
@@ -142,12 +147,27 @@ async def _ics(conn: Connection, feed: Feed) -> bytes:
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
-    for event in events:
+    for event in filter(_expandable, events):
         for component in _vevents(event, by_event.get(event["id"], [])):
             calendar.add_component(component)
     calendar.add_missing_timezones()
     ics: bytes = calendar.to_ical()
     return ics
+
+
+def _expandable(event: asyncpg.Record) -> bool:
+    """Whether the service can expand the event's schedule. The SQL checks hold a rule's shape only, so
+    one written through Supabase's REST may be a rule the API refuses: such a series has no occurrences,
+    and is left out of the feeds rather than failing them for every other event in them."""
+    if event["recurrence_rrule"] is None:
+        return True
+    try:
+        compile_schedule(schedule_of(event))
+        icalendar.vRecur.from_ical(event["recurrence_rrule"])
+    except (ApiError, ValueError):
+        log.warning("event %s has a rule the service cannot expand; left out of the feed", event["id"])
+        return False
+    return True
 
 
 def _vevents(event: asyncpg.Record, exceptions: Sequence[asyncpg.Record]) -> list[icalendar.Event]:
