@@ -97,6 +97,17 @@ async def add_city(db: asyncpg.Pool | asyncpg.Connection, slug: str) -> str:
     return slug
 
 
+async def registration_statuses(db: asyncpg.Pool, event_id: str, people: list[User]) -> list[str]:
+    """The stored status of each person's registration for the event, in the order of `people`."""
+    rows = await db.fetch(
+        "select status from public.event_participants where event_id = $1 and user_id = any($2::uuid[]) "
+        "order by array_position($2::uuid[], user_id)",
+        uuid.UUID(event_id),
+        [person.id for person in people],
+    )
+    return [row["status"] for row in rows]
+
+
 async def lock_waiters(
     db: asyncpg.Pool | asyncpg.Connection,
     *,

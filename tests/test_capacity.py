@@ -20,7 +20,7 @@ from localplus_common.migrate import migrate
 from localplus_dev.token import mint
 from tests.databases import Server
 from tests.sql_callers import as_caller
-from tests.support import User, create_event, create_user, lock_waiters
+from tests.support import User, create_event, create_user, lock_waiters, registration_statuses
 from tests.test_recurrence_api import occurrences, patch, weekly_event
 
 CAPACITY = 50
@@ -107,16 +107,6 @@ async def test_naming_a_one_off_events_only_occurrence_takes_one_of_the_events_p
     assert counters is not None and (counters["going"], counters["guests"]) == (2, 0)
 
 
-async def _statuses_of(db: asyncpg.Pool, event_id: str, people: list[User]) -> list[str]:
-    rows = await db.fetch(
-        "select status from public.event_participants where event_id = $1 and user_id = any($2::uuid[]) "
-        "order by array_position($2::uuid[], user_id)",
-        uuid.UUID(event_id),
-        [person.id for person in people],
-    )
-    return [row["status"] for row in rows]
-
-
 async def test_a_series_wide_registration_takes_a_place_in_every_occurrence(
     api: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:
@@ -146,12 +136,12 @@ async def test_a_series_wide_registration_takes_a_place_in_every_occurrence(
     # The series has a place left, the session has none.
     assert await register(fifth) == "PARTICIPANT_STATUS_WAITLISTED"
     await cancel(third)  # the session's own waitlist comes first
-    assert await _statuses_of(db, event["id"], people[2:5]) == ["cancelled", "going", "waitlisted"]
+    assert await registration_statuses(db, event["id"], people[2:5]) == ["cancelled", "going", "waitlisted"]
     await cancel(fourth)  # nobody waits for the session alone: the series-wide registration fits now
-    assert await _statuses_of(db, event["id"], people[3:5]) == ["cancelled", "going"]
+    assert await registration_statuses(db, event["id"], people[3:5]) == ["cancelled", "going"]
     assert await register(sixth, other_session) == "PARTICIPANT_STATUS_WAITLISTED"
     await cancel(first)  # a series-wide place is a place in every session
-    assert await _statuses_of(db, event["id"], people[:6]) == [
+    assert await registration_statuses(db, event["id"], people[:6]) == [
         "cancelled",
         "going",
         "cancelled",
@@ -163,7 +153,7 @@ async def test_a_series_wide_registration_takes_a_place_in_every_occurrence(
     assert await register(seventh) == "PARTICIPANT_STATUS_WAITLISTED"
     called_off = await patch(api, owner, event["id"], other_session, {"status": "OCCURRENCE_STATUS_CANCELLED"})
     assert called_off.status_code == 200, called_off.text
-    assert await _statuses_of(db, event["id"], [seventh]) == ["going"]
+    assert await registration_statuses(db, event["id"], [seventh]) == ["going"]
 
 
 async def test_concurrent_series_and_session_registrations_never_overfill_a_session(

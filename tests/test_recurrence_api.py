@@ -14,7 +14,7 @@ import httpx
 import icalendar
 
 from localplus_dev.stack import Stack
-from tests.support import User, add_city, create_event, create_user, iso, service_role_token
+from tests.support import User, add_city, create_event, create_user, iso, registration_statuses, service_role_token
 from tests.test_telemetry import moved_by, scrape
 from tests.ticketing_support import checkout, my_tickets, reserve
 
@@ -442,13 +442,7 @@ async def test_a_larger_occurrence_capacity_lets_that_occurrences_waitlist_in(
         assert registered.status_code == 200, registered.text
 
     async def statuses() -> list[str]:
-        rows = await db.fetch(
-            "select status from public.event_participants where event_id = $1 and user_id = any($2::uuid[]) "
-            "order by array_position($2::uuid[], user_id)",
-            uuid.UUID(event["id"]),
-            [person.id for person in people],
-        )
-        return [row["status"] for row in rows]
+        return await registration_statuses(db, event["id"], people)
 
     assert await statuses() == ["going", "waitlisted", "waitlisted", "going", "waitlisted"]
     before = await scrape(metrics_url)

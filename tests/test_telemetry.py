@@ -40,7 +40,7 @@ from localplus_dev.processes import Supervisor
 from localplus_dev.stack import Stack
 from tests.service_process import running_service
 from tests.stripe_support import awaiting_payment, deliver, payment_intent, stripe_event
-from tests.support import User, create_event, create_user, event_body
+from tests.support import User, create_event, create_user, event_body, registration_statuses
 from tests.test_errors import error_info
 from tests.ticketing_support import checkout, event_with_tickets, pay_at_stripe, reserve, wait_for_status
 
@@ -326,13 +326,7 @@ async def test_waitlist_promotions_count_each_promotion_once_committed(
     assert (await api.post(url, json=status, headers=interested.headers)).status_code == 200
 
     async def statuses() -> list[str]:
-        rows = await db.fetch(
-            "select status from public.event_participants where event_id = $1 and user_id = any($2::uuid[]) "
-            "order by array_position($2::uuid[], user_id)",
-            uuid.UUID(event["id"]),
-            [going.id, first.id, second.id],
-        )
-        return [row["status"] for row in rows]
+        return await registration_statuses(db, event["id"], [going, first, second])
 
     assert await statuses() == ["going", "waitlisted", "waitlisted"]
     before = await scrape(metrics_url)
