@@ -15,6 +15,7 @@ import icalendar
 
 from localplus_dev.stack import Stack
 from tests.support import User, add_city, create_event, create_user, iso, registration_statuses, service_role_token
+from tests.test_bad_input import assert_json_error
 from tests.test_telemetry import moved_by, scrape
 from tests.ticketing_support import checkout, my_tickets, reserve
 
@@ -268,7 +269,6 @@ async def test_whats_on_lists_published_public_occurrences_in_the_city(
     assert listed[0]["event"]["title"] == series["title"] and listed[0]["event"]["recurring"]
     unknown = await api.get("/api/occurrences", params={**params, "city": "atlantis"})
     assert unknown.status_code == 400 and "atlantis" in unknown.json()["message"]
-    assert (await api.get("/api/cities/atlantis/calendar.ics")).status_code == 400
     everywhere = await api.get("/api/occurrences", params={**params, "city": "", "page_size": "100"})
     assert elsewhere["id"] in everywhere.text
     too_wide = await api.get("/api/occurrences", params={**params, "end": iso(start + timedelta(days=40))})
@@ -377,6 +377,15 @@ async def test_feeds_show_only_what_the_caller_may_see(api: httpx.AsyncClient, u
     assert (await api.get(f"/api/events/{draft['id']}/calendar.ics", headers=user.headers)).status_code == 200
     assert (await api.get(f"/api/events/{draft['id']}/occurrences", headers=other_user.headers)).status_code == 404
     assert (await api.get("/api/cities/%20/calendar.ics")).status_code == 400
+
+
+async def test_the_feeds_of_an_unknown_city_are_404s(api: httpx.AsyncClient, user: User) -> None:
+    """Like any unknown resource: not a 400, the slug being well formed."""
+    for path in ("/api/cities/atlantis/calendar.ics", "/api/cities/atlantis/calendar.json"):
+        for headers in ({}, user.headers):
+            response = await api.get(path, headers=headers)
+            assert_json_error(response, 404, "NOT_FOUND")
+            assert "atlantis" in response.json()["message"] and "etag" not in response.headers, path
 
 
 async def test_a_registration_for_one_occurrence_takes_that_occurrences_place(

@@ -1,17 +1,24 @@
-"""Cities, as every `city=` filter names them (Phase 4): by slug; an unknown one is a 400 naming it."""
+"""Cities, as every `city=` filter names them (Phase 4): by slug; an unknown one is a 400 naming it,
+and a 404 where the city is the resource a path names (its calendar feeds)."""
 
 from uuid import UUID
 
 from localplus_common.db import Connection
-from localplus_common.errors import ApiError, invalid_argument
+from localplus_common.errors import ApiError, invalid_argument, not_found
 
 
 async def city_id(conn: Connection, slug: str, field: str = "city") -> UUID:
     """The city a slug names, or a 400 naming the slug."""
-    found: UUID | None = await conn.fetchval("select id from public.cities where slug = $1", slug.strip().lower())
+    found = await _find(conn, slug)
     if found is None:
         raise _no_city(field, slug)
     return found
+
+
+async def require_path_city(conn: Connection, slug: str) -> None:
+    """The city a path names exists, or a 404 naming the slug."""
+    if await _find(conn, slug) is None:
+        raise not_found(_unknown(slug))
 
 
 async def require_cities(conn: Connection, slugs: list[str], field: str) -> None:
@@ -25,5 +32,14 @@ async def require_cities(conn: Connection, slugs: list[str], field: str) -> None
         raise _no_city(field, unknown[0])
 
 
+async def _find(conn: Connection, slug: str) -> UUID | None:
+    found: UUID | None = await conn.fetchval("select id from public.cities where slug = $1", slug.strip().lower())
+    return found
+
+
 def _no_city(field: str, slug: str) -> ApiError:
-    return invalid_argument(field, f"there is no city {slug[:64]!r}; GET /api/cities lists them")
+    return invalid_argument(field, _unknown(slug))
+
+
+def _unknown(slug: str) -> str:
+    return f"there is no city {slug[:64]!r}; GET /api/cities lists them"
