@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -106,6 +108,18 @@ async def registration_statuses(db: asyncpg.Pool, event_id: str, people: list[Us
         [person.id for person in people],
     )
     return [row["status"] for row in rows]
+
+
+@asynccontextmanager
+async def businesses_hidden(db: asyncpg.Pool) -> AsyncIterator[None]:
+    """While inside: `businesses` shows the API roles no row, as LocalPlus's own row-level security on
+    Supabase may (the table is not the engine's), so only what the engine itself holds answers for them."""
+    policy = "create policy businesses_hidden_by_its_owner on public.businesses as restrictive for select"
+    await db.execute(f"{policy} to anon, authenticated using (false)")
+    try:
+        yield
+    finally:
+        await db.execute("drop policy businesses_hidden_by_its_owner on public.businesses")
 
 
 async def lock_waiters(

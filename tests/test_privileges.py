@@ -23,6 +23,8 @@ ALL = "every column"
 DEFINER_ALLOW_LIST: dict[str, str] = {
     "localplus_private.event_role_rank(uuid)": "the caller's own rank on an event, 0 for one they cannot see",
     "localplus_private.is_business_partner(uuid,text[])": "whether the caller is a partner of a business",
+    "localplus_private.business_exists(uuid)": "whether a business of that id exists, nothing else about it "
+    "(its own row-level security is not the engine's)",
     "localplus_private.event_accepts_registrations(uuid)": "registration is open on a published event the "
     "caller may see (private ones only with a tie)",
     "localplus_private.caller_saved(uuid)": "whether the caller saved an event",

@@ -14,7 +14,7 @@ import httpx
 import icalendar
 
 from localplus_dev.stack import Stack
-from tests.support import User, add_city, create_event, create_user, iso, registration_statuses, service_role_token
+from tests.support import User, add_city, businesses_hidden, create_event, create_user, iso, registration_statuses, service_role_token
 from tests.test_bad_input import assert_json_error
 from tests.test_telemetry import moved_by, scrape
 from tests.ticketing_support import checkout, my_tickets, reserve
@@ -386,6 +386,37 @@ async def test_the_feeds_of_an_unknown_city_are_404s(api: httpx.AsyncClient, use
             response = await api.get(path, headers=headers)
             assert_json_error(response, 404, "NOT_FOUND")
             assert "atlantis" in response.json()["message"] and "etag" not in response.headers, path
+
+
+async def test_the_feeds_of_an_unknown_business_are_404s(api: httpx.AsyncClient, user: User) -> None:
+    """Not an empty feed, which a calendar app would subscribe to without a word."""
+    unknown = uuid.uuid4()
+    for path in (f"/api/businesses/{unknown}/calendar.ics", f"/api/businesses/{unknown}/calendar.json"):
+        for headers in ({}, user.headers):
+            response = await api.get(path, headers=headers)
+            assert_json_error(response, 404, "NOT_FOUND")
+            assert "etag" not in response.headers, path
+    # A malformed id is still a 400 naming the field.
+    assert_json_error(await api.get("/api/businesses/not-a-uuid/calendar.ics"), 400, "INVALID_ARGUMENT", "business_id")
+
+
+async def test_business_feeds_do_not_rely_on_the_businesses_own_row_security(
+    api: httpx.AsyncClient, user: User, db: asyncpg.Pool
+) -> None:
+    """`businesses` is LocalPlus's table; on Supabase its policies may hide rows from anonymous callers.
+    A real business's feed is still served to them, and an unknown one is still a 404."""
+    business_id = await db.fetchval("insert into public.businesses (name) values ('Private books') returning id")
+    await db.execute(
+        "insert into public.partners (business_id, user_id, role) values ($1, $2, 'owner')", business_id, user.id
+    )
+    event = await weekly_event(api, user, business_id=str(business_id))
+    async with businesses_hidden(db):
+        for kind in ("ics", "json"):
+            for headers in ({}, user.headers):
+                feed = await api.get(f"/api/businesses/{business_id}/calendar.{kind}", headers=headers)
+                assert feed.status_code == 200, feed.text
+                assert event["id"] in feed.text
+            assert (await api.get(f"/api/businesses/{uuid.uuid4()}/calendar.{kind}")).status_code == 404
 
 
 async def test_a_registration_for_one_occurrence_takes_that_occurrences_place(

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import httpx
 
-from tests.support import User, create_event, create_user, iso
+from tests.support import User, businesses_hidden, create_event, create_user, iso
 
 Json = dict[str, Any]
 
@@ -491,6 +491,20 @@ async def test_business_stats_are_for_its_partners(
     assert empty.status_code == 200, empty.text
     assert empty.json()["events"] == 0
     assert {name: empty.json()[name] for name in COUNTS} == dict.fromkeys(COUNTS, 0)
+
+
+async def test_business_stats_do_not_rely_on_the_businesses_own_row_security(
+    api: httpx.AsyncClient, user: User, db: asyncpg.Pool
+) -> None:
+    """On Supabase `businesses` has LocalPlus's own policies, which may hide its rows from the API roles:
+    a partner still gets their business's figures, not a 404 calling it unknown."""
+    business_id = await new_business(db, {"owner": user})
+    await publish(api, user, "Hidden business event", business_id=str(business_id))
+    async with businesses_hidden(db):
+        response = await api.get(f"/api/businesses/{business_id}/stats", headers=user.headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["events"] == 1
+        assert (await api.get(f"/api/businesses/{uuid.uuid4()}/stats", headers=user.headers)).status_code == 404
 
 
 async def test_deleting_an_event_with_registrations_and_saves(

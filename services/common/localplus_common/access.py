@@ -34,11 +34,17 @@ async def visible_event(conn: Connection, event_id: UUID) -> asyncpg.Record:
     return event
 
 
+async def require_business(conn: Connection, business_id: UUID) -> None:
+    """404 for a business that does not exist. Asked of a definer function: `businesses` has row-level
+    security that is not the engine's (on Supabase it may hide rows from the caller)."""
+    if not await conn.fetchval("select localplus_private.business_exists($1)", business_id):
+        raise not_found("business not found")
+
+
 async def require_business_partner(conn: Connection, identity: Identity, business_id: UUID, what: str) -> None:
     """A business's figures are its partners' (any role) and platform admins': 404 when it does not
     exist, 403 for anyone else."""
-    if not await conn.fetchval("select exists (select 1 from public.businesses where id = $1)", business_id):
-        raise not_found("business not found")
+    await require_business(conn, business_id)
     if not identity.is_platform_admin and not await conn.fetchval(
         "select localplus_private.is_business_partner($1, array['owner', 'editor', 'viewer'])", business_id
     ):

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import icalendar
 
-from localplus_common.access import visible_event
+from localplus_common.access import require_business, visible_event
 from localplus_common.cities import require_path_city
 from localplus_common.db import Connection, Database
 from localplus_common.errors import ApiError, invalid_argument
@@ -115,7 +115,10 @@ async def document(db: Database, feed: Feed, kind: str, if_none_match: str | Non
     async def build(conn: Connection) -> Document:
         if feed.event_id is not None:
             await visible_event(conn, feed.event_id)
-        if feed.city is not None:  # the resource the path names: an unknown one is a 404, like an event
+        # The resource the path names: an unknown one is a 404, not an empty feed.
+        if feed.business_id is not None:
+            await require_business(conn, feed.business_id)
+        if feed.city is not None:
             await require_path_city(conn, feed.city)
         etag, last_modified = await _version(conn, feed, kind)
         if if_none_match is not None and _matches(etag, if_none_match):
