@@ -346,6 +346,26 @@ async def test_date_range_and_ended_events(api: httpx.AsyncClient, user: User, c
     assert ids(await found(api, city=city, q="fair", starts_after=iso(now - timedelta(days=8)))) == [ended["id"]]
 
 
+async def test_a_series_under_way_is_upcoming_until_its_last_occurrence_ends(
+    api: httpx.AsyncClient, user: User, city: str
+) -> None:
+    """A weekly class whose first session is over is still on: the event's own `ends_at` is only its
+    first occurrence's end. Found in every order, as long as an occurrence is still to come."""
+    place = {"latitude": BANGKOK[0], "longitude": BANGKOK[1]}
+    weekly = {"rrule": "FREQ=WEEKLY;COUNT=4"}
+    under_way = await publish(api, user, city, "Weekly pottery class", **when(-8), **place, recurrence=weekly)
+    await publish(api, user, city, "Pottery course, all over", **when(-30), **place, recurrence=weekly)
+    await publish(api, user, city, "Pottery fair, over", **when(-8), **place)
+    for order in ORDERS:
+        params: Params = {"city": city, "order_by": order}
+        if order == "relevance":
+            params["q"] = "pottery"
+        if order == "distance":
+            params["near"] = f"{BANGKOK[0]},{BANGKOK[1]}"
+        assert [event["id"] for event in await found(api, **params)] == [under_way["id"]], order
+    assert [event["id"] for event in await found(api, q="pottery class", city=city)] == [under_way["id"]]
+
+
 @pytest.mark.parametrize(
     "params",
     [

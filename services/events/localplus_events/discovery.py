@@ -46,6 +46,12 @@ EARTH_RADIUS_KM = 6371.0088
 REACH_SLACK_KM = 0.001
 # Sort keys are similarities (0-1), distances (km) and counts; anything beyond this is not a real key.
 MAX_SORT_KEY = Decimal(2**31)
+# Not over yet: a one-off event until it ends, a series until its last occurrence does (the event's own
+# `ends_at` is its first occurrence's). Only series under way look at their occurrences.
+UPCOMING = (
+    "(e.ends_at > now() or (e.recurrence_rrule is not null and exists "
+    "(select 1 from public.event_occurrences u where u.event_id = e.id and u.ends_at > now())))"
+)
 SAVED_KEYSET = {"saved_at": time_value, "id": uuid_value}
 MY_EVENTS_KEYSET = {"starts_at": time_value, "id": uuid_value}
 
@@ -194,9 +200,9 @@ def plan_search(
     if among is not None:
         sql.where(f"e.id = any({sql.param(list(among))}::uuid[])")
         sql.where(f"not e.id = any({sql.param(list(excluding))}::uuid[])")
-        sql.where("e.ends_at > now()")
+        sql.where(UPCOMING)
     elif starts_after is None and starts_before is None:
-        sql.where("e.ends_at > now()")
+        sql.where(UPCOMING)
     if starts_after is not None:
         sql.where(f"e.starts_at >= {sql.param(starts_after)}")
     if starts_before is not None:
