@@ -4,6 +4,7 @@ JSON feeds with their cache headers, registrations for one occurrence, and bad r
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ import httpx
 import icalendar
 
 from localplus_dev.stack import Stack
+from localplus_recurrence import calendars
 from tests.support import User, add_city, businesses_hidden, create_event, create_user, iso, registration_statuses, service_role_token
 from tests.test_bad_input import assert_json_error
 from tests.test_telemetry import moved_by, scrape
@@ -369,6 +371,50 @@ async def test_json_feeds_print_their_occurrences_like_the_api_does(
     [first, *_] = (await api.get(f"/api/cities/{city}/calendar.json")).json()["occurrences"]
     assert first["occurrence"] == listed["occurrence"]
     assert set(first["event"]) == set(listed["event"])
+
+
+async def test_a_feed_past_its_limit_holds_the_soonest_events_in_every_form(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """A city with more upcoming events than a feed holds: its iCalendar, its JSON and its ETag all hold
+    the events that start first, so the next thing on is in the JSON feed too, and changing it changes
+    the ETag (a calendar app polling with If-None-Match sees the change)."""
+    city = await add_city(db, f"city-{uuid.uuid4().hex[:8]}")
+    later = datetime.now(UTC) + timedelta(days=30)
+    try:
+        # By id, the soonest event comes last.
+        await db.execute(
+            "insert into public.events (id, title, starts_at, ends_at, timezone, status, city) "
+            "select ('0' || substr(gen_random_uuid()::text, 2))::uuid, 'Later ' || i, $2::timestamptz, "
+            "$2::timestamptz + interval '1 hour', 'Asia/Bangkok', 'published', $1 from generate_series(1, $3) i",
+            city,
+            later,
+            calendars.MAX_EVENTS,
+        )
+        soonest = uuid.UUID("ffffffff" + uuid.uuid4().hex[8:])
+        await db.execute(
+            "insert into public.events (id, title, starts_at, ends_at, timezone, status, city) "
+            "values ($1, 'Tomorrow night', now() + interval '1 day', now() + interval '1 day 2 hours', "
+            "'Asia/Bangkok', 'published', $2)",
+            soonest,
+            city,
+        )
+        built = "select count(*) from public.event_occurrences o join public.events e on e.id = o.event_id"
+        built += " where e.city = $1"
+        for _ in range(600):  # the horizon job builds their occurrences
+            if await db.fetchval(built, city) > calendars.MAX_EVENTS:
+                break
+            await asyncio.sleep(0.1)
+        ics = await api.get(f"/api/cities/{city}/calendar.ics")
+        assert ics.status_code == 200 and str(soonest) in ics.text
+        assert len(icalendar.Calendar.from_ical(ics.text).walk("VEVENT")) == calendars.MAX_EVENTS
+        feed = (await api.get(f"/api/cities/{city}/calendar.json")).json()["occurrences"]
+        assert feed[0]["event"]["id"] == str(soonest) and len(feed) == calendars.MAX_EVENTS
+        await db.execute("update public.events set title = 'Tomorrow night, new time' where id = $1", soonest)
+        changed = await api.get(f"/api/cities/{city}/calendar.ics", headers={"if-none-match": ics.headers["etag"]})
+        assert changed.status_code == 200 and "Tomorrow night\\, new time" in changed.text
+    finally:
+        await db.execute("delete from public.events where city = $1", city)
 
 
 async def test_feeds_show_only_what_the_caller_may_see(api: httpx.AsyncClient, user: User, other_user: User) -> None:

@@ -59,6 +59,14 @@ class Feed:
             return f"e.business_id = $1 and {LISTED}", self.business_id
         return f"e.city_id = (select c.id from public.cities c where c.slug = $1) and {LISTED}", self.city
 
+    def events(self, columns: str) -> tuple[str, object]:
+        """The feed's events, the same in its ETag, its iCalendar and its JSON: the first MAX_EVENTS to
+        start (past them, the next things on rather than whichever ids sort first), as a query of
+        `columns` of `e`, with its one parameter ($1)."""
+        where, value = self.where()
+        query = f"select {columns} from public.events e where {where} order by e.starts_at, e.id limit {MAX_EVENTS}"
+        return query, value
+
 
 @dataclass(frozen=True)
 class Document:
@@ -88,7 +96,7 @@ def _matches(etag: str, if_none_match: str) -> bool:
 async def _version(conn: Connection, feed: Feed, kind: str) -> tuple[str, datetime | None]:
     """The feed's ETag and Last-Modified: a digest of its events' versions and its occurrences'
     changes (an occurrence is deleted only when its event's schedule, and so its version, changed)."""
-    where, value = feed.where()
+    events, value = feed.events("e.id, e.version, e.updated_at")
     row = await conn.fetchrow(
         f"""
         select md5(coalesce(string_agg(e.id::text || ':' || e.version, ',' order by e.id), '')) as events,
@@ -96,8 +104,7 @@ async def _version(conn: Connection, feed: Feed, kind: str) -> tuple[str, dateti
                (select max(o.updated_at) from public.event_occurrences o
                  where o.event_id = any (array_agg(e.id))) as occurrences_changed,
                (select count(*) from public.event_occurrences o where o.event_id = any (array_agg(e.id))) as count
-          from (select e.id, e.version, e.updated_at from public.events e where {where}
-                 order by e.id limit {MAX_EVENTS}) e
+          from ({events}) e
         """,
         value,
     )
@@ -131,10 +138,7 @@ async def document(db: Database, feed: Feed, kind: str, if_none_match: str | Non
 
 
 async def _ics(conn: Connection, feed: Feed) -> bytes:
-    where, value = feed.where()
-    events = await conn.fetch(
-        f"select e.* from public.events e where {where} order by e.starts_at, e.id limit {MAX_EVENTS}", value
-    )
+    events = await conn.fetch(*feed.events("e.*"))
     exceptions = await conn.fetch(
         """
         select * from public.event_occurrences
@@ -231,12 +235,12 @@ def _vevent(
 
 
 async def _occurrences(conn: Connection, feed: Feed) -> list[asyncpg.Record]:
-    where, value = feed.where()
+    events, value = feed.events("e.id")
     return await conn.fetch(
         f"""
         select {LISTED_COLUMNS}
           from public.event_occurrences o join public.events e on e.id = o.event_id
-         where e.id in (select e.id from public.events e where {where} order by e.id limit {MAX_EVENTS})
+         where e.id in ({events})
            and o.ends_at > now() and o.starts_at < now() + $2::interval and o.in_series
          order by o.starts_at, o.id
          limit {MAX_OCCURRENCES}
