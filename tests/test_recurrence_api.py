@@ -240,6 +240,32 @@ async def test_cancelling_this_and_following_ends_the_series(api: httpx.AsyncCli
     assert [o["id"] for o in await occurrences(api, event["id"])] == [o["id"] for o in found[:3]]
 
 
+async def test_a_registrations_occurrence_is_not_changed_by_put(
+    api: httpx.AsyncClient, user: User, other_user: User
+) -> None:
+    """PUT .../participants silently ignored occurrence_id. CONTRACT §6's PUT body is {status?,
+    guest_count?, user_id?} and the occurrence is set when registering (as a ticket type keeps what was
+    ordered): another one is a 400 naming occurrence_id; sending back the one it has is fine."""
+    event = await weekly_event(api, user)
+    found = await occurrences(api, event["id"])
+    path = f"/api/events/{event['id']}/participants"
+    registered = await api.post(path, json={"occurrence_id": found[1]["id"]}, headers=other_user.headers)
+    assert registered.status_code == 200, registered.text
+    for elsewhere in (found[2]["id"], str(uuid.uuid4())):
+        moved = await api.put(path, json={"occurrence_id": elsewhere, "guest_count": 1}, headers=other_user.headers)
+        assert moved.status_code == 400, moved.text
+        assert "occurrence_id" in moved.text and "register" in moved.json()["message"], moved.text
+    again = await api.get(f"{path}/{other_user.id}", headers=other_user.headers)
+    assert (again.json()["occurrence_id"], again.json()["guest_count"]) == (found[1]["id"], 0)
+    same = await api.put(path, json={**again.json(), "guest_count": 1}, headers=other_user.headers)
+    assert same.status_code == 200, same.text
+    assert (same.json()["occurrence_id"], same.json()["guest_count"]) == (found[1]["id"], 1)
+    # A registration for the whole event does not change to one occurrence either.
+    assert (await api.post(path, json={}, headers=user.headers)).status_code == 200
+    series_wide = await api.put(path, json={"occurrence_id": found[2]["id"]}, headers=user.headers)
+    assert series_wide.status_code == 400 and "occurrence_id" in series_wide.text, series_wide.text
+
+
 async def test_whats_on_lists_published_public_occurrences_in_the_city(
     api: httpx.AsyncClient, user: User, db: asyncpg.Pool
 ) -> None:

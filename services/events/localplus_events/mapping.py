@@ -216,7 +216,8 @@ def participant_update(request: events_pb2.UpdateParticipantRequest) -> Particip
     """What an update writes: the masked fields (an unset one cleared), or without a mask those present."""
     participant = request.participant
     fields = update_fields(participant, request.update_mask, PARTICIPANT_EDITABLE_FIELDS, PARTICIPANT_FIXED_FIELDS)
-    return participant_changes(participant, fields)
+    changes = participant_changes(participant, fields)
+    return replace(changes, occurrence_id=optional_uuid("occurrence_id", participant.occurrence_id))
 
 
 def participant_changes(participant: events_pb2.Participant, fields: list[str]) -> ParticipantChanges:

@@ -27,7 +27,8 @@ class ParticipantChanges:
 
     status: str | None = None
     guest_count: int | None = None
-    # Only when registering: the occurrence the registration is for (None: the whole event).
+    # When registering: the occurrence the registration is for (None: the whole event). In an
+    # update: the one the body names (None: none named), which must be the registration's own.
     occurrence_id: UUID | None = None
 
 
@@ -110,6 +111,7 @@ async def update_participant(
             raise not_found("no registration for this event")
         if target != identity.user_id and not is_editor:
             raise permission_denied("only editors may change other people's registrations")
+        _check_same_occurrence(event, current, changes.occurrence_id)
         status = changes.status if changes.status is not None else current["status"]
         guest_count = changes.guest_count if changes.guest_count is not None else current["guest_count"]
         if not is_editor:
@@ -166,6 +168,19 @@ def _target_user(identity: Identity, requested: UUID | None) -> UUID:
     if identity.user_id is None:
         raise invalid_argument("user_id", "user_id is required for service callers")
     return identity.user_id
+
+
+def _check_same_occurrence(event: asyncpg.Record, current: asyncpg.Record, named: UUID | None) -> None:
+    """An update keeps the registration's occurrence (CONTRACT §6: PUT takes status and guest count):
+    moving it would move its place between two pools and waitlists. Naming the one it has is fine, and
+    so is a one-off event's own id, which registering stores as the event (no occurrence)."""
+    kept = current["occurrence_id"] or (event["id"] if event["recurrence_rrule"] is None else None)
+    if named is not None and named != kept:
+        raise invalid_argument(
+            "occurrence_id",
+            "a registration keeps the occurrence it was made for: to go to another one, cancel it (DELETE)"
+            " and register again (POST) naming that occurrence",
+        )
 
 
 def _check_published(event: asyncpg.Record) -> None:
