@@ -240,6 +240,29 @@ async def test_cancelling_this_and_following_ends_the_series(api: httpx.AsyncCli
     assert [o["id"] for o in await occurrences(api, event["id"])] == [o["id"] for o in found[:3]]
 
 
+async def test_a_participant_splitting_the_series_gets_403_whatever_the_body(
+    api: httpx.AsyncClient, user: User, other_user: User
+) -> None:
+    """Who may not change the occurrences learns that first, as for every other edit (the body's
+    meaning is checked once the caller may act): a note or restore with this scope was a 400 first."""
+    event = await weekly_event(api, user)
+    found = await occurrences(api, event["id"])
+    joined = await api.post(f"/api/events/{event['id']}/participants", json={}, headers=other_user.headers)
+    assert joined.status_code == 200, joined.text
+    following = {"scope": "UPDATE_SCOPE_THIS_AND_FOLLOWING"}
+    for body in ({"note": "mine"}, {"status": "OCCURRENCE_STATUS_SCHEDULED"}):
+        denied = await patch(api, other_user, event["id"], found[2]["id"], body, **following)
+        assert denied.status_code == 403, (body, denied.text)
+    draft = await weekly_event(api, user, status="EVENT_STATUS_DRAFT")
+    rows = await api.get(f"/api/events/{draft['id']}/occurrences", headers=user.headers)
+    hidden = rows.json()["occurrences"][1]
+    unseen = await patch(api, other_user, draft["id"], hidden["id"], {"note": "x"}, **following)
+    assert unseen.status_code == 404, unseen.text
+    # The editor still gets the 400 that explains the scope.
+    explained = await patch(api, user, event["id"], found[2]["id"], {"note": "x"}, **following)
+    assert explained.status_code == 400 and "occurrence.note" in explained.text, explained.text
+
+
 async def test_a_registrations_occurrence_is_not_changed_by_put(
     api: httpx.AsyncClient, user: User, other_user: User
 ) -> None:

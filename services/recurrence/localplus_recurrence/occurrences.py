@@ -218,13 +218,14 @@ async def _update_following(
     """Split the series at this occurrence: the events service ends the event before it and copies
     it into a new event from it on (with the new times or capacity); here, in one transaction, both
     series are rebuilt and the exceptions of the later occurrences move to the new one."""
-    if changes.note is not None:
-        raise invalid_argument("occurrence.note", "a note is for one occurrence: use scope UPDATE_SCOPE_THIS")
-    if changes.cancelled is False:
-        raise invalid_argument("occurrence.status", "restore occurrences one at a time (scope UPDATE_SCOPE_THIS)")
 
     async def plan(conn: Connection) -> tuple[asyncpg.Record, asyncpg.Record, list[asyncpg.Record]]:
+        # Who may not edit learns that first (404/403), whatever the body asks, as with scope THIS.
         event, occurrence = await _editable(conn, event_id, occurrence_id)
+        if changes.note is not None:
+            raise invalid_argument("occurrence.note", "a note is for one occurrence: use scope UPDATE_SCOPE_THIS")
+        if changes.cancelled is False:
+            raise invalid_argument("occurrence.status", "restore occurrences one at a time (scope UPDATE_SCOPE_THIS)")
         if event["recurrence_rrule"] is None:
             raise failed_precondition("a one-off event has nothing following", "NOT_RECURRING")
         if occurrence["original_starts_at"] <= datetime.now(UTC):
