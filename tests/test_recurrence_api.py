@@ -240,6 +240,38 @@ async def test_cancelling_this_and_following_ends_the_series(api: httpx.AsyncCli
     assert [o["id"] for o in await occurrences(api, event["id"])] == [o["id"] for o in found[:3]]
 
 
+async def test_cancelling_this_and_following_from_the_first_occurrence_cancels_the_event(
+    api: httpx.AsyncClient, db: asyncpg.Pool, user: User
+) -> None:
+    """From the first occurrence "this and following" is the whole series: it was a 400 saying the
+    rule "yields no occurrence". Cancelling the whole series is cancelling the event, which is the
+    owner's (an editor gets the 403 CancelEvent gives); moving it is editing the event (a clear 400)."""
+    event = await weekly_event(api, user)
+    found = await occurrences(api, event["id"])
+    editor = await create_user(db)
+    grant = {"user_id": str(editor.id), "role": "EVENT_ROLE_EDITOR"}
+    granted = await api.post(f"/api/events/{event['id']}/permissions", json=grant, headers=user.headers)
+    assert granted.status_code == 200, granted.text
+    cancel = {"status": "OCCURRENCE_STATUS_CANCELLED"}
+    following = {"scope": "UPDATE_SCOPE_THIS_AND_FOLLOWING"}
+    later = parse_time(found[0]["starts_at"]) + timedelta(hours=1)
+    move = {"starts_at": iso(later), "ends_at": iso(later + timedelta(hours=2))}
+    moved = await patch(api, user, event["id"], found[0]["id"], move, **following)
+    assert moved.status_code == 400, moved.text
+    assert "first occurrence" in moved.json()["message"] and f"/api/events/{event['id']}" in moved.json()["message"]
+    by_editor = await patch(api, editor, event["id"], found[0]["id"], cancel, **following)
+    assert by_editor.status_code == 403 and "cancel" in by_editor.json()["message"], by_editor.text
+    assert (await api.get(f"/api/events/{event['id']}")).json()["status"] == "EVENT_STATUS_PUBLISHED"
+
+    ended = await patch(api, user, event["id"], found[0]["id"], cancel, **following)
+    assert ended.status_code == 200, ended.text
+    assert ended.json()["id"] == found[0]["id"] and ended.json()["status"] == "OCCURRENCE_STATUS_CANCELLED"
+    assert (await api.get(f"/api/events/{event['id']}")).json()["status"] == "EVENT_STATUS_CANCELLED"
+    after = await occurrences(api, event["id"])
+    assert [o["id"] for o in after] == [o["id"] for o in found]
+    assert {o["status"] for o in after} == {"OCCURRENCE_STATUS_CANCELLED"}
+
+
 async def test_a_participant_splitting_the_series_gets_403_whatever_the_body(
     api: httpx.AsyncClient, user: User, other_user: User
 ) -> None:

@@ -46,3 +46,10 @@ class EventsClient:
             await self._stub.UpdateEvent(request, metadata=forward.metadata, timeout=forward.timeout)
         except grpc.aio.AioRpcError as error:
             raise passed_on(error, "events") from None
+
+    async def cancel_event(self, forward: Forward, event_id: UUID, etag: str) -> None:
+        request = events_pb2.CancelEventRequest(id=str(event_id), etag=etag)
+        try:
+            await self._stub.CancelEvent(request, metadata=forward.metadata, timeout=forward.timeout)
+        except grpc.aio.AioRpcError as error:
+            raise passed_on(error, "events") from None

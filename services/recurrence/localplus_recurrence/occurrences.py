@@ -102,6 +102,8 @@ class EventsPort(Protocol):
 
     async def end_series(self, forward: Forward, event_id: UUID, recurrence: rules.Recurrence, etag: str) -> None: ...
 
+    async def cancel_event(self, forward: Forward, event_id: UUID, etag: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class Split:
@@ -219,7 +221,9 @@ async def _update_following(
     it into a new event from it on (with the new times or capacity); here, in one transaction, both
     series are rebuilt and the exceptions of the later occurrences move to the new one."""
 
-    async def plan(conn: Connection) -> tuple[asyncpg.Record, asyncpg.Record, list[asyncpg.Record]]:
+    async def plan(conn: Connection) -> tuple[asyncpg.Record, asyncpg.Record, list[asyncpg.Record] | None]:
+        """The event, the occurrence and the exceptions from it on; None for those when it is the
+        series' first occurrence, and so "this and following" is the whole event."""
         # Who may not edit learns that first (404/403), whatever the body asks, as with scope THIS.
         event, occurrence = await _editable(conn, event_id, occurrence_id)
         if changes.note is not None:
@@ -230,6 +234,15 @@ async def _update_following(
             raise failed_precondition("a one-off event has nothing following", "NOT_RECURRING")
         if occurrence["original_starts_at"] <= datetime.now(UTC):
             raise failed_precondition("only future occurrences split a series", "OCCURRENCE_STARTED")
+        series = rules.compile_schedule(materialise.schedule_of(event))
+        if not series.instants(event["starts_at"], occurrence["original_starts_at"], 1):
+            if changes.cancelled:
+                return event, occurrence, None
+            raise failed_precondition(
+                "this is the series' first occurrence, so this and following is every occurrence: change the"
+                f" event itself (PATCH /api/events/{event_id}) instead",
+                "WHOLE_SERIES",
+            )
         referenced = await conn.fetchval(
             f"""
             select count(*) from public.event_occurrences o
@@ -254,6 +267,16 @@ async def _update_following(
         return event, occurrence, following
 
     event, occurrence, following = await db.run(plan, event_id=event_id)
+    # The occurrence as it was, called off: gone with the later ones, or cancelled with its event.
+    called_off = {
+        **dict(occurrence),
+        "status": "cancelled",
+        "capacity": occurrence["capacity"] if occurrence["capacity"] is not None else event["capacity"],
+    }
+    if following is None:
+        # Calling off the whole series is cancelling the event: the owner's decision (CancelEvent's rank).
+        await events.cancel_event(forward, event_id, str(event["version"]))
+        return called_off
     schedule = materialise.schedule_of(event)
     series = rules.compile_schedule(schedule)
     assert schedule.recurrence is not None
@@ -267,9 +290,7 @@ async def _update_following(
     )
     if changes.cancelled:
         await events.end_series(forward, event_id, before, str(event["version"]))
-        # The occurrence is no longer in the series (gone, with the later ones): as it was, called off.
-        capacity = occurrence["capacity"] if occurrence["capacity"] is not None else event["capacity"]
-        return {**dict(occurrence), "status": "cancelled", "capacity": capacity}
+        return called_off
 
     starts_at = changes.starts_at or split_at
     ends_at = changes.ends_at or starts_at + schedule.duration
