@@ -272,6 +272,29 @@ async def test_cancelling_this_and_following_from_the_first_occurrence_cancels_t
     assert {o["status"] for o in after} == {"OCCURRENCE_STATUS_CANCELLED"}
 
 
+async def test_an_occurrence_cannot_be_moved_onto_another_ones_start(api: httpx.AsyncClient, user: User) -> None:
+    """Two sessions of one event at one instant are one instance in RFC 5545's recurrence set (and in
+    the feed, two VEVENTs clients show twice): 409. A called-off occurrence's time is free to take."""
+    event = await weekly_event(api, user)
+    found = await occurrences(api, event["id"])
+    onto = {"starts_at": found[2]["starts_at"], "ends_at": found[2]["ends_at"]}
+    clash = await patch(api, user, event["id"], found[1]["id"], onto)
+    assert clash.status_code == 409, clash.text
+    assert found[2]["starts_at"] in clash.json()["message"] or "another occurrence" in clash.json()["message"]
+    assert (await occurrences(api, event["id"]))[1]["starts_at"] == found[1]["starts_at"]
+    # Cancelled, its time is free: the replacement takes it, and the cancelled one cannot come back onto it.
+    called_off = await patch(api, user, event["id"], found[2]["id"], {"status": "OCCURRENCE_STATUS_CANCELLED"})
+    assert called_off.status_code == 200, called_off.text
+    replaced = await patch(api, user, event["id"], found[1]["id"], onto)
+    assert replaced.status_code == 200, replaced.text
+    restored = await patch(api, user, event["id"], found[2]["id"], {"status": "OCCURRENCE_STATUS_SCHEDULED"})
+    assert restored.status_code == 409, restored.text
+    # Moving within its own slot (a later end) is no clash with itself.
+    longer = parse_time(found[3]["ends_at"]) + timedelta(hours=1)
+    stretched = await patch(api, user, event["id"], found[3]["id"], {"ends_at": iso(longer)}, update_mask="ends_at")
+    assert stretched.status_code == 200, stretched.text
+
+
 async def test_a_participant_splitting_the_series_gets_403_whatever_the_body(
     api: httpx.AsyncClient, user: User, other_user: User
 ) -> None:

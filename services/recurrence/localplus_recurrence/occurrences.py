@@ -16,7 +16,7 @@ from localplus_common.auth import SERVER
 from localplus_common.calls import Forward
 from localplus_common.cities import city_id
 from localplus_common.db import Connection, Database, act_as, current_identity
-from localplus_common.errors import aborted, failed_precondition, invalid_argument, not_found
+from localplus_common.errors import aborted, already_exists, failed_precondition, invalid_argument, not_found
 from localplus_common.paging import Keyset, Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
 from localplus_common.sponsored import Request, Sponsored, Sponsorship
 from localplus_common.telemetry import WAITLIST_PROMOTIONS
@@ -143,6 +143,9 @@ async def update_occurrence(
         ends_at = changes.ends_at or (starts_at + (occurrence["ends_at"] - occurrence["starts_at"]))
         if ends_at <= starts_at:
             raise invalid_argument("occurrence.ends_at", "ends_at must be after starts_at")
+        taking_place = not (occurrence["cancelled"] if changes.cancelled is None else changes.cancelled)
+        if taking_place and (changes.moves or changes.cancelled is False):
+            await _check_time_free(conn, event_id, occurrence_id, starts_at)
         set_capacity, capacity = changes.capacity
         await conn.execute(
             """
@@ -168,6 +171,23 @@ async def update_occurrence(
     updated, promoted = await db.run(update, event_id=event_id)
     WAITLIST_PROMOTIONS.inc(promoted)
     return updated
+
+
+async def _check_time_free(conn: Connection, event_id: UUID, occurrence_id: UUID, starts_at: datetime) -> None:
+    """One session of an event per start: RFC 5545's recurrence set holds each start once, so two
+    scheduled occurrences at one instant are a clash (409), not two sessions. A called-off one's
+    time is free."""
+    if await conn.fetchval(
+        "select exists (select 1 from public.event_occurrences"
+        " where event_id = $1 and id <> $2 and starts_at = $3 and status = 'scheduled')",
+        event_id,
+        occurrence_id,
+        starts_at,
+    ):
+        raise already_exists(
+            f"another occurrence of this event starts at {starts_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}:"
+            " choose another time, or cancel that occurrence first"
+        )
 
 
 async def _editable(
