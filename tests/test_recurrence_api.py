@@ -132,6 +132,7 @@ async def test_a_zero_interval_or_count_is_a_400_naming_the_rule(api: httpx.Asyn
         ("FREQ=WEEKLY;INTERVAL=-1", "INTERVAL"),
         ("FREQ=DAILY;COUNT=0", "COUNT"),
         ("FREQ=MONTHLY;BYMONTHDAY=0", "BYMONTHDAY"),
+        ("FREQ=MONTHLY;BYDAY=8TU", "BYDAY"),  # was a 500 (dateutil's IndexError)
     ):
         body = {"title": title, "starts_at": iso(starts), "ends_at": iso(starts + timedelta(hours=2)),
                 "timezone": "Europe/London", "recurrence": {"rrule": rule}}  # fmt: skip

@@ -136,7 +136,7 @@ BAD = [
     ("FREQ=MINUTELY;COUNT=5", "recurrence.rrule", "at most hourly"),
     ("FREQ=DAILY;COUNT=3;UNTIL=20271231T000000Z", "recurrence.rrule", "not both"),
     ("FREQ=DAILY;DTSTART=20270101T000000", "recurrence.rrule", "DTSTART"),
-    ("FREQ=WEEKLY;BYDAY=XX", "recurrence.rrule", "not a valid RRULE"),
+    ("FREQ=WEEKLY;BYDAY=XX", "recurrence.rrule", "BYDAY must be weekdays (MO to SU)"),
     ("FREQ=DAILY;UNTIL=tomorrow", "recurrence.rrule", "UNTIL must be"),
     ("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30", "recurrence.rrule", "no occurrence"),
     ("FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30", "recurrence.rrule", "no occurrence"),
@@ -156,6 +156,11 @@ BAD = [
     ("FREQ=YEARLY;BYWEEKNO=54", "recurrence.rrule", "BYWEEKNO must be 1 to 53 or -53 to -1"),
     ("FREQ=YEARLY;BYYEARDAY=-0", "recurrence.rrule", "BYYEARDAY must be 1 to 366 or -366 to -1"),
     ("FREQ=DAILY;BYHOUR=-1", "recurrence.rrule", "BYHOUR must be 0 to 23"),
+    # A month has at most five of a weekday; dateutil failed on an 8th (IndexError, a 500).
+    ("FREQ=MONTHLY;BYDAY=8TU", "recurrence.rrule", "BYDAY must be weekdays numbered 1 to 5 or -5 to -1"),
+    ("FREQ=MONTHLY;BYDAY=1TU,53TU", "recurrence.rrule", "BYDAY must be weekdays numbered 1 to 5 or -5 to -1"),
+    ("FREQ=YEARLY;BYDAY=54MO", "recurrence.rrule", "BYDAY must be weekdays numbered 1 to 53 or -53 to -1"),
+    ("FREQ=YEARLY;BYDAY=+MO", "recurrence.rrule", "BYDAY must be weekdays (MO to SU)"),
     ("", "recurrence.rrule", "required"),
     ("X" * 600, "recurrence.rrule", "longer than"),
 ]

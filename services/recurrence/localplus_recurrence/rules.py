@@ -57,6 +57,9 @@ NUMBER_LISTS = {
     "BYSETPOS": (1, 366, True),
 }  # fmt: skip
 NUMBER = re.compile(r"[+-]?[0-9]{1,3}")
+# RFC 5545's weekdaynum: an optional ordinal (1 to 53, from the end with a minus) and a weekday. In a
+# MONTHLY rule it counts within the month, which has at most five of each (dateutil fails on an 8th).
+WEEKDAY = re.compile(r"(?:[+-]?([0-9]{1,2}))?(MO|TU|WE|TH|FR|SA|SU)")
 
 
 class _BoundedDatetime(types.ModuleType):
@@ -156,6 +159,9 @@ def normalise_rule(text: str) -> str:
             _check_numbers(name, value)
     if "FREQ" not in names:
         raise invalid_argument(FIELD, "recurrence.rrule needs FREQ, e.g. FREQ=WEEKLY")
+    parts = dict(part.split("=", 1) for part in rule.split(";"))
+    if "BYDAY" in parts:
+        _check_weekdays(parts["BYDAY"], parts["FREQ"] == "MONTHLY")
     if "COUNT" in names and "UNTIL" in names:
         raise invalid_argument(FIELD, "recurrence.rrule may have COUNT or UNTIL, not both (RFC 5545)")
     return rule
@@ -171,6 +177,20 @@ def _check_numbers(name: str, value: str) -> None:
             continue
         allowed = f"{lowest} to {highest}" + (f" or -{highest} to -{lowest}" if from_the_end else "")
         raise invalid_argument(FIELD, f"{name} must be {allowed} (RFC 5545), not {number[:10]!r}")
+
+
+def _check_weekdays(value: str, monthly: bool) -> None:
+    highest = 5 if monthly else 53
+    for weekday in value.split(","):
+        matched = WEEKDAY.fullmatch(weekday)
+        if matched is None:
+            example = "each with an optional number (1MO, -1FR)"
+            raise invalid_argument(FIELD, f"BYDAY must be weekdays (MO to SU), {example}, not {weekday[:10]!r}")
+        if matched[1] is not None and not 1 <= int(matched[1]) <= highest:
+            where = " in a MONTHLY rule (a month has at most five of each)" if monthly else ""
+            raise invalid_argument(
+                FIELD, f"BYDAY must be weekdays numbered 1 to {highest} or -{highest} to -1{where}, not {weekday!r}"
+            )
 
 
 def _until(value: str, zone: ZoneInfo) -> datetime:
