@@ -241,6 +241,24 @@ async def test_cancelling_this_and_following_ends_the_series(api: httpx.AsyncCli
     assert [o["id"] for o in await occurrences(api, event["id"])] == [o["id"] for o in found[:3]]
 
 
+async def test_a_split_that_keeps_the_times_keeps_the_occurrences_own_move(api: httpx.AsyncClient, user: User) -> None:
+    """A capacity-only "this and following" from an occurrence moved to the next day put it back at its
+    original time: its move was dropped as if the split had given it new times."""
+    event = await weekly_event(api, user, capacity=10)
+    found = await occurrences(api, event["id"])
+    wednesday = parse_time(found[2]["starts_at"]) + timedelta(days=1)
+    moved = await patch(api, user, event["id"], found[2]["id"],
+                        {"starts_at": iso(wednesday), "ends_at": iso(wednesday + timedelta(hours=2))})  # fmt: skip
+    assert moved.status_code == 200, moved.text
+    split = await patch(api, user, event["id"], found[2]["id"], {"capacity": 5}, update_mask="capacity",
+                        scope="UPDATE_SCOPE_THIS_AND_FOLLOWING")  # fmt: skip
+    assert split.status_code == 200, split.text
+    assert parse_time(split.json()["starts_at"]) == wednesday and split.json()["moved"], split.text
+    following = await occurrences(api, split.json()["event_id"])
+    assert [local(o) for o in following] == ["Wed 19:00", "Tue 19:00", "Tue 19:00", "Tue 19:00"]
+    assert {o["capacity"] for o in following} == {5}
+
+
 async def test_cancelling_this_and_following_from_the_first_occurrence_cancels_the_event(
     api: httpx.AsyncClient, db: asyncpg.Pool, user: User
 ) -> None:

@@ -341,6 +341,10 @@ async def _update_following(
     )
     new_event_id = await events.split_event(forward, split)
 
+    def keeps_move(exception: asyncpg.Record) -> bool:
+        # The occurrence split at takes the split's new times, if it gives any; the others keep theirs.
+        return bool(exception["moved"]) and (exception["original_starts_at"] != split_at or not changes.moves)
+
     async def rebuild(conn: Connection) -> asyncpg.Record:
         await act_as(conn, SERVER)
         await materialise.build(conn, event_id, settings)
@@ -355,7 +359,7 @@ async def _update_following(
                 """,
                 new_event_id,
                 moved(exception["original_starts_at"]),
-                exception["moved"] and exception["original_starts_at"] != split_at,
+                keeps_move(exception),
                 exception["starts_at"],
                 exception["ends_at"],
                 exception["cancelled"],
