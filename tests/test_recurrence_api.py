@@ -259,6 +259,25 @@ async def test_a_split_that_keeps_the_times_keeps_the_occurrences_own_move(api: 
     assert {o["capacity"] for o in following} == {5}
 
 
+async def test_a_series_cannot_be_split_at_an_added_date_but_can_end_there(api: httpx.AsyncClient, user: User) -> None:
+    """An RDATE's occurrence cannot start a series of the rule (its DTSTART must be the rule's first
+    instance): the split was a 400 about a starts_at the caller never sent. Ending the series there works."""
+    starts = next_weekday(LONDON, 1, 19)
+    thursday = starts + timedelta(days=9)
+    recurrence = {"rrule": "FREQ=WEEKLY;BYDAY=TU;COUNT=4", "rdates": [iso(thursday)]}
+    event = await weekly_event(api, user, recurrence=recurrence)
+    found = await occurrences(api, event["id"])
+    assert [local(o) for o in found] == ["Tue 19:00", "Tue 19:00", "Thu 19:00", "Tue 19:00", "Tue 19:00"]
+    following = {"scope": "UPDATE_SCOPE_THIS_AND_FOLLOWING"}
+    refused = await patch(api, user, event["id"], found[2]["id"], {"capacity": 5}, update_mask="capacity", **following)
+    assert refused.status_code == 400, refused.text
+    assert "RDATE" in refused.json()["message"] and "UPDATE_SCOPE_THIS" in refused.json()["message"], refused.text
+    assert await occurrences(api, event["id"]) == found
+    ended = await patch(api, user, event["id"], found[2]["id"], {"status": "OCCURRENCE_STATUS_CANCELLED"}, **following)
+    assert ended.status_code == 200, ended.text
+    assert [o["id"] for o in await occurrences(api, event["id"])] == [o["id"] for o in found[:2]]
+
+
 async def test_cancelling_this_and_following_from_the_first_occurrence_cancels_the_event(
     api: httpx.AsyncClient, db: asyncpg.Pool, user: User
 ) -> None:

@@ -263,6 +263,13 @@ async def _update_following(
                 f" event itself (PATCH /api/events/{event_id}) instead",
                 "WHOLE_SERIES",
             )
+        if not changes.cancelled and not series.rule_yields(occurrence["original_starts_at"]):
+            # A series of the rule must start on one of its instances; ending the series here needs none.
+            raise failed_precondition(
+                "this occurrence is an added date (RDATE), and a series of the rule cannot start from it:"
+                " split at one of the rule's occurrences, or change this one alone (scope UPDATE_SCOPE_THIS)",
+                "ADDED_DATE",
+            )
         referenced = await conn.fetchval(
             f"""
             select count(*) from public.event_occurrences o

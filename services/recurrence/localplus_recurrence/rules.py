@@ -255,6 +255,11 @@ class Series:
         found.update(d for d in self.rdates if start <= d < end and d not in self.exdates)
         return sorted(found)[:limit]
 
+    def rule_yields(self, instant: datetime) -> bool:
+        """Whether the rule itself has an instance at `instant` (not only an RDATE)."""
+        rule_only = Series(self.schedule, self.zone, self.rule, frozenset(), ())
+        return bool(rule_only.instants(instant, instant + timedelta(microseconds=1), 1))
+
 
 def compile_schedule(schedule: Schedule) -> Series:
     """Parse a schedule (400 naming the field for anything wrong with its recurrence)."""
