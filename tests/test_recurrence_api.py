@@ -456,6 +456,31 @@ async def test_event_calendar_is_icalendar_with_rrule_exdate_and_overrides(api: 
     assert all(o["UID"] == master["UID"] for o in overrides)
 
 
+async def test_calendar_writes_until_in_utc_as_rfc_5545_asks_beside_a_zoned_start(
+    api: httpx.AsyncClient, user: User
+) -> None:
+    """The API takes UNTIL as a date (the end of that local day) or a floating local time; calendar.ics
+    wrote it back as given beside a DTSTART with a TZID, which RFC 5545 forbids (clients read such an
+    UNTIL their own way, e.g. as midnight UTC, and drop the last occurrence). It is now the UTC instant."""
+    bangkok = ZoneInfo("Asia/Bangkok")
+    starts = next_weekday(bangkok, 1, 19)
+    last = starts.astimezone(bangkok) + timedelta(days=14)
+    for until, instant in (
+        (f"{last:%Y%m%d}", datetime(last.year, last.month, last.day, 23, 59, 59, tzinfo=bangkok)),
+        (f"{last:%Y%m%dT%H%M%S}", last),
+    ):
+        event = await weekly_event(api, user, rule=f"FREQ=WEEKLY;UNTIL={until}", starts_at=iso(starts),
+                                   ends_at=iso(starts + timedelta(hours=2)), timezone="Asia/Bangkok")  # fmt: skip
+        assert len(await occurrences(api, event["id"])) == 3
+        assert event["recurrence"]["rrule"] == f"FREQ=WEEKLY;UNTIL={until}"  # stored as given
+        response = await api.get(f"/api/events/{event['id']}/calendar.ics")
+        (master, *_) = icalendar.Calendar.from_ical(response.text).walk("VEVENT")
+        assert isinstance(master, icalendar.Event)
+        (rule,) = master.rrules
+        assert rule["UNTIL"] == [instant.astimezone(UTC)], response.text
+        assert f"UNTIL={instant.astimezone(UTC):%Y%m%dT%H%M%SZ}" in response.text
+
+
 async def test_feeds_have_etags_and_answer_304_while_nothing_changed(
     api: httpx.AsyncClient, user: User, db: asyncpg.Pool
 ) -> None:

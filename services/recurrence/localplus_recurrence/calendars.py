@@ -27,7 +27,7 @@ from localplus_common.db import Connection, Database
 from localplus_common.errors import ApiError, invalid_argument
 from localplus_recurrence.materialise import schedule_of
 from localplus_recurrence.occurrences import LISTED_COLUMNS
-from localplus_recurrence.rules import compile_schedule
+from localplus_recurrence.rules import compile_schedule, with_utc_until
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _vevents(event: asyncpg.Record, exceptions: Sequence[asyncpg.Record]) -> lis
     uid = f"{event['id']}@localplus"
     master = _vevent(event, uid, event["starts_at"], event["ends_at"], zone, event["status"] == "cancelled")
     if event["recurrence_rrule"] is not None:
-        master.add("rrule", icalendar.vRecur.from_ical(event["recurrence_rrule"]))
+        master.add("rrule", icalendar.vRecur.from_ical(with_utc_until(event["recurrence_rrule"], zone)))
         if event["recurrence_exdates"]:
             master.add("exdate", [d.astimezone(zone) for d in sorted(event["recurrence_exdates"])])
         if event["recurrence_rdates"]:

@@ -334,6 +334,16 @@ def split_rules(series: Series, split_at: datetime) -> tuple[str, str]:
     return _join(before), _join(after)
 
 
+def with_utc_until(rule: str, zone: ZoneInfo) -> str:
+    """The rule with a date or floating UNTIL written as the UTC instant it means here, the form RFC
+    5545 asks beside a DTSTART with a time zone (calendar clients read the others each their own way)."""
+    parts = dict(part.split("=", 1) for part in rule.split(";"))
+    if "UNTIL" not in parts or parts["UNTIL"].endswith("Z"):
+        return rule
+    parts["UNTIL"] = to_instant(_until(parts["UNTIL"], zone), zone).strftime("%Y%m%dT%H%M%SZ")
+    return _join(parts)
+
+
 def _join(parts: dict[str, str]) -> str:
     return ";".join(f"{k}={v}" for k, v in parts.items())
 
