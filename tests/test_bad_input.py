@@ -63,6 +63,8 @@ def token_for(kind: str, user: User) -> str | None:
         return mint(user.id, "another-secret-that-is-at-least-32-characters-long")
     if kind == "garbage":
         return "not-a-jwt"
+    if kind == "anon_role":  # well signed, but for a role no token may carry (CONTRACT §3)
+        return jwt.encode(claims | {"role": "anon"}, DEV_JWT_SECRET, algorithm="HS256")
     raise AssertionError(kind)
 
 
@@ -83,7 +85,7 @@ def auth_metadata(kind: str, user: User) -> list[tuple[str, str]]:
     return [] if value is None else [("authorization", value)]
 
 
-BAD_TOKENS = ["alg_none", "alg_none_signed", "expired", "wrong_audience", "wrong_secret", "garbage"]
+BAD_TOKENS = ["alg_none", "alg_none_signed", "expired", "wrong_audience", "wrong_secret", "garbage", "anon_role"]
 
 
 # What a caller has written, so "nothing written" can be checked after every refused request.
@@ -1103,6 +1105,26 @@ async def test_grpc_request_that_does_not_parse_is_invalid_argument(
         await create(payload, metadata=user.metadata)
     assert_grpc_error(refused.value, grpc.StatusCode.INVALID_ARGUMENT)
     assert await footprint(db, user) == before
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"sub": "owner"}, {"app_metadata": {"role": "admin"}}],
+    ids=["as-the-owner", "as-an-admin"],
+)
+async def test_a_token_for_role_anon_never_reads_as_its_other_claims(
+    api: httpx.AsyncClient, user: User, claims: dict[str, Any]
+) -> None:
+    """Tokens carry role authenticated or service_role (CONTRACT §3). One signed for role anon naming the
+    owner (or an admin) ran as `anon` with those claims, which the policies read: it saw the owner's draft."""
+    draft = await create_event(api, user)
+    now = int(time.time())
+    forged = {"role": "anon", "aud": "authenticated", "iat": now, "exp": now + 3600}
+    forged |= {"sub": str(user.id)} if claims.get("sub") == "owner" else claims
+    token = jwt.encode(forged, DEV_JWT_SECRET, algorithm="HS256")
+    response = await api.get(f"/api/events/{draft['id']}", headers={"authorization": f"Bearer {token}"})
+    assert_json_error(response, 401, "UNAUTHENTICATED")
+    assert (await api.get(f"/api/events/{draft['id']}", headers=user.headers)).status_code == 200
 
 
 async def test_refused_tokens_never_act_as_anonymous(

@@ -24,7 +24,9 @@ AUDIENCE = "authenticated"
 VERIFIED_CACHE_SIZE = 10_000
 JWKS_LIFESPAN_S = 300.0
 ASYMMETRIC_ALGORITHMS = ["ES256", "RS256"]
-DATABASE_ROLES = {"anon", "authenticated", "service_role"}
+# The roles a token may carry (CONTRACT §3). Not `anon`: no token is the anonymous caller, and one signed
+# for `anon` would run as anon with its sub or app_metadata, which the policies read as that user's.
+TOKEN_ROLES = {"authenticated", "service_role"}
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ class TokenVerifier:
     def _identity_of(self, token: str) -> tuple[Identity, str | None]:
         claims = self._decode(token)
         role = claims.get("role")
-        if role not in DATABASE_ROLES:
+        if role not in TOKEN_ROLES:
             raise unauthenticated("token role must be authenticated or service_role")
         user_id: UUID | None = None
         if claims.get("sub") is not None:
