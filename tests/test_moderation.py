@@ -145,6 +145,37 @@ async def test_cancel_is_for_owners_and_keeps_the_event_readable(
     assert (await _post(api, event["id"], "submit", user)).status_code == 409
 
 
+async def test_an_editor_cancelling_by_patch_is_refused_as_by_cancel(
+    api: httpx.AsyncClient, db: asyncpg.Pool, user: User
+) -> None:
+    """Cancelling is the owner's (CONTRACT §3) whichever way it is asked for: an editor who may see and
+    edit the event gets 403 for status CANCELLED in a PATCH or PUT, as for :cancel (it was a 400
+    FAILED_PRECONDITION saying the event 'cannot go from published to cancelled this way')."""
+    event = await create_event(api, user, status="EVENT_STATUS_PUBLISHED")
+    editor = await create_user(db)
+    grant = await api.post(
+        f"/api/events/{event['id']}/permissions",
+        json={"user_id": str(editor.id), "role": "EVENT_ROLE_EDITOR"},
+        headers=user.headers,
+    )
+    assert grant.status_code == 200, grant.text
+    url = f"/api/events/{event['id']}"
+    patched = await api.patch(
+        url, params={"update_mask": "status"}, json={"status": "EVENT_STATUS_CANCELLED"}, headers=editor.headers
+    )
+    assert patched.status_code == 403, patched.text
+    assert patched.json()["details"][0]["reason"] == "PERMISSION_DENIED"
+    put = await api.put(url, json={"title": "Still on", "status": "EVENT_STATUS_CANCELLED"}, headers=editor.headers)
+    assert put.status_code == 403, put.text
+    after = await api.get(url, headers=user.headers)
+    assert (after.json()["status"], after.json()["title"]) == ("EVENT_STATUS_PUBLISHED", event["title"])
+    owner = await api.patch(
+        url, params={"update_mask": "status"}, json={"status": "EVENT_STATUS_CANCELLED"}, headers=user.headers
+    )
+    assert owner.status_code == 200, owner.text
+    assert owner.json()["status"] == "EVENT_STATUS_CANCELLED"
+
+
 async def test_a_cancelled_draft_never_becomes_public(api: httpx.AsyncClient, user: User) -> None:
     event = await create_event(api, user)
     assert (await _post(api, event["id"], "cancel", user)).status_code == 200

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from localplus_common.access import EDITOR, OWNER, event_to_change, signed_in
+from localplus_common.access import EDITOR, OWNER, event_to_change, require_rank, signed_in
 from localplus_common.auth import SERVER
 from localplus_common.calls import Forward
 from localplus_common.db import Connection, Database, act_as, current_identity
@@ -91,6 +91,9 @@ async def update_event(
 
     async def update(conn: Connection) -> tuple[asyncpg.Record, bool, int]:
         current = await event_to_change(conn, event_id, EDITOR, "edit", etag)
+        if changes.get("status") == "cancelled" and current["status"] != "cancelled":
+            # The trigger refuses editors this as a transition it does not know; like :cancel, it is a 403.
+            require_rank(current, OWNER, "cancel")
         merged = {name: current[name] for name in EDITABLE_COLUMNS} | changes
         validate_event(merged)
         if not changes:
