@@ -92,6 +92,26 @@ async def test_counters_cannot_be_bent_to_register_past_capacity(pool: asyncpg.P
     assert counters is not None and dict(counters) == {"going": 2, "waitlisted": 3}
 
 
+FIGURES = ("going", "interested", "waitlisted", "cancelled", "attended", "guests", "saves", "checked_in")
+
+
+@pytest.mark.parametrize("signed_in", [False, True], ids=["anon", "stranger"])
+async def test_an_events_figures_are_not_read_around_the_api(pool: asyncpg.Pool, signed_in: bool) -> None:
+    """The counters behind GET /api/events/{id}/stats, which the API shows viewers and up only (a stranger
+    gets 403), were readable by anyone in SQL for any public event: `select going, guests, ...`. Only the
+    popularity a search may sort by is."""
+    owner = await new_user(pool)
+    event = await new_event(pool, owner)
+    await register(pool, event, await new_user(pool), guests=2)
+    caller = await new_user(pool) if signed_in else None
+    for figure in FIGURES:
+        async with as_caller(pool, caller) as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch(f"select {figure} from public.event_counters where event_id = $1", event)
+    async with as_caller(pool, caller) as conn:
+        assert await conn.fetchval("select popularity from public.event_counters where event_id = $1", event) == 1
+
+
 # 2. Server-owned columns
 
 # (table, column, a value someone would like to set); every one is the server's to decide.

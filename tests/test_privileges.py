@@ -111,7 +111,12 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
         "anon": {},
         "authenticated": {"SELECT": ALL, "DELETE": ALL, "INSERT": {"user_id", "event_id"}},
     },
-    "public.event_counters": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},
+    # An event's figures are its viewers' (read by the stats use cases as the server); anyone may sort
+    # a search by popularity.
+    "public.event_counters": {
+        "anon": {"SELECT": {"event_id", "popularity"}},
+        "authenticated": {"SELECT": {"event_id", "popularity"}},
+    },
     # Phase 3: occurrences are read with their event and written by the recurrence service alone;
     # what they were built from is the service's bookkeeping.
     "public.event_occurrences": {"anon": {"SELECT": ALL}, "authenticated": {"SELECT": ALL}},

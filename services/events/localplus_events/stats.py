@@ -1,4 +1,6 @@
-"""Use cases behind the partner dashboard: figures read from the trigger-kept event_counters."""
+"""Use cases behind the partner dashboard: figures read from the trigger-kept event_counters, whose
+figures no API role may read (only their popularity): each use case reads them as the server once it
+has checked the caller may see them."""
 
 from dataclasses import dataclass
 from datetime import date
@@ -7,7 +9,8 @@ from uuid import UUID
 import asyncpg
 
 from localplus_common.access import VIEWER, require_business_partner, require_rank, signed_in, visible_event
-from localplus_common.db import Connection, Database
+from localplus_common.auth import SERVER
+from localplus_common.db import Connection, Database, act_as
 from localplus_events import repository as repo
 
 COUNTS = ("going", "interested", "waitlisted", "cancelled", "attended", "guests", "saves")
@@ -42,8 +45,10 @@ async def event_stats(db: Database, event_id: UUID) -> EventStats:
     async def run(conn: Connection) -> tuple[asyncpg.Record, asyncpg.Record | None, list[asyncpg.Record]]:
         event = await visible_event(conn, event_id)
         require_rank(event, VIEWER, "see the figures of")
+        per_day = await repo.registrations_per_day(conn, event_id)
+        await act_as(conn, SERVER)
         counters = await conn.fetchrow("select * from public.event_counters where event_id = $1", event_id)
-        return event, counters, await repo.registrations_per_day(conn, event_id)
+        return event, counters, per_day
 
     event, counters, per_day = await db.run(run, event_id=event_id)
     counts = {name: (counters[name] if counters else 0) for name in COUNTS}
@@ -64,6 +69,7 @@ async def business_stats(db: Database, business_id: UUID) -> BusinessStats:
 
     async def run(conn: Connection) -> list[asyncpg.Record]:
         await require_business_partner(conn, identity, business_id, "figures")
+        await act_as(conn, SERVER)  # every partner sees all of the business's events
         return await conn.fetch(
             f"""
             select e.status, count(*) as events, {", ".join(f"coalesce(sum(c.{n}), 0) as {n}" for n in COUNTS)}
