@@ -171,3 +171,49 @@ async def test_an_etag_still_refuses_a_write_after_a_concurrent_one(api: httpx.A
         )
     )
     assert sorted(a.status_code for a in answers) == [200] + [409] * 5, [a.text for a in answers]
+
+
+async def test_if_match_makes_a_write_conditional_like_etag(api: httpx.AsyncClient, user: User) -> None:
+    """HTTP clients send the version they read as `If-Match` (quoted, weak or bare): a stale one is refused
+    with 409 ETAG_MISMATCH like a stale `etag` and writes nothing, where it was ignored and the write
+    overwrote whatever had changed meanwhile. `*` asks for no version; an If-Match that disagrees with
+    the body's etag is a 400."""
+    created = await create_event(api, user)
+    url = f"/api/events/{created['id']}"
+    moved_on = await api.patch(url, params={"update_mask": "title"}, json={"title": "Moved on"}, headers=user.headers)
+    assert moved_on.status_code == 200, moved_on.text
+    stale = f'"{created["etag"]}"'
+    for header in (stale, f"W/{stale}", created["etag"]):
+        refused = await api.patch(
+            url,
+            params={"update_mask": "title"},
+            json={"title": "Lost update"},
+            headers=user.headers | {"if-match": header},
+        )
+        assert refused.status_code == 409, (header, refused.text)
+        assert refused.json()["details"][0]["reason"] == "ETAG_MISMATCH"
+    deleted = await api.delete(url, headers=user.headers | {"if-match": stale})
+    assert deleted.status_code == 409, deleted.text
+    current = (await api.get(url, headers=user.headers)).json()
+    assert current["title"] == "Moved on"
+
+    both = await api.patch(
+        url,
+        params={"update_mask": "title"},
+        json={"title": "Which one?", "etag": current["etag"]},
+        headers=user.headers | {"if-match": stale},
+    )
+    assert both.status_code == 400, both.text
+    fresh = await api.patch(
+        url,
+        params={"update_mask": "title"},
+        json={"title": "Checked"},
+        headers=user.headers | {"if-match": f'"{current["etag"]}"'},
+    )
+    assert fresh.status_code == 200, fresh.text
+    anyway = await api.patch(
+        url, params={"update_mask": "title"}, json={"title": "Any"}, headers=user.headers | {"if-match": "*"}
+    )
+    assert anyway.status_code == 200, anyway.text
+    gone = await api.delete(url, headers=user.headers | {"if-match": f'"{anyway.json()["etag"]}"'})
+    assert gone.status_code == 200, gone.text

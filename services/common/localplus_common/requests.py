@@ -1,5 +1,6 @@
 """Checks on request fields every service needs: ids and timestamps."""
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -28,6 +29,19 @@ def parse_uuid(field: str, value: str) -> UUID:
 def optional_uuid(field: str, value: str) -> UUID | None:
     """An id the client may leave empty."""
     return parse_uuid(field, value) if value else None
+
+
+def etag_condition(etag: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The version a write is conditional on: the request's `etag`, or the `If-Match` header of an HTTP
+    client (the gateway passes headers on as metadata) as `"3"`, `W/"3"` or `3`; `*` names no version.
+    Both given, naming different versions: a 400 rather than a guess which one was meant."""
+    header = next((value for key, value in metadata or () if key == "if-match" and isinstance(value, str)), "")
+    version = header.strip().removeprefix("W/").strip('"')
+    if version == "*":
+        version = ""
+    if etag and version and etag != version:
+        raise invalid_argument("etag", "etag and If-Match name different versions; send one of them")
+    return etag or version
 
 
 def text(field: str, value: str) -> str:

@@ -2,6 +2,8 @@
 `mapping`), runs one use case (events, participants, permissions, moderation, discovery, stats, analytics),
 which opens the request transaction, and maps the result back to a message."""
 
+from dataclasses import replace
+
 from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
 from grpc.aio import ServicerContext as Context
@@ -9,7 +11,7 @@ from grpc.aio import ServicerContext as Context
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_common.calls import Forward
 from localplus_common.db import Database, current_identity
-from localplus_common.requests import optional_uuid, parse_uuid, timestamp_or_none
+from localplus_common.requests import etag_condition, optional_uuid, parse_uuid, timestamp_or_none
 from localplus_common.sponsored import Sponsorship
 from localplus_common.viewers import viewer_key
 from localplus_events import (
@@ -55,23 +57,23 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
     async def UpdateEvent(self, request: events_pb2.UpdateEventRequest, context: Context) -> events_pb2.Event:
         event_id = parse_uuid("event.id", request.event.id)
         changes = mapping.event_changes(request)
-        row = await events.update_event(
-            self.db, self.schedules, Forward.of(context), event_id, changes, request.event.etag
-        )
+        etag = etag_condition(request.event.etag, context.invocation_metadata())
+        row = await events.update_event(self.db, self.schedules, Forward.of(context), event_id, changes, etag)
         return mapping.event_to_proto(row)
 
     async def SplitEvent(
         self, request: events_pb2.SplitEventRequest, context: Context
     ) -> events_pb2.SplitEventResponse:
-        updated, created = await events.split_event(
-            self.db, self.schedules, Forward.of(context), mapping.split(request)
-        )
+        split = mapping.split(request)
+        split = replace(split, etag=etag_condition(split.etag, context.invocation_metadata()))
+        updated, created = await events.split_event(self.db, self.schedules, Forward.of(context), split)
         return events_pb2.SplitEventResponse(
             event=mapping.event_to_proto(updated), new_event=mapping.event_to_proto(created)
         )
 
     async def DeleteEvent(self, request: events_pb2.DeleteEventRequest, context: Context) -> empty_pb2.Empty:
-        await events.delete_event(self.db, parse_uuid("id", request.id), request.etag)
+        etag = etag_condition(request.etag, context.invocation_metadata())
+        await events.delete_event(self.db, parse_uuid("id", request.id), etag)
         return empty_pb2.Empty()
 
     # Lifecycle and moderation
@@ -79,27 +81,31 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
     async def SubmitEvent(
         self, request: events_pb2.SubmitEventRequest, context: Context
     ) -> events_pb2.SubmitEventResponse:
-        row = await moderation.transition(self.db, parse_uuid("id", request.id), request.etag, moderation.SUBMIT)
+        etag = etag_condition(request.etag, context.invocation_metadata())
+        row = await moderation.transition(self.db, parse_uuid("id", request.id), etag, moderation.SUBMIT)
         return events_pb2.SubmitEventResponse(event=mapping.event_to_proto(row))
 
     async def ApproveEvent(
         self, request: events_pb2.ApproveEventRequest, context: Context
     ) -> events_pb2.ApproveEventResponse:
-        row = await moderation.transition(self.db, parse_uuid("id", request.id), request.etag, moderation.APPROVE)
+        etag = etag_condition(request.etag, context.invocation_metadata())
+        row = await moderation.transition(self.db, parse_uuid("id", request.id), etag, moderation.APPROVE)
         return events_pb2.ApproveEventResponse(event=mapping.event_to_proto(row))
 
     async def RejectEvent(
         self, request: events_pb2.RejectEventRequest, context: Context
     ) -> events_pb2.RejectEventResponse:
         event_id = parse_uuid("id", request.id)
-        row = await moderation.transition(self.db, event_id, request.etag, moderation.REJECT, request.reason)
+        etag = etag_condition(request.etag, context.invocation_metadata())
+        row = await moderation.transition(self.db, event_id, etag, moderation.REJECT, request.reason)
         return events_pb2.RejectEventResponse(event=mapping.event_to_proto(row))
 
     async def CancelEvent(
         self, request: events_pb2.CancelEventRequest, context: Context
     ) -> events_pb2.CancelEventResponse:
         event_id = parse_uuid("id", request.id)
-        row = await moderation.transition(self.db, event_id, request.etag, moderation.CANCEL, request.reason)
+        etag = etag_condition(request.etag, context.invocation_metadata())
+        row = await moderation.transition(self.db, event_id, etag, moderation.CANCEL, request.reason)
         return events_pb2.CancelEventResponse(event=mapping.event_to_proto(row))
 
     async def ListModerationEvents(
