@@ -112,6 +112,42 @@ async def test_an_events_figures_are_not_read_around_the_api(pool: asyncpg.Pool,
         assert await conn.fetchval("select popularity from public.event_counters where event_id = $1", event) == 1
 
 
+BLANK_NAMES = ["   ", "\t", " \n "]
+
+
+@pytest.mark.parametrize("blank", BLANK_NAMES, ids=["spaces", "tab", "newline"])
+async def test_names_the_api_refuses_as_blank_are_refused_in_sql_too(pool: asyncpg.Pool, blank: str) -> None:
+    """The API answers 400 'title is required' (and 'name is required') for a blank title, ticket type name
+    or venue name; an owner writing in SQL stored them, a blank event listed and searchable."""
+    owner = await new_user(pool)
+    event = await new_event(pool, owner)
+    business = await pool.fetchval("insert into public.businesses (name) values ('Blank & Co') returning id")
+    await pool.execute(
+        "insert into public.partners (business_id, user_id, role) values ($1, $2, 'owner')", business, owner
+    )
+    city = await pool.fetchval("select id from public.cities order by slug limit 1")
+    writes = [
+        (
+            "insert into public.events (created_by, title, starts_at, ends_at, timezone)"
+            " values (auth.uid(), $1, now() + interval '1 day', now() + interval '2 days', 'Asia/Bangkok')",
+            (blank,),
+        ),
+        ("update public.events set title = $2 where id = $1", (event, blank)),
+        (
+            "insert into public.ticket_types (event_id, name, currency, inventory) values ($1, $2, 'THB', 10)",
+            (event, blank),
+        ),
+        (
+            "insert into public.venues (city_id, business_id, name, address) values ($1, $2, $3, '')",
+            (city, business, blank),
+        ),
+    ]
+    for sql, args in writes:
+        async with as_caller(pool, owner) as conn:
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute(sql, *args)
+
+
 # 2. Server-owned columns
 
 # (table, column, a value someone would like to set); every one is the server's to decide.
