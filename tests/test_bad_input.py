@@ -521,7 +521,36 @@ CASES = [
         400,
         "INVALID_ARGUMENT",
         json={"user_id": NOT_FOUND_ID, "role": "EVENT_ROLE_VIEWER", "expires_at": "9999-12-31T00:00:00Z"},
-        field="expires_at",
+        field="permission.expires_at",
+    ),
+    # A grant names the body's fields as `permission.*` whatever is wrong with them (it named the same
+    # field `user_id` or `permission.user_id`, `expires_at` or `permission.expires_at`, by the check).
+    Case(
+        "permission-expired-already",
+        "POST",
+        "/api/events/{event_id}/permissions",
+        400,
+        "INVALID_ARGUMENT",
+        json={"user_id": NOT_FOUND_ID, "role": "EVENT_ROLE_VIEWER", "expires_at": "2001-01-01T00:00:00Z"},
+        field="permission.expires_at",
+    ),
+    Case(
+        "permission-for-nobody",
+        "POST",
+        "/api/events/{event_id}/permissions",
+        400,
+        "INVALID_ARGUMENT",
+        json={"user_id": NOT_FOUND_ID, "role": "EVENT_ROLE_VIEWER"},
+        field="permission.user_id",
+    ),
+    Case(
+        "permission-without-role",
+        "POST",
+        "/api/events/{event_id}/permissions",
+        400,
+        "INVALID_ARGUMENT",
+        json={"user_id": NOT_FOUND_ID},
+        field="permission.role",
     ),
     Case(
         "ticket-sales-start-year-1",

@@ -236,8 +236,8 @@ def participant_user(participant: events_pb2.Participant) -> UUID | None:
     return optional_uuid("user_id", participant.user_id)
 
 
-def role_to_db(number: int) -> str:
-    return enum_to_db(ROLE_PREFIX, enum_name(events_pb2.EventRole, number, "role"))
+def role_to_db(number: int, field: str) -> str:
+    return enum_to_db(ROLE_PREFIX, enum_name(events_pb2.EventRole, number, field))
 
 
 # Responses

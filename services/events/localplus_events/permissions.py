@@ -35,7 +35,13 @@ async def create_permission(
         require_rank(event, OWNER, "manage access to")
         if expires_at is not None and expires_at <= await conn.fetchval("select now()"):
             raise invalid_argument("permission.expires_at", "expires_at must be in the future")
-        return await repo.grant_permission(conn, event_id, user_id, role, expires_at)
+        try:
+            return await repo.grant_permission(conn, event_id, user_id, role, expires_at)
+        except asyncpg.ForeignKeyViolationError as error:
+            # The grantee is not a user; named as the request names it (the mapping would say `user_id`).
+            if error.constraint_name != "event_permissions_user_id_fkey":
+                raise
+            raise invalid_argument("permission.user_id", "there is no user with that id") from None
 
     return await db.run(grant, event_id=event_id)
 

@@ -225,8 +225,8 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
             self.db,
             parse_uuid("event_id", request.event_id),
             parse_uuid("permission.user_id", wanted.user_id),
-            mapping.role_to_db(wanted.role),
-            timestamp_or_none(wanted, "expires_at"),
+            mapping.role_to_db(wanted.role, "permission.role"),
+            timestamp_or_none(wanted, "expires_at", "permission.expires_at"),
         )
         return mapping.permission_to_proto(row)
 
