@@ -25,6 +25,7 @@ from tests.seating_support import (
     reason,
     row_of,
     seated_event,
+    seats_of,
     statuses,
 )
 from tests.support import User, create_user
@@ -353,6 +354,57 @@ async def test_a_plan_changes_around_held_and_sold_seats(api: httpx.AsyncClient,
     assert now["Stalls A-5"] == "AVAILABLE" and now["Stalls A-1"] == "HELD" and "Balcony C-1" not in now
     types = (await api.get(f"/api/events/{seated.event['id']}/ticket-types")).json()["ticket_types"]
     assert {t["seat_category"]: t["inventory"] for t in types} == {"premium": 5, "standard": 4}
+
+
+async def test_a_plan_edit_changes_what_its_ticket_types_sell(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    """A plan's new inventory is what its ticket types sell from then on: a standing area made smaller
+    sells no more than its new capacity (two buyers of 2 each with room for 2 sold 4), seats added are
+    all sold (the last of 6 premium seats could not be paid: the order stayed reserved), and an area
+    cannot shrink below what is sold and held in it."""
+    owner, first, second, third = [await create_user(db) for _ in range(4)]
+    standing = [{"name": "Standing", "category": "standing", "capacity": 5}]
+    seated = await seated_event(
+        api, admin, owner, TWO_ZONES, general_admission=standing, prices={"premium": 0, "standard": 0, "standing": 0}
+    )
+    event_id, plan_url = seated.event["id"], f"/api/seating-plans/{seated.plan['id']}"
+    more_seats = [{"name": "Stalls", "rows": [row_of("A", 6, "premium"), row_of("B", 4, "standard", y=1.0)]},
+                  TWO_ZONES[1]]  # fmt: skip
+    smaller = {"zones": more_seats, "general_admission": [standing[0] | {"capacity": 2}]}
+    edited = await api.patch(
+        plan_url, params={"update_mask": "zones,general_admission"}, json=smaller, headers=admin.headers
+    )
+    assert edited.status_code == 200, edited.text
+
+    standing_id = seated.types["standing"]["id"]
+    # Both reserve before either pays.
+    reserved = [
+        await api.post(
+            "/api/orders",
+            json={"request_id": "standing", "items": [{"ticket_type_id": standing_id, "quantity": 2}]},
+            headers=buyer.headers,
+        )
+        for buyer in (first, second)
+    ]
+    assert [r.status_code for r in reserved] == [200, 409] and reason(reserved[1]) == "SOLD_OUT", reserved[1].text
+    assert (await checkout(api, first, reserved[0].json()["id"])).json()["order"]["status"] == "ORDER_STATUS_PAID"
+
+    seats = {f"{s['zone']} {s['label']}": s["id"] for s in await seats_of(api, event_id)}
+    six = await order_seats(api, third, [seats[f"Stalls A-{n}"] for n in range(1, 7)])
+    assert six.status_code == 200, six.text
+    assert (await checkout(api, third, six.json()["id"])).json()["order"]["status"] == "ORDER_STATUS_PAID"
+    assert len(await my_tickets(api, third)) == 6
+    listed = (await api.get(f"/api/events/{event_id}/ticket-types")).json()["ticket_types"]
+    types = {t["seat_category"]: t for t in listed}
+    assert (types["standing"]["inventory"], types["standing"]["sold"]) == (2, 2)
+    assert (types["premium"]["inventory"], types["premium"]["sold"], types["premium"]["available"]) == (6, 6, 0)
+
+    tighter = {"general_admission": [standing[0] | {"capacity": 1}]}
+    mask = {"update_mask": "general_admission"}
+    refused = await api.patch(plan_url, params=mask, json=tighter, headers=admin.headers)
+    assert refused.status_code == 400 and reason(refused) == "INVENTORY_TAKEN", refused.text
+    assert (await api.get(plan_url)).json()["general_admission"][0]["capacity"] == 2
 
 
 async def best(
