@@ -8,6 +8,7 @@ import re
 import shutil
 import struct
 import subprocess
+import uuid
 import zlib
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from tests.seating_support import (
     seats_of,
     statuses,
 )
-from tests.support import User, create_user
+from tests.support import User, create_event, create_user
 from tests.test_openapi import CHROMIUM_FLAGS
 from tests.ticketing_support import checkout, my_tickets, pay_at_stripe, wait_for_status
 
@@ -405,6 +406,64 @@ async def test_a_plan_edit_changes_what_its_ticket_types_sell(
     refused = await api.patch(plan_url, params=mask, json=tighter, headers=admin.headers)
     assert refused.status_code == 400 and reason(refused) == "INVENTORY_TAKEN", refused.text
     assert (await api.get(plan_url)).json()["general_admission"][0]["capacity"] == 2
+
+
+async def test_a_recurring_events_seat_is_sold_once_for_each_occurrence(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    """A category is sold by one ticket type for the whole series or by one per occurrence, never
+    both: the same seat was held by a series ticket and by one occurrence's at once. Blocking names
+    the occurrence its seats are sold for (a seat blocked for one occurrence was sold as a series
+    ticket; one blocked for the series stayed on sale for each occurrence)."""
+    owner, buyer, other = await create_user(db), await create_user(db), await create_user(db)
+    venue_id = await add_venue(api, admin)
+    plan = (await add_plan(api, admin, venue_id, TWO_ZONES)).json()
+    event = await create_event(
+        api, owner, status="EVENT_STATUS_PUBLISHED", venue_id=venue_id, seating_plan_id=plan["id"],
+        recurrence={"rrule": "FREQ=WEEKLY;COUNT=3"},
+    )  # fmt: skip
+    event_id = event["id"]
+    first, second = [o["id"] for o in (await api.get(f"/api/events/{event_id}/occurrences")).json()["occurrences"][:2]]
+    seats = {s["label"]: s["id"] for s in await seats_of(api, event_id)}
+
+    async def add_type(category: str, occurrence_id: str | None = None) -> httpx.Response:
+        body = {"name": category, "currency": "THB", "inventory": 0, "price_minor": 0, "seat_category": category}
+        return await api.post(
+            f"/api/events/{event_id}/ticket-types",
+            json=body | ({"occurrence_id": occurrence_id} if occurrence_id else {}),
+            headers=owner.headers,
+        )
+
+    async def block(label: str, occurrence_id: str | None = None) -> httpx.Response:
+        body = {"seat_ids": [seats[label]]} | ({"occurrence_id": occurrence_id} if occurrence_id else {})
+        return await api.post(f"/api/events/{event_id}/seats:block", json=body, headers=owner.headers)
+
+    async def buy(who: User, label: str, occurrence_id: str) -> httpx.Response:
+        body = {"request_id": str(uuid.uuid4()), "seats": [{"seat_id": seats[label]}]}
+        return await api.post("/api/orders", json=body | {"seats_occurrence_id": occurrence_id}, headers=who.headers)
+
+    # Premium: season tickets, for the whole series.
+    assert (await add_type("premium")).status_code == 200
+    mixed = await add_type("premium", first)
+    assert mixed.status_code == 400 and reason(mixed) == "SEAT_CATEGORY_SOLD_OTHERWISE", mixed.text
+    assert (await buy(buyer, "A-1", event_id)).status_code == 200
+    assert (await buy(other, "A-1", first)).status_code == 400  # no type sells it for one occurrence
+    wrong = await block("A-2", first)
+    assert wrong.status_code == 400 and reason(wrong) == "SEAT_CATEGORY_SOLD_OTHERWISE", wrong.text
+    assert (await block("A-2")).status_code == 200
+    assert (await buy(other, "A-2", event_id)).status_code == 409
+
+    # Standard: sold per occurrence.
+    assert (await add_type("standard", first)).status_code == 200
+    assert (await add_type("standard", second)).status_code == 200
+    mixed = await add_type("standard")
+    assert mixed.status_code == 400 and reason(mixed) == "SEAT_CATEGORY_SOLD_OTHERWISE", mixed.text
+    wrong = await block("B-1")
+    assert wrong.status_code == 400 and reason(wrong) == "SEAT_CATEGORY_SOLD_OTHERWISE", wrong.text
+    assert (await block("B-1", second)).status_code == 200
+    assert (await buy(buyer, "B-1", second)).status_code == 409
+    assert (await buy(buyer, "B-1", first)).status_code == 200
+    assert (await buy(other, "B-1", first)).status_code == 409
 
 
 async def best(
