@@ -355,6 +355,18 @@ async def test_a_currency_is_an_iso_4217_code(api: httpx.AsyncClient, db: asyncp
     assert (await create_promotion(api, owner, event["id"], currency="thb"))["currency"] == "THB"
 
 
+async def test_stats_of_a_range_that_ends_before_it_starts_are_a_400(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    """A range the wrong way round is the client's mistake (as for the analytics' ranges), not an empty
+    200 that reads as a promotion nobody saw."""
+    owner, _, _, event = await promoted_setup(api, db)
+    draft = await create_promotion(api, owner, event["id"])
+    url = f"/api/promotions/{draft['id']}/stats"
+    backwards = {"start": "2027-01-02T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
+    assert violated_field(await api.get(url, params=backwards, headers=owner.headers)) == "end"
+    one_day = {"start": "2027-01-01T00:00:00Z", "end": "2027-01-02T00:00:00Z"}
+    assert (await api.get(url, params=one_day, headers=owner.headers)).status_code == 200
+
+
 async def test_cities_are_slugs_of_cities_that_exist(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
     """A promotion for a city nobody lists would never be shown: the slug is checked as `city=` is."""
     owner, _, _, event = await promoted_setup(api, db)

@@ -464,6 +464,8 @@ class Stats:
 async def stats(db: Database, promotion_id: UUID, start: datetime | None, end: datetime | None) -> Stats:
     """Per UTC day: impressions and their spend from the servers' batches, clicks and theirs."""
     signed_in()
+    if start is not None and end is not None and end < start:
+        raise invalid_argument("end", "end must not be before start")
 
     async def read(conn: Connection) -> Stats:
         promotion = await _visible(conn, promotion_id)
