@@ -16,7 +16,16 @@ import icalendar
 
 from localplus_dev.stack import Stack
 from localplus_recurrence import calendars
-from tests.support import User, add_city, businesses_hidden, create_event, create_user, iso, registration_statuses, service_role_token
+from tests.support import (
+    User,
+    add_city,
+    businesses_hidden,
+    create_event,
+    create_user,
+    iso,
+    registration_statuses,
+    service_role_token,
+)
 from tests.test_bad_input import assert_json_error
 from tests.test_telemetry import moved_by, scrape
 from tests.ticketing_support import checkout, my_tickets, reserve
