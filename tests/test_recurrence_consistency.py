@@ -7,6 +7,7 @@ property that what a build leaves in the table is exactly a fresh expansion of t
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -256,3 +257,27 @@ async def test_a_rule_written_through_supabase_rest_that_the_service_refuses_bre
             uids = [str(e["uid"]) for e in icalendar.Calendar.from_ical(feed.text).walk("VEVENT")]
             assert f"{broken['id']}@localplus" not in uids, (rule, path)
             assert (f"{kept['id']}@localplus" in uids) == ("cities" in path), (rule, path)
+
+
+async def test_the_horizon_job_warns_once_about_a_rule_it_cannot_expand_and_builds_the_rest(
+    stack: Stack, db: asyncpg.Pool, user: User
+) -> None:
+    """A rule of the right shape for the SQL checks that the service refuses (BYDAY=XX), written through
+    Supabase's REST: one warning naming the event in the recurrence service's log, not a traceback on
+    every pass of the job, and the job still builds a series written after it."""
+    log = stack.config.run_dir / "recurrence.log"
+    columns = ["created_by", *weekly_values(3)]
+    insert = (
+        f"insert into public.events ({', '.join(columns)}) values"
+        f" ({', '.join(f'${i}' for i in range(1, len(columns) + 1))}) returning id"
+    )
+    async with as_caller(db, user.id, commit=True) as conn:
+        bad = await conn.fetchval(
+            insert, user.id, *(weekly_values(3) | {"recurrence_rrule": "FREQ=WEEKLY;BYDAY=XX"}).values()
+        )
+        good = await conn.fetchval(insert, user.id, *weekly_values(4).values())
+    await eventually(lambda: _has(db, good, 4))
+    await asyncio.sleep(3)  # three more passes of the job
+    lines = [json.loads(line) for line in log.read_text().splitlines() if str(bad) in line and line.startswith("{")]
+    assert [(line["level"], "error" in line) for line in lines] == [("WARNING", False)], lines
+    assert await occurrence_starts(db, bad) == []

@@ -4,6 +4,7 @@ occurrences of every event whose occurrences are missing, stale or short of the 
 
 import asyncio
 import logging
+from uuid import UUID
 
 import grpc
 
@@ -36,9 +37,10 @@ def main() -> None:
         recurrence_pb2_grpc.add_RecurrenceServiceServicer_to_server(service, server)
 
     async def horizon_job(db: Database) -> None:
+        unexpandable: dict[UUID, int] = {}  # warned about once, not on every pass
         while True:
             try:
-                built = await materialise.repair(db, recurrence)
+                built = await materialise.repair(db, recurrence, unexpandable)
             except Exception:  # the next run tries again
                 log.exception("the horizon job failed")
             else:

@@ -25,6 +25,7 @@ import asyncpg
 from localplus_common.access import EDITOR, require_rank, visible_event
 from localplus_common.auth import SERVER
 from localplus_common.db import Connection, Database, act_as
+from localplus_common.errors import ApiError
 from localplus_common.requests import LATEST_TIMESTAMP
 from localplus_recurrence.rules import Recurrence, Schedule, compile_schedule
 from localplus_recurrence.settings import RecurrenceSettings
@@ -201,7 +202,7 @@ async def materialize(db: Database, settings: RecurrenceSettings, event_id: UUID
 
 
 STALE = """
-select e.id from public.events e left join public.event_series s on s.event_id = e.id
+select e.id, e.version from public.events e left join public.event_series s on s.event_id = e.id
  where s.event_id is null or s.event_version <> e.version
     -- A series held back by max_per_series moves on at most hourly.
     or (not s.complete and s.materialized_through < $1 and s.built_at < now() - interval '1 hour')
@@ -217,21 +218,36 @@ async def _build_one(conn: Connection, *, event_id: UUID, settings: RecurrenceSe
     return await build(conn, event_id, settings)
 
 
-async def repair(db: Database, settings: RecurrenceSettings) -> int:
+async def repair(db: Database, settings: RecurrenceSettings, unexpandable: dict[UUID, int]) -> int:
     """The horizon job: build every event whose occurrences are missing, stale or running short of
-    the horizon, a batch per transaction; a series that fails is logged and tried again next time."""
+    the horizon, a batch per transaction; a series that fails is logged and tried again next time.
+
+    A rule the service cannot expand (written through Supabase's REST: the SQL checks hold a rule's
+    shape only) is no fault of the job: it is warned about once and recorded in `unexpandable`
+    (event id -> version; the job keeps it between passes), and skipped until the event changes."""
     repaired = 0
     failed: set[UUID] = set()
     while True:
         threshold = datetime.now(UTC) + settings.horizon - timedelta(days=1)
-        stale = await db.run(functools.partial(_stale, threshold=threshold, limit=REPAIR_BATCH + len(failed)), SERVER)
-        todo = [row["id"] for row in stale if row["id"] not in failed]
+        limit = REPAIR_BATCH + len(failed) + len(unexpandable)
+        stale = await db.run(functools.partial(_stale, threshold=threshold, limit=limit), SERVER)
+        todo = [
+            (row["id"], row["version"])
+            for row in stale
+            if row["id"] not in failed and unexpandable.get(row["id"]) != row["version"]
+        ]
         if not todo:
             return repaired
-        for event_id in todo:
+        for event_id, version in todo:
             try:
                 await db.run(functools.partial(_build_one, event_id=event_id, settings=settings), SERVER)
                 repaired += 1
+                unexpandable.pop(event_id, None)
+            except ApiError as error:
+                log.warning(
+                    "event %s has a rule the service cannot expand; no occurrences built: %s", event_id, error.message
+                )
+                unexpandable[event_id] = version
             except Exception:
                 log.exception("building the occurrences of event %s failed", event_id)
                 failed.add(event_id)
