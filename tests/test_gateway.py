@@ -7,7 +7,7 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import grpc
@@ -23,7 +23,7 @@ from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
 from localplus_common.paging import encode_page_token
 from localplus_common.services import SERVICES, Service
 from localplus_dev.stack import Stack
-from tests.support import User, create_event, create_user, event_body, iso
+from tests.support import User, add_city, create_event, create_user, event_body, iso
 
 ORIGIN = "https://app.localplus.example"
 
@@ -100,6 +100,32 @@ async def test_cors_headers_on_answers_and_on_errors(api: httpx.AsyncClient) -> 
     missing = await api.get("/api/events/00000000-0000-4000-8000-000000000001", headers={"origin": ORIGIN})
     assert missing.status_code == 404
     assert missing.headers["access-control-allow-origin"] == ORIGIN
+
+
+async def test_cors_lets_a_browser_read_and_revalidate_a_feed(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    """A page that fetches a calendar feed may read its ETag and Last-Modified (without
+    access-control-expose-headers a browser hides them from scripts) and send If-None-Match with it."""
+    slug = await add_city(db, f"cors-{uuid4().hex[:12]}")
+    path = f"/api/cities/{slug}/calendar.ics"
+    feed = await api.get(path, headers={"origin": ORIGIN})
+    assert feed.status_code == 200, feed.text
+    assert feed.headers["access-control-allow-origin"] == ORIGIN
+    exposed = {name.strip() for name in feed.headers["access-control-expose-headers"].lower().split(",")}
+    assert {"etag", "last-modified", "x-request-id"} <= exposed, exposed
+    assert feed.headers["etag"]
+    preflight = await api.options(
+        path,
+        headers={
+            "origin": ORIGIN,
+            "access-control-request-method": "GET",
+            "access-control-request-headers": "if-none-match",
+        },
+    )
+    assert 200 <= preflight.status_code < 300, preflight.text
+    assert "if-none-match" in preflight.headers["access-control-allow-headers"].lower()
+    again = await api.get(path, headers={"origin": ORIGIN, "if-none-match": feed.headers["etag"]})
+    assert again.status_code == 304
+    assert again.headers["access-control-allow-origin"] == ORIGIN
 
 
 # Routing and Envoy's own errors
