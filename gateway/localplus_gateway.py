@@ -13,6 +13,7 @@ import base64
 import importlib.util
 import json
 import os
+import re
 import signal
 import string
 import subprocess
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
-from google.api import annotations_pb2
+from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
 from localplus_common.config import JWT_KEY_VARS, drain_from_env, exit_if_missing, jwt_keys_from_env
@@ -125,6 +126,8 @@ class Method:
     path: str  # gRPC method path, `/package.Service/Method`
     cluster: str
     read_only: bool  # every HTTP binding is a GET
+    # Its HTTP bindings (google.api.http): (method, path template), e.g. ("GET", "/api/events/{id}").
+    bindings: tuple[tuple[str, str], ...]
 
     @property
     def token(self) -> Literal["none", "optional", "required"]:
@@ -155,8 +158,16 @@ def load_methods(descriptor_path: Path) -> list[Method]:
                     b.WhichOneof("pattern") == "get" for b in bindings
                 )
                 path = f"/{file.package}.{service.name}/{method.name}"
-                methods.append(Method(path, cluster, read_only))
+                http = tuple(_binding(b) for b in bindings) if method.options.HasExtension(annotations_pb2.http) else ()
+                methods.append(Method(path, cluster, read_only, http))
     return methods
+
+
+def _binding(rule: http_pb2.HttpRule) -> tuple[str, str]:
+    pattern = rule.WhichOneof("pattern")
+    if pattern == "custom":
+        return rule.custom.kind.upper(), rule.custom.path
+    return pattern.upper(), getattr(rule, pattern)
 
 
 def _split_addr(addr: str) -> tuple[str, int]:
@@ -263,6 +274,15 @@ JSON_HEADERS = {
 }
 
 
+# On routes that Envoy answers itself (no gRPC method): the transcoder would answer 404.
+NO_TRANSCODER = {
+    "envoy.filters.http.grpc_json_transcoder": {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "disabled": True,
+    }
+}
+
+
 def _service_routes(methods: list[Method]) -> list[dict[str, Any]]:
     services = {m.path.rsplit("/", 1)[0] + "/": m.cluster for m in methods}
     no_buffer = {
@@ -279,6 +299,7 @@ def _service_routes(methods: list[Method]) -> list[dict[str, Any]]:
         }
         for prefix, cluster in services.items()
     ]
+    routes += _method_not_allowed_routes(methods)
     # JSON requests are matched here first, before the transcoder rewrites their path: without this
     # route CORS finds no policy and preflights fall through to jwt_authn (401). Unknown /api paths are
     # answered 404 by the transcoder, so the cluster named here is never used.
@@ -289,6 +310,70 @@ def _service_routes(methods: list[Method]) -> list[dict[str, Any]]:
             "typed_per_filter_config": {"envoy.filters.http.header_mutation": JSON_HEADERS},
         }
     )
+    return routes
+
+
+# Path template variables ({id}, {event.id}): one segment. Not a ":" either, which starts a custom verb
+# (/api/events/{id}:submit); a path with one in a variable is left to the transcoder (no 405).
+_TEMPLATE_VARIABLE = re.compile(r"\{[a-z_.]+\}")
+_SEGMENT = "[^/:]+"
+
+
+def _template_regex(template: str) -> str:
+    """An RE2 regex for the paths a google.api.http path template matches; a template of another
+    shape (`{name=**}`, `*`) fails the render rather than matching something else."""
+    literals = _TEMPLATE_VARIABLE.split(template)
+    if any(c in literal for literal in literals for c in "{}*="):
+        raise ValueError(f"path template {template!r}: the gateway's 405 routes know only {{field}} variables")
+    return _SEGMENT.join(re.escape(literal) for literal in literals)
+
+
+def _method_not_allowed_routes(methods: list[Method]) -> list[dict[str, Any]]:
+    """A 405 with Allow (the path's methods) for a known /api/ path asked with another method, one route
+    per set of allowed methods; unknown paths still reach the transcoder's 404. OPTIONS is never refused
+    here: CORS answers preflights."""
+    by_template: dict[str, set[str]] = {}
+    for method in methods:
+        for verb, template in method.bindings:
+            by_template.setdefault(template, set()).add(verb)
+    regexes = {template: _template_regex(template) for template in by_template}
+    samples = {template: _TEMPLATE_VARIABLE.sub("x", template) for template in by_template}
+    groups: dict[frozenset[str], set[str]] = {}
+    for template, regex in regexes.items():
+        # Templates that can match the same path (/api/events/{id} and /api/events/{event.id}) share
+        # their methods, so that no method of either is refused.
+        allowed = set(by_template[template])
+        for other in by_template:
+            if re.fullmatch(regex, samples[other]) or re.fullmatch(regexes[other], samples[template]):
+                allowed |= by_template[other]
+        groups.setdefault(frozenset(allowed), set()).add(regex)
+    routes = []
+    for methods_of_group, group in sorted(groups.items(), key=lambda item: sorted(item[0])):
+        allow = ", ".join(sorted(methods_of_group))
+        routes.append(
+            {
+                "match": {
+                    "safe_regex": {"regex": "|".join(sorted(group))},
+                    "headers": [
+                        {
+                            "name": ":method",
+                            "string_match": {"safe_regex": {"regex": "|".join(sorted(methods_of_group | {"OPTIONS"}))}},
+                            "invert_match": True,
+                        }
+                    ],
+                },
+                "direct_response": {"status": 405, "body": {"inline_string": f"method not allowed; allowed: {allow}"}},
+                "response_headers_to_add": [
+                    {"header": {"key": "allow", "value": allow}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+                    # The CORS filter skips routes without a cluster; its policy allows every origin, so
+                    # this is what it would add (nothing when there is no origin).
+                    {"header": {"key": "access-control-allow-origin", "value": "%REQ(origin)%"}},
+                    {"header": {"key": "access-control-expose-headers", "value": "allow, x-request-id"}},
+                    {"header": {"key": "vary", "value": "origin"}},
+                ],
+                "typed_per_filter_config": NO_TRANSCODER,
+            }
+        )
     return routes
 
 
@@ -309,21 +394,17 @@ def _docs_routes(openapi_path: str) -> list[dict[str, Any]]:
         "/api/docs/swagger-ui.css": (str(static / "swagger-ui.css"), "text/css; charset=utf-8"),
         "/api/docs/swagger-ui-bundle.js": (str(static / "swagger-ui-bundle.js"), "text/javascript; charset=utf-8"),
     }
-    # Not a gRPC method: the transcoder would answer 404.
-    no_transcoder = {
-        "envoy.filters.http.grpc_json_transcoder": {
-            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
-            "disabled": True,
-        }
-    }
     return [
         {
-            "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+            "match": {
+                "path": path,
+                "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+            },
             "direct_response": {"status": 200, "body": {"filename": filename}},
             "response_headers_to_add": [
                 {"header": {"key": "content-type", "value": kind}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
             ],
-            "typed_per_filter_config": no_transcoder,
+            "typed_per_filter_config": NO_TRANSCODER,
         }
         for path, (filename, kind) in files.items()
     ]

@@ -69,6 +69,7 @@ async def jwt_denied_count(stack: Stack) -> int:
         ("DELETE", "/api/events/00000000-0000-4000-8000-000000000001"),
         ("POST", "/api/events/00000000-0000-4000-8000-000000000001/ticket-types"),
         ("GET", "/api/events/00000000-0000-4000-8000-000000000001/occurrences"),
+        ("PATCH", "/api/cities"),  # a method the path has not: the request itself is a 405
     ],
 )
 async def test_cors_preflight_is_answered(api: httpx.AsyncClient, method: str, path: str) -> None:
@@ -142,13 +143,43 @@ async def test_healthz(api: httpx.AsyncClient) -> None:
         ("GET", "/api/nope"),
         ("GET", "/nope"),
         ("GET", "/api/events/00000000-0000-4000-8000-000000000001/nope"),
-        ("DELETE", "/api/events"),  # a known path, but no such binding
-        ("POST", "/api/events/00000000-0000-4000-8000-000000000001/occurrences"),
+        ("PATCH", "/api/nope"),
     ],
 )
 async def test_unknown_route_is_404_json(api: httpx.AsyncClient, user: User, method: str, path: str) -> None:
     response = await api.request(method, path, headers=user.headers)
     assert_envoy_json_error(response, 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PATCH", "/api/cities", "GET"),
+        ("DELETE", "/api/me/tickets", "GET"),
+        ("DELETE", "/api/events", "GET, POST"),
+        ("POST", "/api/events/00000000-0000-4000-8000-000000000001", "DELETE, GET, PATCH, PUT"),
+        ("POST", "/api/events/00000000-0000-4000-8000-000000000001/occurrences", "GET"),
+        ("GET", "/api/events/00000000-0000-4000-8000-000000000001:submit", "POST"),
+        ("PUT", "/api/cities/bangkok/calendar.ics", "GET"),
+        # The transcoder binds GET only, and Envoy would send a HEAD the GET's body (README "Gateway").
+        ("HEAD", "/api/cities/bangkok/calendar.ics", "GET"),
+    ],
+)
+async def test_a_known_path_with_another_method_is_405_with_allow(
+    api: httpx.AsyncClient, user: User, method: str, path: str, allowed: str
+) -> None:
+    """The path exists, the method is not one of its bindings (the protos' http rules): 405 with the
+    path's methods in Allow and the usual JSON error, readable cross-origin."""
+    response = await api.request(method, path, headers={**user.headers, "origin": ORIGIN})
+    if method == "HEAD":  # no body
+        assert response.status_code == 405
+    else:
+        assert_envoy_json_error(response, 405, "UNIMPLEMENTED")
+    assert response.headers["allow"] == allowed
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+    same_origin = await api.request(method, path, headers=user.headers)
+    assert same_origin.status_code == 405
+    assert "access-control-allow-origin" not in same_origin.headers
 
 
 @pytest.mark.parametrize(
