@@ -29,6 +29,7 @@ from urllib.parse import urlencode, urlsplit
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
+from localplus_common.auth import CLOCK_SKEW_S
 from localplus_common.config import JWT_KEY_VARS, drain_from_env, exit_if_missing, jwt_keys_from_env
 from localplus_common.services import SERVICES, addresses_from_env
 
@@ -181,6 +182,8 @@ def _jwt_providers(settings: GatewaySettings) -> tuple[dict[str, Any], list[dict
         "audiences": ["authenticated"],
         # Services verify the token again and need it to act as the caller in Postgres.
         "forward": True,
+        # Envoy's default, stated so that it stays the skew the services allow.
+        "clock_skew_seconds": CLOCK_SKEW_S,
         "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
     }
     providers: dict[str, Any] = {}

@@ -1,7 +1,7 @@
 """Verified tokens are remembered until they expire (localplus_common.auth.TokenVerifier), so repeated
-calls skip PyJWT, but never at the cost of trust: a token is never accepted past its `exp`, a token
-signed by a key that left the JWKS stops being accepted, a different secret verifies afresh, and
-nothing that failed is remembered."""
+calls skip PyJWT, but never at the cost of trust: a token is never accepted past its `exp` plus the
+clock skew Envoy allows too, a token signed by a key that left the JWKS stops being accepted, a
+different secret verifies afresh, and nothing that failed is remembered."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from localplus_common.config import DEV_JWT_SECRET, Settings
 from localplus_common.errors import ApiError
 from localplus_dev.token import mint
 
+# The skew Envoy's jwt_authn allows on exp and nbf (its clock_skew_seconds, which the gateway sets).
+ENVOY_CLOCK_SKEW_S = 60
 SETTINGS = replace(Settings.from_env({"LOCALPLUS_ENV": "dev"}), jwt_secret=DEV_JWT_SECRET, jwks="")
 
 
@@ -52,13 +54,36 @@ def test_a_token_is_verified_once_while_it_is_valid(monkeypatch: pytest.MonkeyPa
         verifier.identify(bearer(tampered))
 
 
-def test_a_remembered_token_is_never_trusted_past_its_exp() -> None:
+def skewed(seconds: int, **claims: Any) -> str:
+    """A token minted by a machine whose clock is `seconds` ahead of ours (behind if negative)."""
+    now = int(time.time()) + seconds
+    payload = {"sub": str(uuid.uuid4()), "role": "authenticated", "aud": "authenticated", "iat": now, "exp": now + 3600}
+    return jwt.encode({**payload, **claims}, DEV_JWT_SECRET, algorithm="HS256")
+
+
+def test_a_remembered_token_is_never_trusted_past_its_exp_and_the_clock_skew() -> None:
     verifier = TokenVerifier(SETTINGS)
-    token = mint(uuid.uuid4(), DEV_JWT_SECRET, expires_in=2)
+    # Expired 58 s ago: still within the skew Envoy allows too, and remembered for the 2 s left of it.
+    now = int(time.time())
+    token = skewed(0, iat=now - 3600, exp=now - ENVOY_CLOCK_SKEW_S + 2)
     verifier.identify(bearer(token))
     time.sleep(2.1)
     with pytest.raises(ApiError, match="expired"):
         verifier.identify(bearer(token))
+
+
+def test_clocks_a_little_apart_are_allowed_the_skew_envoy_allows() -> None:
+    """Envoy's jwt_authn allows CLOCK_SKEW_S (its clock_skew_seconds) on exp and nbf; a service reached
+    through it, or directly over gRPC, must not refuse what it let through."""
+    verifier = TokenVerifier(SETTINGS)
+    ahead = ENVOY_CLOCK_SKEW_S - 10
+    assert verifier.identify(bearer(skewed(ahead))).user_id is not None  # iat in our future
+    assert verifier.identify(bearer(skewed(0, nbf=int(time.time()) + ahead))).user_id is not None
+    assert verifier.identify(bearer(skewed(-3600 - ahead))).user_id is not None  # exp just passed
+    with pytest.raises(ApiError, match="invalid"):
+        verifier.identify(bearer(skewed(ENVOY_CLOCK_SKEW_S + 10)))
+    with pytest.raises(ApiError, match="expired"):
+        verifier.identify(bearer(skewed(-3600 - ENVOY_CLOCK_SKEW_S - 10)))
 
 
 def test_another_secret_verifies_afresh() -> None:

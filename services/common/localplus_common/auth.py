@@ -24,6 +24,9 @@ AUDIENCE = "authenticated"
 VERIFIED_CACHE_SIZE = 10_000
 JWKS_LIFESPAN_S = 300.0
 ASYMMETRIC_ALGORITHMS = ["ES256", "RS256"]
+# Seconds a token's exp, nbf and iat may be off our clock: what Envoy's jwt_authn allows (the gateway sets its
+# clock_skew_seconds from this), so a token Envoy let through, or its twin sent straight to a service, passes.
+CLOCK_SKEW_S = 60
 # The roles a token may carry (CONTRACT §3). Not `anon`: no token is the anonymous caller, and one signed
 # for `anon` would run as anon with its sub or app_metadata, which the policies read as that user's.
 TOKEN_ROLES = {"authenticated", "service_role"}
@@ -70,8 +73,8 @@ class _Verified:
 class TokenVerifier:
     """HS256 with the project's JWT secret, plus ES256/RS256 keys from SUPABASE_JWKS.
 
-    A verified token is remembered (by its sha256, in a bounded LRU) until its `exp`, so a client's
-    repeated calls skip PyJWT's parsing and signature check; an entry signed by a JWKS key is trusted
+    A verified token is remembered (by its sha256, in a bounded LRU) until its `exp` + CLOCK_SKEW_S, so a
+    client's repeated calls skip PyJWT's parsing and signature check; an entry signed by a JWKS key is trusted
     only while that key is still in the set (JWKS_LIFESPAN_S after a rotation at the latest). Nothing
     that failed is remembered, and a token that differs in one byte is a different entry.
     """
@@ -102,7 +105,7 @@ class TokenVerifier:
             return known.identity
         self._verified.pop(digest, None)
         identity, key_id = self._identity_of(token)
-        self._verified[digest] = _Verified(identity, float(identity.claims["exp"]), key_id)
+        self._verified[digest] = _Verified(identity, float(identity.claims["exp"]) + CLOCK_SKEW_S, key_id)
         if len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
         return identity
@@ -150,6 +153,7 @@ class TokenVerifier:
                 key,
                 algorithms=[algorithm],
                 audience=AUDIENCE,
+                leeway=CLOCK_SKEW_S,
                 options={"require": ["exp", "role"]},
             )
         except jwt.ExpiredSignatureError:
