@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
 import grpc
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus_dev.stack import Stack
-from tests.support import User, create_event, event_body, service_role_token
+from tests.support import User, create_event, create_user, event_body, service_role_token
 
 # Postgres's wording, and the names of our tables: none of it may reach a client.
 POSTGRES_WORDS = ("null value", "violates", "relation", "constraint", "event_saves", "byte sequence", "UTF8", "0x00")
@@ -103,6 +104,32 @@ async def test_a_data_exception_without_a_field_still_hides_postgres(api: httpx.
     assert_no_postgres_words(body)
     assert error_info(body)["reason"] == "INVALID_ARGUMENT"
     assert error_info(body)["metadata"]["request_id"]
+
+
+async def test_a_token_whose_user_was_deleted_is_a_401_not_a_missing_reference(
+    api: httpx.AsyncClient, db: asyncpg.Pool, user: User
+) -> None:
+    """The token is still validly signed, but names no user: creating, registering and saving say so,
+    where they said "created_by does not exist"; naming someone else who does not exist stays a 400."""
+    event = await create_event(api, user, status="EVENT_STATUS_PUBLISHED")
+    gone = await create_user(db)
+    await db.execute("delete from auth.users where id = $1", gone.id)
+    for response in (
+        await api.post("/api/events", json=event_body(), headers=gone.headers),
+        await api.post(f"/api/events/{event['id']}/participants", json={}, headers=gone.headers),
+        await api.put(f"/api/me/saved-events/{event['id']}", headers=gone.headers),
+    ):
+        assert response.status_code == 401, response.text
+        body = response.json()
+        assert error_info(body)["reason"] == "UNAUTHENTICATED"
+        assert body["message"] == "the token's user does not exist; sign in again"
+    granted = await api.post(
+        f"/api/events/{event['id']}/permissions",
+        json={"user_id": str(gone.id), "role": "EVENT_ROLE_EDITOR"},
+        headers=user.headers,
+    )
+    assert granted.status_code == 400, granted.text
+    assert violated_fields(granted.json()) == ["permission.user_id"]
 
 
 async def test_our_own_trigger_messages_still_reach_the_client(api: httpx.AsyncClient, user: User) -> None:

@@ -19,6 +19,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from localplus_common.auth import Identity
 from localplus_common.config import Settings
+from localplus_common.errors import user_gone
 from localplus_common.telemetry import PoolMetrics
 
 T = TypeVar("T")
@@ -235,9 +236,18 @@ class Database:
             result = await work(conn)
             await conn.execute("commit")
             return result
-        except BaseException:
+        except BaseException as error:
             if not conn.is_closed() and conn.is_in_transaction():
                 await conn.execute("rollback")
+            # Every write naming the caller (created_by, a registration's user_id) breaks a foreign key once
+            # their user is deleted: a 401, not "created_by does not exist". Asked here, on the failure only,
+            # as the pool's own role (the caller's settings ended with the rollback).
+            if (
+                isinstance(error, asyncpg.ForeignKeyViolationError)
+                and who.user_id is not None
+                and not await conn.fetchval("select exists (select from auth.users where id = $1)", who.user_id)
+            ):
+                raise user_gone() from error
             raise
         finally:
             await pool.release(conn)

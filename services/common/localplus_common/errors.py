@@ -58,6 +58,11 @@ def unauthenticated(message: str = "sign in first") -> ApiError:
     return ApiError(grpc.StatusCode.UNAUTHENTICATED, message, "UNAUTHENTICATED")
 
 
+def user_gone() -> ApiError:
+    """A validly signed token whose `sub` is no longer in auth.users (the user was deleted)."""
+    return unauthenticated("the token's user does not exist; sign in again")
+
+
 def permission_denied(message: str) -> ApiError:
     return ApiError(grpc.StatusCode.PERMISSION_DENIED, message, "PERMISSION_DENIED")
 
