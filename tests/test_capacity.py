@@ -156,6 +156,42 @@ async def test_a_series_wide_registration_takes_a_place_in_every_occurrence(
     assert await registration_statuses(db, event["id"], [seventh]) == ["going"]
 
 
+async def test_a_waitlisted_registration_cannot_move_to_another_occurrence_through_supabase_rest(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """The API refuses moving a registration between occurrences (400); SQL must too, or a waitlisted
+    person jumps into another session's queue, or a cancelled-then-kept place, without its checks."""
+    owner = await create_user(db)
+    event = await weekly_event(api, owner, capacity=1)
+    url = f"/api/events/{event['id']}/participants"
+    first, second = await _many_users(db, 2)
+    session, other_session = (o["id"] for o in (await occurrences(api, event["id"]))[1:3])
+    for who in (first, second):
+        registered = await api.post(url, json={"occurrence_id": session}, headers=who.headers)
+        assert registered.status_code == 200, registered.text
+    assert await registration_statuses(db, event["id"], [first, second]) == ["going", "waitlisted"]
+    for status in ("waitlisted", "interested"):
+        await db.execute(
+            "update public.event_participants set status = $3 where event_id = $1 and user_id = $2",
+            uuid.UUID(event["id"]),
+            second.id,
+            status,
+        )
+        async with as_caller(db, second.id) as conn:
+            with pytest.raises(asyncpg.RaiseError, match="cancel the registration before registering for another"):
+                await conn.execute(
+                    "update public.event_participants set occurrence_id = $2"
+                    " where event_id = $1 and user_id = auth.uid()",
+                    uuid.UUID(event["id"]),
+                    uuid.UUID(other_session),
+                )
+    # Registering again after cancelling may name another occurrence, as the API's POST does.
+    assert (await api.delete(url, headers=second.headers)).status_code == 200
+    again = await api.post(url, json={"occurrence_id": other_session}, headers=second.headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "PARTICIPANT_STATUS_GOING"
+
+
 async def test_concurrent_series_and_session_registrations_never_overfill_a_session(
     api: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:
