@@ -113,7 +113,8 @@ class GetEvent(Scenario):
 class ListEventsSql(SqlWorkload):
     async def query(self, db: Database, item: str) -> None:
         current_identity.set(ANONYMOUS)
-        await discovery.search(db, discovery.SearchQuery(page=page_request(PAGE_SIZE, item)))
+        page = page_request(events_pb2.ListEventsRequest(page_size=PAGE_SIZE, page_token=item))
+        await discovery.search(db, discovery.SearchQuery(page=page))
 
 
 class ListEvents(Scenario):

@@ -771,7 +771,7 @@ CASES = [
                 path,
                 400,
                 "INVALID_ARGUMENT",
-                params={"page_token": encode_page_token({"x": 1})},
+                params={"page_token": encode_page_token({"x": 1}, "")},
                 field="page_token",
             ),
             *(
@@ -781,7 +781,7 @@ CASES = [
                     path,
                     400,
                     "INVALID_ARGUMENT",
-                    params={"page_token": encode_page_token({**GOOD_POSITION, **change})},
+                    params={"page_token": encode_page_token({**GOOD_POSITION, **change}, "")},
                     field="page_token",
                 )
                 for name, change in BAD_POSITIONS.items()

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from localplus.events.v1 import events_pb2, events_pb2_grpc
 from localplus.recurrence.v1 import recurrence_pb2, recurrence_pb2_grpc
 from localplus.ticketing.v1 import ticketing_pb2, ticketing_pb2_grpc
-from localplus_common.paging import encode_page_token
+from localplus_common.paging import encode_page_token, request_scope
 from localplus_common.services import SERVICES, Service
 from localplus_dev.stack import Stack
 from tests.support import User, add_city, create_event, create_user, event_body, iso
@@ -576,8 +576,9 @@ async def test_occurrence_pages(api: httpx.AsyncClient, user: User) -> None:
         (starts, highest, 0),
         (starts + timedelta(microseconds=1), lowest, 0),
     ]
+    scope = request_scope(recurrence_pb2.ListOccurrencesRequest(event_id=event["id"]))
     for starts_at, last_id, expected in positions:
-        token = encode_page_token({"starts_at": iso(starts_at), "id": last_id})
+        token = encode_page_token({"starts_at": iso(starts_at), "id": last_id}, scope)
         page = await api.get(url, params={"page_size": 1, "page_token": token})
         assert page.status_code == 200, page.text
         assert len(page.json()["occurrences"]) == expected, (starts_at, last_id)

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.support import User, create_event, create_user, service_role_token
+from tests.test_bad_input import assert_json_error
 
 
 async def _post(api: httpx.AsyncClient, event_id: str, verb: str, who: User, **body: Any) -> httpx.Response:
@@ -261,6 +262,31 @@ async def test_moderation_queue_oldest_first_filtered_and_admin_only(
         if not token:
             break
     assert seen == submitted
+
+
+async def test_a_queue_page_token_is_only_good_for_the_filters_that_made_it(
+    api: httpx.AsyncClient, user: User, admin: User
+) -> None:
+    """AIP-158: a moderation queue token sent with another category or source is a 400 naming page_token
+    (it went on listing another queue from the first one's position); page_size alone may change."""
+    category = f"cat-{uuid.uuid4().hex[:8]}"
+    for i in range(3):
+        event = await create_event(api, user, title=f"Queued {i}", category=category)
+        await _post(api, event["id"], "submit", user)
+    first = await api.get(
+        "/api/moderation/events", params={"category": category, "page_size": 1}, headers=admin.headers
+    )
+    token = first.json()["next_page_token"]
+    assert token, first.text
+    rest = await api.get(
+        "/api/moderation/events",
+        params={"category": category, "page_size": 5, "page_token": token},
+        headers=admin.headers,
+    )
+    assert rest.status_code == 200 and len(rest.json()["events"]) == 2, rest.text
+    for params in ({"category": f"{category}-other"}, {}, {"category": category, "source": "scraper"}):
+        refused = await api.get("/api/moderation/events", params={**params, "page_token": token}, headers=admin.headers)
+        assert_json_error(refused, 400, "INVALID_ARGUMENT", "page_token")
 
 
 @pytest.mark.parametrize("status", ["published", "rejected"])

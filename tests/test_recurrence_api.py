@@ -428,6 +428,44 @@ async def test_whats_on_lists_published_public_occurrences_in_the_city(
     assert too_wide.status_code == 400
 
 
+async def test_occurrence_page_tokens_are_only_good_for_the_list_that_made_them(
+    api: httpx.AsyncClient, user: User, db: asyncpg.Pool
+) -> None:
+    """AIP-158: an event's occurrences or what's on, a token sent with another event, window or city is a
+    400 naming page_token (it listed the wrong occurrences); page_size alone may change."""
+    city = await add_city(db, f"city-{uuid.uuid4().hex[:8]}")
+    other_city = await add_city(db, f"{city}-other")
+    series = await weekly_event(api, user, city=city)
+    other = await weekly_event(api, user, city=city)
+    start = parse_time(series["starts_at"]) - timedelta(hours=1)
+    window = {"start": iso(start), "end": iso(start + timedelta(days=30))}
+
+    path = f"/api/events/{series['id']}/occurrences"
+    first = await api.get(path, params={**window, "page_size": 2})
+    token = first.json()["next_page_token"]
+    assert token, first.text
+    rest = await api.get(path, params={**window, "page_size": 3, "page_token": token})
+    assert rest.status_code == 200 and len(rest.json()["occurrences"]) == 3, rest.text
+    elsewhere: list[tuple[str, dict[str, str]]] = [
+        (path, {**window, "start": iso(start + timedelta(days=8))}),
+        (path, {**window, "end": iso(start + timedelta(days=20))}),
+        (path, {"end": window["end"]}),
+        (f"/api/events/{other['id']}/occurrences", window),
+    ]
+    for url, params in elsewhere:
+        refused = await api.get(url, params={**params, "page_size": 2, "page_token": token})
+        assert_json_error(refused, 400, "INVALID_ARGUMENT", "page_token")
+
+    first = await api.get("/api/occurrences", params={**window, "city": city, "page_size": 2})
+    token = first.json()["next_page_token"]
+    assert token, first.text
+    rest = await api.get("/api/occurrences", params={**window, "city": city, "page_size": 5, "page_token": token})
+    assert rest.status_code == 200, rest.text
+    for params in ({**window, "city": other_city}, {**window, "city": ""}, {"city": city, "start": window["start"]}):
+        refused = await api.get("/api/occurrences", params={**params, "page_size": 2, "page_token": token})
+        assert_json_error(refused, 400, "INVALID_ARGUMENT", "page_token")
+
+
 async def test_event_calendar_is_icalendar_with_rrule_exdate_and_overrides(api: httpx.AsyncClient, user: User) -> None:
     starts = next_weekday(LONDON, 1, 19)
     skipped = starts + timedelta(days=7)

@@ -23,6 +23,7 @@ from localplus_common.db import Connection, Database, current_identity
 from localplus_events.discovery import plan_search, search
 from localplus_events.mapping import search_query
 from tests.support import User, add_city, create_event, create_user, iso
+from tests.test_bad_input import assert_json_error
 
 Json = dict[str, Any]
 Params = dict[str, Any]
@@ -760,6 +761,54 @@ async def test_page_tokens_are_checked(api: httpx.AsyncClient, user: User, city:
             assert status == (200 if other == order else 400), (order, other)
     # With q, relevance is the default order: a start-time token does not fit it.
     assert await list_status(api, city=city, q="pottery", page_token=tokens["starts_at"]) == 400
+
+
+async def test_a_page_token_is_only_good_for_the_search_that_made_it(
+    api: httpx.AsyncClient, user: User, db: asyncpg.Pool, city: str
+) -> None:
+    """AIP-158: a token sent with other filters than the request that returned it is a 400 naming
+    page_token, not a page of some other search; page_size alone may change."""
+    other_city = await add_city(db, new_city())
+    made = [
+        await publish(api, user, city, f"Jazz night {i}", category="music", tags=["jazz"], latitude=BANGKOK[0],
+                      longitude=BANGKOK[1] + 0.01 * i, **when(1 + i))
+        for i in range(4)
+    ]  # fmt: skip
+    base: Params = {
+        "city": city,
+        "category": "music",
+        "tags": "jazz",
+        "near": f"{BANGKOK[0]},{BANGKOK[1]}",
+        "radius_km": 20,
+        "starts_after": iso(datetime.now(UTC)),
+        "order_by": "popularity",
+    }
+    first = await list_page(api, **base, page_size=1)
+    token = first["next_page_token"]
+    rest = await list_page(api, **base, page_size=10, page_token=token)
+    assert [e["id"] for e in first["events"] + rest["events"]] == [e["id"] for e in made]
+    changes: list[Params] = [
+        {"city": other_city},
+        {"category": "food"},
+        {"tags": ["jazz", "outdoor"]},
+        {"near": f"{BANGKOK[0]},{BANGKOK[1] + 0.01}"},
+        {"radius_km": 30},
+        {"starts_after": iso(datetime.now(UTC) + timedelta(hours=1))},
+        {"starts_before": iso(datetime.now(UTC) + timedelta(days=30))},
+        {"q": "jazz"},
+        {"business_id": str(uuid.uuid4())},
+        {"free_only": "true"},
+        {"order_by": "starts_at"},
+    ]
+    for change in changes:
+        response = await api.get(f"/api/events?{query_string({**base, **change, 'page_token': token})}")
+        assert_json_error(response, 400, "INVALID_ARGUMENT", "page_token")
+    # A filter dropped is a change too.
+    for name in ("category", "tags", "starts_after"):
+        response = await api.get(
+            f"/api/events?{query_string({k: v for k, v in base.items() if k != name} | {'page_token': token})}"
+        )
+        assert_json_error(response, 400, "INVALID_ARGUMENT", "page_token")
 
 
 async def test_garbage_page_tokens_are_400(api: httpx.AsyncClient, city: str) -> None:

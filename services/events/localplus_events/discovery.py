@@ -21,6 +21,7 @@ from localplus_common.errors import invalid_argument
 from localplus_common.paging import (
     Page,
     PageRequest,
+    check_scope,
     decode_keyset,
     decode_page_token,
     encode_page_token,
@@ -166,7 +167,7 @@ async def search_with_sponsored(
 
     # Only published public events: a moment's replica lag is fine for everyone.
     rows, matched, own = await db.run(run, replica=True)
-    page = Page(rows[: plan.limit], _search_page_token(rows, plan.limit, plan.order))
+    page = Page(rows[: plan.limit], _search_page_token(rows, query.page, plan.order))
     if sponsorship is None or not matched:
         return page, []
     return page, await sponsorship.choose(target, len(page.items), matched, own, viewer)
@@ -264,9 +265,10 @@ def plan_search(
         "starts_at": ("", "e.starts_at, e.id"),
         "distance": (distance, f"{distance}, e.id"),
     }[order]
-    position = _search_position(query.page.token, order)
+    position = decode_page_token(query.page.token)
     if position is not None:
         _add_keyset(sql, order, sort_key, position)
+        check_scope(position, query.page)
 
     # Every event has its counters row (created with it).
     counters = "join public.event_counters c on c.event_id = e.id" if by_popularity else ""
@@ -376,20 +378,14 @@ def _token_decimal(position: dict[str, Any]) -> Decimal:
     return key
 
 
-def _search_position(token: str, order: str) -> dict[str, Any] | None:
-    position = decode_page_token(token)
-    if position is not None and position.get("order") != order:
-        raise invalid_argument("page_token", "page_token belongs to a different order_by")
-    return position
-
-
-def _search_page_token(rows: list[asyncpg.Record], limit: int, order: str) -> str:
-    if len(rows) <= limit:
+def _search_page_token(rows: list[asyncpg.Record], page: PageRequest, order: str) -> str:
+    if len(rows) <= page.size:
         return ""
-    last = rows[limit - 1]
+    last = rows[page.size - 1]
     key = {"relevance": last["score"], "popularity": last["popularity"], "distance": last["distance_km"]}.get(order)
+    # The scope holds q and order_by, so it also ties the token to the order its key is for.
     return encode_page_token(
-        {"order": order, "starts_at": last["starts_at"].isoformat(), "id": str(last["id"]), "key": str(key)}
+        {"starts_at": last["starts_at"].isoformat(), "id": str(last["id"]), "key": str(key)}, page.scope
     )
 
 
@@ -435,7 +431,7 @@ async def unsave(db: Database, event_id: UUID) -> None:
 async def saved_events(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
     """The caller's saved events (rows with `saved_at`), most recently saved first."""
     identity = signed_in()
-    after = decode_keyset(page.token, SAVED_KEYSET)
+    after = decode_keyset(page, SAVED_KEYSET)
     rows = await db.run(
         lambda conn: conn.fetch(
             """
@@ -450,13 +446,13 @@ async def saved_events(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
             *(after or (None, None)),
         )
     )
-    return page_of(rows, page.size, SAVED_KEYSET)
+    return page_of(rows, page, SAVED_KEYSET)
 
 
 async def my_events(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
     """The caller's registrations joined with their events, soonest event first."""
     identity = signed_in()
-    after = decode_keyset(page.token, MY_EVENTS_KEYSET)
+    after = decode_keyset(page, MY_EVENTS_KEYSET)
     rows = await db.run(
         lambda conn: conn.fetch(
             """
@@ -472,4 +468,4 @@ async def my_events(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
             *(after or (None, None)),
         )
     )
-    return page_of(rows, page.size, MY_EVENTS_KEYSET)
+    return page_of(rows, page, MY_EVENTS_KEYSET)

@@ -292,7 +292,7 @@ class QueuedImport:
 
 async def list_moderation_imports(db: Database, source: str, page: PageRequest) -> Page[QueuedImport]:
     _admin()
-    after = decode_keyset(page.token, QUEUE_KEYSET)
+    after = decode_keyset(page, QUEUE_KEYSET)
 
     async def list_them(conn: Connection) -> Page[QueuedImport]:
         rows = await conn.fetch(
@@ -307,7 +307,7 @@ async def list_moderation_imports(db: Database, source: str, page: PageRequest) 
             source,
             *(after or (None, None)),
         )
-        listed = page_of(rows, page.size, QUEUE_KEYSET)
+        listed = page_of(rows, page, QUEUE_KEYSET)
         candidates = {
             row["id"]: row
             for row in await conn.fetch(

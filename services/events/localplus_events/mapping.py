@@ -56,7 +56,7 @@ TEXT_FIELDS = ("title", "description", "category", "timezone", "venue_name", "ad
 
 def page(request: Any) -> PageRequest:
     """The page a list request asks for (every list request has page_size and page_token)."""
-    return page_request(request.page_size, request.page_token)
+    return page_request(request)
 
 
 def populated_fields(message: Any, editable: Sequence[str]) -> list[str]:

@@ -93,7 +93,7 @@ async def moderation_queue(db: Database, where: QueueFilter, page: PageRequest) 
     identity = signed_in()
     if not identity.is_platform_admin:
         raise permission_denied("the moderation queue is for platform admins")
-    after = decode_keyset(page.token, QUEUE_KEYSET)
+    after = decode_keyset(page, QUEUE_KEYSET)
 
     async def queue(conn: Connection) -> list[asyncpg.Record]:
         in_city = await city_id(conn, where.city) if where.city else None
@@ -114,13 +114,13 @@ async def moderation_queue(db: Database, where: QueueFilter, page: PageRequest) 
             *(after or (None, None)),
         )
 
-    return page_of(await db.run(queue), page.size, QUEUE_KEYSET)
+    return page_of(await db.run(queue), page, QUEUE_KEYSET)
 
 
 async def moderation_log(db: Database, event_id: UUID, page: PageRequest) -> Page[asyncpg.Record]:
     """An event's status changes in order (owners and platform admins)."""
     identity = signed_in()
-    after = decode_keyset(page.token, LOG_KEYSET)
+    after = decode_keyset(page, LOG_KEYSET)
 
     async def run(conn: Connection) -> list[asyncpg.Record]:
         if not identity.is_platform_admin:
@@ -144,4 +144,4 @@ async def moderation_log(db: Database, event_id: UUID, page: PageRequest) -> Pag
             raise not_found("event not found")
         return rows
 
-    return page_of(await db.run(run, event_id=event_id), page.size, LOG_KEYSET)
+    return page_of(await db.run(run, event_id=event_id), page, LOG_KEYSET)

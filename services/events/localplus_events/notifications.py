@@ -190,7 +190,7 @@ def _admin() -> None:
 async def list_notifications(db: Database, status: str | None, page: PageRequest) -> Page[asyncpg.Record]:
     """The outbox, newest first, optionally of one status (platform admins)."""
     _admin()
-    after = decode_keyset(page.token, LIST_KEYSET)
+    after = decode_keyset(page, LIST_KEYSET)
 
     async def run(conn: Connection) -> list[asyncpg.Record]:
         return await conn.fetch(
@@ -206,7 +206,7 @@ async def list_notifications(db: Database, status: str | None, page: PageRequest
             *(after or (None, None)),
         )
 
-    return page_of(await db.run(run), page.size, LIST_KEYSET)
+    return page_of(await db.run(run), page, LIST_KEYSET)
 
 
 async def retry_notification(db: Database, notification_id: UUID) -> asyncpg.Record:

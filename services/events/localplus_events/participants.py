@@ -35,13 +35,13 @@ class ParticipantChanges:
 async def list_participants(db: Database, event_id: UUID, page: PageRequest) -> Page[asyncpg.Record]:
     """Editors see every registration, anyone else only their own (row-level security)."""
     signed_in()
-    after = decode_keyset(page.token, repo.BY_USER_KEYSET)
+    after = decode_keyset(page, repo.BY_USER_KEYSET)
 
     async def list_them(conn: Connection) -> list[asyncpg.Record]:
         await visible_event(conn, event_id)
         return await repo.list_participants(conn, event_id, page.size + 1, after)
 
-    return page_of(await db.run(list_them, event_id=event_id), page.size, repo.BY_USER_KEYSET)
+    return page_of(await db.run(list_them, event_id=event_id), page, repo.BY_USER_KEYSET)
 
 
 async def get_participant(db: Database, event_id: UUID, user_id: UUID | None) -> asyncpg.Record:

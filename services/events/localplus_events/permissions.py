@@ -14,14 +14,14 @@ from localplus_events import repository as repo
 
 async def list_permissions(db: Database, event_id: UUID, page: PageRequest) -> Page[asyncpg.Record]:
     signed_in()
-    after = decode_keyset(page.token, repo.BY_USER_KEYSET)
+    after = decode_keyset(page, repo.BY_USER_KEYSET)
 
     async def list_them(conn: Connection) -> list[asyncpg.Record]:
         event = await visible_event(conn, event_id)
         require_rank(event, EDITOR, "see who has access to")
         return await repo.list_permissions(conn, event_id, page.size + 1, after)
 
-    return page_of(await db.run(list_them, event_id=event_id), page.size, repo.BY_USER_KEYSET)
+    return page_of(await db.run(list_them, event_id=event_id), page, repo.BY_USER_KEYSET)
 
 
 async def create_permission(

@@ -31,7 +31,7 @@ class NewVenue:
 
 
 async def list_cities(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
-    after = decode_keyset(page.token, BY_NAME_KEYSET)
+    after = decode_keyset(page, BY_NAME_KEYSET)
     rows = await db.run(
         lambda conn: conn.fetch(
             "select * from public.cities where ($2::text is null or (name, id) > ($2, $3)) order by name, id limit $1",
@@ -40,11 +40,11 @@ async def list_cities(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
         ),
         replica=True,
     )
-    return page_of(rows, page.size, BY_NAME_KEYSET)
+    return page_of(rows, page, BY_NAME_KEYSET)
 
 
 async def list_venues(db: Database, city: str, business_id: UUID | None, page: PageRequest) -> Page[asyncpg.Record]:
-    after = decode_keyset(page.token, BY_NAME_KEYSET)
+    after = decode_keyset(page, BY_NAME_KEYSET)
 
     async def list_them(conn: Connection) -> list[asyncpg.Record]:
         in_city = await city_id(conn, city) if city else None
@@ -62,7 +62,7 @@ async def list_venues(db: Database, city: str, business_id: UUID | None, page: P
             *(after or (None, None)),
         )
 
-    return page_of(await db.run(list_them, replica=True), page.size, BY_NAME_KEYSET)
+    return page_of(await db.run(list_them, replica=True), page, BY_NAME_KEYSET)
 
 
 async def create_venue(db: Database, new: NewVenue) -> asyncpg.Record:

@@ -53,7 +53,7 @@ async def list_occurrences(
     """The occurrences that start within [start, end), soonest first."""
     if start is not None and end is not None and end <= start:
         raise invalid_argument("end", "end must be after start")
-    after = decode_keyset(page.token, KEYSET)
+    after = decode_keyset(page, KEYSET)
 
     async def list_them(conn: Connection) -> list[asyncpg.Record]:
         await visible_event(conn, event_id)
@@ -76,7 +76,7 @@ async def list_occurrences(
         )
 
     anonymous = not current_identity.get().is_signed_in  # who cannot have changed them: a replica will do
-    return page_of(await db.run(list_them, event_id=event_id, replica=anonymous), page.size, KEYSET)
+    return page_of(await db.run(list_them, event_id=event_id, replica=anonymous), page, KEYSET)
 
 
 @dataclass(frozen=True)
@@ -429,7 +429,7 @@ async def search(
         raise invalid_argument("end", "end must be after start")
     if end - start > MAX_SEARCH_WINDOW:
         raise invalid_argument("end", f"end may be at most {MAX_SEARCH_WINDOW.days} days after start")
-    after = decode_keyset(query.page.token, KEYSET)
+    after = decode_keyset(query.page, KEYSET)
     target = Request(city=query.city.strip())
     promoted = sponsorship.candidates(target) if sponsorship is not None else []
 
@@ -443,7 +443,7 @@ async def search(
         return rows, matched, await sponsorship.own_businesses(conn, matched)
 
     rows, matched, own = await db.run(find)
-    page = page_of(rows, query.page.size, KEYSET)
+    page = page_of(rows, query.page, KEYSET)
     if sponsorship is None or not matched:
         return page, []
     return page, await sponsorship.choose(target, len(page.items), matched, own, viewer)

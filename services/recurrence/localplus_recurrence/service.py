@@ -38,7 +38,7 @@ class RecurrenceService(recurrence_pb2_grpc.RecurrenceServiceServicer):
             parse_uuid("event_id", request.event_id),
             timestamp_or_none(request, "start"),
             timestamp_or_none(request, "end"),
-            page_request(request.page_size, request.page_token),
+            page_request(request),
         )
         return mapping.list_response(page.items, page.next_page_token)
 
@@ -60,7 +60,7 @@ class RecurrenceService(recurrence_pb2_grpc.RecurrenceServiceServicer):
             request.city,
             timestamp_or_none(request, "start"),
             timestamp_or_none(request, "end"),
-            page_request(request.page_size, request.page_token),
+            page_request(request),
         )
         viewer = viewer_key(current_identity.get(), context, by_browser=False)
         page, sponsored = await occurrences.search(self.db, query, self.sponsorship, viewer)

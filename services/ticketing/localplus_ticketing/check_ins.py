@@ -166,7 +166,7 @@ async def check_in_list(db: Database, signer: TicketSigner, event_id: UUID, page
     """Every ticket issued for the event (void ones too), by id, with the key that verifies their
     codes: what a scanner needs to admit people offline."""
     signed_in()
-    after = decode_keyset(page.token, CHECK_IN_LIST_KEYSET)
+    after = decode_keyset(page, CHECK_IN_LIST_KEYSET)
     generated_at = datetime.now(UTC)
 
     async def read(conn: Connection) -> Page[asyncpg.Record]:
@@ -182,7 +182,7 @@ async def check_in_list(db: Database, signer: TicketSigner, event_id: UUID, page
             page.size + 1,
             after[0] if after else None,
         )
-        return page_of(rows, page.size, CHECK_IN_LIST_KEYSET)
+        return page_of(rows, page, CHECK_IN_LIST_KEYSET)
 
     return CheckInList(event_id, await db.run(read, event_id=event_id), signer.public_key_b64, generated_at)
 

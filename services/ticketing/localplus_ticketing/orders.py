@@ -148,7 +148,7 @@ async def get_order(db: Database, order_id: UUID) -> OrderView:
 
 async def list_my_orders(db: Database, page: PageRequest) -> Page[OrderView]:
     identity = signed_in()
-    after = decode_keyset(page.token, MY_ORDERS_KEYSET)
+    after = decode_keyset(page, MY_ORDERS_KEYSET)
 
     async def list_them(conn: Connection) -> Page[OrderView]:
         rows = await conn.fetch(
@@ -162,7 +162,7 @@ async def list_my_orders(db: Database, page: PageRequest) -> Page[OrderView]:
             page.size + 1,
             *(after or (None, None)),
         )
-        listed = page_of(rows, page.size, MY_ORDERS_KEYSET)
+        listed = page_of(rows, page, MY_ORDERS_KEYSET)
         ids = [row["id"] for row in listed.items]
         items, seats = await _items(conn, ids), await seating.order_seats(conn, ids)
         return Page(

@@ -197,7 +197,7 @@ async def business_promotions(db: Database, business_id: UUID, page: PageRequest
     """A business's promotions, newest first, for its partners and admins (row-level security): 404 for
     a business that does not exist, 403 for anyone else, as for its other figures."""
     identity = signed_in()
-    after = decode_keyset(page.token, NEWEST_KEYSET)
+    after = decode_keyset(page, NEWEST_KEYSET)
 
     async def read(conn: Connection) -> list[asyncpg.Record]:
         await require_business_partner(conn, identity, business_id, "promotions")
@@ -209,14 +209,14 @@ async def business_promotions(db: Database, business_id: UUID, page: PageRequest
             *(after or (None, None)),
         )
 
-    return page_of(await db.run(read), page.size, NEWEST_KEYSET)
+    return page_of(await db.run(read), page, NEWEST_KEYSET)
 
 
 async def moderation_queue(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
     """Paid promotions waiting for review, longest waiting first (platform admins)."""
     if not signed_in().is_platform_admin:
         raise permission_denied("the moderation queue is for platform admins")
-    after = decode_keyset(page.token, QUEUE_KEYSET)
+    after = decode_keyset(page, QUEUE_KEYSET)
     rows = await db.run(
         lambda conn: conn.fetch(
             f"select {COLUMNS} from public.promotions where status = 'pending_review' "
@@ -225,7 +225,7 @@ async def moderation_queue(db: Database, page: PageRequest) -> Page[asyncpg.Reco
             *(after or (None, None)),
         )
     )
-    return page_of(rows, page.size, QUEUE_KEYSET)
+    return page_of(rows, page, QUEUE_KEYSET)
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ class PromotionRpcs:
         page = await promotions.business_promotions(
             self.db,
             parse_uuid("business_id", request.business_id),
-            page_request(request.page_size, request.page_token),
+            page_request(request),
         )
         return promotions_pb2.ListBusinessPromotionsResponse(
             promotions=[promotion_to_proto(row) for row in page.items], next_page_token=page.next_page_token
@@ -112,7 +112,7 @@ class PromotionRpcs:
     async def ListModerationPromotions(
         self, request: promotions_pb2.ListModerationPromotionsRequest, context: Context
     ) -> Any:
-        page = await promotions.moderation_queue(self.db, page_request(request.page_size, request.page_token))
+        page = await promotions.moderation_queue(self.db, page_request(request))
         return promotions_pb2.ListModerationPromotionsResponse(
             promotions=[promotion_to_proto(row) for row in page.items], next_page_token=page.next_page_token
         )

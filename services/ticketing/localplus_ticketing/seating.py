@@ -75,7 +75,7 @@ def seat_label(row: str, number: str) -> str:
 
 async def list_plans(db: Database, venue_id: UUID, page: PageRequest) -> Page[asyncpg.Record]:
     """A venue's plans, oldest first."""
-    after = decode_keyset(page.token, OLDEST_KEYSET)
+    after = decode_keyset(page, OLDEST_KEYSET)
 
     async def list_them(conn: Connection) -> list[asyncpg.Record]:
         await _venue(conn, venue_id)
@@ -88,7 +88,7 @@ async def list_plans(db: Database, venue_id: UUID, page: PageRequest) -> Page[as
         )
 
     rows = await db.run(list_them, replica=not current_identity.get().is_signed_in)
-    return page_of(rows, page.size, OLDEST_KEYSET)
+    return page_of(rows, page, OLDEST_KEYSET)
 
 
 async def get_plan(db: Database, plan_id: UUID) -> PlanView:

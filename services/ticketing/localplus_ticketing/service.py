@@ -32,7 +32,7 @@ class TicketingService(PromotionRpcs, ticketing_pb2_grpc.TicketingServiceService
 
     async def ListTicketTypes(self, request: ticketing_pb2.ListTicketTypesRequest, context: Context) -> Any:
         page = await ticket_types.list_ticket_types(
-            self.db, parse_uuid("event_id", request.event_id), page_request(request.page_size, request.page_token)
+            self.db, parse_uuid("event_id", request.event_id), page_request(request)
         )
         return ticketing_pb2.ListTicketTypesResponse(
             ticket_types=[mapping.ticket_type_to_proto(row) for row in page.items],
@@ -67,7 +67,7 @@ class TicketingService(PromotionRpcs, ticketing_pb2_grpc.TicketingServiceService
         return mapping.order_to_proto(await orders.get_order(self.db, parse_uuid("id", request.id)))
 
     async def ListMyOrders(self, request: ticketing_pb2.ListMyOrdersRequest, context: Context) -> Any:
-        page = await orders.list_my_orders(self.db, page_request(request.page_size, request.page_token))
+        page = await orders.list_my_orders(self.db, page_request(request))
         return ticketing_pb2.ListMyOrdersResponse(
             orders=[mapping.order_to_proto(view) for view in page.items], next_page_token=page.next_page_token
         )
@@ -94,7 +94,7 @@ class TicketingService(PromotionRpcs, ticketing_pb2_grpc.TicketingServiceService
     # Tickets
 
     async def ListMyTickets(self, request: ticketing_pb2.ListMyTicketsRequest, context: Context) -> Any:
-        page = await tickets.list_my_tickets(self.db, page_request(request.page_size, request.page_token))
+        page = await tickets.list_my_tickets(self.db, page_request(request))
         return ticketing_pb2.ListMyTicketsResponse(
             tickets=[mapping.ticket_to_proto(row) for row in page.items], next_page_token=page.next_page_token
         )
@@ -120,8 +120,7 @@ class TicketingService(PromotionRpcs, ticketing_pb2_grpc.TicketingServiceService
 
     async def GetCheckInList(self, request: ticketing_pb2.GetCheckInListRequest, context: Context) -> Any:
         event_id = parse_uuid("event_id", request.event_id)
-        size = request.page_size or check_ins.MAX_LIST_PAGE
-        page = page_request(size, request.page_token, max_size=check_ins.MAX_LIST_PAGE)
+        page = page_request(request, max_size=check_ins.MAX_LIST_PAGE, default_size=check_ins.MAX_LIST_PAGE)
         listed = await check_ins.check_in_list(self.db, self.signer, event_id, page)
         return mapping.check_in_list_to_proto(listed)
 
@@ -141,9 +140,7 @@ class TicketingService(PromotionRpcs, ticketing_pb2_grpc.TicketingServiceService
     # Seating
 
     async def ListSeatingPlans(self, request: ticketing_pb2.ListSeatingPlansRequest, context: Context) -> Any:
-        page = await seating.list_plans(
-            self.db, parse_uuid("venue_id", request.venue_id), page_request(request.page_size, request.page_token)
-        )
+        page = await seating.list_plans(self.db, parse_uuid("venue_id", request.venue_id), page_request(request))
         return ticketing_pb2.ListSeatingPlansResponse(
             seating_plans=[mapping.plan_to_proto(row) for row in page.items], next_page_token=page.next_page_token
         )

@@ -73,7 +73,7 @@ class NewTicketType:
 
 
 async def list_ticket_types(db: Database, event_id: UUID, page: PageRequest) -> Page[asyncpg.Record]:
-    after = decode_keyset(page.token, KEYSET)
+    after = decode_keyset(page, KEYSET)
 
     async def list_them(conn: Connection) -> list[asyncpg.Record]:
         await visible_event(conn, event_id)
@@ -91,7 +91,7 @@ async def list_ticket_types(db: Database, event_id: UUID, page: PageRequest) -> 
         )
 
     anonymous = not current_identity.get().is_signed_in  # who cannot have changed them: a replica will do
-    return page_of(await db.run(list_them, event_id=event_id, replica=anonymous), page.size, KEYSET)
+    return page_of(await db.run(list_them, event_id=event_id, replica=anonymous), page, KEYSET)
 
 
 async def create_ticket_type(db: Database, event_id: UUID, new: NewTicketType) -> asyncpg.Record:

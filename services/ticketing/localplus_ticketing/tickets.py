@@ -24,7 +24,7 @@ QR_ERROR, QR_SCALE, QR_BORDER = "m", 8, 4
 async def list_my_tickets(db: Database, page: PageRequest) -> Page[asyncpg.Record]:
     """The caller's tickets, in the order they were issued."""
     identity = signed_in()
-    after = decode_keyset(page.token, MY_TICKETS_KEYSET)
+    after = decode_keyset(page, MY_TICKETS_KEYSET)
     rows = await db.run(
         lambda conn: conn.fetch(
             """
@@ -38,7 +38,7 @@ async def list_my_tickets(db: Database, page: PageRequest) -> Page[asyncpg.Recor
             *(after or (None, None)),
         )
     )
-    return page_of(rows, page.size, MY_TICKETS_KEYSET)
+    return page_of(rows, page, MY_TICKETS_KEYSET)
 
 
 async def get_ticket(db: Database, ticket_id: UUID) -> asyncpg.Record:
