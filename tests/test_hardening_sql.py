@@ -256,6 +256,33 @@ async def test_a_registration_dated_1970_does_not_jump_the_waitlist(pool: asyncp
         assert mine is not None and dict(mine) == {"status": "waitlisted", "dated_now": True}
 
 
+async def test_owners_cannot_grant_permissions_that_have_already_expired(pool: asyncpg.Pool) -> None:
+    """The API refuses an expires_at that is not in the future (400); so does SQL, for new grants and
+    changed expiries, while rows that have expired since (and other changes to them) are left alone."""
+    owner, editor, viewer = await new_user(pool), await new_user(pool), await new_user(pool)
+    event = await new_event(pool, owner)
+    await pool.execute(
+        "insert into public.event_permissions (event_id, user_id, role, expires_at)"
+        " values ($1, $2, 'viewer', now() - interval '1 day')",
+        event,
+        viewer,
+    )
+    grant = "insert into public.event_permissions (event_id, user_id, role, expires_at) values ($1, $2, 'editor', $3)"
+    extend = "update public.event_permissions set expires_at = $3 where event_id = $1 and user_id = $2"
+    for sql, who in ((grant, editor), (extend, viewer)):
+        for moment in ("now() - interval '1 hour'", "now()"):
+            async with as_caller(pool, owner) as conn:
+                with pytest.raises(asyncpg.CheckViolationError, match="expires_at must be in the future"):
+                    await conn.execute(sql, event, who, await conn.fetchval(f"select {moment}"))
+        async with as_caller(pool, owner) as conn:
+            await conn.execute(sql, event, who, await conn.fetchval("select now() + interval '1 day'"))
+    async with as_caller(pool, owner) as conn:
+        changed = await conn.execute(
+            "update public.event_permissions set role = 'editor' where event_id = $1 and user_id = $2", event, viewer
+        )
+        assert changed == "UPDATE 1"
+
+
 async def test_editors_cannot_set_sold(pool: asyncpg.Pool) -> None:
     owner = await new_user(pool)
     event = await new_event(pool, owner)

@@ -241,6 +241,31 @@ async def test_this_and_following_splits_the_series_and_leaves_the_earlier_ones_
     assert edit.status_code == 200, edit.text
 
 
+async def test_a_split_takes_along_the_permissions_still_in_force(
+    api: httpx.AsyncClient, db: asyncpg.Pool, user: User
+) -> None:
+    """An expired grant is not copied to the new event (as a new grant it would be refused)."""
+    event = await weekly_event(api, user)
+    editor, former = await create_user(db), await create_user(db)
+    await db.execute(
+        "insert into public.event_permissions (event_id, user_id, role, expires_at) values"
+        " ($1, $2, 'editor', now() + interval '30 days'), ($1, $3, 'editor', now() - interval '1 day')",
+        uuid.UUID(event["id"]),
+        editor.id,
+        former.id,
+    )
+    found = await occurrences(api, event["id"])
+    later = parse_time(found[2]["starts_at"]) + timedelta(hours=1)
+    split = await patch(api, user, event["id"], found[2]["id"],
+                        {"starts_at": iso(later), "ends_at": iso(later + timedelta(hours=3))},
+                        scope="UPDATE_SCOPE_THIS_AND_FOLLOWING")  # fmt: skip
+    assert split.status_code == 200, split.text
+    copied = await db.fetch(
+        "select user_id from public.event_permissions where event_id = $1", uuid.UUID(split.json()["event_id"])
+    )
+    assert [row["user_id"] for row in copied] == [editor.id]
+
+
 async def test_cancelling_this_and_following_ends_the_series(api: httpx.AsyncClient, user: User) -> None:
     event = await weekly_event(api, user)
     found = await occurrences(api, event["id"])

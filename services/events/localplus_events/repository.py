@@ -44,10 +44,12 @@ async def delete_event(conn: Connection, event_id: UUID) -> None:
 
 
 async def copy_permissions(conn: Connection, from_event: UUID, to_event: UUID) -> None:
-    """Give an event the permissions another one has (the server's own write, keeping who granted them)."""
+    """Give an event the permissions another one has that are still in force (the server's own write;
+    an expired one would be refused, as any grant that has already expired)."""
     await conn.execute(
         "insert into public.event_permissions (event_id, user_id, role, granted_by, expires_at)"
-        " select $2, user_id, role, granted_by, expires_at from public.event_permissions where event_id = $1",
+        " select $2, user_id, role, granted_by, expires_at from public.event_permissions"
+        " where event_id = $1 and (expires_at is null or expires_at > now())",
         from_event,
         to_event,
     )
