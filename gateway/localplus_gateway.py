@@ -331,6 +331,16 @@ def _template_regex(template: str) -> str:
     return _SEGMENT.join(re.escape(literal) for literal in literals)
 
 
+def _direct_response_cors(exposed: str) -> list[dict[str, Any]]:
+    """The CORS filter skips routes Envoy answers itself (no cluster); its policy allows every origin, so
+    these are the headers it would add (none when the request has no origin)."""
+    return [
+        {"header": {"key": "access-control-allow-origin", "value": "%REQ(origin)%"}},
+        {"header": {"key": "access-control-expose-headers", "value": exposed}},
+        {"header": {"key": "vary", "value": "origin"}},
+    ]
+
+
 def _method_not_allowed_routes(methods: list[Method]) -> list[dict[str, Any]]:
     """A 405 with Allow (the path's methods) for a known /api/ path asked with another method, one route
     per set of allowed methods; unknown paths still reach the transcoder's 404. OPTIONS is never refused
@@ -368,11 +378,7 @@ def _method_not_allowed_routes(methods: list[Method]) -> list[dict[str, Any]]:
                 "direct_response": {"status": 405, "body": {"inline_string": f"method not allowed; allowed: {allow}"}},
                 "response_headers_to_add": [
                     {"header": {"key": "allow", "value": allow}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
-                    # The CORS filter skips routes without a cluster; its policy allows every origin, so
-                    # this is what it would add (nothing when there is no origin).
-                    {"header": {"key": "access-control-allow-origin", "value": "%REQ(origin)%"}},
-                    {"header": {"key": "access-control-expose-headers", "value": "allow, x-request-id"}},
-                    {"header": {"key": "vary", "value": "origin"}},
+                    *_direct_response_cors("allow, x-request-id"),
                 ],
                 "typed_per_filter_config": NO_TRANSCODER,
             }
@@ -405,7 +411,8 @@ def _docs_routes(openapi_path: str) -> list[dict[str, Any]]:
             },
             "direct_response": {"status": 200, "body": {"filename": filename}},
             "response_headers_to_add": [
-                {"header": {"key": "content-type", "value": kind}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+                {"header": {"key": "content-type", "value": kind}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+                *_direct_response_cors("x-request-id"),
             ],
             "typed_per_filter_config": NO_TRANSCODER,
         }

@@ -129,6 +129,17 @@ async def test_cors_lets_a_browser_read_and_revalidate_a_feed(api: httpx.AsyncCl
     assert again.headers["access-control-allow-origin"] == ORIGIN
 
 
+async def test_a_page_on_another_origin_may_read_the_openapi_document(api: httpx.AsyncClient) -> None:
+    """An API explorer or client generator served from another origin fetches /api/openapi.json; Envoy
+    answers it from a file, where the CORS filter adds nothing, so the route adds what it would."""
+    document = await api.get("/api/openapi.json", headers={"origin": ORIGIN})
+    assert document.status_code == 200
+    assert document.headers["access-control-allow-origin"] == ORIGIN
+    assert "origin" in document.headers["vary"].lower()
+    without_origin = await api.get("/api/openapi.json")
+    assert "access-control-allow-origin" not in without_origin.headers
+
+
 # Routing and Envoy's own errors
 
 
