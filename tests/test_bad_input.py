@@ -685,12 +685,12 @@ CASES = [
     ),
     # Other services' fields.
     Case(
-        "ticket-type-lowercase-currency",
+        "ticket-type-currency-name",
         "POST",
         "/api/events/{event_id}/ticket-types",
         400,
         "INVALID_ARGUMENT",
-        json={"name": "GA", "currency": "thb", "inventory": 5},
+        json={"name": "GA", "currency": "baht", "inventory": 5},
         field="ticket_type.currency",
     ),
     Case(

@@ -104,17 +104,22 @@ async def test_an_unreadable_item_is_answered_under_its_own_external_id(api: htt
 
 
 async def test_prices_and_currencies_are_checked_as_for_ticket_types(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
-    lower_case = item(currency="thb")
     not_a_code = item(currency="XYZ")
+    a_name = item(currency="baht")
     negative = item(price_minor="-5")
     too_much = item(price_minor="100000000001")
     free, no_price = item(price_minor="0"), item(price_minor=None, currency="")
-    results = await send(api, lower_case, not_a_code, negative, too_much, free, no_price)
-    assert [r["result"] for r in results] == ["IMPORT_RESULT_REJECTED"] * 4 + ["IMPORT_RESULT_CREATED"] * 2
+    lower_case = item(currency="thb")  # as Stripe writes codes
+    results = await send(api, not_a_code, a_name, negative, too_much, free, no_price, lower_case)
+    assert [r["result"] for r in results] == ["IMPORT_RESULT_REJECTED"] * 4 + ["IMPORT_RESULT_CREATED"] * 3
     assert all("ISO 4217" in r["error"] for r in results[:2]), results
     assert all("price_minor must be between 0 and 100,000,000,000" in r["error"] for r in results[2:4]), results
-    refused = [i["external_id"] for i in (lower_case, not_a_code, negative, too_much)]
+    refused = [i["external_id"] for i in (not_a_code, a_name, negative, too_much)]
     assert await db.fetchval("select count(*) from public.scraper_imports where external_id = any($1)", refused) == 0
+    kept = await db.fetchval(
+        "select item ->> 'currency' from public.scraper_imports where external_id = $1", lower_case["external_id"]
+    )
+    assert kept == "THB"
 
 
 async def test_only_the_backend_imports(api: httpx.AsyncClient, user: User, admin: User) -> None:

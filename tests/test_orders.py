@@ -202,6 +202,27 @@ async def test_editors_change_and_delete_ticket_types_but_sold_is_the_servers(
     assert (await api.delete(f"/api/ticket-types/{unsold['id']}", headers=owner.headers)).status_code == 404
 
 
+async def test_a_currency_code_in_lower_case_is_the_same_currency(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    """Stripe writes currency codes in lower case; "thb" is THB here too, never a currency of its own."""
+    owner = await create_user(db)
+    event, ticket_type = await event_with_tickets(api, owner, inventory=5)
+    created = await api.post(
+        f"/api/events/{event['id']}/ticket-types",
+        json={"name": "Door", "price_minor": 500, "currency": "thb", "inventory": 5},
+        headers=owner.headers,
+    )
+    assert created.status_code == 200, created.text
+    assert created.json()["currency"] == "THB"
+    changed = await api.patch(
+        f"/api/ticket-types/{ticket_type['id']}",
+        params={"update_mask": "currency"},
+        json={"currency": " usd "},
+        headers=owner.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["currency"] == "USD"
+
+
 async def test_what_a_ticket_type_sold_as_stays_once_ordered(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
     """Seat claims are keyed by a type's occurrence: a sold type moved to another occurrence put its
     sold seats on sale again, sold twice. Once ordered, a type keeps its occurrence, currency and seat

@@ -29,8 +29,10 @@ def check_price_minor(field: str, price_minor: int) -> None:
         raise invalid_argument(field, f"price_minor must be between 0 and {MAX_PRICE_MINOR:,}")
 
 
-def check_currency(field: str, currency: str) -> None:
-    """400 naming `field` unless `currency` is an ISO 4217 code, in upper case: codes are stored as
-    given, and "thb" beside "THB" would split one currency in two."""
-    if currency not in ISO_4217:
+def currency_code(field: str, currency: str) -> str:
+    """The ISO 4217 code `currency` names, in upper case as it is stored ("thb", as Stripe writes it,
+    is THB; "thb" beside "THB" would split one currency in two), or a 400 naming `field`."""
+    code = currency.strip().upper()
+    if code not in ISO_4217:
         raise invalid_argument(field, "currency must be an ISO 4217 code such as THB")
+    return code

@@ -8,7 +8,7 @@ duplicate, for an admin to merge, keep separately, or reject."""
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -19,7 +19,7 @@ from localplus_common.access import signed_in
 from localplus_common.auth import SERVER
 from localplus_common.db import Connection, Database
 from localplus_common.errors import ApiError, failed_precondition, invalid_argument, not_found, permission_denied
-from localplus_common.money import check_currency, check_price_minor
+from localplus_common.money import check_price_minor, currency_code
 from localplus_common.paging import Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
 from localplus_events import dedup
 from localplus_events.domain import validate_event
@@ -104,7 +104,7 @@ async def import_items(db: Database, items: list[Item | Unreadable]) -> list[Ite
 
 
 async def _import_one(db: Database, item: Item) -> ItemResult:
-    _check(item)
+    item = _checked(item)
     try:
         return await db.run(lambda conn: _import(conn, item), SERVER)
     except asyncpg.UniqueViolationError:
@@ -240,9 +240,9 @@ def _event_values(item: Item) -> tuple[Any, ...]:
     )
 
 
-def _check(item: Item) -> None:
-    """The checks an event gets (title, times, time zone, coordinates), for the event the item makes,
-    and a ticket type's for its price."""
+def _checked(item: Item) -> Item:
+    """`item` with its currency code upper-cased, after the checks an event gets (title, times, time
+    zone, coordinates), for the event the item makes, and a ticket type's for its price."""
     if not item.external_id or len(item.external_id) > 200:
         raise invalid_argument("external_id", "external_id is required, at most 200 characters")
     ends_at = item.ends_at or item.starts_at + DEFAULT_LENGTH
@@ -261,8 +261,7 @@ def _check(item: Item) -> None:
     # The price is only kept with the item, but a moderator or a later ticket type reads it as money.
     if item.price_minor is not None:
         check_price_minor("price_minor", item.price_minor)
-    if item.currency:
-        check_currency("currency", item.currency)
+    return replace(item, currency=currency_code("currency", item.currency)) if item.currency else item
 
 
 def _database_refusal(error: asyncpg.PostgresError) -> str:

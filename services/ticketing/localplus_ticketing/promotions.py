@@ -20,7 +20,7 @@ from localplus_common.auth import SERVER
 from localplus_common.cities import require_cities
 from localplus_common.db import Connection, Database, act_as, current_identity
 from localplus_common.errors import ApiError, aborted, invalid_argument, not_found, permission_denied
-from localplus_common.money import check_currency
+from localplus_common.money import currency_code
 from localplus_common.paging import Page, PageRequest, decode_keyset, page_of, time_value, uuid_value
 from localplus_ticketing.payment_provider import Checkout, PaymentProvider
 
@@ -83,7 +83,7 @@ def _validate(values: dict[str, Any]) -> None:
         if field in values and values[field] <= 0:
             raise invalid_argument(field, f"{field} must be positive")
     if "currency" in values:
-        check_currency("currency", values["currency"].upper())  # stored upper-cased (_normalised)
+        currency_code("currency", values["currency"])  # stored as _normalised gives it
     starts, ends = values.get("starts_at"), values.get("ends_at")
     if starts and ends and ends <= starts:
         raise invalid_argument("ends_at", "ends_at must be after starts_at")
@@ -100,7 +100,7 @@ def _check_bid(values: dict[str, Any]) -> None:
 def _normalised(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     if "currency" in out:
-        out["currency"] = out["currency"].upper()
+        out["currency"] = currency_code("currency", out["currency"])
     if "cities" in out:
         out["cities"] = sorted({city.lower() for city in out["cities"]})
     if "placements" in out:

@@ -14,7 +14,7 @@ import asyncpg
 from localplus_common.access import EDITOR, require_rank, signed_in, visible_event
 from localplus_common.db import Connection, Database, current_identity
 from localplus_common.errors import ApiError, invalid_argument, not_found
-from localplus_common.money import check_currency, check_price_minor
+from localplus_common.money import check_price_minor, currency_code
 from localplus_common.paging import (
     Keyset,
     Page,
@@ -135,6 +135,8 @@ async def update_ticket_type(db: Database, ticket_type_id: UUID, changes: dict[s
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise _invalid(sorted(unknown)[0], "that field cannot be changed")
+    if "currency" in changes:
+        changes = {**changes, "currency": currency_code("ticket_type.currency", changes["currency"])}
 
     async def update(conn: Connection) -> asyncpg.Record:
         current = await _editable(conn, ticket_type_id)
@@ -197,7 +199,7 @@ def _checked(new: NewTicketType) -> NewTicketType:
     _check_text("name", new.name, MAX_NAME)
     _check_text("description", new.description, MAX_DESCRIPTION)
     check_price_minor("ticket_type.price_minor", new.price_minor)
-    check_currency("ticket_type.currency", new.currency)
+    currency = currency_code("ticket_type.currency", new.currency)
     _check_range("inventory", new.inventory, 0, MAX_INVENTORY)
     min_per_order = 1 if new.min_per_order is None else new.min_per_order
     _check_range("min_per_order", min_per_order, 1, MAX_PER_ORDER)
@@ -211,7 +213,7 @@ def _checked(new: NewTicketType) -> NewTicketType:
     starts, ends = new.sales_starts_at, new.sales_ends_at
     if starts is not None and ends is not None and ends <= starts:
         raise _invalid("sales_ends_at", "sales_ends_at must be after sales_starts_at")
-    return dataclasses.replace(new, min_per_order=min_per_order, max_per_order=max_per_order)
+    return dataclasses.replace(new, currency=currency, min_per_order=min_per_order, max_per_order=max_per_order)
 
 
 def _invalid(field: str, message: str) -> ApiError:
