@@ -629,6 +629,9 @@ async def test_targeting_placements_cities_and_categories(
     await until_served(api, search_only["id"], city=city, q="salsa", category="dance")
     await never_served(api, search_only["id"], tries=2, city=city, category="dance")  # browse
     await never_served(api, search_only["id"], tries=2, city=city, q="salsa")  # no category asked for
+    # A promotion for the city is served however the request spells it (spaces around, upper case).
+    in_city = await active_promotion(api, stack, owner, admin, event["id"], cities=[city])
+    await until_served(api, in_city["id"], city=f" {city.upper()} ")
 
 
 async def test_never_an_event_already_on_the_page_nor_the_same_event_twice(

@@ -142,6 +142,26 @@ async def test_typos_and_partial_words_find_the_event(api: httpx.AsyncClient, us
     assert await titles(api, city=city, q="jazz pottery") == []
 
 
+async def test_a_city_with_spaces_around_it_lists_that_citys_events(
+    api: httpx.AsyncClient, user: User, admin: User, city: str
+) -> None:
+    """`city=%20bangkok%20` was accepted (the city check trims it) but listed nothing (the statement did
+    not trim it): it lists the city's events, as every other `city=` filter does."""
+    listed = await publish(api, user, city, "Jazz by the river")
+    for padded in (f" {city} ", f"  {city.upper()}\t"):
+        assert [e["id"] for e in await found(api, city=padded)] == [listed["id"]], repr(padded)
+        assert [e["id"] for e in await found(api, city=padded, q="jazz")] == [listed["id"]], repr(padded)
+    # The moderation queue and the platform's analytics take it the same way.
+    queued = await create_event(api, user, city=city, title="Queued in the city")
+    assert (await api.post(f"/api/events/{queued['id']}:submit", json={}, headers=user.headers)).status_code == 200
+    queue = await api.get("/api/moderation/events", params={"city": f" {city} "}, headers=admin.headers)
+    assert queue.status_code == 200, queue.text
+    assert [e["id"] for e in queue.json()["events"]] == [queued["id"]]
+    figures = await api.get("/api/analytics", params={"city": f" {city} "}, headers=admin.headers)
+    assert figures.status_code == 200, figures.text
+    assert figures.json() == (await api.get("/api/analytics", params={"city": city}, headers=admin.headers)).json()
+
+
 async def test_plus_in_the_query_string_is_a_space(api: httpx.AsyncClient, user: User, city: str) -> None:
     """Browsers (URLSearchParams, forms) and most HTTP clients send a space in a query as `+`."""
     await publish(api, user, city, "Jazz Festival")

@@ -7,6 +7,12 @@ from localplus_common.db import Connection
 from localplus_common.errors import ApiError, invalid_argument, not_found
 
 
+def city_slug(value: str) -> str:
+    """The slug a `city=` parameter names: spaces around it and case do not count. Every city filter reads
+    it so, the check that the city exists as well as the statement that filters by it."""
+    return value.strip().lower()
+
+
 async def city_id(conn: Connection, slug: str, field: str = "city") -> UUID:
     """The city a slug names, or a 400 naming the slug."""
     found = await _find(conn, slug)
@@ -33,7 +39,7 @@ async def require_cities(conn: Connection, slugs: list[str], field: str) -> None
 
 
 async def _find(conn: Connection, slug: str) -> UUID | None:
-    found: UUID | None = await conn.fetchval("select id from public.cities where slug = $1", slug.strip().lower())
+    found: UUID | None = await conn.fetchval("select id from public.cities where slug = $1", city_slug(slug))
     return found
 
 

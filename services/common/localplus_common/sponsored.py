@@ -40,6 +40,7 @@ from uuid import UUID
 import asyncpg
 
 from localplus_common.auth import SERVER
+from localplus_common.cities import city_slug
 from localplus_common.db import Connection, Database, current_identity
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class Live:
         placement = "search" if query.q.strip() else "browse"
         return (
             placement in self.placements
-            and (not self.cities or query.city.lower() in self.cities)
+            and (not self.cities or city_slug(query.city) in self.cities)
             and (not self.categories or query.category in self.categories)
         )
 

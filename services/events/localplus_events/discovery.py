@@ -15,7 +15,7 @@ from uuid import UUID
 import asyncpg
 
 from localplus_common.access import signed_in, visible_event
-from localplus_common.cities import city_id
+from localplus_common.cities import city_id, city_slug
 from localplus_common.db import Connection, Database
 from localplus_common.errors import invalid_argument
 from localplus_common.paging import (
@@ -210,7 +210,7 @@ def plan_search(
         sql.where(f"e.starts_at < {sql.param(starts_before)}")
     if query.city:
         # search() has checked the slug names a city.
-        sql.where(f"e.city_id = (select c.id from public.cities c where c.slug = {sql.param(query.city.lower())})")
+        sql.where(f"e.city_id = (select c.id from public.cities c where c.slug = {sql.param(city_slug(query.city))})")
     if query.category:
         sql.where(f"e.category = {sql.param(query.category)}")
     if query.tags:
