@@ -250,3 +250,36 @@ async def test_what_a_ticket_type_sold_as_stays_once_ordered(api: httpx.AsyncCli
                 )
     renamed = await api.patch(path, params={"update_mask": "name"}, json={"name": "Late bird"}, headers=owner.headers)
     assert renamed.status_code == 200 and renamed.json()["occurrence_id"] == event["id"], renamed.text
+
+
+async def test_asking_for_more_than_remain_says_how_many_are_left(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    """Inventory 3, 2 sold, asking 2 used to answer "General admission is sold out"; the buyer could
+    not tell that one is left. Still a 409 SOLD_OUT, now saying how many remain (and in ErrorInfo
+    metadata `available`), whether the others are sold or only held."""
+    owner, first, second, third = [await create_user(db) for _ in range(4)]
+    _, ticket_type = await event_with_tickets(api, owner, price_minor=0, inventory=3)
+    order = (await reserve(api, first, ticket_type["id"], quantity=2)).json()
+    assert (await checkout(api, first, order["id"])).json()["order"]["status"] == "ORDER_STATUS_PAID"
+
+    refused = await reserve(api, second, ticket_type["id"], quantity=2)
+    assert refused.status_code == 409, refused.text
+    info = refused.json()["details"][0]
+    assert info["reason"] == "SOLD_OUT"
+    assert refused.json()["message"] == "only 1 General admission ticket is left", refused.text
+    assert info["metadata"]["available"] == "1" and info["metadata"]["ticket_type_id"] == ticket_type["id"]
+
+    # Held, not sold: the same answer, counted exactly under the buckets' locks.
+    assert (await reserve(api, third, ticket_type["id"], quantity=1)).status_code == 200
+    _, held_type = await event_with_tickets(api, owner, inventory=5)
+    assert (await reserve(api, first, held_type["id"], quantity=3)).status_code == 200
+    refused = await reserve(api, second, held_type["id"], quantity=3)
+    assert refused.status_code == 409 and refused.json()["details"][0]["reason"] == "SOLD_OUT", refused.text
+    assert refused.json()["message"] == "only 2 General admission tickets are left", refused.text
+    assert refused.json()["details"][0]["metadata"]["available"] == "2"
+
+    # None left: sold out, and 0 available.
+    refused = await reserve(api, second, ticket_type["id"], quantity=1)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["message"] == "General admission is sold out"
+    assert refused.json()["details"][0]["metadata"]["available"] == "0"
+    assert (await api.get(f"/api/events/{order['event_id']}/ticket-types")).json()["ticket_types"][0]["available"] == 0

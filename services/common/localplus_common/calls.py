@@ -56,6 +56,7 @@ def passed_on(error: grpc.aio.AioRpcError, service: str) -> ApiError:
     """The other service's answer as our own error; when the answer is not one of its own (it could
     not be reached, or did not answer in time), a stable message naming `service`."""
     reason, field, ours = error.code().name, "", False
+    metadata: dict[str, str] = {}
     for key, value in error.trailing_metadata() or ():
         if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
             continue
@@ -64,8 +65,9 @@ def passed_on(error: grpc.aio.AioRpcError, service: str) -> ApiError:
             info, bad_request = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
             if detail.Unpack(info):
                 reason = info.reason or reason
+                metadata = {key: value for key, value in info.metadata.items() if key != "request_id"}
             elif detail.Unpack(bad_request) and bad_request.field_violations:
                 field = bad_request.field_violations[0].field
     if not ours:
         return ApiError(error.code(), f"the {service} service did not answer ({reason}); try again", reason)
-    return ApiError(error.code(), error.details() or "", reason, field)
+    return ApiError(error.code(), error.details() or "", reason, field, metadata)

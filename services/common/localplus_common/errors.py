@@ -6,12 +6,15 @@ input; Envoy renders both as JSON.
 
 What Postgres says is for the server's log, not for clients, with one exception: a message our
 own PL/pgSQL raises (`raise exception '...' using errcode = ..., hint = '<REASON>'`) is written
-for users and passed on, its HINT (when set) as the ErrorInfo reason; errcode P0001 is a 400
-(FAILED_PRECONDITION), LP409 a 409 (ABORTED). Everything else becomes a
-stable message built from the SQLSTATE and the column or constraint Postgres names.
+for users and passed on, its HINT (when set) as the ErrorInfo reason and its DETAIL, when that is a
+JSON object of strings (`detail = json_build_object('available', '1')::text`), as the ErrorInfo
+metadata beside the request id; errcode P0001 is a 400 (FAILED_PRECONDITION), LP409 a 409
+(ABORTED). Everything else becomes a stable message built from the SQLSTATE and the column or constraint Postgres names.
 """
 
+import json
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import asyncpg
 import grpc
@@ -33,10 +36,14 @@ class ApiError(Exception):
     message: str
     reason: str
     field: str = ""
+    # What a client can act on besides the reason (e.g. how many tickets are left): ErrorInfo metadata.
+    metadata: dict[str, str] = dataclass_field(default_factory=dict)
 
     def trailing_metadata(self, request_id: str) -> tuple[tuple[str, str | bytes], ...]:
         """The trailers that end a call with this error: the rich status and the request id."""
-        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata={"request_id": request_id})
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata | {"request_id": request_id}
+        )
         details: list[error_details_pb2.ErrorInfo | error_details_pb2.BadRequest] = [info]
         if self.field:
             violation = error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.message)
@@ -110,7 +117,18 @@ def from_database_error(error: asyncpg.PostgresError) -> ApiError:
     if not _raised_by_us(error):
         return stable
     hint: str = getattr(error, "hint", None) or ""
-    return ApiError(stable.code, error.message or stable.message, hint or stable.reason, stable.field)
+    return ApiError(stable.code, error.message or stable.message, hint or stable.reason, stable.field, _metadata(error))
+
+
+def _metadata(error: asyncpg.PostgresError) -> dict[str, str]:
+    """The ErrorInfo metadata one of our RAISEs gave in its DETAIL (a JSON object of strings), if any."""
+    try:
+        detail = json.loads(getattr(error, "detail", None) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(detail, dict):
+        return {}
+    return {str(key): str(value) for key, value in detail.items() if isinstance(value, str)}
 
 
 def _stable_error(error: asyncpg.PostgresError) -> ApiError:
