@@ -4,12 +4,14 @@ refund freeing seats, plan changes after sales, and best-available on small plan
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import struct
 import subprocess
 import uuid
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -623,3 +625,32 @@ async def test_the_seat_map_renders_in_chromium_with_sold_seats_apart(
     assert colour(seated.ids("Stalls C-1")[0]) == (0xE6, 0x9F, 0x00)
     assert colour(seated.ids("Stalls D-10")[0]) not in (premium, sold_premium)  # held: faint
     assert colour(seated.ids("Stalls B-1")[0]) == (0xFF, 0xFF, 0xFF)  # blocked: hollow
+
+
+async def test_one_buyers_seat_orders_at_once_keep_to_the_limit_and_their_request_id(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    """Seat orders did not queue on the buyer the way other orders do: a buyer (or a retrying app)
+    sending several at once had each count the others' seats before they were claimed, so a limit of 1
+    seat per buyer let 3 of 10 through, and the same request_id sent 4 times at once made one order and
+    answered the retries 409 ALREADY_EXISTS or 400 LIMIT_EXCEEDED. Now at most the limit is held, and
+    every retry answers the one order."""
+    owner = await create_user(db)
+    rows = [row_of("A", 15, "std"), row_of("B", 15, "std", y=1.0), row_of("C", 2, "std", y=2.0)]
+    seated = await seated_event(api, admin, owner, [{"name": "Hall", "rows": rows}], max_per_order=1)
+    seat_ids = [seat["id"] for seat in seated.seats.values()]
+    for round_ in range(3):
+        buyer = await create_user(db)
+        answers = await asyncio.gather(
+            *(order_seats(api, buyer, [s]) for s in seat_ids[round_ * 10 : round_ * 10 + 10])
+        )
+        assert {r.status_code for r in answers} <= {200, 400}, [r.text for r in answers]
+        assert sum(r.status_code == 200 for r in answers) == 1, [reason(r) for r in answers]
+        assert all(reason(r) == "LIMIT_EXCEEDED" for r in answers if r.status_code == 400)
+    assert Counter((await statuses(api, seated.event["id"])).values())["HELD"] == 3
+
+    other = await create_user(db)
+    request_id = str(uuid.uuid4())
+    retries = await asyncio.gather(*(order_seats(api, other, seat_ids[30:31], request_id=request_id) for _ in range(4)))
+    assert [r.status_code for r in retries] == [200] * 4, [r.text for r in retries]
+    assert len({r.json()["id"] for r in retries}) == 1
