@@ -654,3 +654,23 @@ async def test_one_buyers_seat_orders_at_once_keep_to_the_limit_and_their_reques
     retries = await asyncio.gather(*(order_seats(api, other, seat_ids[30:31], request_id=request_id) for _ in range(4)))
     assert [r.status_code for r in retries] == [200] * 4, [r.text for r in retries]
     assert len({r.json()["id"] for r in retries}) == 1
+
+
+async def test_best_available_asking_for_more_seats_than_remain_says_how_many_are_left(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    """With one seat left, asking for the best 2 said "no 2 adjacent seats of std seat are left", as if
+    the seats were only apart: the buyer could not tell that one would do. Still a 409 SOLD_OUT, now
+    saying how many are left (and ErrorInfo metadata `available`), like other orders."""
+    owner, first, second = await create_user(db), await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, [{"name": "Hall", "rows": [row_of("A", 4, "std")]}])
+    type_id = seated.types["std"]["id"]
+    assert (await order_best(api, first, type_id, 3)).status_code == 200
+    refused = await order_best(api, second, type_id, 2)
+    assert refused.status_code == 409 and reason(refused) == "SOLD_OUT", refused.text
+    assert refused.json()["message"] == "only 1 std seat ticket is left", refused.text
+    assert refused.json()["details"][0]["metadata"]["available"] == "1"
+    assert (await order_best(api, second, type_id, 1)).status_code == 200
+    refused = await order_best(api, owner, type_id, 1)
+    assert refused.status_code == 409 and refused.json()["message"] == "std seat is sold out", refused.text
+    assert refused.json()["details"][0]["metadata"]["available"] == "0"
