@@ -283,3 +283,30 @@ async def test_asking_for_more_than_remain_says_how_many_are_left(api: httpx.Asy
     assert refused.json()["message"] == "General admission is sold out"
     assert refused.json()["details"][0]["metadata"]["available"] == "0"
     assert (await api.get(f"/api/events/{order['event_id']}/ticket-types")).json()["ticket_types"][0]["available"] == 0
+
+
+async def test_a_buyer_over_the_limit_hears_how_many_more_they_may_take(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """With 3 of a 4-per-buyer type held, asking for 2 more said "between 1 and 4 tickets of General
+    admission per buyer", as if 2 were not within it: the buyer could not tell that 1 more would do.
+    Still a 400 LIMIT_EXCEEDED, now saying how many they hold and may still take (ErrorInfo metadata
+    `remaining`, `max_per_order`)."""
+    owner, buyer = await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, inventory=20, max_per_order=4)
+    refused = await reserve(api, buyer, ticket_type["id"], quantity=5)
+    assert refused.status_code == 400 and refused.json()["details"][0]["reason"] == "LIMIT_EXCEEDED", refused.text
+    assert refused.json()["message"] == "between 1 and 4 tickets of General admission per buyer"
+    assert (await reserve(api, buyer, ticket_type["id"], quantity=3)).status_code == 200
+    refused = await reserve(api, buyer, ticket_type["id"], quantity=2)
+    assert refused.status_code == 400, refused.text
+    info = refused.json()["details"][0]
+    assert info["reason"] == "LIMIT_EXCEEDED"
+    assert refused.json()["message"] == (
+        "you have 3 General admission tickets already: 1 more at most (4 per buyer)"
+    ), refused.text
+    assert (info["metadata"]["remaining"], info["metadata"]["max_per_order"]) == ("1", "4")
+    assert (await reserve(api, buyer, ticket_type["id"], quantity=1)).status_code == 200
+    refused = await reserve(api, buyer, ticket_type["id"], quantity=1)
+    assert refused.json()["message"] == "you have 4 General admission tickets already, the most per buyer"
+    assert refused.json()["details"][0]["metadata"]["remaining"] == "0"

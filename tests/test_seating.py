@@ -674,3 +674,18 @@ async def test_best_available_asking_for_more_seats_than_remain_says_how_many_ar
     refused = await order_best(api, owner, type_id, 1)
     assert refused.status_code == 409 and refused.json()["message"] == "std seat is sold out", refused.text
     assert refused.json()["details"][0]["metadata"]["available"] == "0"
+
+
+async def test_a_buyer_over_the_seat_limit_hears_how_many_more_they_may_take(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    """Holding 1 of a 2-per-buyer seated type, asking for 2 more said "between 1 and 2 seats of std seat
+    per buyer"; now it says how many they hold and may still take, as other orders do."""
+    owner, buyer = await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, [{"name": "Hall", "rows": [row_of("A", 6, "std")]}], max_per_order=2)
+    assert (await order_seats(api, buyer, seated.ids("Hall A-1"))).status_code == 200
+    refused = await order_seats(api, buyer, seated.ids("Hall A-3", "Hall A-4"))
+    assert refused.status_code == 400 and reason(refused) == "LIMIT_EXCEEDED", refused.text
+    assert refused.json()["message"] == "you have 1 std seat seats already: 1 more at most (2 per buyer)"
+    assert refused.json()["details"][0]["metadata"]["remaining"] == "1"
+    assert (await order_seats(api, buyer, seated.ids("Hall A-3"))).status_code == 200
