@@ -143,6 +143,23 @@ async def test_one_ticket_of_a_free_order_refunded_leaves_the_others_valid(
     assert rest.status_code == 200 and rest.json()["order"]["status"] == "ORDER_STATUS_REFUNDED", rest.text
 
 
+async def test_a_ticket_named_twice_is_a_400_saying_so(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    """A valid ticket of the order named twice answered "some of those tickets are not this order's, or
+    were refunded already", neither of which was true; now a 400 naming ticket_ids and the duplicate,
+    and nothing is refunded."""
+    owner, buyer = await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, price_minor=0, inventory=3)
+    order = (await reserve(api, buyer, ticket_type["id"], quantity=2)).json()
+    assert (await checkout(api, buyer, order["id"])).json()["order"]["status"] == "ORDER_STATUS_PAID"
+    first, _ = sorted(t["id"] for t in await my_tickets(api, buyer))
+    twice = await refund(api, owner, order["id"], [first, first])
+    assert twice.status_code == 400, twice.text
+    assert twice.json()["message"] == "each ticket at most once", twice.text
+    assert [v["field"] for d in twice.json()["details"] for v in d.get("field_violations", [])] == ["ticket_ids"]
+    assert {t["status"] for t in await my_tickets(api, buyer)} == {"TICKET_STATUS_VALID"}
+    assert (await refund(api, owner, order["id"], [first])).status_code == 200
+
+
 async def test_a_ticket_refunded_after_a_partial_refund_at_stripe_refunds_only_what_is_left(
     api: httpx.AsyncClient, stack: Stack, db: asyncpg.Pool
 ) -> None:

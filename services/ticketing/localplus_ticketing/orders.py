@@ -289,6 +289,8 @@ async def refund_order(db: Database, order_id: UUID, ticket_ids: list[UUID], rea
     text("reason", reason)
     if len(reason) > MAX_REASON:
         raise invalid_argument("reason", f"reason must be at most {MAX_REASON} characters")
+    if len(set(ticket_ids)) < len(ticket_ids):
+        raise invalid_argument("ticket_ids", "each ticket at most once")
 
     async def refund(conn: Connection) -> Refunded:
         view = await _visible(conn, order_id)
