@@ -689,3 +689,24 @@ async def test_a_buyer_over_the_seat_limit_hears_how_many_more_they_may_take(
     assert refused.json()["message"] == "you have 1 std seat seats already: 1 more at most (2 per buyer)"
     assert refused.json()["details"][0]["metadata"]["remaining"] == "1"
     assert (await order_seats(api, buyer, seated.ids("Hall A-3"))).status_code == 200
+
+
+async def test_a_request_id_reused_for_other_seats_is_a_409(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    """The same request_id with other seats (or for best-available, another count) answered 200 with
+    the first order, as if the seats asked for were held; orders of items answer 409 REQUEST_ID_REUSED
+    for that (AIP-155), and now so do orders of seats. A true retry still answers its order."""
+    owner, buyer = await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, [{"name": "Hall", "rows": [row_of("A", 6, "std")]}])
+    request_id = str(uuid.uuid4())
+    first = await order_seats(api, buyer, seated.ids("Hall A-1"), request_id=request_id)
+    assert first.status_code == 200, first.text
+    again = await order_seats(api, buyer, seated.ids("Hall A-1"), request_id=request_id)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
+    other = await order_seats(api, buyer, seated.ids("Hall A-2"), request_id=request_id)
+    assert other.status_code == 409 and reason(other) == "REQUEST_ID_REUSED", other.text
+    body = {"request_id": request_id, "best_available": {"ticket_type_id": seated.types["std"]["id"], "quantity": 2}}
+    best = await api.post("/api/orders", json=body, headers=buyer.headers)
+    assert best.status_code == 409 and reason(best) == "REQUEST_ID_REUSED", best.text
+    assert (await statuses(api, seated.event["id"]))["Hall A-2"] == "AVAILABLE"

@@ -499,6 +499,15 @@ async def create_seat_order(db: Database, new: NewSeatOrder, hold: timedelta) ->
             quantity,
             hold,
         )
-        return await _read(conn, order_id, with_secrets=True)
+        view = await _read(conn, order_id, with_secrets=True)
+        # As for orders of items: the same request_id for other seats (or another best-available ask) is
+        # another request, and answering the first order would tell the caller theirs was made (AIP-155).
+        if best_type is not None:
+            asked = {(item["ticket_type_id"], item["quantity"]) for item in view.items} == {(best_type, quantity)}
+        else:
+            asked = {seat["seat_id"] for seat in view.seats} == set(new.seat_ids)
+        if not asked or not view.seats:
+            raise already_exists("this request_id was used for an order of other seats", "REQUEST_ID_REUSED")
+        return view
 
     return await db.run(reserve)
