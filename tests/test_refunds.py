@@ -307,3 +307,22 @@ async def test_refunding_race_exists_without_the_order_lock_and_the_lock_closes_
         assert await _refunds_of_one_ticket(url, widened) == 1
     finally:
         await server.drop_database(scratch)
+
+
+async def test_refunded_tickets_no_longer_count_against_the_buyers_limit(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """A buyer who bought 4 of a 4-per-buyer type and had 2 refunded holds 2, but every ticket of the
+    partially refunded order still counted: asking for 1 more was a 400 LIMIT_EXCEEDED. Now only the
+    tickets they still hold count (a wholly refunded order never did)."""
+    owner, buyer = await create_user(db), await create_user(db)
+    _, ticket_type = await event_with_tickets(api, owner, price_minor=0, inventory=10, max_per_order=4)
+    order = (await reserve(api, buyer, ticket_type["id"], quantity=4)).json()
+    assert (await checkout(api, buyer, order["id"])).json()["order"]["status"] == "ORDER_STATUS_PAID"
+    first, second, *_ = sorted(t["id"] for t in await my_tickets(api, buyer))
+    refunded = await refund(api, owner, order["id"], [first, second])
+    assert refunded.json()["order"]["status"] == "ORDER_STATUS_PARTIALLY_REFUNDED", refunded.text
+    again = await reserve(api, buyer, ticket_type["id"], quantity=2)
+    assert again.status_code == 200, again.text
+    over = await reserve(api, buyer, ticket_type["id"], quantity=1)
+    assert over.status_code == 400 and over.json()["details"][0]["reason"] == "LIMIT_EXCEEDED", over.text
