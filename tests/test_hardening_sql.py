@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from localplus_common.auth import SERVER
+from localplus_common.db import request_context
 from tests.sql_callers import as_caller, new_event, new_user
 
 # How the endpoint `/rest/v1/rpc/<name>` would call each, in `public` (where they were) and in the
@@ -281,6 +283,38 @@ async def test_owners_cannot_grant_permissions_that_have_already_expired(pool: a
             "update public.event_permissions set role = 'editor' where event_id = $1 and user_id = $2", event, viewer
         )
         assert changed == "UPDATE 1"
+
+
+async def test_callers_cannot_say_someone_else_granted_a_permission(pool: asyncpg.Pool) -> None:
+    """Only the server's own role (no user in the request) writes the granted_by it gives, as a series
+    split does when it copies an event's grants; a signed-in caller is recorded as the grantor even where
+    Supabase's table grants let the column through."""
+    owner, someone_else, grantee = await new_user(pool), await new_user(pool), await new_user(pool)
+    event = await new_event(pool, owner)
+    grant = (
+        "insert into public.event_permissions (event_id, user_id, role, granted_by) values ($1, $2, 'viewer', $3)"
+        " returning granted_by"
+    )
+    async with as_caller(pool, owner, grant_all_on=("event_permissions",)) as conn:
+        assert await conn.fetchval(grant, event, grantee, someone_else) == owner
+    async with as_caller(pool, owner, grant_all_on=("event_permissions",)) as conn:
+        await conn.execute(
+            "insert into public.event_permissions (event_id, user_id, role) values ($1, $2, 'viewer')", event, grantee
+        )
+        forged = await conn.fetchval(
+            "update public.event_permissions set granted_by = $3 where event_id = $1 and user_id = $2"
+            " returning granted_by",
+            event,
+            grantee,
+            someone_else,
+        )
+        assert forged == owner
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute(request_context(SERVER))
+        assert await conn.fetchval(grant, event, grantee, someone_else) == someone_else
+        await transaction.rollback()
 
 
 async def test_editors_cannot_set_sold(pool: asyncpg.Pool) -> None:

@@ -266,6 +266,25 @@ async def test_a_split_takes_along_the_permissions_still_in_force(
     assert [row["user_id"] for row in copied] == [editor.id]
 
 
+async def test_a_split_keeps_who_granted_each_permission(api: httpx.AsyncClient, db: asyncpg.Pool, user: User) -> None:
+    """The new series' permissions said granted_by "" (nobody): the copies were recorded as granted by
+    the server that made them. They keep the owner who granted them, whoever splits the series."""
+    event = await weekly_event(api, user)
+    editor, viewer = await create_user(db), await create_user(db)
+    for who, role in ((editor, "EVENT_ROLE_EDITOR"), (viewer, "EVENT_ROLE_VIEWER")):
+        grant = {"user_id": str(who.id), "role": role}
+        granted = await api.post(f"/api/events/{event['id']}/permissions", json=grant, headers=user.headers)
+        assert granted.status_code == 200 and granted.json()["granted_by"] == str(user.id), granted.text
+    found = await occurrences(api, event["id"])
+    split = await patch(api, editor, event["id"], found[2]["id"], {"capacity": 5}, update_mask="capacity",
+                        scope="UPDATE_SCOPE_THIS_AND_FOLLOWING")  # fmt: skip
+    assert split.status_code == 200, split.text
+    listed = await api.get(f"/api/events/{split.json()['event_id']}/permissions", headers=user.headers)
+    assert listed.status_code == 200, listed.text
+    granted_by = {p["user_id"]: p["granted_by"] for p in listed.json()["permissions"]}
+    assert granted_by == {str(editor.id): str(user.id), str(viewer.id): str(user.id)}, listed.text
+
+
 async def test_cancelling_this_and_following_ends_the_series(api: httpx.AsyncClient, user: User) -> None:
     event = await weekly_event(api, user)
     found = await occurrences(api, event["id"])

@@ -44,8 +44,9 @@ async def delete_event(conn: Connection, event_id: UUID) -> None:
 
 
 async def copy_permissions(conn: Connection, from_event: UUID, to_event: UUID) -> None:
-    """Give an event the permissions another one has that are still in force (the server's own write;
-    an expired one would be refused, as any grant that has already expired)."""
+    """Give an event the permissions another one has that are still in force, each still granted by
+    whoever granted it (the server's own write, which the permissions trigger lets keep granted_by; an
+    expired one would be refused, as any grant that has already expired)."""
     await conn.execute(
         "insert into public.event_permissions (event_id, user_id, role, granted_by, expires_at)"
         " select $2, user_id, role, granted_by, expires_at from public.event_permissions"
