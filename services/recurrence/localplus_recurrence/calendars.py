@@ -24,10 +24,10 @@ import icalendar
 from localplus_common.access import require_business, visible_event
 from localplus_common.cities import require_path_city
 from localplus_common.db import Connection, Database
-from localplus_common.errors import ApiError, invalid_argument
+from localplus_common.errors import invalid_argument
 from localplus_recurrence.materialise import schedule_of
 from localplus_recurrence.occurrences import LISTED_COLUMNS
-from localplus_recurrence.rules import compile_schedule, with_utc_until
+from localplus_recurrence.rules import Unexpandable, expandable, with_utc_until
 
 log = logging.getLogger(__name__)
 
@@ -163,16 +163,14 @@ async def _ics(conn: Connection, feed: Feed) -> bytes:
 
 
 def _expandable(event: asyncpg.Record) -> bool:
-    """Whether the service can expand the event's schedule. The SQL checks hold a rule's shape only, so
-    one written through Supabase's REST may be a rule the API refuses: such a series has no occurrences,
-    and is left out of the feeds rather than failing them for every other event in them."""
-    if event["recurrence_rrule"] is None:
-        return True
+    """Whether the service can expand the event's schedule (rules.expandable): such a series has no
+    occurrences, and is left out of the feeds rather than failing them for every other event in them."""
     try:
-        compile_schedule(schedule_of(event))
-        icalendar.vRecur.from_ical(event["recurrence_rrule"])
-    except (ApiError, ValueError):
-        log.warning("event %s has a rule the service cannot expand; left out of the feed", event["id"])
+        expandable(schedule_of(event))
+    except Unexpandable as error:
+        log.warning(
+            "event %s has a rule the service cannot expand; left out of the feed: %s", event["id"], error.message
+        )
         return False
     return True
 

@@ -25,9 +25,8 @@ import asyncpg
 from localplus_common.access import EDITOR, require_rank, visible_event
 from localplus_common.auth import SERVER
 from localplus_common.db import Connection, Database, act_as
-from localplus_common.errors import ApiError
 from localplus_common.requests import LATEST_TIMESTAMP
-from localplus_recurrence.rules import Recurrence, Schedule, compile_schedule
+from localplus_recurrence.rules import Recurrence, Schedule, Unexpandable, expandable
 from localplus_recurrence.settings import RecurrenceSettings
 
 log = logging.getLogger(__name__)
@@ -79,7 +78,7 @@ async def build(
             "update public.event_series set event_version = $2 where event_id = $1", event_id, event["version"]
         )
         return Built(await _count_from(conn, event_id, now), state["materialized_through"])
-    series = compile_schedule(schedule)
+    series = expandable(schedule)
     if schedule.recurrence is None:
         await _sync_one_off(conn, event_id, schedule)
         through, complete = LATEST_TIMESTAMP, True
@@ -222,9 +221,10 @@ async def repair(db: Database, settings: RecurrenceSettings, unexpandable: dict[
     """The horizon job: build every event whose occurrences are missing, stale or running short of
     the horizon, a batch per transaction; a series that fails is logged and tried again next time.
 
-    A rule the service cannot expand (written through Supabase's REST: the SQL checks hold a rule's
-    shape only) is no fault of the job: it is warned about once and recorded in `unexpandable`
-    (event id -> version; the job keeps it between passes), and skipped until the event changes."""
+    A schedule the service cannot expand (rules.expandable; written through Supabase's REST: the SQL
+    checks hold a rule's shape only) is no fault of the job: it is warned about once, naming what is
+    wrong, and recorded in `unexpandable` (event id -> version; the job keeps it between passes), and
+    skipped until the event changes. Any other failure is one of the job's, logged and retried."""
     repaired = 0
     failed: set[UUID] = set()
     while True:
@@ -243,7 +243,7 @@ async def repair(db: Database, settings: RecurrenceSettings, unexpandable: dict[
                 await db.run(functools.partial(_build_one, event_id=event_id, settings=settings), SERVER)
                 repaired += 1
                 unexpandable.pop(event_id, None)
-            except ApiError as error:
+            except Unexpandable as error:
                 log.warning(
                     "event %s has a rule the service cannot expand; no occurrences built: %s", event_id, error.message
                 )

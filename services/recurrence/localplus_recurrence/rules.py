@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, available_timezones
 
+import icalendar
 from dateutil import rrule as dateutil_rrule
 
-from localplus_common.errors import invalid_argument
+from localplus_common.errors import ApiError, invalid_argument
 from localplus_common.requests import LATEST_TIMESTAMP
 
 FIELD = "recurrence.rrule"
@@ -242,8 +243,10 @@ class Series:
         found: set[datetime] = set()
         for scanned, wall in enumerate(self._rule_walls(until)):
             if scanned >= MAX_SCANNED:
-                raise invalid_argument(
-                    FIELD, f"the series has more than {MAX_SCANNED} occurrences before the ones asked for"
+                raise Unexpandable.of(
+                    invalid_argument(
+                        FIELD, f"the series has more than {MAX_SCANNED} occurrences before the ones asked for"
+                    )
                 )
             instant = to_instant(wall, self.zone)
             if instant >= end:
@@ -281,6 +284,36 @@ def compile_schedule(schedule: Schedule) -> Series:
         if len(dates) > MAX_DATES:
             raise invalid_argument(f"recurrence.{name}", f"recurrence.{name} may hold at most {MAX_DATES} times")
     return Series(schedule, zone, rule, frozenset(recurrence.exdates), tuple(sorted(set(recurrence.rdates))))
+
+
+class Unexpandable(ApiError):
+    """A schedule the service cannot expand, saying why: the 400 a request with it gets (the field and
+    message of the check it fails), and what the feeds and the horizon job log for a stored one."""
+
+    @classmethod
+    def of(cls, error: ApiError) -> Unexpandable:
+        return cls(error.code, error.message, error.reason, error.field)
+
+
+def expandable(schedule: Schedule) -> Series:
+    """The schedule ready to expand, or Unexpandable naming what is wrong with it. The SQL checks hold a
+    stored rule's shape only, so one written through Supabase's REST may be a rule the API refuses
+    (BYDAY=XX, a 20-digit COUNT), or that iCalendar cannot write as the feeds' RRULE; both the calendar
+    feeds and the horizon job ask this one question of what they read. (An expansion that would scan
+    more than MAX_SCANNED instances raises Unexpandable as well, from Series.instants.)"""
+    try:
+        series = compile_schedule(schedule)
+    except ApiError as error:
+        raise Unexpandable.of(error) from None
+    except (ValueError, OverflowError) as error:
+        raise Unexpandable.of(invalid_argument(FIELD, f"the schedule cannot be expanded: {str(error)[:120]}")) from None
+    if schedule.recurrence is not None:
+        try:
+            icalendar.vRecur.from_ical(schedule.recurrence.rrule)
+        except ValueError as error:
+            message = f"recurrence.rrule is not an iCalendar RECUR (RFC 5545): {str(error)[:120]}"
+            raise Unexpandable.of(invalid_argument(FIELD, message)) from None
+    return series
 
 
 def validate(schedule: Schedule) -> Series:
