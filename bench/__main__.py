@@ -12,6 +12,7 @@ same RLS context), with the ratios between routes measured in the same run.
     make bench ARGS="--only seating"
     make bench ARGS="--only analytics"
     make bench ARGS="--only promotions"
+    make bench ARGS="--only floor"
 """
 
 from __future__ import annotations
@@ -26,7 +27,19 @@ import time
 
 import asyncpg
 
-from bench import analytics, dedup, notifications, phase0, promotions, recurrence, rush, search, seating, telemetry
+from bench import (
+    analytics,
+    dedup,
+    floor,
+    notifications,
+    phase0,
+    promotions,
+    recurrence,
+    rush,
+    search,
+    seating,
+    telemetry,
+)
 from bench.harness import running_stack
 from bench.load import cpu_count, h2load_available, wrk_available
 from bench.runner import HEADER, Context, Report, Route, Scenario, run, unknown_selectors
@@ -50,7 +63,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         help="comma-separated scenarios (get, list, register, reg-hot, rush, s-*, recurrence, telemetry, "
-        "notifications, seating, analytics, promotions), routes "
+        "notifications, seating, analytics, promotions, floor), routes "
         f"({', '.join(r.value for r in Route)}) or scenario:route pairs",
     )
     parser.add_argument(
@@ -119,7 +132,7 @@ def main(argv: list[str]) -> int:
     chosen = all_scenarios(args)
     only = [part.strip() for part in (args.only or "").split(",") if part.strip()]
     # These are sections of their own, after the scenarios' table: all of them unless --only names some.
-    sections = {"recurrence", "telemetry", "notifications", "seating", "analytics", "promotions"}
+    sections = {"recurrence", "telemetry", "notifications", "seating", "analytics", "promotions", "floor"}
     wanted = {section for section in sections if not only or section in only}
     if sections & set(only):
         args.only = ",".join(part for part in only if part not in sections) or None
@@ -156,6 +169,11 @@ def main(argv: list[str]) -> int:
             print(telemetry.__doc__)
             print(HEADER, flush=True)
             telemetry.run(bench_stack, context)
+        if "floor" in wanted:
+            print()
+            print(floor.__doc__)
+            print(HEADER, flush=True)
+            floor.run(context)
         if "recurrence" in wanted:
             print()
             asyncio.run(recurrence.run(endpoints))

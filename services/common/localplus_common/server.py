@@ -251,6 +251,21 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
+def server_options() -> list[tuple[str, int]]:
+    """Every service's grpc.aio server options (bench.floor's empty server takes them too)."""
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        # Envoy forwards the whole original URL as a header (x-envoy-original-path) and allows
+        # up to 60 KiB of headers; grpc's 8 KiB default turned long URLs into random 429s.
+        ("grpc.max_metadata_size", 64 * 1024),
+        ("grpc.absolute_max_metadata_size", 96 * 1024),
+        # Workers share the port; a lone process must find it free (a clash is an error, not a silent
+        # share with a stale process).
+        ("grpc.so_reuseport", 1 if is_worker() else 0),
+        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+    ]
+
+
 Register = Callable[[grpc.aio.Server, Database, Settings], None]
 Background = Callable[[Database], Coroutine[Any, Any, None]]
 
@@ -297,20 +312,7 @@ async def serve(
             tracing=tracer_provider is not None,
         )
     )
-    server = grpc.aio.server(
-        interceptors=interceptors,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            # Envoy forwards the whole original URL as a header (x-envoy-original-path) and allows
-            # up to 60 KiB of headers; grpc's 8 KiB default turned long URLs into random 429s.
-            ("grpc.max_metadata_size", 64 * 1024),
-            ("grpc.absolute_max_metadata_size", 96 * 1024),
-            # Workers share the port; a lone process must find it free (a clash is an error, not a silent
-            # share with a stale process).
-            ("grpc.so_reuseport", 1 if is_worker() else 0),
-            ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
-        ],
-    )
+    server = grpc.aio.server(interceptors=interceptors, options=server_options())
     register(server, Database(pool, replica_pool), settings)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
