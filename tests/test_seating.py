@@ -710,3 +710,59 @@ async def test_a_request_id_reused_for_other_seats_is_a_409(
     best = await api.post("/api/orders", json=body, headers=buyer.headers)
     assert best.status_code == 409 and reason(best) == "REQUEST_ID_REUSED", best.text
     assert (await statuses(api, seated.event["id"]))["Hall A-2"] == "AVAILABLE"
+
+
+async def test_seats_for_an_occurrence_not_of_the_event_are_a_400_naming_it(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    """A made-up `seats_occurrence_id`, or one of another event's, answered 400 "no ticket type sells
+    Hall A-1", as if the seat were the mistake; now the 400 names the occurrence. The event's own id
+    still stands for the event as a whole (its series-wide ticket types)."""
+    owner, buyer = await create_user(db), await create_user(db)
+    seated = await seated_event(api, admin, owner, [{"name": "Hall", "rows": [row_of("A", 4, "std")]}])
+    elsewhere = await create_event(
+        api, owner, status="EVENT_STATUS_PUBLISHED", recurrence={"rrule": "FREQ=DAILY;COUNT=2"}
+    )
+    others = (await api.get(f"/api/events/{elsewhere['id']}/occurrences")).json()["occurrences"]
+
+    async def buy(label: str, occurrence_id: str) -> httpx.Response:
+        body = {"request_id": str(uuid.uuid4()), "seats": [{"seat_id": seated.seats[label]["id"]}]}
+        return await api.post("/api/orders", json=body | {"seats_occurrence_id": occurrence_id}, headers=buyer.headers)
+
+    for occurrence_id in (str(uuid.uuid4()), others[0]["id"]):
+        refused = await buy("Hall A-1", occurrence_id)
+        assert refused.status_code == 400 and reason(refused) == "INVALID_ARGUMENT", refused.text
+        assert "occurrence" in refused.json()["message"], refused.text
+        fields = [v["field"] for d in refused.json()["details"] for v in d.get("field_violations", [])]
+        assert fields == ["order.seats_occurrence_id"], refused.text
+    assert (await statuses(api, seated.event["id"]))["Hall A-1"] == "AVAILABLE"
+    assert (await buy("Hall A-1", seated.event["id"])).status_code == 200
+
+
+async def test_seats_or_a_plan_of_something_else_are_invalid_arguments_naming_the_field(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    """Blocking seats of another event, or giving an event a plan of another venue, answered gRPC
+    FAILED_PRECONDITION with reason INVALID_ARGUMENT and no field; now INVALID_ARGUMENT on the field."""
+    owner = await create_user(db)
+    seated = await seated_event(api, admin, owner, [{"name": "Hall", "rows": [row_of("A", 2, "std")]}])
+    other = await seated_event(api, admin, owner, [{"name": "Hall", "rows": [row_of("A", 2, "std")]}])
+
+    def invalid_on(response: httpx.Response, field: str) -> bool:
+        fields = [v["field"] for d in response.json()["details"] for v in d.get("field_violations", [])]
+        return response.status_code == 400 and response.json()["code"] == 3 and fields == [field]
+
+    blocked = await api.post(
+        f"/api/events/{seated.event['id']}/seats:block",
+        json={"seat_ids": [*seated.ids("Hall A-1"), *other.ids("Hall A-1")]},
+        headers=owner.headers,
+    )
+    assert invalid_on(blocked, "seat_ids") and reason(blocked) == "INVALID_ARGUMENT", blocked.text
+    assert (await statuses(api, seated.event["id"]))["Hall A-1"] == "AVAILABLE"
+    moved = await api.patch(
+        f"/api/events/{seated.event['id']}",
+        json={"seating_plan_id": other.plan["id"]},
+        params={"update_mask": "seating_plan_id"},
+        headers=owner.headers,
+    )
+    assert invalid_on(moved, "seating_plan_id") and reason(moved) == "INVALID_ARGUMENT", moved.text

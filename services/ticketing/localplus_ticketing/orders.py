@@ -485,6 +485,8 @@ async def create_seat_order(db: Database, new: NewSeatOrder, hold: timedelta) ->
         )
         await act_as(conn, identity, event_id=event_id)
         await visible_event(conn, event_id)
+        if new.occurrence_id is not None:
+            await seating.require_occurrence_of(conn, event_id, new.occurrence_id, "order.seats_occurrence_id")
         if await conn.fetchval("select count(*) from public.ticket_types where id = any($1)", types) < len(types):
             raise not_found("ticket type not found")  # hidden from this buyer
         await act_as(conn, SERVER)

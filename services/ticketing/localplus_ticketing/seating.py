@@ -275,15 +275,21 @@ async def _seated_event(conn: Connection, event_id: UUID, occurrence_id: UUID | 
         require_rank(event, rank, "block or unblock the seats of")
     if event["seating_plan_id"] is None:
         raise not_found("the event has no seating plan")
-    if occurrence_id is None or occurrence_id == event_id:
+    if occurrence_id is None:
         return event_id
-    if not await conn.fetchval(
+    await require_occurrence_of(conn, event_id, occurrence_id, "occurrence_id")
+    return occurrence_id
+
+
+async def require_occurrence_of(conn: Connection, event_id: UUID, occurrence_id: UUID, field: str) -> None:
+    """400 on `field` unless `occurrence_id` is one of the event's occurrences or the event's own id,
+    which stands for the whole event (its series-wide ticket types)."""
+    if occurrence_id != event_id and not await conn.fetchval(
         "select exists (select 1 from public.event_occurrences where id = $1 and event_id = $2)",
         occurrence_id,
         event_id,
     ):
-        raise invalid_argument("occurrence_id", "not an occurrence of this event")
-    return occurrence_id
+        raise invalid_argument(field, "not an occurrence of this event")
 
 
 # The seat map
