@@ -230,6 +230,24 @@ async def test_analytics_equal_a_recount_after_a_mixed_workload(
     assert again.json()["funnel"] == funnel
 
 
+async def test_platform_analytics_take_a_category_whatever_its_case_and_spaces(
+    api: httpx.AsyncClient, db: asyncpg.Pool, admin: User
+) -> None:
+    """`GET /api/analytics?category=Music` counted no event of category `music`: the category is
+    compared without regard to case or spaces around it, as search and the moderation queue do."""
+    owner = await create_user(db)
+    city = await add_city(db, f"analytics-{uuid.uuid4().hex[:8]}")
+    category = f"cat-{uuid.uuid4().hex[:8]}"
+    spellings = [category, f" {category.upper()} "]
+    for spelled in spellings:
+        event = await create_event(api, owner, status="EVENT_STATUS_PUBLISHED", city=city, category=spelled)
+        await register(api, event["id"], await create_user(db))
+    for asked in [*spellings, category.title(), f"{category}\t"]:
+        got = await api.get("/api/analytics", params={"city": city, "category": asked}, headers=admin.headers)
+        assert got.status_code == 200, got.text
+        assert got.json()["funnel"].get("registrations") == 2, (asked, got.json()["funnel"])
+
+
 async def test_a_view_counts_once_per_viewer_and_day_and_never_for_editors(
     api: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:

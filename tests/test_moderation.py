@@ -264,6 +264,23 @@ async def test_moderation_queue_oldest_first_filtered_and_admin_only(
     assert seen == submitted
 
 
+async def test_the_queue_takes_a_category_whatever_its_case_and_spaces(
+    api: httpx.AsyncClient, user: User, admin: User
+) -> None:
+    """`category=Music` listed no event of category `music`: the category is compared without regard to
+    case or spaces around it, as search and analytics do."""
+    category = f"cat-{uuid.uuid4().hex[:8]}"
+    submitted = []
+    for spelled in (category, f" {category.upper()} "):
+        event = await create_event(api, user, title="Queued", category=spelled)
+        await _post(api, event["id"], "submit", user)
+        submitted.append(event["id"])
+    for asked in (category, category.upper(), f"  {category.title()} "):
+        page = await api.get("/api/moderation/events", params={"category": asked}, headers=admin.headers)
+        assert page.status_code == 200, page.text
+        assert [e["id"] for e in page.json()["events"]] == submitted, asked
+
+
 async def test_a_queue_page_token_is_only_good_for_the_filters_that_made_it(
     api: httpx.AsyncClient, user: User, admin: User
 ) -> None:

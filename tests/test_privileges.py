@@ -203,7 +203,7 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, Grants]] = {
 SERVER_OWNED: dict[str, set[str]] = {
     "public.events": {
         "id", "created_at", "updated_at", "version", "source", "submitted_at", "published_at",
-        "search_text", "search_keywords", "city_id",
+        "search_text", "search_keywords", "city_id", "category_key",
     },
     "public.venues": {"id", "created_by", "created_at", "updated_at"},
     "public.scraper_imports": {"status", "event_id", "duplicate_of", "score", "content_hash", "item"},

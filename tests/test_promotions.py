@@ -627,6 +627,7 @@ async def test_targeting_placements_cities_and_categories(
         api, stack, owner, admin, event["id"], placements=["PROMOTION_PLACEMENT_SEARCH"], categories=["dance"]
     )
     await until_served(api, search_only["id"], city=city, q="salsa", category="dance")
+    await until_served(api, search_only["id"], city=city, q="salsa", category=" Dance ")  # as search compares it
     await never_served(api, search_only["id"], tries=2, city=city, category="dance")  # browse
     await never_served(api, search_only["id"], tries=2, city=city, q="salsa")  # no category asked for
     # A promotion for the city is served however the request spells it (spaces around, upper case).

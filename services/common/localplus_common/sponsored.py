@@ -58,6 +58,12 @@ CAP_WINDOW_S = 3600.0
 CAP_MAX_ENTRIES = 100_000
 
 
+def folded_category(category: str) -> str:
+    """A category as promotions and requests are matched by: case and spaces around it do not count, as in
+    the events service's category filters (localplus_events.domain.folded_category)."""
+    return category.strip(" \t\n\r").lower()
+
+
 @dataclass(frozen=True)
 class Request:
     """What a list request asked for that promotions target."""
@@ -93,7 +99,7 @@ class Live:
         return (
             placement in self.placements
             and (not self.cities or city_slug(query.city) in self.cities)
-            and (not self.categories or query.category in self.categories)
+            and (not self.categories or folded_category(query.category) in self.categories)
         )
 
 
@@ -302,7 +308,7 @@ class Sponsorship:
                 row["business_id"],
                 frozenset(row["placements"]),
                 frozenset(row["cities"]),
-                frozenset(row["categories"]),
+                frozenset(folded_category(category) for category in row["categories"]),
                 row["bid_type"],
                 row["bid_minor"],
             )

@@ -30,6 +30,7 @@ from localplus_common.cities import city_id
 from localplus_common.db import Connection, Database, act_as
 from localplus_common.errors import invalid_argument, permission_denied
 from localplus_common.requests import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+from localplus_events.domain import category_filter, folded_category
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +180,12 @@ async def platform_analytics(db: Database, city: str, category: str, days: DateR
         city_key = await city_id(conn, city) if city else None
         return await conn.fetch(
             f"{SUMS} from public.analytics_city_days where day between $1 and $2"
-            " and ($3::uuid is null or city_id = $3) and ($4 = '' or category = $4) group by 1, 2",
+            " and ($3::uuid is null or city_id = $3)"
+            f" and ($4 = '' or {folded_category('category')} = {folded_category('$4')}) group by 1, 2",
             days.start,
             days.end,
             city_key,
-            category,
+            category_filter(category),
         )
 
     return _analytics(days, await db.run(run))

@@ -31,6 +31,7 @@ from localplus_common.paging import (
     uuid_value,
 )
 from localplus_common.sponsored import Request, Sponsored, Sponsorship
+from localplus_events.domain import category_filter, folded_category
 
 ORDERS = ("relevance", "starts_at", "distance", "popularity")
 # How many promoted events matching a search are looked at for a page's sponsored slots.
@@ -151,7 +152,7 @@ async def search_with_sponsored(
     found by the same search, in the same transaction, none of them on the page. The page itself is
     built exactly as without promotions."""
     plan = plan_search(query)
-    target = Request(q=query.q, city=query.city, category=query.category)
+    target = Request(q=query.q, city=query.city, category=category_filter(query.category))
     promoted = sponsorship.candidates(target) if sponsorship is not None else []
 
     async def run(conn: Connection) -> tuple[list[asyncpg.Record], list[asyncpg.Record], set[UUID]]:
@@ -211,8 +212,9 @@ def plan_search(
     if query.city:
         # search() has checked the slug names a city.
         sql.where(f"e.city_id = (select c.id from public.cities c where c.slug = {sql.param(city_slug(query.city))})")
-    if query.category:
-        sql.where(f"e.category = {sql.param(query.category)}")
+    if category_filter(query.category):
+        # events_listed_category_key_idx: the folded column, compared with leakproof text equality.
+        sql.where(f"e.category_key = {folded_category(sql.param(query.category))}")
     if query.tags:
         sql.where(f"e.tags @> {sql.param(list(query.tags))}::text[]")
     if query.business_id is not None:

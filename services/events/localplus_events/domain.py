@@ -101,6 +101,21 @@ def validate_event(event: dict[str, Any]) -> None:
         raise invalid_argument("registration_closes_at", "registration must close after it opens")
 
 
+# Categories are compared without regard to case or the spaces around them (`Music` is `music`): the
+# folded category, as events.category_key holds it (sql/migrations/20261224002200_category_key.sql).
+CATEGORY_SPACES = " \t\n\r"
+
+
+def folded_category(sql: str) -> str:
+    """SQL for the folded category of the text `sql` (a column or a parameter)."""
+    return f"lower(btrim({sql}, E' \\t\\n\\r'))"
+
+
+def category_filter(value: str) -> str:
+    """A `category=` filter as given, or "" (no filter) when it is only spaces."""
+    return value if value.strip(CATEGORY_SPACES) else ""
+
+
 # Enum value names in the API are these prefixes plus the database value in capitals.
 STATUS_PREFIX = "EVENT_STATUS_"
 VISIBILITY_PREFIX = "EVENT_VISIBILITY_"

@@ -28,6 +28,7 @@ from localplus_common.sponsored import Sponsored
 from localplus_events import analytics, notifications
 from localplus_events.discovery import SearchQuery
 from localplus_events.domain import (
+    CATEGORY_SPACES,
     EDITABLE_FIELDS,
     OUTPUT_ONLY_FIELDS,
     PARTICIPANT_EDITABLE_FIELDS,
@@ -36,6 +37,7 @@ from localplus_events.domain import (
     ROLE_PREFIX,
     STATUS_PREFIX,
     VISIBILITY_PREFIX,
+    category_filter,
     db_to_enum,
     enum_to_db,
     status_name,
@@ -174,9 +176,18 @@ def enum_name(enum: Any, number: int, field: str) -> str:
     raise invalid_argument(field, f"{field} must be one of {', '.join(enum.keys()[1:])}")
 
 
+def same_category(request: Any) -> Any:
+    """`request` with its category as filters compare it (folded_category): `Music` and ` music` are one
+    filter, so one scope for page tokens."""
+    folded = type(request)()
+    folded.CopyFrom(request)
+    folded.category = category_filter(request.category).strip(CATEGORY_SPACES).lower()
+    return folded
+
+
 def search_query(request: events_pb2.ListEventsRequest) -> SearchQuery:
     return SearchQuery(
-        page=page(request),
+        page=page(same_category(request)),
         q=request.q,
         city=request.city,
         category=request.category,

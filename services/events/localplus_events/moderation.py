@@ -15,7 +15,7 @@ from localplus_common.db import Connection, Database
 from localplus_common.errors import ApiError, aborted, invalid_argument, not_found, permission_denied
 from localplus_common.paging import Page, PageRequest, decode_keyset, int64_value, page_of, time_value, uuid_value
 from localplus_common.telemetry import MODERATION_DECISIONS
-from localplus_events.domain import status_name
+from localplus_events.domain import category_filter, folded_category, status_name
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,10 @@ async def moderation_queue(db: Database, where: QueueFilter, page: PageRequest) 
     async def queue(conn: Connection) -> list[asyncpg.Record]:
         in_city = await city_id(conn, where.city) if where.city else None
         return await conn.fetch(
-            """
+            f"""
             select * from public.events
              where status = 'pending_review'
-               and ($2::uuid is null or city_id = $2) and ($3::text = '' or category = $3)
+               and ($2::uuid is null or city_id = $2) and ($3::text = '' or category_key = {folded_category("$3")})
                and ($4::text = '' or source = $4)
                and ($5::timestamptz is null or (submitted_at, id) > ($5, $6))
              order by submitted_at, id
@@ -109,7 +109,7 @@ async def moderation_queue(db: Database, where: QueueFilter, page: PageRequest) 
             """,
             page.size + 1,
             in_city,
-            where.category,
+            category_filter(where.category),
             where.source,
             *(after or (None, None)),
         )

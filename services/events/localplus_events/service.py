@@ -111,7 +111,9 @@ class EventsService(events_pb2_grpc.EventsServiceServicer):
     async def ListModerationEvents(
         self, request: events_pb2.ListModerationEventsRequest, context: Context
     ) -> events_pb2.ListModerationEventsResponse:
-        page = await moderation.moderation_queue(self.db, mapping.queue_filter(request), mapping.page(request))
+        page = await moderation.moderation_queue(
+            self.db, mapping.queue_filter(request), mapping.page(mapping.same_category(request))
+        )
         return mapping.list_moderation_events_response(page)
 
     async def ImportEvents(
