@@ -436,7 +436,12 @@ async def test_category_tags_business_and_free_only(
     assert await ids(tags=["jazz", "family"]) == []
     assert await ids(business_id=str(business_id)) == [bar["id"]]
     assert [e["id"] for e in await found(api, business_id=str(business_id))] == [bar["id"]]
-    assert await ids(business_id=str(uuid.uuid4())) == []
+    # A business that does not exist is a 400 naming it, as an unknown city is; one without events lists none.
+    unknown = await api.get("/api/events", params={"business_id": str(uuid.uuid4())})
+    assert_json_error(unknown, 400, "INVALID_ARGUMENT", "business_id")
+    idle = uuid.uuid4()
+    await db.execute("insert into public.businesses (id, name) values ($1, 'Idle Co')", idle)
+    assert await ids(business_id=str(idle)) == []
     assert await ids(free_only="true") == [free_ticket["id"], family["id"], bar["id"]]
     assert await ids(free_only="false") == [paid["id"], free_ticket["id"], family["id"], bar["id"]]
     assert await ids(free_only="true", category="music", tags="jazz") == [free_ticket["id"]]
