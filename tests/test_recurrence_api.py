@@ -466,6 +466,9 @@ async def test_whats_on_lists_published_public_occurrences_in_the_city(
     assert listed[0]["event"]["title"] == series["title"] and listed[0]["event"]["recurring"]
     unknown = await api.get("/api/occurrences", params={**params, "city": "atlantis"})
     assert unknown.status_code == 400 and "atlantis" in unknown.json()["message"]
+    # A blank city names no city, as in search: a 400, not every city.
+    blank = await api.get("/api/occurrences", params={**params, "city": " "})
+    assert_json_error(blank, 400, "INVALID_ARGUMENT", "city")
     everywhere = await api.get("/api/occurrences", params={**params, "city": "", "page_size": "100"})
     assert elsewhere["id"] in everywhere.text
     too_wide = await api.get("/api/occurrences", params={**params, "end": iso(start + timedelta(days=40))})

@@ -434,7 +434,7 @@ async def search(
     promoted = sponsorship.candidates(target) if sponsorship is not None else []
 
     async def find(conn: Connection) -> tuple[list[asyncpg.Record], list[asyncpg.Record], set[UUID]]:
-        in_city = await city_id(conn, query.city) if query.city.strip() else None
+        in_city = await city_id(conn, query.city) if query.city else None
         rows = await conn.fetch(SEARCH, in_city, start, end, *(after or (None, None)), query.page.size + 1)
         if not promoted or sponsorship is None:
             return rows, [], set()
