@@ -377,6 +377,9 @@ async def test_cities_are_slugs_of_cities_that_exist(api: httpx.AsyncClient, db:
     assert violated_field(created) == "cities" and "atlantis" in created.json()["message"]
     draft = await create_promotion(api, owner, event["id"], cities=[known.upper()])
     assert draft["cities"] == [known]
+    # Spaces around a slug do not count either, as in `city=`.
+    padded = await create_promotion(api, owner, event["id"], cities=[f" {known.upper()} "])
+    assert padded["cities"] == [known]
     patched = await api.patch(f"/api/promotions/{draft['id']}", json={"cities": ["nowhere"]}, headers=owner.headers)
     assert violated_field(patched) == "cities" and "nowhere" in patched.json()["message"]
     assert (await api.get(f"/api/promotions/{draft['id']}", headers=owner.headers)).json()["cities"] == [known]

@@ -17,7 +17,7 @@ import asyncpg
 
 from localplus_common.access import require_business_partner, signed_in
 from localplus_common.auth import SERVER
-from localplus_common.cities import require_cities
+from localplus_common.cities import city_slug, require_cities
 from localplus_common.db import Connection, Database, act_as, current_identity
 from localplus_common.errors import ApiError, aborted, invalid_argument, not_found, permission_denied
 from localplus_common.money import currency_code
@@ -102,7 +102,7 @@ def _normalised(values: dict[str, Any]) -> dict[str, Any]:
     if "currency" in out:
         out["currency"] = currency_code("currency", out["currency"])
     if "cities" in out:
-        out["cities"] = sorted({city.lower() for city in out["cities"]})
+        out["cities"] = sorted({city_slug(city) for city in out["cities"]})
     if "placements" in out:
         out["placements"] = sorted(set(out["placements"]))
     return out
