@@ -63,7 +63,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         help="comma-separated scenarios (get, list, register, reg-hot, rush, s-*, recurrence, telemetry, "
-        "notifications, seating, analytics, promotions, floor), routes "
+        "notifications, seating, analytics, promotions, floor, dedup), routes "
         f"({', '.join(r.value for r in Route)}) or scenario:route pairs",
     )
     parser.add_argument(
@@ -132,7 +132,7 @@ def main(argv: list[str]) -> int:
     chosen = all_scenarios(args)
     only = [part.strip() for part in (args.only or "").split(",") if part.strip()]
     # These are sections of their own, after the scenarios' table: all of them unless --only names some.
-    sections = {"recurrence", "telemetry", "notifications", "seating", "analytics", "promotions", "floor"}
+    sections = {"recurrence", "telemetry", "notifications", "seating", "analytics", "promotions", "floor", "dedup"}
     wanted = {section for section in sections if not only or section in only}
     if sections & set(only):
         args.only = ",".join(part for part in only if part not in sections) or None
@@ -189,8 +189,9 @@ def main(argv: list[str]) -> int:
         if "promotions" in wanted:
             print()
             asyncio.run(promotions.run(endpoints))
-    print()
-    print(dedup.report())
+    if "dedup" in wanted:
+        print()
+        print(dedup.report())
     print()
     took = time.monotonic() - began
     make = f"make bench ARGS={shlex.quote(shlex.join(argv))}" if argv else "make bench"
